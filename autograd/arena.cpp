@@ -1,0 +1,62 @@
+#include "autograd/arena.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fbt {
+
+namespace {
+constexpr size_t kAlign = 64;
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+Arena::Arena(size_t initial_bytes) { add_block(initial_bytes); }
+
+void Arena::add_block(size_t min_bytes) {
+  Block b;
+  b.size = round_up(min_bytes) + kAlign;
+  b.mem.reset(new std::byte[b.size]);
+  blocks_.push_back(std::move(b));
+}
+
+float* Arena::alloc_floats(size_t n) {
+  size_t bytes = round_up(std::max<size_t>(n, 1) * sizeof(float));
+  Block* b = &blocks_.back();
+  auto base = reinterpret_cast<uintptr_t>(b->mem.get());
+  size_t offset = round_up(base + b->used) - base;
+  if (offset + bytes > b->size) {
+    add_block(std::max(bytes, b->size * 2));
+    b = &blocks_.back();
+    base = reinterpret_cast<uintptr_t>(b->mem.get());
+    offset = round_up(base) - base;
+  }
+  b->used = offset + bytes;
+  used_total_ += bytes;
+  return reinterpret_cast<float*>(b->mem.get() + offset);
+}
+
+Tensor Arena::alloc(const Shape& s) { return Tensor{alloc_floats(size_t(s.numel())), s, Device::CPU}; }
+
+Tensor Arena::zeros(const Shape& s) {
+  Tensor t = alloc(s);
+  std::memset(t.data, 0, sizeof(float) * size_t(s.numel()));
+  return t;
+}
+
+size_t Arena::capacity_bytes() const {
+  size_t c = 0;
+  for (auto& b : blocks_) c += b.size;
+  return c;
+}
+
+void Arena::reset() {
+  if (blocks_.size() > 1) {  // merge: next step fits in one block
+    size_t total = capacity_bytes();
+    blocks_.clear();
+    add_block(total);
+  }
+  blocks_.back().used = 0;
+  used_total_ = 0;
+}
+
+}  // namespace fbt

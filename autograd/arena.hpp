@@ -1,0 +1,33 @@
+// Bump allocator for the activations and gradients of one step. Pointers stay valid until
+// reset(); reset() keeps the capacity (merged into one block), so a steady training loop
+// allocates nothing after its first step.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "autograd/tensor.hpp"
+
+namespace fbt {
+
+class Arena {
+ public:
+  explicit Arena(size_t initial_bytes = size_t(1) << 20);
+  float* alloc_floats(size_t n);            // 64-byte aligned, uninitialised
+  Tensor alloc(const Shape& s);             // uninitialised
+  Tensor zeros(const Shape& s);
+  void reset();
+  size_t used_bytes() const { return used_total_; }
+  size_t capacity_bytes() const;
+
+ private:
+  struct Block {
+    std::unique_ptr<std::byte[]> mem;
+    size_t size = 0, used = 0;
+  };
+  void add_block(size_t min_bytes);
+  std::vector<Block> blocks_;
+  size_t used_total_ = 0;
+};
+
+}  // namespace fbt

@@ -1,0 +1,44 @@
+// Parameters by name, their values and gradients each in one contiguous block (one memset to
+// zero, one loop for the optimizer, one write for a checkpoint). Order of registration is the
+// order in the blocks.
+#pragma once
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "autograd/tape.hpp"
+
+namespace fbt {
+
+class ParamStore {
+ public:
+  // Register before finalize(); returns a handle whose storage appears at finalize().
+  Var add(const std::string& name, const Shape& shape);
+  void finalize();  // allocates the blocks (values zero)
+
+  Var get(const std::string& name) const;
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  const std::vector<std::string>& names() const { return names_; }
+  Var at(size_t i) const { return Var(const_cast<Node*>(&nodes_[i])); }
+  size_t size() const { return names_.size(); }
+
+  std::vector<float>& values() { return values_; }
+  std::vector<float>& grads() { return grads_; }
+  const std::vector<float>& values() const { return values_; }
+  const std::vector<float>& grads() const { return grads_; }
+  size_t offset(size_t i) const { return offsets_[i]; }
+  size_t numel() const { return values_.size(); }
+
+  void zero_grad();
+
+ private:
+  std::deque<Node> nodes_;
+  std::vector<std::string> names_;
+  std::vector<size_t> offsets_;
+  std::map<std::string, size_t> index_;
+  std::vector<float> values_, grads_;
+  bool finalized_ = false;
+};
+
+}  // namespace fbt

@@ -1,0 +1,102 @@
+// The tape: values of one step (Nodes), the backward closures of the coarse ops that made
+// them, and the arena their storage comes from. backward() runs the closures in reverse
+// order; each closure *accumulates* (+=) into its inputs' gradients, which is what makes a
+// value that feeds several ops sum its gradients.
+#pragma once
+#include <deque>
+#include <functional>
+#include <vector>
+
+#include "autograd/arena.hpp"
+#include "autograd/tensor.hpp"
+
+namespace fbt {
+
+struct Node {
+  Tensor value;
+  Tensor grad;                 // undefined until backward first touches it (params: always set)
+  bool requires_grad = false;
+};
+
+// A handle to a Node. Cheap to copy; valid until the owning tape is reset (parameters: forever).
+class Var {
+ public:
+  Var() = default;
+  explicit Var(Node* n) : n_(n) {}
+  Node* node() const { return n_; }
+  explicit operator bool() const { return n_ != nullptr; }
+  const Tensor& value() const { return n_->value; }
+  float* data() const { return n_->value.data; }
+  const Shape& shape() const { return n_->value.shape; }
+  bool requires_grad() const { return n_ && n_->requires_grad; }
+  const Tensor& grad() const { return n_->grad; }
+  bool operator==(const Var& o) const { return n_ == o.n_; }
+
+ private:
+  Node* n_ = nullptr;
+};
+
+class Tape {
+ public:
+  Tape() = default;
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  // A value that is an input of the step (tokens' embeddings come from ops; this is for data).
+  Var leaf(const Shape& s, bool requires_grad = false);           // uninitialised storage
+  Var leaf_copy(const Tensor& src, bool requires_grad = false);   // copies src into the arena
+  // An op's output: requires grad when recording and any input does.
+  Var output(const Shape& s, std::initializer_list<Var> inputs);
+  Var output(const Shape& s, const std::vector<Var>& inputs);
+  // Same storage, no gradient path.
+  Var detach(Var v);
+  // Same storage, a gradient of its own: two readers of one buffer whose gradients must be told
+  // apart (the memory key/value cache, ops/memory.cpp).
+  Var alias(Var v, bool requires_grad);
+
+  bool recording() const { return grad_enabled_; }
+  void record(std::function<void()> backward) { records_.push_back(std::move(backward)); }
+
+  // Gradient storage of v, allocated and zeroed on first use. Undefined when !requires_grad.
+  Tensor grad(Var v);
+
+  // Seeds d(out) = 1 (out must have one element) or = seed, then runs the records in reverse.
+  void backward(Var out);
+  void backward(Var out, const Tensor& seed);
+
+  // Zeroes the gradients of the step's nodes (parameters: ParamStore::zero_grad), so the
+  // same records can be swept again.
+  void zero_grad();
+
+  // Frees every node, record and activation of the step (parameters are not on the tape).
+  void reset();
+
+  Arena& arena() { return arena_; }
+  size_t num_records() const { return records_.size(); }
+
+ private:
+  friend class NoGradScope;
+  Arena arena_;
+  std::deque<Node> nodes_;
+  std::vector<std::function<void()>> records_;
+  bool grad_enabled_ = true;
+};
+
+// The tape ops record on: one per thread.
+Tape& tape();
+
+// Nothing recorded while it lives (evaluation, sampling, finite differences).
+class NoGradScope {
+ public:
+  NoGradScope() : saved_(tape().grad_enabled_) { tape().grad_enabled_ = false; }
+  ~NoGradScope() { tape().grad_enabled_ = saved_; }
+  NoGradScope(const NoGradScope&) = delete;
+  NoGradScope& operator=(const NoGradScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
+inline Var detach(Var v) { return tape().detach(v); }
+
+}  // namespace fbt

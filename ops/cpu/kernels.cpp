@@ -1,0 +1,302 @@
+// CPU kernels: Eigen maps over raw pointers for the matrix products, OpenMP loops elsewhere.
+// Reductions that cross rows (parameter gradients) run in a fixed order so results are
+// bit-identical for a given thread count.
+#include "ops/cpu/kernels.hpp"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "autograd/rng.hpp"
+
+namespace fbt::cpu {
+
+using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapR = Eigen::Map<MatR>;
+using CMapR = Eigen::Map<const MatR>;
+using CVec = Eigen::Map<const Eigen::VectorXf>;
+using Vec = Eigen::Map<Eigen::VectorXf>;
+
+namespace {
+constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than they save
+}
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
+  MapR Y(y, N, Out);
+  Y.noalias() = CMapR(x, N, In) * CMapR(W, Out, In).transpose();
+  if (b) Y.rowwise() += CVec(b, Out).transpose();
+}
+
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
+                     int64_t N, int64_t In, int64_t Out) {
+  CMapR dY(dy, N, Out);
+  if (dx) MapR(dx, N, In).noalias() += dY * CMapR(W, Out, In);
+  if (dW) MapR(dW, Out, In).noalias() += dY.transpose() * CMapR(x, N, In);
+  if (db) Vec(db, Out) += dY.colwise().sum().transpose();
+}
+
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
+  for (int64_t g = 0; g < G; ++g)
+    MapR(y + g * M * N, M, N).noalias() = CMapR(a + g * M * K, M, K) * CMapR(b + g * K * N, K, N);
+}
+
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N) {
+  for (int64_t g = 0; g < G; ++g) {
+    CMapR dY(dy + g * M * N, M, N);
+    if (da) MapR(da + g * M * K, M, K).noalias() += dY * CMapR(b + g * K * N, K, N).transpose();
+    if (db) MapR(db + g * K * N, K, N).noalias() += CMapR(a + g * M * K, M, K).transpose() * dY;
+  }
+}
+
+void add_forward(float* y, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void mul_forward(float* y, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
+}
+
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  if (da)
+    for (int64_t i = 0; i < n; ++i) da[i] += dy[i] * b[i];
+  if (db)
+    for (int64_t i = 0; i < n; ++i) db[i] += dy[i] * a[i];
+}
+
+void scale_forward(float* y, const float* x, float s, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s;
+}
+
+void axpy(float* y, float s, const float* x, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
+}
+
+// ---- layer norm ----
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                       int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* xr = x + r * C;
+    float m = 0.f;
+    for (int64_t c = 0; c < C; ++c) m += xr[c];
+    m /= float(C);
+    float v = 0.f;
+    for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
+    float s = 1.0f / std::sqrt(v / float(C) + 1e-5f);
+    float* yr = y + r * C;
+    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s * w[c] + b[c];
+    mean[r] = m;
+    rstd[r] = s;
+  }
+}
+
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float *xr = x + r * C, *dyr = dy + r * C;
+    float m = mean[r], s = rstd[r];
+    float sum_g = 0.f, sum_gx = 0.f;  // mean of dxhat and of dxhat * xhat
+    for (int64_t c = 0; c < C; ++c) {
+      float g = dyr[c] * w[c];
+      sum_g += g;
+      sum_gx += g * (xr[c] - m) * s;
+    }
+    sum_g /= float(C);
+    sum_gx /= float(C);
+    float* dxr = dx + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      float xhat = (xr[c] - m) * s;
+      dxr[c] += s * (dyr[c] * w[c] - sum_g - xhat * sum_gx);
+    }
+  }
+}
+
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r) {
+    const float *xr = x + r * C, *dyr = dy + r * C;
+    float m = mean[r], s = rstd[r];
+    for (int64_t c = 0; c < C; ++c) {
+      if (dw) dw[c] += dyr[c] * (xr[c] - m) * s;
+      if (db) db[c] += dyr[c];
+    }
+  }
+}
+
+// ---- activations ----
+
+namespace {
+inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * float(M_SQRT1_2))); }
+inline float gelu_grad(float x) {
+  float cdf = 0.5f * (1.0f + std::erf(x * float(M_SQRT1_2)));
+  float pdf = std::exp(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
+  return cdf + x * pdf;
+}
+}  // namespace
+
+void gelu_forward(float* y, const float* x, int64_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
+}
+
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * gelu_grad(x[i]);
+}
+
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
+#pragma omp parallel for if (N * F > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* ur = u + r * 2 * F;
+    float* yr = y + r * F;
+    for (int64_t c = 0; c < F; ++c) yr[c] = ur[c] * gelu(ur[F + c]);
+  }
+}
+
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+#pragma omp parallel for if (N * F > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* ur = u + r * 2 * F;
+    const float* dyr = dy + r * F;
+    float* dur = du + r * 2 * F;
+    for (int64_t c = 0; c < F; ++c) {
+      float gate = ur[F + c];
+      dur[c] += dyr[c] * gelu(gate);
+      dur[F + c] += dyr[c] * ur[c] * gelu_grad(gate);
+    }
+  }
+}
+
+// ---- softmax ----
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* xr = x + r * C;
+    const uint8_t* mr = mask + r * C;
+    float* yr = y + r * C;
+    float mx = -INFINITY;
+    for (int64_t c = 0; c < C; ++c)
+      if (mr[c]) mx = std::max(mx, xr[c]);
+    if (mx == -INFINITY) {
+      std::fill(yr, yr + C, 0.f);
+      continue;
+    }
+    float sum = 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      yr[c] = mr[c] ? std::exp(xr[c] - mx) : 0.f;
+      sum += yr[c];
+    }
+    for (int64_t c = 0; c < C; ++c) yr[c] /= sum;
+  }
+}
+
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float *yr = y + r * C, *dyr = dy + r * C;
+    float dot = 0.f;
+    for (int64_t c = 0; c < C; ++c) dot += yr[c] * dyr[c];
+    float* dxr = dx + r * C;
+    for (int64_t c = 0; c < C; ++c) dxr[c] += yr[c] * (dyr[c] - dot);  // masked: y = 0, no gradient
+  }
+}
+
+// ---- embedding and loss ----
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+#pragma omp parallel for if (N * D > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) std::memcpy(y + r * D, W + int64_t(ids[r]) * D, sizeof(float) * size_t(D));
+}
+
+void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D) {
+  for (int64_t r = 0; r < N; ++r) {  // serial: rows may share a token, order fixed
+    float* dwr = dW + int64_t(ids[r]) * D;
+    const float* dyr = dy + r * D;
+    for (int64_t c = 0; c < D; ++c) dwr[c] += dyr[c];
+  }
+}
+
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) if (N * V > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* lr = logits + r * V;
+    float mx = lr[0];
+    for (int64_t c = 1; c < V; ++c) mx = std::max(mx, lr[c]);
+    double s = 0.0;
+    for (int64_t c = 0; c < V; ++c) s += std::exp(double(lr[c] - mx));
+    double l = double(mx) + std::log(s);
+    lse[r] = float(l);
+    total += l - double(lr[targets[r]]);
+  }
+  return total;
+}
+
+void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V) {
+#pragma omp parallel for if (N * V > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* lr = logits + r * V;
+    float* dr = dlogits + r * V;
+    for (int64_t c = 0; c < V; ++c) dr[c] += g * std::exp(lr[c] - lse[r]);
+    dr[targets[r]] -= g;
+  }
+}
+
+// ---- memory mix ----
+
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
+  float mx = w[0];
+  for (int64_t k = 1; k < K; ++k) mx = std::max(mx, w[k]);
+  float sum = 0.f;
+  for (int64_t k = 0; k < K; ++k) sum += (a[k] = std::exp(w[k] - mx));
+  for (int64_t k = 0; k < K; ++k) a[k] /= sum;
+#pragma omp parallel for if (n * K > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = 0.f;
+    for (int64_t k = 0; k < K; ++k) acc += a[k] * xs[k][i];
+    y[i] = acc;
+  }
+}
+
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n) {
+  for (int64_t k = 0; k < K; ++k)
+    if (dxs[k]) axpy(dxs[k], a[k], dy, n);
+  if (!dw) return;
+  // da_k = <dy, x_k>; dw = a * (da - <a, da>)
+  double da[64];
+  double* dap = K <= 64 ? da : new double[size_t(K)];
+  double dot = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += double(dy[i]) * double(xs[k][i]);
+    dap[k] = s;
+    dot += double(a[k]) * s;
+  }
+  for (int64_t k = 0; k < K; ++k) dw[k] += float(double(a[k]) * (dap[k] - dot));
+  if (dap != da) delete[] dap;
+}
+
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
+  const float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) mask[i] = Rng::uniform_at(seed, counter + uint64_t(i)) < p ? 0.f : keep;
+}
+
+double sum_squares(const float* x, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
+  return s;
+}
+
+}  // namespace fbt::cpu

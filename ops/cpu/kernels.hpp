@@ -1,0 +1,102 @@
+// CPU kernels on raw pointers: no Tensor, no tape. Each forward has its backward beside it.
+// Backward kernels ACCUMULATE (+=) into their gradient outputs; a null gradient pointer means
+// "not needed" and is skipped. Shapes in comments use the legend of autograd/tensor.hpp.
+#pragma once
+#include <cstdint>
+
+namespace fbt::cpu {
+
+// y = x W^T + b.   x:(N,In)  W:(Out,In)  b:(Out) or null  y:(N,Out)  (y overwritten)
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
+                     int64_t N, int64_t In, int64_t Out);
+
+// y[g] = a[g] b[g].   a:(G,M,K)  b:(G,K,N)  y:(G,M,N)
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N);
+
+// Elementwise over n values.
+void add_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n);
+void scale_forward(float* y, const float* x, float s, int64_t n);
+void axpy(float* y, float s, const float* x, int64_t n);  // y += s x
+
+// Layer norm over the last axis, eps 1e-5, biased variance.  x,y:(N,C)  w,b:(C)  mean,rstd:(N)
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                       int64_t N, int64_t C);
+// The input and parameter halves of the backward are separate because the memory projection
+// feeds them different upstream gradients (see ops/memory.cpp).
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C);
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C);
+
+// Exact GELU, x * Phi(x).
+void gelu_forward(float* y, const float* x, int64_t n);
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
+// GEGLU: y = u[:, :F] * gelu(u[:, F:]).   u:(N,2F)  y:(N,F)
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F);
+
+// Softmax over rows where mask != 0; a row with nothing visible is all zeros.  x,y,mask:(N,C)
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
+
+// Embedding gather.  W:(V,D)  ids:(N)  y:(N,D); backward scatter-adds into dW in row order.
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
+void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D);
+
+// Softmax cross-entropy fused with the logits.  logits:(N,V)  targets:(N)  lse:(N) saved.
+// Returns the sum of the N losses (double accumulation).
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+// dlogits += g * (softmax(logits) - onehot(target))
+void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V);
+
+// y = sum_k a_k xs[k], a = softmax(w).  w:(K)  xs: K pointers to n values each  a:(K) saved.
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n);
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n);
+
+// Inverted dropout: mask[i] = 0 or 1/(1-p) from the counter-based generator; y = x * mask.
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n);
+
+// Sum of squares in double (global grad norm).
+double sum_squares(const float* x, int64_t n);
+
+// ---- attention of a window of queries over key/value rows (ops/cpu/attention.cpp) ----
+// A segment of key/value rows: row r of batch b starts at data + b*batch_stride + r*2I; keys are
+// columns [0, I), values [I, 2I). grad has the same layout (null: no gradient).
+struct KVRows {
+  const float* data;
+  float* grad;
+  int64_t batch_stride;
+  int64_t rows;
+};
+struct AttentionDims {
+  int64_t B, n, H, Dh, S;  // S = total key rows over all segments
+};
+// q:(B,n,I), already scaled.  bucket:(n,S) int32: -1 = key invisible to the query, else the
+// position-bias bucket (any >= 0 with bias == null).  bias:(NB,H) or null.
+// probs:(B,H,n,S) saved softmax (zeros where invisible).  drop:(B,H,n,S) dropout multipliers or null.
+// out:(B,n,I); a query with no visible key gets zeros.
+void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
+// dlogits:(B,H,n,S) scratch. dq:(B,n,I) or null; dbias:(NB,H) or null; segment grads from segs[k].grad.
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const AttentionDims& d);
+
+}  // namespace fbt::cpu
+
+// Naive loops, kept beside the fast kernels so tests can pit one against the other.
+namespace fbt::ref {
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
+void layernorm_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t C);
+double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V);
+void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs, int nsegs, const int32_t* bucket,
+                       const float* bias, const fbt::cpu::AttentionDims& d);
+}  // namespace fbt::ref

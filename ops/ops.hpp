@@ -1,0 +1,64 @@
+// The differentiable op library: each call computes its forward with a CPU kernel
+// (ops/cpu/) and, when the tape records and an input needs a gradient, records one backward
+// closure. Shapes use the legend of autograd/tensor.hpp; "(...,C)" means any leading dims.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/params.hpp"
+#include "autograd/rng.hpp"
+#include "autograd/tape.hpp"
+
+namespace fbt {
+
+// y = x W^T + b.  x:(...,In)  W:(Out,In)  b:(Out) or empty  ->  (...,Out)
+Var linear(Var x, Var W, Var b = Var());
+// Batched matrix product.  a:(G,M,K)  b:(G,K,N)  ->  (G,M,N)
+Var bmm(Var a, Var b);
+// Elementwise, same shapes.
+Var add(Var a, Var b);
+Var mul(Var a, Var b);
+Var scale(Var x, float s);
+// Multiplies row r of x:(...,C) by keep[r] in {0,1}; rows = x.rows().
+Var mask_rows(Var x, const std::vector<uint8_t>& keep);
+// Layer norm over the last axis (eps 1e-5).  x:(...,C)  w,b:(C)
+Var layernorm(Var x, Var w, Var b);
+Var gelu(Var x);
+// u:(...,2F) -> (...,F): u[..., :F] * gelu(u[..., F:])
+Var geglu(Var u);
+// Softmax over the last axis where mask != 0; fully masked rows are zeros.  mask: x.numel() bytes.
+Var masked_softmax(Var x, const std::vector<uint8_t>& mask);
+// W:(V,D), ids: shape.numel() token ids in [0,V)  ->  shape + (D)
+Var embedding(Var W, const int32_t* ids, const Shape& ids_shape);
+// Mean softmax cross-entropy over rows.  logits:(...,V)  targets: logits.rows() ids  ->  0-d
+Var cross_entropy(Var logits, const int32_t* targets);
+// softmax(w)-weighted sum of K same-shape values.  w:(K)
+Var weighted_sum(Var w, const std::vector<Var>& xs);
+// Concatenate / slice along `axis`.
+Var concat(const std::vector<Var>& xs, int axis);
+Var slice(Var x, int axis, int64_t begin, int64_t len);
+// Inverted dropout with the counter-based generator; identity when p == 0.
+Var dropout(Var x, float p, Rng& rng);
+
+// Key/value rows [row_begin, row_begin+rows) of src:(B,R,2I) (keys then values per row).
+struct KVSegment {
+  Var src;
+  int64_t row_begin = 0, rows = 0;
+};
+// Attention of a window of queries over the concatenated key rows of `segs`.
+// q:(B,n,I) pre-scaled; bucket: n*S entries (-1 invisible, else a row of bias);
+// bias:(NB,H) or empty; dropout on the attention weights when p > 0.  ->  (B,n,I)
+Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
+              float dropout_p = 0.f, Rng* rng = nullptr);
+
+// Projects memory vectors into a key/value cache: rows [row, row+n) of the shared storage of
+// cache_diff/cache_const (B,R,2I) become layernorm(mem) P^T.  mem:(B,n,D)  P:(2I,D).
+// Gradient read back from those rows of BOTH caches reaches P and the norm's parameters; only
+// the rows' cache_diff gradient reaches mem: a reader of cache_const treats the memory vector
+// as a constant, as MODEL.md's detachment policies require.
+void project_memory(Var mem, Var norm_w, Var norm_b, Var P, Var cache_diff, Var cache_const, int64_t row);
+
+// sqrt of the sum of squares of all gradients (double accumulation).
+double global_grad_norm(const ParamStore& params);
+
+}  // namespace fbt

@@ -1,0 +1,85 @@
+// Central-difference gradient checks for ops and models.
+// The scalar checked is L = sum(R * f(inputs)) with a fixed random R, so one backward gives the
+// whole analytic gradient; each input element is then nudged by +-eps and L recomputed in double.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autograd/rng.hpp"
+#include "autograd/tape.hpp"
+
+namespace fbt::testing {
+
+inline size_t sz(int64_t n) { return static_cast<size_t>(n); }
+
+inline void fill_normal(float* x, int64_t n, uint64_t seed, float scale = 1.f) {
+  Rng r(seed);
+  for (int64_t i = 0; i < n; ++i) x[i] = scale * r.normal();
+}
+
+inline Var random_leaf(const Shape& s, uint64_t seed, float scale = 1.f, bool requires_grad = true) {
+  Var v = tape().leaf(s, requires_grad);
+  fill_normal(v.data(), s.numel(), seed, scale);
+  return v;
+}
+
+struct GradCheckResult {
+  double max_abs_err = 0, rel_err = 0;  // rel_err = ||a - n|| / max(||a||, ||n||, tiny)
+};
+
+// f builds the output from `inputs` (called repeatedly with the same Vars, values perturbed in place).
+inline GradCheckResult gradcheck(const std::function<Var()>& f, const std::vector<Var>& inputs, double eps = 1e-2,
+                                 uint64_t seed = 99) {
+  Var y = f();
+  const int64_t ny = y.value().numel();
+  std::vector<float> R(static_cast<size_t>(ny));
+  fill_normal(R.data(), ny, seed);
+  auto objective = [&]() {
+    NoGradScope ng;
+    Var out = f();
+    double s = 0;
+    for (int64_t i = 0; i < ny; ++i) s += double(R[size_t(i)]) * out.data()[i];
+    return s;
+  };
+  tape().backward(y, Tensor{R.data(), y.shape(), Device::CPU});
+  GradCheckResult res;
+  double diff2 = 0, a2 = 0, n2 = 0;
+  for (const Var& x : inputs) {
+    Tensor g = tape().grad(x);
+    REQUIRE(g.data != nullptr);
+    std::vector<float> analytic(g.data, g.data + g.numel());
+    for (int64_t i = 0; i < x.value().numel(); ++i) {
+      float saved = x.data()[i];
+      x.data()[i] = float(saved + eps);
+      double up = objective();
+      x.data()[i] = float(saved - eps);
+      double down = objective();
+      x.data()[i] = saved;
+      double numeric = (up - down) / (2 * eps);
+      double a = analytic[size_t(i)];
+      diff2 += (a - numeric) * (a - numeric);
+      a2 += a * a;
+      n2 += numeric * numeric;
+      res.max_abs_err = std::max(res.max_abs_err, std::abs(a - numeric));
+    }
+  }
+  res.rel_err = std::sqrt(diff2) / std::max({std::sqrt(a2), std::sqrt(n2), 1e-12});
+  return res;
+}
+
+// The tolerance used by every op check: loose enough for float32 central differences, tight
+// enough that a transposed matrix or a factor of 2 (relative error >= ~0.3) fails.
+constexpr double kGradTol = 5e-3;
+
+#define CHECK_GRADS(f, inputs)                                              \
+  do {                                                                      \
+    auto _r = ::fbt::testing::gradcheck(f, inputs);                         \
+    INFO("relative error " << _r.rel_err << ", max abs " << _r.max_abs_err); \
+    CHECK(_r.rel_err < ::fbt::testing::kGradTol);                           \
+  } while (0)
+
+}  // namespace fbt::testing

@@ -1,0 +1,103 @@
+// Fast CPU kernels against the naive double-precision references (ops/cpu/reference.cpp),
+// on odd shapes and on shapes big enough to take the threaded paths.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "gradcheck.hpp"
+#include "ops/cpu/kernels.hpp"
+
+using namespace fbt;
+using fbt::testing::fill_normal;
+using fbt::testing::sz;
+
+namespace {
+std::vector<float> randn(int64_t n, uint64_t seed) {
+  std::vector<float> v(sz(n));
+  fill_normal(v.data(), n, seed);
+  return v;
+}
+void check_close(const std::vector<float>& a, const std::vector<float>& b, double tol = 1e-4) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - b[i]) / (1 + std::abs(b[i])));
+  CHECK(worst < tol);
+}
+}  // namespace
+
+TEST_CASE("kernel: linear matches the naive loop") {
+  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {1, 13, 3}, {65, 130, 257}}) {
+    auto x = randn(N * In, 1), W = randn(Out * In, 2), b = randn(Out, 3);
+    std::vector<float> fast(sz(N * Out)), slow(sz(N * Out));
+    cpu::linear_forward(fast.data(), x.data(), W.data(), b.data(), N, In, Out);
+    ref::linear_forward(slow.data(), x.data(), W.data(), b.data(), N, In, Out);
+    check_close(fast, slow);
+  }
+}
+
+TEST_CASE("kernel: batched matmul matches the naive loop") {
+  for (auto [G, M, K, N] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 3, 7, 5}, {1, 1, 1, 1}, {3, 33, 65, 17}}) {
+    auto a = randn(G * M * K, 4), b = randn(G * K * N, 5);
+    std::vector<float> fast(sz(G * M * N)), slow(sz(G * M * N));
+    cpu::bmm_forward(fast.data(), a.data(), b.data(), G, M, K, N);
+    ref::bmm_forward(slow.data(), a.data(), b.data(), G, M, K, N);
+    check_close(fast, slow);
+  }
+}
+
+TEST_CASE("kernel: layernorm matches the naive loop") {
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {1, 2}, {300, 129}}) {
+    auto x = randn(N * C, 6), w = randn(C, 7), b = randn(C, 8);
+    for (auto& v : x) v = 3.f * v + 10.f;  // offset: catches a one-pass variance
+    std::vector<float> fast(sz(N * C)), slow(sz(N * C)), mean(sz(N)), rstd(sz(N));
+    cpu::layernorm_forward(fast.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    ref::layernorm_forward(slow.data(), x.data(), w.data(), b.data(), N, C);
+    check_close(fast, slow);
+  }
+}
+
+TEST_CASE("kernel: cross entropy matches the naive loop") {
+  for (auto [N, V] : {std::pair<int64_t, int64_t>{3, 7}, {1, 1}, {257, 300}}) {
+    auto logits = randn(N * V, 9);
+    std::vector<int32_t> tg(sz(N));
+    for (int64_t i = 0; i < N; ++i) tg[sz(i)] = int32_t((i * 7) % V);
+    std::vector<float> lse(sz(N));
+    double fast = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
+    double slow = ref::cross_entropy_forward(logits.data(), tg.data(), N, V);
+    CHECK(fast == doctest::Approx(slow).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("kernel: attention matches the naive loop") {
+  for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 3, 2, 3, 4},
+                                {1, 1, 1, 1, 1},
+                                {3, 1, 4, 16, 0},
+                                {5, 8, 4, 16, 37}}) {
+    const int64_t I = H * Dh, S = M + n, NB = 6;
+    auto q = randn(B * n * I, 10), mem = randn(B * (M + 1) * 2 * I, 11), loc = randn(B * n * 2 * I, 12),
+         bias = randn(NB * H, 13);
+    std::vector<int32_t> table;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
+      for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t(i - j) % NB : -1);
+    }
+    cpu::KVRows segs[2] = {{mem.data() + 2 * I, nullptr, (M + 1) * 2 * I, M}, {loc.data(), nullptr, n * 2 * I, n}};
+    std::vector<float> fast(sz(B * n * I)), slow(sz(B * n * I)), probs(sz(B * H * n * S));
+    cpu::AttentionDims d{B, n, H, Dh, S};
+    cpu::attention_forward(fast.data(), probs.data(), q.data(), segs, 2, table.data(), bias.data(), nullptr, d);
+    ref::attention_forward(slow.data(), q.data(), segs, 2, table.data(), bias.data(), d);
+    check_close(fast, slow);
+  }
+}
+
+TEST_CASE("kernel: gelu and geglu agree with erf") {
+  std::vector<float> x{-3.f, -0.5f, 0.f, 0.7f, 2.5f}, y(5);
+  cpu::gelu_forward(y.data(), x.data(), 5);
+  for (int i = 0; i < 5; ++i)
+    CHECK(y[sz(i)] == doctest::Approx(0.5 * x[sz(i)] * (1 + std::erf(x[sz(i)] / std::sqrt(2.0)))).epsilon(1e-6));
+  std::vector<float> u{2.f, -1.f, 0.5f, 1.5f}, g(2);  // value [2, -1], gate [0.5, 1.5]
+  cpu::geglu_forward(g.data(), u.data(), 1, 2);
+  CHECK(g[0] == doctest::Approx(2.0 * 0.5 * 0.5 * (1 + std::erf(0.5 / std::sqrt(2.0)))).epsilon(1e-6));
+  CHECK(g[1] == doctest::Approx(-1.0 * 1.5 * 0.5 * (1 + std::erf(1.5 / std::sqrt(2.0)))).epsilon(1e-6));
+}

@@ -1,0 +1,125 @@
+// Tape semantics: accumulation, detach, no-grad, repeated backward, arena and parameter blocks.
+#include <doctest/doctest.h>
+
+#include "autograd/params.hpp"
+#include "gradcheck.hpp"
+#include "ops/ops.hpp"
+
+using namespace fbt;
+using fbt::testing::random_leaf;
+
+TEST_CASE("tape: a value used twice accumulates its gradient") {
+  tape().reset();
+  Var x = random_leaf({3, 7}, 1);
+  Var y = add(x, x);  // dy/dx = 2
+  Var s = mul(y, x);  // s = 2x^2 -> ds/dx = 4x
+  float ones[21];
+  for (float& v : ones) v = 1.f;
+  tape().backward(s, Tensor{ones, s.shape(), Device::CPU});
+  for (int i = 0; i < 21; ++i) CHECK(tape().grad(x).data[i] == doctest::Approx(4 * x.data()[i]).epsilon(1e-6));
+}
+
+TEST_CASE("tape: detach stops the gradient") {
+  tape().reset();
+  Var x = random_leaf({3, 7}, 2);
+  Var y = mul(detach(x), x);  // only the second factor carries gradient: d/dx = x
+  float ones[21];
+  for (float& v : ones) v = 1.f;
+  tape().backward(y, Tensor{ones, y.shape(), Device::CPU});
+  for (int i = 0; i < 21; ++i) CHECK(tape().grad(x).data[i] == doctest::Approx(x.data()[i]).epsilon(1e-6));
+}
+
+TEST_CASE("tape: a no-grad scope records nothing") {
+  tape().reset();
+  Var x = random_leaf({3, 7}, 3);
+  size_t before = tape().num_records();
+  {
+    NoGradScope ng;
+    Var y = gelu(layernorm(x, random_leaf({7}, 4), random_leaf({7}, 5)));
+    CHECK_FALSE(y.requires_grad());
+  }
+  CHECK(tape().num_records() == before);
+  Var z = gelu(x);
+  CHECK(z.requires_grad());
+  CHECK(tape().num_records() == before + 1);
+}
+
+TEST_CASE("tape: a second backward after zeroing gives the same gradients") {
+  tape().reset();
+  ParamStore ps;
+  Var W = ps.add("w", {5, 7});
+  Var b = ps.add("b", {5});
+  ps.finalize();
+  fbt::testing::fill_normal(ps.values().data(), int64_t(ps.numel()), 6);
+  Var x = random_leaf({3, 7}, 7);
+  int32_t tg[3] = {0, 4, 2};
+  Var loss = cross_entropy(linear(x, W, b), tg);
+  tape().backward(loss);
+  std::vector<float> first = ps.grads();
+  std::vector<float> gx(tape().grad(x).data, tape().grad(x).data + 21);
+  ps.zero_grad();
+  tape().zero_grad();
+  tape().backward(loss);
+  CHECK(ps.grads() == first);
+  CHECK(std::vector<float>(tape().grad(x).data, tape().grad(x).data + 21) == gx);
+  // Parameter gradients accumulate across backward calls when not zeroed.
+  tape().zero_grad();
+  tape().backward(loss);
+  for (size_t i = 0; i < first.size(); ++i) CHECK(ps.grads()[i] == doctest::Approx(2 * first[i]));
+}
+
+TEST_CASE("params: values and gradients are contiguous blocks in registration order") {
+  ParamStore ps;
+  Var a = ps.add("a", {2, 3});
+  Var b = ps.add("b", {4});
+  ps.finalize();
+  CHECK(ps.numel() == 10);
+  CHECK(a.data() == ps.values().data());
+  CHECK(b.data() == ps.values().data() + 6);
+  CHECK(b.grad().data == ps.grads().data() + 6);
+  CHECK(ps.get("b") == b);
+  CHECK_THROWS_AS(ps.get("c"), std::out_of_range);
+}
+
+TEST_CASE("arena: aligned allocations survive growth and reset reuses one block") {
+  Arena arena(256);
+  std::vector<float*> ptrs;
+  for (int i = 0; i < 100; ++i) {
+    float* p = arena.alloc_floats(size_t(37 + i));
+    CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+    for (int k = 0; k < 37 + i; ++k) p[k] = float(i);
+    ptrs.push_back(p);
+  }
+  for (int i = 0; i < 100; ++i) CHECK(ptrs[size_t(i)][36] == float(i));
+  size_t cap = arena.capacity_bytes();
+  arena.reset();
+  CHECK(arena.used_bytes() == 0);
+  CHECK(arena.capacity_bytes() >= cap);
+}
+
+TEST_CASE("rng: counter-based draws are reproducible and roughly uniform") {
+  Rng a(42), b(42), c(43);
+  double mean = 0;
+  for (int i = 0; i < 10000; ++i) {
+    float u = a.uniform();
+    CHECK(u == b.uniform());
+    mean += u;
+    CHECK(u >= 0.f);
+    CHECK(u < 1.f);
+  }
+  CHECK(mean / 10000 == doctest::Approx(0.5).epsilon(0.03));
+  CHECK(Rng(42).uniform() != c.uniform());
+}
+
+TEST_CASE("ops: shape errors name both shapes") {
+  tape().reset();
+  Var x = random_leaf({3, 7}, 1), W = random_leaf({5, 6}, 2);
+  try {
+    linear(x, W);
+    FAIL("no error");
+  } catch (const std::invalid_argument& e) {
+    std::string m = e.what();
+    CHECK(m.find("[3, 7]") != std::string::npos);
+    CHECK(m.find("[5, 6]") != std::string::npos);
+  }
+}
