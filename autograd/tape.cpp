@@ -67,7 +67,8 @@ void Tape::backward(Var out, const Tensor& seed) {
   if (!out.requires_grad()) return;
   Tensor g = grad(out);
   for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += seed.data[i];
-  for (auto it = records_.rbegin(); it != records_.rend(); ++it) (*it)();
+  for (auto it = records_.rbegin(); it != records_.rend(); ++it)
+    if (!it->out || it->out->grad.data) it->backward();
 }
 
 void Tape::zero_grad() {

@@ -55,7 +55,9 @@ class Tape {
   Var alias(Var v, bool requires_grad);
 
   bool recording() const { return grad_enabled_; }
-  void record(std::function<void()> backward) { records_.push_back(std::move(backward)); }
+  // Records the backward of an op whose output is `out`; the sweep skips it when no gradient
+  // reached `out` (an unused output). Pass Var() for ops whose outputs are not single nodes.
+  void record(Var out, std::function<void()> backward) { records_.push_back({out.node(), std::move(backward)}); }
 
   // Gradient storage of v, allocated and zeroed on first use. Undefined when !requires_grad.
   Tensor grad(Var v);
@@ -78,7 +80,11 @@ class Tape {
   friend class NoGradScope;
   Arena arena_;
   std::deque<Node> nodes_;
-  std::vector<std::function<void()>> records_;
+  struct Record {
+    Node* out;
+    std::function<void()> backward;
+  };
+  std::vector<Record> records_;
   bool grad_enabled_ = true;
 };
 

@@ -42,7 +42,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   cpu::attention_forward(out.data(), probs, q.data(), rows.data(), int(rows.size()), bucket.data(),
                          bias ? bias.data() : nullptr, drop, d);
   if (out.requires_grad())
-    tape().record([=]() mutable {
+    tape().record(out, [=]() mutable {
       Tape& t = tape();
       for (size_t k = 0; k < segs.size(); ++k) {
         Tensor g = t.grad(segs[k].src);
@@ -74,7 +74,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, Var P, Var cache_diff, Var 
 
   const bool params_need = norm_w.requires_grad() || norm_b.requires_grad() || P.requires_grad();
   if (!tape().recording() || !(params_need || mem.requires_grad())) return;
-  tape().record([=] {
+  tape().record(Var(), [=] {
     Tape& t = tape();
     // Gather this projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
     Tensor gd = t.grad(cache_diff), gc = t.grad(cache_const);

@@ -21,7 +21,7 @@ Var linear(Var x, Var W, Var b) {
   Var y = tape().output(ys, {x, W, b});
   cpu::linear_forward(y.data(), x.data(), W.data(), b ? b.data() : nullptr, N, In, Out);
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       Tape& t = tape();
       cpu::linear_backward(t.grad(x).data, t.grad(W).data, b ? t.grad(b).data : nullptr, y.grad().data, x.data(),
                            W.data(), N, In, Out);
@@ -36,7 +36,7 @@ Var bmm(Var a, Var b) {
   Var y = tape().output({G, M, N}, {a, b});
   cpu::bmm_forward(y.data(), a.data(), b.data(), G, M, K, N);
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       Tape& t = tape();
       cpu::bmm_backward(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), G, M, K, N);
     });
@@ -49,7 +49,7 @@ Var add(Var a, Var b) {
   const int64_t n = a.value().numel();
   cpu::add_forward(y.data(), a.data(), b.data(), n);
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       Tape& t = tape();
       if (a.requires_grad()) cpu::axpy(t.grad(a).data, 1.f, y.grad().data, n);
       if (b.requires_grad()) cpu::axpy(t.grad(b).data, 1.f, y.grad().data, n);
@@ -63,7 +63,7 @@ Var mul(Var a, Var b) {
   const int64_t n = a.value().numel();
   cpu::mul_forward(y.data(), a.data(), b.data(), n);
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       Tape& t = tape();
       cpu::mul_backward(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), n);
     });
@@ -74,7 +74,7 @@ Var scale(Var x, float s) {
   Var y = tape().output(x.shape(), {x});
   const int64_t n = x.value().numel();
   cpu::scale_forward(y.data(), x.data(), s, n);
-  if (y.requires_grad()) tape().record([=] { cpu::axpy(tape().grad(x).data, s, y.grad().data, n); });
+  if (y.requires_grad()) tape().record(y, [=] { cpu::axpy(tape().grad(x).data, s, y.grad().data, n); });
   return y;
 }
 
@@ -85,7 +85,7 @@ Var mask_rows(Var x, const std::vector<uint8_t>& keep) {
   for (int64_t r = 0; r < N; ++r)
     for (int64_t c = 0; c < C; ++c) y.data()[r * C + c] = keep[size_t(r)] ? x.data()[r * C + c] : 0.f;
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       float* dx = tape().grad(x).data;
       for (int64_t r = 0; r < N; ++r)
         if (keep[size_t(r)]) cpu::axpy(dx + r * C, 1.f, y.grad().data + r * C, C);
@@ -102,7 +102,7 @@ Var layernorm(Var x, Var w, Var b) {
   float* rstd = tape().arena().alloc_floats(size_t(N));
   cpu::layernorm_forward(y.data(), mean, rstd, x.data(), w.data(), b.data(), N, C);
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       Tape& t = tape();
       if (x.requires_grad())
         cpu::layernorm_backward_input(t.grad(x).data, y.grad().data, x.data(), w.data(), mean, rstd, N, C);
@@ -116,7 +116,7 @@ Var gelu(Var x) {
   Var y = tape().output(x.shape(), {x});
   const int64_t n = x.value().numel();
   cpu::gelu_forward(y.data(), x.data(), n);
-  if (y.requires_grad()) tape().record([=] { cpu::gelu_backward(tape().grad(x).data, y.grad().data, x.data(), n); });
+  if (y.requires_grad()) tape().record(y, [=] { cpu::gelu_backward(tape().grad(x).data, y.grad().data, x.data(), n); });
   return y;
 }
 
@@ -128,7 +128,7 @@ Var geglu(Var u) {
   Var y = tape().output(ys, {u});
   cpu::geglu_forward(y.data(), u.data(), N, F);
   if (y.requires_grad())
-    tape().record([=] { cpu::geglu_backward(tape().grad(u).data, y.grad().data, u.data(), N, F); });
+    tape().record(y, [=] { cpu::geglu_backward(tape().grad(u).data, y.grad().data, u.data(), N, F); });
   return y;
 }
 
@@ -138,7 +138,7 @@ Var masked_softmax(Var x, const std::vector<uint8_t>& mask) {
   Var y = tape().output(x.shape(), {x});
   cpu::masked_softmax_forward(y.data(), x.data(), mask.data(), N, C);
   if (y.requires_grad())
-    tape().record([=] { cpu::masked_softmax_backward(tape().grad(x).data, y.grad().data, y.data(), N, C); });
+    tape().record(y, [=] { cpu::masked_softmax_backward(tape().grad(x).data, y.grad().data, y.data(), N, C); });
   return y;
 }
 
@@ -155,7 +155,7 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   if (y.requires_grad()) {
     int32_t* saved = reinterpret_cast<int32_t*>(tape().arena().alloc_floats(size_t(N)));
     std::memcpy(saved, ids, sizeof(int32_t) * size_t(N));
-    tape().record([=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, saved, N, D); });
+    tape().record(y, [=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, saved, N, D); });
   }
   return y;
 }
@@ -171,7 +171,7 @@ Var cross_entropy(Var logits, const int32_t* targets) {
   if (y.requires_grad()) {
     int32_t* saved = reinterpret_cast<int32_t*>(tape().arena().alloc_floats(size_t(N)));
     std::memcpy(saved, targets, sizeof(int32_t) * size_t(N));
-    tape().record([=] {
+    tape().record(y, [=] {
       cpu::cross_entropy_backward(tape().grad(logits).data, y.grad().data[0] / float(N), logits.data(), lse, saved,
                                   N, V);
     });
@@ -192,7 +192,7 @@ Var weighted_sum(Var w, const std::vector<Var>& xs) {
   for (const Var& x : xs) ptrs.push_back(x.data());
   cpu::weighted_sum_forward(y.data(), a, w.data(), ptrs.data(), K, n);
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       Tape& t = tape();
       std::vector<float*> dxs;
       for (const Var& x : xs) dxs.push_back(t.grad(x).data);
@@ -234,7 +234,7 @@ Var concat(const std::vector<Var>& xs, int axis) {
     at += len;
   }
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       int64_t at2 = 0;
       for (const Var& x : xs) {
         const int64_t len = x.shape()[axis] * inner;
@@ -261,7 +261,7 @@ Var slice(Var x, int axis, int64_t begin, int64_t len) {
   for (int64_t o = 0; o < outer; ++o)
     std::memcpy(y.data() + o * len * inner, x.data() + (o * full + begin) * inner, sizeof(float) * size_t(len * inner));
   if (y.requires_grad())
-    tape().record([=] {
+    tape().record(y, [=] {
       float* dx = tape().grad(x).data;
       for (int64_t o = 0; o < outer; ++o)
         cpu::axpy(dx + (o * full + begin) * inner, 1.f, y.grad().data + o * len * inner, len * inner);
@@ -278,7 +278,7 @@ Var dropout(Var x, float p, Rng& rng) {
   Var y = tape().output(x.shape(), {x});
   cpu::mul_forward(y.data(), x.data(), mask, n);
   if (y.requires_grad())
-    tape().record([=] { cpu::mul_backward(tape().grad(x).data, nullptr, y.grad().data, x.data(), mask, n); });
+    tape().record(y, [=] { cpu::mul_backward(tape().grad(x).data, nullptr, y.grad().data, x.data(), mask, n); });
   return y;
 }
 

@@ -188,7 +188,7 @@ TEST_CASE("grad: attention query with no visible key is zero") {
 
 TEST_CASE("grad: attention with dropout and without bias") {
   tape().reset();
-  const int64_t B = 3, n = 1, H = 2, Dh = 2, I = 4, M = 5;
+  const int64_t B = 3, n = 1, H = 2, I = 4, M = 5;
   Var q = random_leaf({B, n, I}, 37), mem = random_leaf({B, M, 2 * I}, 38);
   std::vector<int32_t> table(size_t(M), 0);
   CHECK_GRADS(

@@ -1,0 +1,43 @@
+// The model's hyper-parameters, named and defaulted exactly as ../shared/docs/MODEL.md.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace YAML {
+class Node;
+}
+
+namespace fbt {
+
+class ConfigSection;
+
+struct ModelConfig {
+  int64_t num_tokens = 0;  // V, required
+  int64_t dim = 0;         // D, required
+  int64_t depth = 0;       // L, required
+  int64_t heads = 8;       // H
+  int64_t dim_head = 64;   // Dh
+  int64_t ff_mult = 4;     // F = ff_mult * D
+  int64_t seq_len = 1;     // window; 1 is the paper's exact model
+  int64_t mem_len = 0;     // required
+  int64_t num_buckets = 32;
+  int64_t max_distance = 128;
+  bool keep_last_hidden = false;
+  bool shared_kv = true;
+  bool cross_attend = false;
+  float attn_dropout = 0.f;
+  float ff_dropout = 0.f;
+
+  int64_t inner() const { return heads * dim_head; }  // I
+  int64_t ff_inner() const { return ff_mult * dim; }  // F
+
+  // Throws std::invalid_argument naming the first bad field.
+  void validate() const;
+};
+
+// Reads the `model:` section (unknown keys, wrong types and bad values are errors naming the key).
+ModelConfig parse_model_config(ConfigSection& section);
+// Parses a whole file and reads its `model:` section (other sections are ignored here).
+ModelConfig load_model_config(const std::string& path);
+
+}  // namespace fbt

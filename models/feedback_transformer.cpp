@@ -1,0 +1,178 @@
+#include "models/feedback_transformer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "ops/check.hpp"
+
+namespace fbt {
+
+FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg) : cfg_(cfg) {
+  cfg_.validate();
+  const int64_t D = cfg.dim, I = cfg.inner(), L = cfg.depth;
+  ParamStore& ps = params_;
+  // Registration order follows MODEL.md's table; it is the order of the parameter block.
+  token_emb_ = nn::Embedding(ps, "token_emb", cfg.num_tokens, D);
+  pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads});
+  mem_norm_ = nn::LayerNorm(ps, "mem_norm", D);
+  if (cfg.shared_kv) shared_kv_ = ps.add("shared_kv.weight", {2 * I, D});
+  layer_weight_ = ps.add("layer_weight", {L + 1});
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    Layer ly;
+    ly.attn_norm = nn::LayerNorm(ps, p + "attn_norm", D);
+    ly.to_q = nn::Linear(ps, p + "attn.to_q", D, I, false);
+    if (!cfg.shared_kv) ly.to_kv = nn::Linear(ps, p + "attn.to_kv", D, 2 * I, false);
+    ly.to_out = nn::Linear(ps, p + "attn.to_out", I, D, true);
+    if (cfg.cross_attend) ly.cross = nn::CrossAttention(ps, p + "cross_norm", p + "cross_attn", D, cfg.heads, cfg.dim_head);
+    ly.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
+    layers_.push_back(ly);
+  }
+  out_norm_ = nn::LayerNorm(ps, "out_norm", D);
+  to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
+  ps.finalize();
+
+  bucket_of_.assign(size_t(cfg.mem_len + cfg.seq_len + 1), 0);
+  for (int64_t d = 1; d < int64_t(bucket_of_.size()); ++d)
+    bucket_of_[size_t(d)] = bucket(d, cfg.num_buckets, cfg.max_distance);
+  init(0);
+}
+
+int32_t FeedbackTransformer::bucket(int64_t d, int64_t num_buckets, int64_t max_distance) {
+  const int64_t e = num_buckets / 2;
+  if (d < e) return int32_t(d);
+  const double v = std::log(double(d) / double(e)) / std::log(double(max_distance) / double(e)) * double(num_buckets - e);
+  return int32_t(std::min<int64_t>(num_buckets - 1, e + int64_t(std::floor(v))));
+}
+
+void FeedbackTransformer::init(uint64_t seed) {
+  Rng rng(seed);
+  const float out_std = 0.02f / std::sqrt(2.0f * float(cfg_.depth));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_.names()[i];
+    Var p = params_.at(i);
+    float* x = p.data();
+    const int64_t n = p.value().numel();
+    auto ends_with = [&](const std::string& s) {
+      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    const bool is_norm = name.find("norm") != std::string::npos;
+    if (name == "layer_weight" || (is_norm && ends_with(".weight"))) {
+      std::fill(x, x + n, 1.f);
+    } else if (ends_with(".bias")) {
+      std::fill(x, x + n, 0.f);
+    } else {
+      const bool residual_out = ends_with("to_out.weight") || ends_with("w_out.weight");
+      const float std = residual_out ? out_std : 0.02f;
+      for (int64_t k = 0; k < n; ++k) x[k] = std * rng.normal();
+    }
+  }
+}
+
+ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory,
+                                           Var context, const int32_t* targets, const DetachPolicy& policy,
+                                           bool train, Rng* rng) {
+  const ModelConfig& c = cfg_;
+  const int64_t D = c.dim, I = c.inner(), H = c.heads, L = c.depth;
+  check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
+  const int64_t m0 = memory ? memory->shape[1] : 0;
+  if (memory)
+    check(memory->shape.nd == 3 && memory->shape[0] == B && memory->shape[2] == D && m0 <= c.mem_len,
+          "forward: memory ", memory->shape, " is not (B=", B, ", m <= mem_len=", c.mem_len, ", D=", D, ")");
+  check(c.cross_attend == bool(context), c.cross_attend ? "forward: cross_attend needs a context"
+                                                        : "forward: a context was given but cross_attend is false");
+  if (context)
+    check(context.shape().nd == 3 && context.shape()[0] == B && context.shape()[1] >= 1 && context.shape()[2] == D,
+          "forward: context ", context.shape(), " is not (B=", B, ", Tc >= 1, D=", D, ")");
+  if (train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f)) check(rng != nullptr, "forward: training dropout needs a generator");
+  const float attn_p = train ? c.attn_dropout : 0.f, ff_p = train ? c.ff_dropout : 0.f;
+  const float q_scale = 1.0f / std::sqrt(float(c.dim_head));
+  Tape& tp = tape();
+
+  // Memory vectors of this call: rows [0, m0) carried in, then one row per step.
+  const int64_t cap = m0 + T;
+  Tensor mem_buf = tp.arena().alloc({B, cap, D});
+  for (int64_t b = 0; b < B; ++b)
+    if (m0) std::memcpy(mem_buf.data + b * cap * D, memory->data + b * m0 * D, sizeof(float) * size_t(m0 * D));
+
+  // Key/value caches, one per distinct projection; see the header for the two gradients.
+  struct Cache {
+    Var P, diff, cnst;
+  };
+  std::vector<Cache> caches;
+  for (int64_t k = 0; k < (c.shared_kv ? 1 : L); ++k) {
+    Var storage = tp.leaf({B, cap, 2 * I});
+    Var P = c.shared_kv ? shared_kv_ : layers_[size_t(k)].to_kv.W;
+    caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true)});
+  }
+  auto project = [&](Var vectors, int64_t row) {
+    for (Cache& kc : caches) project_memory(vectors, mem_norm_.w, mem_norm_.b, kc.P, kc.diff, kc.cnst, row);
+  };
+  if (m0) {
+    Var carried = tp.leaf_copy(*memory);  // a constant: gradients never flow into a received state
+    project(carried, 0);
+  }
+  std::vector<Var> ctx_kv;
+  if (c.cross_attend)
+    for (const Layer& ly : layers_) ctx_kv.push_back(ly.cross.to_kv(context));
+
+  Var emb = token_emb_(tokens, Shape{B, T});  // (B,T,D): all positions at once
+  std::vector<Var> outs;
+  std::vector<int32_t> table;
+  for (int64_t s = 0; s < T; s += c.seq_len) {
+    const int64_t n = std::min(c.seq_len, T - s);
+    const int64_t p = m0 + s, lo = std::max<int64_t>(0, p - c.mem_len), M = p - lo;
+    // Rows [lo, split) are constants for this window under the policy, [split, p) differentiable.
+    const int64_t split = std::clamp<int64_t>(m0 + std::max<int64_t>(0, policy.first_differentiable(s)), lo, p);
+    const bool local = n > 1;  // the window's own earlier steps, through layer-local keys
+    const int64_t S = M + (local ? n : 0);
+    table.assign(size_t(n * S), -1);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < M; ++j) table[size_t(i * S + j)] = bucket_of_[size_t(i + M - j)];
+      if (local)
+        for (int64_t j = 0; j < i; ++j) table[size_t(i * S + M + j)] = bucket_of_[size_t(i - j)];
+    }
+    std::vector<uint8_t> sees_a_key;  // only the very first step of an empty memory sees none
+    if (M == 0) {
+      sees_a_key.assign(size_t(B * n), 1);
+      for (int64_t b = 0; b < B; ++b) sees_a_key[size_t(b * n)] = 0;
+    }
+
+    Var h = slice(emb, 1, s, n);  // (B,n,D)
+    std::vector<Var> hs{h};
+    for (int64_t l = 0; l < L; ++l) {
+      const Layer& ly = layers_[size_t(l)];
+      Cache& kc = caches[c.shared_kv ? 0 : size_t(l)];
+      Var q = scale(ly.to_q(ly.attn_norm(h)), q_scale);  // (B,n,I)
+      std::vector<KVSegment> segs;
+      if (split > lo) segs.push_back({kc.cnst, lo, split - lo});
+      if (p > split) segs.push_back({kc.diff, split, p - split});
+      if (local) segs.push_back({linear(mem_norm_(h), kc.P), 0, n});  // (B,n,2I)
+      Var o = ly.to_out(attention(q, segs, table, pos_bias_, H, attn_p, rng));
+      if (M == 0) o = mask_rows(o, sees_a_key);  // no key: zero attention and no to_out bias
+      h = add(h, o);
+      if (c.cross_attend) h = add(h, ly.cross(h, ctx_kv[size_t(l)], attn_p, rng));
+      h = add(h, ly.ff(h, ff_p, rng));
+      hs.push_back(h);
+    }
+    outs.push_back(h);
+
+    Var mem = c.keep_last_hidden ? h : weighted_sum(layer_weight_, hs);  // (B,n,D)
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(mem_buf.data + (b * cap + p) * D, mem.data() + b * n * D, sizeof(float) * size_t(n * D));
+    if (s + n < T) project(mem, p);  // the last window's memory is read by no one in this call
+  }
+
+  ForwardOutput res;
+  Var out = outs.size() == 1 ? outs[0] : concat(outs, 1);  // (B,T,D)
+  res.logits = to_logits_(out_norm_(out));                 // (B,T,V)
+  if (targets) res.loss = cross_entropy(res.logits, targets);
+  const int64_t keep = std::min(c.mem_len, cap);
+  res.memory = tp.arena().alloc({B, keep, D});
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(res.memory.data + b * keep * D, mem_buf.data + (b * cap + cap - keep) * D, sizeof(float) * size_t(keep * D));
+  return res;
+}
+
+}  // namespace fbt

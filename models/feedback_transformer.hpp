@@ -1,0 +1,71 @@
+// The Feedback Transformer, exactly as ../shared/docs/MODEL.md: the time loop over windows, the
+// shared memory, its key/value caches and the detachment policy.
+//
+// Memory without O(T x mem_len) copies: one call keeps the memory vectors of the call in one
+// buffer of (m0 + T) rows per stream, and their projected keys/values in a cache of the same
+// rows (one cache per distinct projection: one with shared_kv, else one per layer). A window
+// projects only its own new vectors and attends to a row range of the cache. The cache has two
+// gradient buffers over one storage: readers that may differentiate into a memory vector add
+// into one, readers for which the policy makes it a constant add into the other; both train the
+// projection, only the first reaches the vector (ops: project_memory).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "autograd/params.hpp"
+#include "autograd/rng.hpp"
+#include "models/config.hpp"
+#include "models/detach_policy.hpp"
+#include "nn/layers.hpp"
+
+namespace fbt {
+
+struct ForwardOutput {
+  Var logits;     // (B,T,V)
+  Var loss;       // 0-d mean cross-entropy (only when targets were given)
+  Tensor memory;  // (B,m',D) state after the call, m' = min(mem_len, m + T); arena storage
+};
+
+class FeedbackTransformer {
+ public:
+  explicit FeedbackTransformer(const ModelConfig& cfg);
+
+  const ModelConfig& config() const { return cfg_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+
+  // Initialization for training from scratch (docs/ARCHITECTURE.md): normal(0, 0.02) weights,
+  // output projections of residual branches scaled by 1/sqrt(2L), zero biases, unit norms,
+  // layer_weight ones.
+  void init(uint64_t seed);
+
+  // tokens:(B,T) ids.  memory:(B,m,D) or null (m = 0).  context:(B,Tc,D) when cross_attend.
+  // targets:(B,T) or null.  train: dropout on (needs rng).  Records on tape() when recording.
+  ForwardOutput forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory = nullptr,
+                        Var context = Var(), const int32_t* targets = nullptr,
+                        const DetachPolicy& policy = DetachPolicy{}, bool train = false, Rng* rng = nullptr);
+
+  // T5 causal bucket of a distance d >= 1 (MODEL.md).
+  static int32_t bucket(int64_t d, int64_t num_buckets, int64_t max_distance);
+
+ private:
+  struct Layer {
+    nn::LayerNorm attn_norm;
+    nn::Linear to_q, to_kv, to_out;  // to_kv only without shared_kv
+    nn::CrossAttention cross;        // only with cross_attend
+    nn::FeedForward ff;
+  };
+  ModelConfig cfg_;
+  ParamStore params_;
+  nn::Embedding token_emb_;
+  Var pos_bias_;
+  nn::LayerNorm mem_norm_;
+  Var shared_kv_;
+  Var layer_weight_;
+  std::vector<Layer> layers_;
+  nn::LayerNorm out_norm_;
+  nn::Linear to_logits_;
+  std::vector<int32_t> bucket_of_;  // bucket_of_[d] for d in [1, mem_len + seq_len]
+};
+
+}  // namespace fbt

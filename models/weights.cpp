@@ -1,0 +1,93 @@
+#include "models/weights.hpp"
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+namespace fbt {
+
+namespace {
+std::vector<int64_t> dims(const Shape& s) { return std::vector<int64_t>(s.d.begin(), s.d.begin() + s.nd); }
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+}  // namespace
+
+std::string model_config_to_json(const ModelConfig& c) {
+  nlohmann::json j = {{"num_tokens", c.num_tokens},     {"dim", c.dim},
+                      {"depth", c.depth},               {"heads", c.heads},
+                      {"dim_head", c.dim_head},         {"ff_mult", c.ff_mult},
+                      {"seq_len", c.seq_len},           {"mem_len", c.mem_len},
+                      {"num_buckets", c.num_buckets},   {"max_distance", c.max_distance},
+                      {"keep_last_hidden", c.keep_last_hidden}, {"shared_kv", c.shared_kv},
+                      {"cross_attend", c.cross_attend}, {"attn_dropout", c.attn_dropout},
+                      {"ff_dropout", c.ff_dropout}};
+  return j.dump();
+}
+
+ModelConfig model_config_from_json(const std::string& text, const std::string& source) {
+  ModelConfig c;
+  try {
+    auto j = nlohmann::json::parse(text);
+    c.num_tokens = j.at("num_tokens");
+    c.dim = j.at("dim");
+    c.depth = j.at("depth");
+    c.heads = j.at("heads");
+    c.dim_head = j.at("dim_head");
+    c.ff_mult = j.at("ff_mult");
+    c.seq_len = j.at("seq_len");
+    c.mem_len = j.at("mem_len");
+    c.num_buckets = j.at("num_buckets");
+    c.max_distance = j.at("max_distance");
+    c.keep_last_hidden = j.at("keep_last_hidden");
+    c.shared_kv = j.at("shared_kv");
+    c.cross_attend = j.at("cross_attend");
+    c.attn_dropout = j.at("attn_dropout");
+    c.ff_dropout = j.at("ff_dropout");
+    c.validate();
+  } catch (const std::exception& e) {
+    throw SafeTensorsError(source + ": bad model config in __metadata__: " + e.what());
+  }
+  return c;
+}
+
+SafeTensors weights_to_safetensors(const FeedbackTransformer& model) {
+  SafeTensors st;
+  const ParamStore& ps = model.params();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Var p = ps.at(i);
+    st.tensors[ps.names()[i]] = StTensor::from_f32(dims(p.shape()), p.data());
+  }
+  st.metadata["format"] = "pt";
+  st.metadata["fbt_model_config"] = model_config_to_json(model.config());
+  return st;
+}
+
+void add_gradients(SafeTensors& st, const FeedbackTransformer& model) {
+  const ParamStore& ps = model.params();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Var p = ps.at(i);
+    st.tensors["grad." + ps.names()[i]] = StTensor::from_f32(dims(p.shape()), p.grad().data);
+  }
+}
+
+void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::string& source) {
+  ParamStore& ps = model.params();
+  for (auto& [name, t] : st.tensors)
+    if (!ps.has(name))
+      throw SafeTensorsError(source + ": unexpected tensor '" + name + "' (not a parameter of this model config)");
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const std::string& name = ps.names()[i];
+    if (!st.has(name)) throw SafeTensorsError(source + ": missing tensor '" + name + "'");
+    const StTensor& t = st.at(name);
+    Var p = ps.at(i);
+    if (t.dtype != "F32") throw SafeTensorsError(source + ": tensor '" + name + "' has dtype " + t.dtype + ", expected F32");
+    if (t.shape != dims(p.shape()))
+      throw SafeTensorsError(source + ": tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                             shape_str(dims(p.shape())));
+    std::memcpy(p.data(), t.bytes.data(), t.bytes.size());
+  }
+}
+
+}  // namespace fbt

@@ -1,0 +1,23 @@
+// Model weights <-> safetensors, with MODEL.md's names and shapes; the model config travels in
+// __metadata__ so a checkpoint says what it is.
+#pragma once
+#include <string>
+
+#include "data/safetensors.hpp"
+#include "models/feedback_transformer.hpp"
+
+namespace fbt {
+
+// Every parameter as F32, plus __metadata__ {"format": "pt", "fbt_model_config": <json>}.
+SafeTensors weights_to_safetensors(const FeedbackTransformer& model);
+// Copies tensors into the model. A missing or extra tensor, a wrong dtype or shape is an error
+// naming the tensor and `source`.
+void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::string& source);
+
+std::string model_config_to_json(const ModelConfig& c);
+ModelConfig model_config_from_json(const std::string& json, const std::string& source);
+
+// Gradients as "grad.<name>" F32 tensors.
+void add_gradients(SafeTensors& st, const FeedbackTransformer& model);
+
+}  // namespace fbt

@@ -1,0 +1,338 @@
+// The Feedback Transformer against MODEL.md: against a naive reference built from primitives
+// (values and gradients under every policy), whole-model gradient checks, state carrying,
+// policies leaving values alone, bucketing, config and policy errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "gradcheck.hpp"
+#include "models/config_section.hpp"
+#include "reference_model.hpp"
+
+using namespace fbt;
+using namespace fbt::testing;
+
+namespace {
+
+ModelConfig tiny(int64_t seq_len, bool shared_kv, bool keep_last, bool cross) {
+  ModelConfig c;
+  c.num_tokens = 7;
+  c.dim = 6;
+  c.depth = 2;
+  c.heads = 2;
+  c.dim_head = 3;
+  c.ff_mult = 2;
+  c.seq_len = seq_len;
+  c.mem_len = 4;
+  c.num_buckets = 6;
+  c.max_distance = 9;
+  c.shared_kv = shared_kv;
+  c.keep_last_hidden = keep_last;
+  c.cross_attend = cross;
+  return c;
+}
+
+// Random weights large enough that every path matters (the training init is too gentle).
+void randomize(FeedbackTransformer& m, uint64_t seed) {
+  fill_normal(m.params().values().data(), int64_t(m.params().numel()), seed, 0.4f);
+}
+
+struct Batch {
+  int64_t B = 2, T = 7, m = 0;
+  std::vector<int32_t> tokens, targets;
+  std::vector<float> memory, context;
+  Tensor mem_tensor() { return Tensor{memory.data(), Shape{B, m, 6}, Device::CPU}; }
+};
+
+Batch make_batch(int64_t m, uint64_t seed, int64_t T = 7) {
+  Batch b;
+  b.T = T;
+  b.m = m;
+  Rng r(seed);
+  for (int64_t i = 0; i < b.B * T; ++i) {
+    b.tokens.push_back(int32_t(r.uniform() * 7));
+    b.targets.push_back(int32_t(r.uniform() * 7));
+  }
+  b.memory.resize(size_t(b.B * m * 6));
+  fill_normal(b.memory.data(), int64_t(b.memory.size()), seed + 1);
+  b.context.resize(size_t(b.B * 3 * 6));
+  fill_normal(b.context.data(), int64_t(b.context.size()), seed + 2);
+  return b;
+}
+
+struct Result {
+  std::vector<float> logits, memory, grads;
+  float loss = 0;
+};
+
+Result run_fast(FeedbackTransformer& model, Batch& b, const DetachPolicy& pol) {
+  tape().reset();
+  model.params().zero_grad();
+  Tensor mt = b.mem_tensor();
+  Var ctx = model.config().cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
+  ForwardOutput o = model.forward(b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data(), pol);
+  tape().backward(o.loss);
+  Result r;
+  r.logits.assign(o.logits.data(), o.logits.data() + o.logits.value().numel());
+  r.memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+  r.grads = model.params().grads();
+  r.loss = o.loss.data()[0];
+  return r;
+}
+
+Result run_reference(FeedbackTransformer& model, Batch& b, const DetachPolicy& pol) {
+  tape().reset();
+  model.params().zero_grad();
+  Tensor mt = b.mem_tensor();
+  Var ctx = model.config().cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
+  RefOutput o = reference_forward(model, b.tokens, b.targets, b.B, b.T, b.m ? &mt : nullptr, ctx, pol);
+  tape().backward(o.loss);
+  Result r;
+  r.logits.assign(o.logits.data(), o.logits.data() + o.logits.value().numel());
+  const int64_t keep = int64_t(o.memory.size());
+  r.memory.resize(size_t(b.B * keep * 6));
+  for (int64_t j = 0; j < keep; ++j)
+    for (int64_t bb = 0; bb < b.B; ++bb)
+      for (int64_t k = 0; k < 6; ++k) r.memory[size_t((bb * keep + j) * 6 + k)] = o.memory[size_t(j)].data()[bb * 6 + k];
+  r.grads = model.params().grads();
+  r.loss = o.loss.data()[0];
+  return r;
+}
+
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    n += double(b[i]) * b[i];
+  }
+  return std::sqrt(d) / std::max(std::sqrt(n), 1e-12);
+}
+
+void agree_with_reference(const ModelConfig& cfg, int64_t m, const std::vector<std::string>& policies) {
+  FeedbackTransformer model(cfg);
+  randomize(model, 5);
+  Batch b = make_batch(m, 11);
+  for (const std::string& p : policies) {
+    INFO("policy " << p);
+    DetachPolicy pol = DetachPolicy::parse(p, cfg.seq_len);
+    Result f = run_fast(model, b, pol), r = run_reference(model, b, pol);
+    CHECK(f.loss == doctest::Approx(r.loss).epsilon(1e-5));
+    CHECK(rel_diff(f.logits, r.logits) < 1e-5);
+    CHECK(rel_diff(f.memory, r.memory) < 1e-5);
+    CHECK(rel_diff(f.grads, r.grads) < 1e-4);
+    // Per-parameter too: a small tensor's error could hide in the global norm.
+    const ParamStore& ps = model.params();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const size_t off = ps.offset(i), len = size_t(ps.at(i).value().numel());
+      std::vector<float> gf(f.grads.begin() + long(off), f.grads.begin() + long(off + len));
+      std::vector<float> gr(r.grads.begin() + long(off), r.grads.begin() + long(off + len));
+      double norm = 0;
+      for (float v : gr) norm += double(v) * v;
+      INFO("parameter " << ps.names()[i]);
+      if (norm > 1e-12) CHECK(rel_diff(gf, gr) < 1e-4);
+    }
+  }
+}
+
+const std::vector<std::string> kPolicies1 = {"none", "all", "every:2", "every:3", "horizon:1", "horizon:3"};
+const std::vector<std::string> kPolicies3 = {"none", "all", "every:3", "horizon:3", "horizon:6"};
+
+// Whole-model central differences on the mean loss, policy none (the true gradient).
+void model_gradcheck(const ModelConfig& cfg, int64_t m) {
+  FeedbackTransformer model(cfg);
+  randomize(model, 7);
+  Batch b = make_batch(m, 13, 5);
+  Result r = run_fast(model, b, DetachPolicy{});
+  std::vector<float>& v = model.params().values();
+  double diff2 = 0, a2 = 0;
+  const double eps = 1e-2;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float saved = v[i];
+    auto loss_at = [&](double x) {
+      v[i] = float(x);
+      NoGradScope ng;
+      tape().reset();
+      Tensor mt = b.mem_tensor();
+      Var ctx = cfg.cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
+      return double(model.forward(b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data()).loss.data()[0]);
+    };
+    const double numeric = (loss_at(saved + eps) - loss_at(saved - eps)) / (2 * eps);
+    v[i] = saved;
+    diff2 += (numeric - r.grads[i]) * (numeric - r.grads[i]);
+    a2 += double(r.grads[i]) * r.grads[i];
+  }
+  const double rel = std::sqrt(diff2) / std::sqrt(a2);
+  INFO("relative error " << rel);
+  CHECK(rel < 2e-3);
+}
+
+}  // namespace
+
+TEST_CASE("model: seq_len 1 agrees with the naive reference under every policy") {
+  agree_with_reference(tiny(1, true, false, false), 0, kPolicies1);
+}
+
+TEST_CASE("model: seq_len 1 with carried memory agrees with the reference") {
+  agree_with_reference(tiny(1, true, false, false), 3, kPolicies1);
+}
+
+TEST_CASE("model: windows of 3 agree with the reference under every policy") {
+  agree_with_reference(tiny(3, true, false, false), 0, kPolicies3);
+  agree_with_reference(tiny(3, true, false, false), 4, kPolicies3);
+}
+
+TEST_CASE("model: unshared key value projections agree with the reference") {
+  agree_with_reference(tiny(1, false, false, false), 2, kPolicies1);
+  agree_with_reference(tiny(3, false, false, false), 1, kPolicies3);
+}
+
+TEST_CASE("model: keep_last_hidden agrees with the reference") {
+  agree_with_reference(tiny(1, true, true, false), 1, kPolicies1);
+  agree_with_reference(tiny(3, false, true, false), 0, kPolicies3);
+}
+
+TEST_CASE("model: cross attention agrees with the reference") {
+  agree_with_reference(tiny(1, true, false, true), 2, kPolicies1);
+  agree_with_reference(tiny(3, false, false, true), 0, kPolicies3);
+}
+
+TEST_CASE("model gradcheck: seq_len 1 shared kv") { model_gradcheck(tiny(1, true, false, false), 0); }
+TEST_CASE("model gradcheck: seq_len 1 with carried memory") { model_gradcheck(tiny(1, true, false, false), 3); }
+TEST_CASE("model gradcheck: windows of 2 unshared kv") { model_gradcheck(tiny(2, false, false, false), 2); }
+TEST_CASE("model gradcheck: keep_last_hidden") { model_gradcheck(tiny(3, true, true, false), 1); }
+TEST_CASE("model gradcheck: cross attention") { model_gradcheck(tiny(2, true, false, true), 1); }
+
+TEST_CASE("model: policies change gradients and never values") {
+  ModelConfig cfg = tiny(1, true, false, false);
+  FeedbackTransformer model(cfg);
+  randomize(model, 3);
+  Batch b = make_batch(2, 17);
+  Result base = run_fast(model, b, DetachPolicy{});
+  bool some_grad_differs = false;
+  for (const std::string& p : kPolicies1) {
+    Result r = run_fast(model, b, DetachPolicy::parse(p, 1));
+    CHECK(r.logits == base.logits);
+    CHECK(r.memory == base.memory);
+    CHECK(r.loss == base.loss);
+    if (p != "none") some_grad_differs = some_grad_differs || rel_diff(r.grads, base.grads) > 1e-3;
+  }
+  CHECK(some_grad_differs);
+}
+
+TEST_CASE("model: one call equals two calls with the state carried") {
+  for (int64_t seq_len : {1, 2}) {
+    ModelConfig cfg = tiny(seq_len, seq_len == 1, false, false);
+    FeedbackTransformer model(cfg);
+    randomize(model, 4);
+    Batch whole = make_batch(0, 19, 8);
+    NoGradScope ng;
+    tape().reset();
+    ForwardOutput one = model.forward(whole.tokens.data(), 2, 8, nullptr, Var(), whole.targets.data());
+    std::vector<float> logits1(one.logits.data(), one.logits.data() + one.logits.value().numel());
+    std::vector<float> mem1(one.memory.data, one.memory.data + one.memory.numel());
+    // First 4 steps, then the last 4 from the returned state.
+    std::vector<int32_t> a, b;
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t t = 0; t < 8; ++t) (t < 4 ? a : b).push_back(whole.tokens[size_t(r * 8 + t)]);
+    ForwardOutput first = model.forward(a.data(), 2, 4, nullptr);
+    std::vector<float> state(first.memory.data, first.memory.data + first.memory.numel());
+    Tensor st{state.data(), first.memory.shape, Device::CPU};
+    ForwardOutput second = model.forward(b.data(), 2, 4, &st);
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t t = 0; t < 8; ++t)
+        for (int64_t v = 0; v < 7; ++v) {
+          const float expect = logits1[size_t((r * 8 + t) * 7 + v)];
+          const float got = t < 4 ? first.logits.data()[(r * 4 + t) * 7 + v] : second.logits.data()[(r * 4 + t - 4) * 7 + v];
+          CHECK(got == doctest::Approx(expect).epsilon(1e-5));
+        }
+    REQUIRE(second.memory.numel() == int64_t(mem1.size()));
+    for (size_t i = 0; i < mem1.size(); ++i) CHECK(second.memory.data[i] == doctest::Approx(mem1[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("model: the state keeps the last mem_len vectors") {
+  ModelConfig cfg = tiny(1, true, false, false);
+  FeedbackTransformer model(cfg);
+  Batch b = make_batch(0, 1, 2);
+  NoGradScope ng;
+  tape().reset();
+  CHECK(model.forward(b.tokens.data(), 2, 2, nullptr).memory.shape == Shape{2, 2, 6});
+  Batch c = make_batch(0, 1, 9);
+  CHECK(model.forward(c.tokens.data(), 2, 9, nullptr).memory.shape == Shape{2, 4, 6});
+}
+
+TEST_CASE("model: T5 buckets") {
+  CHECK(FeedbackTransformer::bucket(1, 32, 128) == 1);
+  CHECK(FeedbackTransformer::bucket(15, 32, 128) == 15);
+  CHECK(FeedbackTransformer::bucket(16, 32, 128) == 16);
+  CHECK(FeedbackTransformer::bucket(20, 32, 128) == 17);
+  CHECK(FeedbackTransformer::bucket(127, 32, 128) == 31);
+  CHECK(FeedbackTransformer::bucket(1000, 32, 128) == 31);
+  for (int64_t d = 1; d < 300; ++d) CHECK(FeedbackTransformer::bucket(d, 6, 9) == t5_bucket(d, 6, 9));
+}
+
+TEST_CASE("model: parameter names and shapes follow MODEL.md") {
+  ModelConfig cfg = tiny(1, false, false, true);
+  FeedbackTransformer model(cfg);
+  const ParamStore& ps = model.params();
+  CHECK(ps.get("token_emb.weight").shape() == Shape{7, 6});
+  CHECK(ps.get("pos_bias.weight").shape() == Shape{6, 2});
+  CHECK(ps.get("layers.1.attn.to_kv.weight").shape() == Shape{12, 6});
+  CHECK_FALSE(ps.has("shared_kv.weight"));
+  CHECK(ps.get("layer_weight").shape() == Shape{3});
+  CHECK(ps.get("layers.0.attn.to_out.weight").shape() == Shape{6, 6});
+  CHECK(ps.get("layers.0.cross_attn.to_kv.weight").shape() == Shape{12, 6});
+  CHECK(ps.get("layers.1.ff.w_in.weight").shape() == Shape{24, 6});
+  CHECK(ps.get("layers.1.ff.w_out.weight").shape() == Shape{6, 12});
+  CHECK(ps.get("to_logits.bias").shape() == Shape{7});
+  FeedbackTransformer shared(tiny(1, true, false, false));
+  CHECK(shared.params().get("shared_kv.weight").shape() == Shape{12, 6});
+  CHECK_FALSE(shared.params().has("layers.0.cross_norm.weight"));
+  CHECK_FALSE(shared.params().has("layers.0.attn.to_kv.weight"));
+}
+
+TEST_CASE("model: initialization is seeded and documented") {
+  FeedbackTransformer a(tiny(1, true, false, false)), b(tiny(1, true, false, false));
+  a.init(1);
+  b.init(1);
+  CHECK(a.params().values() == b.params().values());
+  b.init(2);
+  CHECK(a.params().values() != b.params().values());
+  Var lw = a.params().get("layer_weight");
+  for (int i = 0; i < 3; ++i) CHECK(lw.data()[i] == 1.f);
+  CHECK(a.params().get("mem_norm.weight").data()[0] == 1.f);
+  CHECK(a.params().get("to_logits.bias").data()[0] == 0.f);
+}
+
+TEST_CASE("detach policy: parsing and errors") {
+  CHECK(DetachPolicy::parse("none", 1).kind == DetachPolicy::Kind::None);
+  CHECK(DetachPolicy::parse("every:64", 32).n == 64);
+  CHECK(DetachPolicy::parse("horizon:8", 1).str() == "horizon:8");
+  CHECK_THROWS_WITH_AS(DetachPolicy::parse("evrey:4", 1), doctest::Contains("unknown detach policy"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(DetachPolicy::parse("every:5", 2), doctest::Contains("not a multiple of seq_len"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(DetachPolicy::parse("horizon:0", 1), doctest::Contains(">= 1"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(DetachPolicy::parse("horizon:x", 1), doctest::Contains("not an integer"), std::invalid_argument);
+  CHECK(DetachPolicy::parse("every:4", 1).first_differentiable(9) == 8);
+  CHECK(DetachPolicy::parse("horizon:4", 1).first_differentiable(9) == 5);
+  CHECK(DetachPolicy::parse("all", 1).first_differentiable(9) == 9);
+}
+
+TEST_CASE("model config: errors name the key and the line") {
+  auto parse = [](const std::string& text) {
+    YAML::Node root = YAML::Load(text);
+    ConfigSection s(root["model"], "m.yaml", "model");
+    return parse_model_config(s);
+  };
+  CHECK(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n").heads == 8);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  dimm: 3\n"),
+                       "m.yaml:6: model.dimm: unknown key", ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  depth: 1\n  mem_len: 4\n"),
+                       doctest::Contains("model.dim: required key is missing"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: eight\n  depth: 1\n  mem_len: 4\n"),
+                       "m.yaml:3: model.dim: expected an integer, got 'eight'", ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 0\n  mem_len: 4\n"),
+                       doctest::Contains("model.depth: depth must be >= 1"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  shared_kv: maybe\n"),
+                       doctest::Contains("expected true or false"), ConfigError);
+}
