@@ -12,3 +12,31 @@ struct ForwardArgs {
 int run_forward(const ForwardArgs& a);
 
 }  // namespace fbt::cli
+
+namespace fbt::cli {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool resume = false;
+};
+int run_train(const TrainArgs& a);
+
+struct EvalArgs {
+  std::string config, checkpoint, split = "valid";
+  std::vector<std::string> overrides;
+};
+int run_eval(const EvalArgs& a);
+
+struct SampleArgs {
+  std::string checkpoint, prompt = "\n";
+  int64_t tokens = 200, top_k = 200;
+  float temperature = 0.8f;
+  uint64_t seed = 1;
+};
+int run_sample(const SampleArgs& a);
+
+// Splits a byte file into train/valid/test.bin (90/5/5) in out_dir.
+int run_prepare_bytes(const std::string& input, const std::string& out_dir);
+
+}  // namespace fbt::cli

@@ -23,6 +23,33 @@ int main(int argc, char** argv) {
   forward->add_flag("--grads", fwd.grads, "also write grad.<name> for every parameter");
   forward->add_option("--detach", fwd.detach, "detachment policy: none | all | every:N | horizon:N");
 
+  fbt::cli::TrainArgs tr;
+  auto* train = app.add_subcommand("train", "train a model from a YAML config");
+  train->add_option("config", tr.config, "run config (model:, data:, train:)")->required()->check(CLI::ExistingFile);
+  train->add_option("--set", tr.overrides, "override a key, e.g. --set train.lr=1e-3 (repeatable)");
+  train->add_flag("--resume", tr.resume, "continue from the newest complete checkpoint in out_dir");
+
+  fbt::cli::EvalArgs ev;
+  auto* eval = app.add_subcommand("eval", "evaluate a checkpoint on a split");
+  eval->add_option("config", ev.config, "run config (data: and train.batch_size, bptt)")->required()->check(CLI::ExistingFile);
+  eval->add_option("--checkpoint", ev.checkpoint, "checkpoint directory, run directory or weights file")->required();
+  eval->add_option("--split", ev.split, "valid | test | train");
+  eval->add_option("--set", ev.overrides, "override a config key");
+
+  fbt::cli::SampleArgs sa;
+  auto* sample = app.add_subcommand("sample", "generate text from a checkpoint");
+  sample->add_option("--checkpoint", sa.checkpoint, "checkpoint directory, run directory or weights file")->required();
+  sample->add_option("--prompt", sa.prompt, "text to start from");
+  sample->add_option("--tokens", sa.tokens, "number of new tokens")->check(CLI::NonNegativeNumber);
+  sample->add_option("--temperature", sa.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  sample->add_option("--top-k", sa.top_k, "keep the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  sample->add_option("--seed", sa.seed, "random seed");
+
+  std::string prep_in, prep_out;
+  auto* prep = app.add_subcommand("prepare-bytes", "split a text file into train/valid/test.bin (90/5/5), byte tokens");
+  prep->add_option("input", prep_in)->required()->check(CLI::ExistingFile);
+  prep->add_option("out_dir", prep_out)->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -34,6 +61,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (forward->parsed()) return fbt::cli::run_forward(fwd);
+    if (train->parsed()) return fbt::cli::run_train(tr);
+    if (eval->parsed()) return fbt::cli::run_eval(ev);
+    if (sample->parsed()) return fbt::cli::run_sample(sa);
+    if (prep->parsed()) return fbt::cli::run_prepare_bytes(prep_in, prep_out);
     fmt::print("{}", app.help());
     return 0;
   } catch (const std::exception& e) {

@@ -1,0 +1,97 @@
+// `fbt train`, `fbt eval`, `fbt sample` and `fbt prepare-bytes`.
+#include <fmt/core.h>
+
+#include <filesystem>
+#include <fstream>
+#include <omp.h>
+
+#include "data/safetensors.hpp"
+#include "models/weights.hpp"
+#include "train/commands.hpp"
+#include "train/sample.hpp"
+#include "train/trainer.hpp"
+
+namespace fs = std::filesystem;
+
+namespace fbt::cli {
+
+int run_train(const TrainArgs& a) {
+  RunConfig cfg = load_run_config(a.config, a.overrides);
+  Trainer trainer(cfg);
+  trainer.run(a.resume);
+  return 0;
+}
+
+namespace {
+// A checkpoint directory (its model.safetensors) or a weights file; the model config comes
+// from the file's __metadata__.
+std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file) {
+  std::string path = dir_or_file;
+  if (fs::is_directory(path)) {
+    const std::string latest = latest_checkpoint(path);  // a run's out_dir
+    if (fs::exists(fs::path(path) / "model.safetensors")) path = (fs::path(path) / "model.safetensors").string();
+    else if (!latest.empty()) path = (fs::path(latest) / "model.safetensors").string();
+    else throw std::runtime_error(dir_or_file + ": no model.safetensors and no complete checkpoint in this directory");
+  }
+  SafeTensors st = SafeTensors::load(path);
+  if (!st.metadata.count("fbt_model_config"))
+    throw SafeTensorsError(path + ": no fbt_model_config in __metadata__ (not written by fbt?)");
+  auto model = std::make_unique<FeedbackTransformer>(model_config_from_json(st.metadata.at("fbt_model_config"), path));
+  load_weights(*model, st, path);
+  return model;
+}
+}  // namespace
+
+int run_eval(const EvalArgs& a) {
+  RunConfig cfg = load_run_config(a.config, a.overrides);
+  std::string path;
+  if (a.split == "valid") path = cfg.data.valid;
+  else if (a.split == "test") path = cfg.data.test;
+  else if (a.split == "train") path = cfg.data.train;
+  else throw std::invalid_argument("--split " + a.split + ": expected valid, test or train");
+  if (path.empty()) throw std::invalid_argument(cfg.source + ": data.test is not set, so --split test has nothing to read");
+  if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
+  auto model = load_model(a.checkpoint);
+  if (model->config().num_tokens != cfg.model.num_tokens)
+    throw std::runtime_error(a.checkpoint + ": model vocabulary differs from the config's");
+  Corpus corpus(path, cfg.data.format, cfg.model.num_tokens);
+  const int64_t streams = cfg.train.eval_batch_size ? cfg.train.eval_batch_size : cfg.train.batch_size;
+  EvalResult r = evaluate(*model, corpus, streams, cfg.train.bptt, 0, true);
+  fmt::print("\r\x1b[K{} ({}): loss {:.4f} nats | bpc {:.4f} | ppl {:.3f} | {} tokens\n", a.split, path, r.loss, r.bpc(),
+             r.perplexity(), r.tokens);
+  return 0;
+}
+
+int run_sample(const SampleArgs& a) {
+  auto model = load_model(a.checkpoint);
+  if (model->config().num_tokens != 256)
+    throw std::runtime_error(a.checkpoint + ": text prompts need a byte-level model (num_tokens 256)");
+  if (a.prompt.empty()) throw std::invalid_argument("--prompt must not be empty");
+  std::vector<int32_t> ids;
+  for (unsigned char ch : a.prompt) ids.push_back(ch);
+  SampleOptions so{a.tokens, a.temperature, a.top_k, a.seed};
+  std::fputs(a.prompt.c_str(), stdout);
+  generate(*model, ids, so, [](int32_t t) {
+    std::putchar(char(t));
+    std::fflush(stdout);
+  });
+  std::putchar('\n');
+  return 0;
+}
+
+int run_prepare_bytes(const std::string& input, const std::string& out_dir) {
+  std::ifstream in(input, std::ios::binary);
+  if (!in) throw std::runtime_error(input + ": cannot open");
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (data.size() < 1000) throw std::runtime_error(input + ": only " + std::to_string(data.size()) + " bytes, too small to split");
+  fs::create_directories(out_dir);
+  const size_t n_train = data.size() * 90 / 100, n_valid = data.size() * 5 / 100;
+  write_file_atomic((fs::path(out_dir) / "train.bin").string(), data.data(), n_train);
+  write_file_atomic((fs::path(out_dir) / "valid.bin").string(), data.data() + n_train, n_valid);
+  write_file_atomic((fs::path(out_dir) / "test.bin").string(), data.data() + n_train + n_valid, data.size() - n_train - n_valid);
+  fmt::print("{}: {} bytes -> train {} / valid {} / test {} in {}\n", input, data.size(), n_train, n_valid,
+             data.size() - n_train - n_valid, out_dir);
+  return 0;
+}
+
+}  // namespace fbt::cli

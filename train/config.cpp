@@ -1,0 +1,130 @@
+#include "train/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <thread>
+
+#include "models/config_section.hpp"
+#include "models/detach_policy.hpp"
+
+namespace fbt {
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml_file(path);
+  if (!root.IsMap()) throw ConfigError(path + ": expected sections model:, data: and train:");
+  for (const std::string& o : overrides) apply_override(root, o);
+  ConfigSection top(root, path, "");
+  RunConfig rc;
+  rc.source = path;
+
+  ConfigSection m = top.section("model");
+  if (!top.has("model")) top.fail("model", "required section is missing");
+  rc.model = parse_model_config(m);
+
+  ConfigSection d = top.section("data");
+  if (!top.has("data")) top.fail("data", "required section is missing");
+  DataConfig& dc = rc.data;
+  dc.format = d.get<std::string>("format", dc.format);
+  if (dc.format != "bytes" && dc.format != "u16" && dc.format != "u32" && dc.format != "llmc")
+    d.fail("format", "'" + dc.format + "' is not one of bytes, u16, u32, llmc");
+  dc.train = d.require<std::string>("train");
+  dc.valid = d.require<std::string>("valid");
+  dc.test = d.get<std::string>("test", "");
+  d.finish();
+  if (dc.format == "bytes" && rc.model.num_tokens != 256)
+    m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
+
+  ConfigSection t = top.section("train");
+  TrainConfig& tc = rc.train;
+  auto positive = [&](const char* key, int64_t v, int64_t min) {
+    if (v < min) t.fail(key, "must be >= " + std::to_string(min) + ", got " + std::to_string(v));
+    return v;
+  };
+  tc.batch_size = positive("batch_size", t.get<int64_t>("batch_size", tc.batch_size), 1);
+  tc.bptt = positive("bptt", t.get<int64_t>("bptt", tc.bptt), 1);
+  tc.steps = positive("steps", t.get<int64_t>("steps", tc.steps), 1);
+  tc.lr = t.get<double>("lr", tc.lr);
+  if (!(tc.lr > 0)) t.fail("lr", "must be > 0");
+  tc.warmup = positive("warmup", t.get<int64_t>("warmup", tc.warmup), 0);
+  tc.schedule = t.get<std::string>("schedule", tc.schedule);
+  if (tc.schedule != "constant" && tc.schedule != "cosine")
+    t.fail("schedule", "'" + tc.schedule + "' is not one of constant, cosine");
+  tc.min_lr = t.get<double>("min_lr", tc.min_lr);
+  if (tc.min_lr < 0 || tc.min_lr > tc.lr) t.fail("min_lr", "must be in [0, lr]");
+  tc.weight_decay = t.get<double>("weight_decay", tc.weight_decay);
+  if (tc.weight_decay < 0) t.fail("weight_decay", "must be >= 0");
+  tc.beta1 = t.get<double>("beta1", tc.beta1);
+  if (tc.beta1 < 0 || tc.beta1 >= 1) t.fail("beta1", "must be in [0, 1)");
+  tc.beta2 = t.get<double>("beta2", tc.beta2);
+  if (tc.beta2 < 0 || tc.beta2 >= 1) t.fail("beta2", "must be in [0, 1)");
+  tc.eps = t.get<double>("eps", tc.eps);
+  if (!(tc.eps > 0)) t.fail("eps", "must be > 0");
+  tc.clip = t.get<double>("clip", tc.clip);
+  if (tc.clip < 0) t.fail("clip", "must be >= 0 (0 disables clipping)");
+  tc.detach = t.get<std::string>("detach", tc.detach);
+  try {
+    DetachPolicy::parse(tc.detach, rc.model.seq_len);
+  } catch (const std::invalid_argument& e) {
+    t.fail("detach", e.what());
+  }
+  tc.seed = uint64_t(positive("seed", t.get<int64_t>("seed", int64_t(tc.seed)), 0));
+  tc.threads = positive("threads", t.get<int64_t>("threads", tc.threads), 0);
+  tc.eval_every = positive("eval_every", t.get<int64_t>("eval_every", tc.eval_every), 0);
+  tc.eval_batch_size = positive("eval_batch_size", t.get<int64_t>("eval_batch_size", tc.eval_batch_size), 0);
+  tc.eval_tokens = positive("eval_tokens", t.get<int64_t>("eval_tokens", tc.eval_tokens), 0);
+  tc.log_every = positive("log_every", t.get<int64_t>("log_every", tc.log_every), 1);
+  tc.checkpoint_every = positive("checkpoint_every", t.get<int64_t>("checkpoint_every", tc.checkpoint_every), 0);
+  tc.keep_last = positive("keep_last", t.get<int64_t>("keep_last", tc.keep_last), 1);
+  tc.out_dir = t.get<std::string>("out_dir", tc.out_dir);
+  if (tc.out_dir.empty()) t.fail("out_dir", "must not be empty");
+  tc.sample_tokens = positive("sample_tokens", t.get<int64_t>("sample_tokens", tc.sample_tokens), 0);
+  tc.sample_prompt = t.get<std::string>("sample_prompt", tc.sample_prompt);
+  t.finish();
+  top.finish();
+  return rc;
+}
+
+std::string run_config_yaml(const RunConfig& c) {
+  YAML::Emitter e;
+  const ModelConfig& m = c.model;
+  const TrainConfig& t = c.train;
+  e << YAML::BeginMap;
+  e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "num_tokens" << YAML::Value << m.num_tokens << YAML::Key << "dim" << YAML::Value << m.dim;
+  e << YAML::Key << "depth" << YAML::Value << m.depth << YAML::Key << "heads" << YAML::Value << m.heads;
+  e << YAML::Key << "dim_head" << YAML::Value << m.dim_head << YAML::Key << "ff_mult" << YAML::Value << m.ff_mult;
+  e << YAML::Key << "seq_len" << YAML::Value << m.seq_len << YAML::Key << "mem_len" << YAML::Value << m.mem_len;
+  e << YAML::Key << "num_buckets" << YAML::Value << m.num_buckets << YAML::Key << "max_distance" << YAML::Value
+    << m.max_distance;
+  e << YAML::Key << "keep_last_hidden" << YAML::Value << m.keep_last_hidden << YAML::Key << "shared_kv" << YAML::Value
+    << m.shared_kv;
+  e << YAML::Key << "cross_attend" << YAML::Value << m.cross_attend;
+  e << YAML::Key << "attn_dropout" << YAML::Value << m.attn_dropout << YAML::Key << "ff_dropout" << YAML::Value
+    << m.ff_dropout;
+  e << YAML::EndMap;
+  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "format" << YAML::Value << c.data.format << YAML::Key << "train" << YAML::Value << c.data.train;
+  e << YAML::Key << "valid" << YAML::Value << c.data.valid;
+  if (!c.data.test.empty()) e << YAML::Key << "test" << YAML::Value << c.data.test;
+  e << YAML::EndMap;
+  e << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "batch_size" << YAML::Value << t.batch_size << YAML::Key << "bptt" << YAML::Value << t.bptt;
+  e << YAML::Key << "steps" << YAML::Value << t.steps << YAML::Key << "lr" << YAML::Value << t.lr;
+  e << YAML::Key << "warmup" << YAML::Value << t.warmup << YAML::Key << "schedule" << YAML::Value << t.schedule;
+  e << YAML::Key << "min_lr" << YAML::Value << t.min_lr << YAML::Key << "weight_decay" << YAML::Value << t.weight_decay;
+  e << YAML::Key << "beta1" << YAML::Value << t.beta1 << YAML::Key << "beta2" << YAML::Value << t.beta2;
+  e << YAML::Key << "eps" << YAML::Value << t.eps << YAML::Key << "clip" << YAML::Value << t.clip;
+  e << YAML::Key << "detach" << YAML::Value << t.detach << YAML::Key << "seed" << YAML::Value << t.seed;
+  e << YAML::Key << "threads" << YAML::Value << t.threads << YAML::Key << "eval_every" << YAML::Value << t.eval_every;
+  e << YAML::Key << "eval_batch_size" << YAML::Value << t.eval_batch_size << YAML::Key << "eval_tokens" << YAML::Value
+    << t.eval_tokens;
+  e << YAML::Key << "log_every" << YAML::Value << t.log_every << YAML::Key << "checkpoint_every" << YAML::Value
+    << t.checkpoint_every;
+  e << YAML::Key << "keep_last" << YAML::Value << t.keep_last << YAML::Key << "out_dir" << YAML::Value << t.out_dir;
+  e << YAML::Key << "sample_tokens" << YAML::Value << t.sample_tokens << YAML::Key << "sample_prompt" << YAML::Value
+    << YAML::DoubleQuoted << t.sample_prompt;
+  e << YAML::EndMap << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace fbt

@@ -1,0 +1,57 @@
+// A run's configuration: the model:, data: and train: sections of a YAML file, parsed once into
+// plain structs with defaults and validation (docs/CONFIG.md documents every key).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "models/config.hpp"
+
+namespace YAML {
+class Node;
+}
+
+namespace fbt {
+
+struct DataConfig {
+  std::string format = "bytes";  // bytes | u16 | u32 | llmc
+  std::string train, valid, test;  // a path or a glob of shards; test optional
+};
+
+struct TrainConfig {
+  int64_t batch_size = 16;   // streams
+  int64_t bptt = 64;         // tokens per stream per step
+  int64_t steps = 1000;
+  double lr = 1e-3;
+  int64_t warmup = 100;
+  std::string schedule = "cosine";  // constant | cosine
+  double min_lr = 1e-4;
+  double weight_decay = 0.01;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double clip = 1.0;         // global grad norm; 0 disables
+  std::string detach = "none";
+  uint64_t seed = 1234;
+  int64_t threads = 0;       // 0: all cores
+  int64_t eval_every = 200;  // 0: only at the end
+  int64_t eval_batch_size = 0;  // 0: batch_size
+  int64_t eval_tokens = 0;      // 0: the whole split; else the first N tokens of it
+  int64_t log_every = 10;
+  int64_t checkpoint_every = 500;  // 0: only at the end
+  int64_t keep_last = 3;
+  std::string out_dir = "runs/default";
+  int64_t sample_tokens = 200;     // sample printed at the end (0: none)
+  std::string sample_prompt = "";
+};
+
+struct RunConfig {
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  std::string source;  // the file it came from
+};
+
+// Loads `path`, applies "--set section.key=value" overrides, validates. Errors name file, line, key.
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The effective config as YAML (written to out_dir/config.yaml).
+std::string run_config_yaml(const RunConfig& c);
+
+}  // namespace fbt

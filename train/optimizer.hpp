@@ -1,0 +1,44 @@
+// AdamW (decoupled weight decay, Loshchilov & Hutter) over the contiguous parameter block, the
+// learning-rate schedule, and global-norm clipping.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "autograd/params.hpp"
+
+namespace fbt {
+
+struct AdamWConfig {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  AdamW(ParamStore& params, AdamWConfig cfg);
+  // One update with learning rate lr; step counts from 1 (bias correction).
+  void step(double lr);
+  int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
+  std::vector<float>& m() { return m_; }
+  std::vector<float>& v() { return v_; }
+  // Which parameters decay: matrices and embeddings (2-D) except the position-bias table;
+  // biases, norm weights and layer_weight (1-D) do not.
+  static bool decays(const std::string& name, int ndim);
+
+ private:
+  ParamStore& params_;
+  AdamWConfig cfg_;
+  std::vector<float> m_, v_;
+  std::vector<uint8_t> decay_;  // per element
+  int64_t t_ = 0;
+};
+
+// Linear warmup over `warmup` steps to lr, then constant or cosine down to min_lr at `total`.
+double learning_rate(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr, bool cosine);
+
+// Scales gradients so their global norm is at most max_norm (no-op for max_norm <= 0).
+// Returns the norm before clipping.
+double clip_grad_norm(ParamStore& params, double max_norm);
+
+}  // namespace fbt

@@ -1,0 +1,60 @@
+#include "train/sample.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "autograd/rng.hpp"
+
+namespace fbt {
+
+namespace {
+int32_t draw(const float* logits, int64_t V, const SampleOptions& opt, Rng& rng) {
+  if (opt.temperature <= 0.f) return int32_t(std::max_element(logits, logits + V) - logits);
+  std::vector<std::pair<float, int32_t>> cand;
+  for (int64_t v = 0; v < V; ++v) cand.push_back({logits[v] / opt.temperature, int32_t(v)});
+  if (opt.top_k > 0 && opt.top_k < V) {
+    std::partial_sort(cand.begin(), cand.begin() + opt.top_k, cand.end(),
+                      [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    cand.resize(size_t(opt.top_k));
+  }
+  float mx = -INFINITY;
+  for (auto& c : cand) mx = std::max(mx, c.first);
+  double sum = 0;
+  for (auto& c : cand) sum += std::exp(double(c.first - mx));
+  double u = double(rng.uniform()) * sum;
+  for (auto& c : cand) {
+    u -= std::exp(double(c.first - mx));
+    if (u <= 0) return c.second;
+  }
+  return cand.back().second;
+}
+}  // namespace
+
+std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int32_t>& prompt, const SampleOptions& opt,
+                              const std::function<void(int32_t)>& on_token) {
+  const ModelConfig& c = model.config();
+  NoGradScope ng;
+  Rng rng(opt.seed);
+  std::vector<float> memory;  // (1, m, D)
+  int64_t m = 0;
+  std::vector<int32_t> out;
+  if (prompt.empty()) throw std::invalid_argument("generate: the prompt must hold at least one token");
+  std::vector<int32_t> feed = prompt;
+  for (int64_t i = 0; i < opt.tokens; ++i) {
+    tape().reset();
+    Tensor mem{memory.data(), Shape{1, m, c.dim}, Device::CPU};
+    ForwardOutput o = model.forward(feed.data(), 1, int64_t(feed.size()), m ? &mem : nullptr);
+    const float* last = o.logits.data() + (int64_t(feed.size()) - 1) * c.num_tokens;
+    const int32_t tok = draw(last, c.num_tokens, opt, rng);
+    m = o.memory.shape[1];
+    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    out.push_back(tok);
+    if (on_token) on_token(tok);
+    feed.assign(1, tok);
+  }
+  tape().reset();
+  return out;
+}
+
+}  // namespace fbt

@@ -1,0 +1,333 @@
+#include "train/trainer.hpp"
+
+#include <fcntl.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include <fmt/core.h>
+
+#include "data/safetensors.hpp"
+#include "models/weights.hpp"
+#include "train/progress.hpp"
+#include "train/sample.hpp"
+
+namespace fs = std::filesystem;
+
+namespace fbt {
+
+double EvalResult::bpc() const { return loss / std::log(2.0); }
+double EvalResult::perplexity() const { return std::exp(loss); }
+
+EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t streams, int64_t bptt,
+                    int64_t max_tokens, bool show_progress) {
+  const ModelConfig& c = model.config();
+  NoGradScope ng;
+  StreamBatcher batcher(corpus, streams, bptt);
+  std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
+  std::vector<float> memory;
+  int64_t m = 0;
+  double total = 0;
+  int64_t count = 0;
+  const int64_t budget = max_tokens > 0 ? std::min(max_tokens, streams * (batcher.stream_length() - 1))
+                                        : streams * (batcher.stream_length() - 1);
+  Progress bar("eval", budget);
+  while (count < budget) {
+    const int64_t n = batcher.next(in.data(), tg.data(), true);
+    if (n == 0) break;
+    tape().reset();
+    Tensor mem{memory.data(), Shape{streams, m, c.dim}, Device::CPU};
+    ForwardOutput o = model.forward(in.data(), streams, n, m ? &mem : nullptr, Var(), tg.data());
+    total += double(o.loss.data()[0]) * double(streams * n);
+    count += streams * n;
+    m = o.memory.shape[1];
+    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    if (show_progress) bar.update(count);
+  }
+  tape().reset();
+  return {count ? total / double(count) : 0.0, count};
+}
+
+namespace {
+
+std::string step_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
+
+void fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) { write_file_atomic(path, text.data(), text.size()); }
+
+// Keeps the metrics of steps <= step only (a resumed run rewrites what came after).
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      if (j.value("step", int64_t(0)) <= step) kept += line + "\n";
+    } catch (const std::exception&) {  // a line cut by a kill: drop it
+    }
+  }
+  write_text_atomic(path, kept);
+}
+
+}  // namespace
+
+std::string latest_checkpoint(const std::string& out_dir) {
+  const fs::path dir = fs::path(out_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return "";
+  std::string best;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() != 13 || name.rfind("step_", 0) != 0 || !fs::exists(e.path() / "DONE")) continue;
+    if (name > best) best = name;
+  }
+  return best.empty() ? "" : (dir / best).string();
+}
+
+Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg), dropout_rng_(cfg.train.seed ^ 0x5eedd50fULL) {
+  const TrainConfig& t = cfg_.train;
+  if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  policy_ = DetachPolicy::parse(t.detach, cfg_.model.seq_len);
+  model_ = std::make_unique<FeedbackTransformer>(cfg_.model);
+  model_->init(t.seed);
+  opt_ = std::make_unique<AdamW>(model_->params(), AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay});
+  train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);
+  valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data.format, cfg_.model.num_tokens);
+  batcher_ = std::make_unique<StreamBatcher>(*train_data_, t.batch_size, t.bptt);
+  const int64_t eval_streams = t.eval_batch_size ? t.eval_batch_size : t.batch_size;
+  StreamBatcher check_valid(*valid_data_, eval_streams, t.bptt);  // fails early on a tiny split
+  inputs_.resize(size_t(t.batch_size * t.bptt));
+  targets_.resize(size_t(t.batch_size * t.bptt));
+  ckpt_dir_ = (fs::path(t.out_dir) / "checkpoints").string();
+  tty_ = Progress::terminal();
+}
+
+StepStats Trainer::train_step() {
+  const TrainConfig& t = cfg_.train;
+  const ModelConfig& c = cfg_.model;
+  int64_t n = batcher_->next(inputs_.data(), targets_.data(), false);
+  if (n == 0) {  // end of a pass: every stream starts over with an empty memory
+    batcher_->rewind();
+    mem_rows_ = 0;
+    memory_.clear();
+    n = batcher_->next(inputs_.data(), targets_.data(), false);
+  }
+  tape().reset();
+  model_->params().zero_grad();
+  Tensor mem{memory_.data(), Shape{t.batch_size, mem_rows_, c.dim}, Device::CPU};
+  ForwardOutput o = model_->forward(inputs_.data(), t.batch_size, n, mem_rows_ ? &mem : nullptr, Var(), targets_.data(),
+                                    policy_, true, &dropout_rng_);
+  tape().backward(o.loss);
+  StepStats s;
+  s.loss = o.loss.data()[0];
+  s.grad_norm = clip_grad_norm(model_->params(), t.clip);
+  s.lr = learning_rate(step_, t.warmup, t.steps, t.lr, t.min_lr, t.schedule == "cosine");
+  opt_->step(s.lr);
+  mem_rows_ = o.memory.shape[1];
+  memory_.assign(o.memory.data, o.memory.data + o.memory.numel());
+  ++step_;
+  return s;
+}
+
+void Trainer::write_metric(const std::string& line) {
+  std::ofstream out(fs::path(cfg_.train.out_dir) / "metrics.jsonl", std::ios::app);
+  out << line << "\n";
+}
+
+void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps) {
+  const double bpc = s.loss / std::log(2.0);
+  const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
+  fmt::print("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
+             step_, cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps));
+  std::fflush(stdout);
+  nlohmann::json j = {{"split", "train"}, {"step", step_},          {"loss", s.loss},        {"bpc", bpc},
+                      {"lr", s.lr},       {"grad_norm", s.grad_norm}, {"tokens_per_s", tok_s}};
+  write_metric(j.dump());
+}
+
+void Trainer::run_eval() {
+  const TrainConfig& t = cfg_.train;
+  const auto t0 = std::chrono::steady_clock::now();
+  EvalResult r = evaluate(*model_, *valid_data_, t.eval_batch_size ? t.eval_batch_size : t.batch_size, t.bptt,
+                          t.eval_tokens, tty_);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (tty_) fmt::print("\r\x1b[K");
+  fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f} | {} tokens in {:.1f} s\n", step_, r.loss, r.bpc(),
+             r.perplexity(), r.tokens, secs);
+  std::fflush(stdout);
+  nlohmann::json j = {{"split", "valid"}, {"step", step_}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
+  write_metric(j.dump());
+}
+
+void Trainer::save_checkpoint() {
+  fs::create_directories(ckpt_dir_);
+  const fs::path final_dir = fs::path(ckpt_dir_) / step_dir_name(step_);
+  const fs::path tmp_dir = fs::path(ckpt_dir_) / (step_dir_name(step_) + ".tmp");
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  weights_to_safetensors(*model_).save((tmp_dir / "model.safetensors").string());
+
+  SafeTensors state;
+  const int64_t P = int64_t(model_->params().numel());
+  state.tensors["adam.m"] = StTensor::from_f32({P}, opt_->m().data());
+  state.tensors["adam.v"] = StTensor::from_f32({P}, opt_->v().data());
+  state.tensors["memory"] = StTensor::from_f32({cfg_.train.batch_size, mem_rows_, cfg_.model.dim}, memory_.data());
+  state.metadata["step"] = std::to_string(step_);
+  state.metadata["adam_steps"] = std::to_string(opt_->steps_taken());
+  state.metadata["cursor"] = std::to_string(batcher_->cursor());
+  state.metadata["dropout_rng_seed"] = std::to_string(dropout_rng_.seed);
+  state.metadata["dropout_rng_counter"] = std::to_string(dropout_rng_.counter);
+  state.metadata["threads"] = std::to_string(omp_get_max_threads());
+  state.metadata["config"] = run_config_yaml(cfg_);
+  state.save((tmp_dir / "state.safetensors").string());
+  write_text_atomic((tmp_dir / "DONE").string(), std::to_string(step_) + "\n");
+  fsync_path(tmp_dir.string());
+  fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+  fsync_path(ckpt_dir_);
+
+  // Prune: keep the newest keep_last complete checkpoints.
+  std::vector<std::string> done;
+  for (const auto& e : fs::directory_iterator(ckpt_dir_)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 13 && name.rfind("step_", 0) == 0 && fs::exists(e.path() / "DONE")) done.push_back(name);
+  }
+  std::sort(done.begin(), done.end());
+  for (size_t i = 0; i + size_t(cfg_.train.keep_last) < done.size(); ++i) fs::remove_all(fs::path(ckpt_dir_) / done[i]);
+}
+
+bool Trainer::load_latest_checkpoint() {
+  // Leftovers of a save that was killed midway are never complete: clear them.
+  std::error_code ec;
+  if (fs::is_directory(ckpt_dir_, ec))
+    for (const auto& e : fs::directory_iterator(ckpt_dir_))
+      if (e.path().extension() == ".tmp") fs::remove_all(e.path());
+  const std::string dir = latest_checkpoint(cfg_.train.out_dir);
+  if (dir.empty()) return false;
+  const std::string wpath = (fs::path(dir) / "model.safetensors").string(), spath = (fs::path(dir) / "state.safetensors").string();
+  SafeTensors w = SafeTensors::load(wpath);
+  const ModelConfig saved = model_config_from_json(w.metadata.count("fbt_model_config") ? w.metadata.at("fbt_model_config") : "",
+                                                   wpath);
+  if (model_config_to_json(saved) != model_config_to_json(cfg_.model))
+    throw std::runtime_error(wpath + ": the checkpoint's model config differs from " + cfg_.source + "'s model: section");
+  load_weights(*model_, w, wpath);
+  SafeTensors st = SafeTensors::load(spath);
+  auto meta = [&](const std::string& k) -> int64_t {
+    if (!st.metadata.count(k)) throw SafeTensorsError(spath + ": missing metadata '" + k + "'");
+    return std::stoll(st.metadata.at(k));
+  };
+  std::vector<float> m = st.at("adam.m").to_f32(spath), v = st.at("adam.v").to_f32(spath);
+  if (m.size() != opt_->m().size() || v.size() != opt_->v().size())
+    throw SafeTensorsError(spath + ": optimizer state size differs from the model's parameter count");
+  opt_->m() = m;
+  opt_->v() = v;
+  opt_->set_steps_taken(meta("adam_steps"));
+  const StTensor& mem = st.at("memory");
+  if (mem.shape.size() != 3 || mem.shape[0] != cfg_.train.batch_size || mem.shape[2] != cfg_.model.dim)
+    throw SafeTensorsError(spath + ": stream memory does not match train.batch_size / model.dim");
+  memory_ = mem.to_f32(spath);
+  mem_rows_ = mem.shape[1];
+  batcher_->set_cursor(meta("cursor"));
+  dropout_rng_.seed = uint64_t(std::stoull(st.metadata.at("dropout_rng_seed")));
+  dropout_rng_.counter = uint64_t(std::stoull(st.metadata.at("dropout_rng_counter")));
+  step_ = meta("step");
+  const int64_t threads = meta("threads");
+  if (threads != omp_get_max_threads())
+    fmt::print("warning: checkpoint was written with {} threads, resuming with {}: the continuation will not be "
+               "bit-identical\n",
+               threads, omp_get_max_threads());
+  fmt::print("resuming from {} (step {})\n", dir, step_);
+  return true;
+}
+
+void Trainer::run(bool resume) {
+  const TrainConfig& t = cfg_.train;
+  std::error_code ec;
+  fs::create_directories(t.out_dir, ec);
+  if (ec || ::access(t.out_dir.c_str(), W_OK) != 0)
+    throw std::runtime_error("train.out_dir " + t.out_dir + ": cannot create or write this directory");
+  const std::string metrics = (fs::path(t.out_dir) / "metrics.jsonl").string();
+  if (resume) {
+    if (!load_latest_checkpoint()) fmt::print("no complete checkpoint in {}: starting from step 0\n", ckpt_dir_);
+    truncate_metrics(metrics, step_);
+  } else if (!latest_checkpoint(t.out_dir).empty()) {
+    throw std::runtime_error("train.out_dir " + t.out_dir +
+                             " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");
+  } else {
+    write_text_atomic(metrics, "");
+  }
+  write_text_atomic((fs::path(t.out_dir) / "config.yaml").string(), run_config_yaml(cfg_));
+
+  const int64_t P = int64_t(model_->params().numel());
+  fmt::print("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n", double(P) / 1e6,
+             cfg_.model.dim, cfg_.model.depth, cfg_.model.heads, cfg_.model.dim_head, cfg_.model.seq_len,
+             cfg_.model.mem_len, policy_.str());
+  fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} threads | out_dir {}\n", train_data_->size(),
+             t.batch_size, batcher_->stream_length(), valid_data_->size(), omp_get_max_threads(), t.out_dir);
+
+  Progress bar("train", t.steps, step_);
+  auto window_start = std::chrono::steady_clock::now();
+  int64_t window_tokens = 0, window_steps = 0;
+  double window_loss = 0;
+  bool evaluated = false, saved = false;
+  while (step_ < t.steps) {
+    StepStats s = train_step();
+    window_tokens += t.batch_size * t.bptt;
+    window_loss += s.loss;
+    ++window_steps;
+    evaluated = saved = false;
+    if (!std::isfinite(s.loss)) throw std::runtime_error(fmt::format("step {}: loss is {}, stopping", step_, s.loss));
+    if (step_ % t.log_every == 0 || step_ == t.steps) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+      bar.clear();
+      s.loss = window_loss / double(window_steps);  // mean over the logging interval
+      log_train(s, secs, window_tokens, window_steps);
+      window_start = std::chrono::steady_clock::now();
+      window_tokens = window_steps = 0;
+      window_loss = 0;
+    }
+    bar.update(step_, fmt::format("loss {:.3f}", s.loss));
+    if (t.eval_every && step_ % t.eval_every == 0) {
+      bar.clear();
+      run_eval();
+      evaluated = true;
+    }
+    if (t.checkpoint_every && step_ % t.checkpoint_every == 0) {
+      save_checkpoint();
+      saved = true;
+    }
+  }
+  bar.clear();
+  if (!evaluated) run_eval();
+  if (!saved) save_checkpoint();
+  weights_to_safetensors(*model_).save((fs::path(t.out_dir) / "model.safetensors").string());
+  fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
+
+  if (t.sample_tokens > 0 && cfg_.model.num_tokens == 256) {
+    std::string prompt = t.sample_prompt.empty() ? "\n" : t.sample_prompt;
+    std::vector<int32_t> ids(prompt.begin(), prompt.end());
+    for (int32_t& id : ids) id &= 0xff;
+    fmt::print("sample ({} tokens, temperature 0.8, top-k 200):\n{}", t.sample_tokens, prompt);
+    SampleOptions so;
+    so.tokens = t.sample_tokens;
+    so.seed = t.seed;
+    generate(*model_, ids, so, [](int32_t tok) { std::putchar(char(tok)); });
+    fmt::print("\n");
+  }
+}
+
+}  // namespace fbt

@@ -1,0 +1,69 @@
+// The training loop: TBPTT streams, AdamW, evaluation, logs, metrics and checkpoints that
+// resume bit-exactly. Also usable from a program that brings its own data (step()).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/rng.hpp"
+#include "data/tokens.hpp"
+#include "models/feedback_transformer.hpp"
+#include "train/config.hpp"
+#include "train/optimizer.hpp"
+
+namespace fbt {
+
+struct StepStats {
+  double loss = 0, grad_norm = 0, lr = 0;
+};
+
+struct EvalResult {
+  double loss = 0;  // mean nats per predicted token
+  int64_t tokens = 0;
+  double bpc() const;
+  double perplexity() const;
+};
+
+// Mean cross-entropy over a split read as `streams` contiguous streams with the memory carried,
+// `bptt` tokens per call; max_tokens > 0 stops after about that many predicted tokens.
+EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t streams, int64_t bptt,
+                    int64_t max_tokens = 0, bool show_progress = false);
+
+class Trainer {
+ public:
+  explicit Trainer(const RunConfig& cfg);
+
+  // Trains to cfg.train.steps; with resume, continues from the newest complete checkpoint.
+  void run(bool resume);
+
+  FeedbackTransformer& model() { return *model_; }
+  int64_t step() const { return step_; }
+
+ private:
+  StepStats train_step();
+  void save_checkpoint();
+  bool load_latest_checkpoint();
+  void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
+  void run_eval();
+  void write_metric(const std::string& json_line);
+
+  RunConfig cfg_;
+  std::unique_ptr<FeedbackTransformer> model_;
+  std::unique_ptr<AdamW> opt_;
+  std::unique_ptr<Corpus> train_data_, valid_data_;
+  std::unique_ptr<StreamBatcher> batcher_;
+  DetachPolicy policy_;
+  Rng dropout_rng_;
+  std::vector<float> memory_;  // (B, m, D): each stream's state, carried between steps
+  int64_t mem_rows_ = 0;
+  std::vector<int32_t> inputs_, targets_;
+  int64_t step_ = 0;
+  std::string ckpt_dir_;
+  bool tty_ = false;
+};
+
+// Newest directory out_dir/checkpoints/step_* holding a DONE marker ("" if none).
+std::string latest_checkpoint(const std::string& out_dir);
+
+}  // namespace fbt
