@@ -18,7 +18,7 @@ namespace fbt::cli {
 int run_train(const TrainArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides);
   Trainer trainer(cfg);
-  trainer.run(a.resume);
+  trainer.run(a.resume, a.stop_at);
   return 0;
 }
 

@@ -19,6 +19,7 @@ struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
   bool resume = false;
+  int64_t stop_at = 0;
 };
 int run_train(const TrainArgs& a);
 

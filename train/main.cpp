@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   train->add_option("config", tr.config, "run config (model:, data:, train:)")->required()->check(CLI::ExistingFile);
   train->add_option("--set", tr.overrides, "override a key, e.g. --set train.lr=1e-3 (repeatable)");
   train->add_flag("--resume", tr.resume, "continue from the newest complete checkpoint in out_dir");
+  train->add_option("--stop-at", tr.stop_at, "end this session after step N with a checkpoint (resume later)")
+      ->check(CLI::PositiveNumber);
 
   fbt::cli::EvalArgs ev;
   auto* eval = app.add_subcommand("eval", "evaluate a checkpoint on a split");

@@ -254,7 +254,7 @@ bool Trainer::load_latest_checkpoint() {
   return true;
 }
 
-void Trainer::run(bool resume) {
+void Trainer::run(bool resume, int64_t stop_at) {
   const TrainConfig& t = cfg_.train;
   std::error_code ec;
   fs::create_directories(t.out_dir, ec);
@@ -284,7 +284,8 @@ void Trainer::run(bool resume) {
   int64_t window_tokens = 0, window_steps = 0;
   double window_loss = 0;
   bool evaluated = false, saved = false;
-  while (step_ < t.steps) {
+  const int64_t last = stop_at > 0 ? std::min(stop_at, t.steps) : t.steps;
+  while (step_ < last) {
     StepStats s = train_step();
     window_tokens += t.batch_size * t.bptt;
     window_loss += s.loss;
@@ -312,6 +313,11 @@ void Trainer::run(bool resume) {
     }
   }
   bar.clear();
+  if (step_ < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
+    if (!saved) save_checkpoint();
+    fmt::print("stopped at step {} of {} (--stop-at); continue with --resume\n", step_, t.steps);
+    return;
+  }
   if (!evaluated) run_eval();
   if (!saved) save_checkpoint();
   weights_to_safetensors(*model_).save((fs::path(t.out_dir) / "model.safetensors").string());

@@ -35,7 +35,8 @@ class Trainer {
   explicit Trainer(const RunConfig& cfg);
 
   // Trains to cfg.train.steps; with resume, continues from the newest complete checkpoint.
-  void run(bool resume);
+  // stop_at > 0 ends the session after that step with a checkpoint (a later resume goes on).
+  void run(bool resume, int64_t stop_at = 0);
 
   FeedbackTransformer& model() { return *model_; }
   int64_t step() const { return step_; }

@@ -33,7 +33,9 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
   CMapR dY(dy, N, Out);
   if (dx) MapR(dx, N, In).noalias() += dY * CMapR(W, Out, In);
   if (dW) MapR(dW, Out, In).noalias() += dY.transpose() * CMapR(x, N, In);
-  if (db) Vec(db, Out) += dY.colwise().sum().transpose();
+  if (db)  // rows in a fixed order: Eigen's colwise sum changes its order with the pointer's alignment
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t o = 0; o < Out; ++o) db[o] += dy[r * Out + o];
 }
 
 void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
