@@ -33,7 +33,7 @@ struct TrainConfig {
   int64_t threads = 0;       // 0: all cores
   int64_t eval_every = 200;  // 0: only at the end
   int64_t eval_batch_size = 0;  // 0: batch_size
-  int64_t eval_tokens = 0;      // 0: the whole split; else the first N tokens of it
+  int64_t eval_tokens = 0;      // periodic evals: 0 = the whole split, else about N tokens; the final one is whole
   int64_t log_every = 10;
   int64_t checkpoint_every = 500;  // 0: only at the end
   int64_t keep_last = 3;

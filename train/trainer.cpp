@@ -159,11 +159,11 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   write_metric(j.dump());
 }
 
-void Trainer::run_eval() {
+void Trainer::run_eval(bool whole_split) {
   const TrainConfig& t = cfg_.train;
   const auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(*model_, *valid_data_, t.eval_batch_size ? t.eval_batch_size : t.batch_size, t.bptt,
-                          t.eval_tokens, tty_);
+                          whole_split ? 0 : t.eval_tokens, tty_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty_) fmt::print("\r\x1b[K");
   fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f} | {} tokens in {:.1f} s\n", step_, r.loss, r.bpc(),
@@ -304,7 +304,7 @@ void Trainer::run(bool resume, int64_t stop_at) {
     bar.update(step_, fmt::format("loss {:.3f}", s.loss));
     if (t.eval_every && step_ % t.eval_every == 0) {
       bar.clear();
-      run_eval();
+      run_eval(step_ == t.steps);
       evaluated = true;
     }
     if (t.checkpoint_every && step_ % t.checkpoint_every == 0) {
@@ -318,7 +318,7 @@ void Trainer::run(bool resume, int64_t stop_at) {
     fmt::print("stopped at step {} of {} (--stop-at); continue with --resume\n", step_, t.steps);
     return;
   }
-  if (!evaluated) run_eval();
+  if (!evaluated) run_eval(true);
   if (!saved) save_checkpoint();
   weights_to_safetensors(*model_).save((fs::path(t.out_dir) / "model.safetensors").string());
   fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());

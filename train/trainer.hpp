@@ -46,7 +46,7 @@ class Trainer {
   void save_checkpoint();
   bool load_latest_checkpoint();
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
-  void run_eval();
+  void run_eval(bool whole_split);  // else the first train.eval_tokens
   void write_metric(const std::string& json_line);
 
   RunConfig cfg_;

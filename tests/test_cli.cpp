@@ -1,0 +1,165 @@
+// The fbt binary end to end: `forward` against the in-process model, and bad input of every
+// kind getting one clear message and a non-zero exit.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "data/safetensors.hpp"
+#include "models/config.hpp"
+#include "models/weights.hpp"
+
+using namespace fbt;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+Run fbt_cli(const std::string& args) {
+  const std::string cmd = std::string(FBT_BIN) + " " + args + " 2>&1";
+  Run r{0, ""};
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  r.status = ::pclose(p);
+  return r;
+}
+
+struct Dir {
+  fs::path path;
+  Dir() {
+    path = fs::temp_directory_path() / ("fbt_cli_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~Dir() { fs::remove_all(path); }
+  std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
+
+const char* kModelYaml =
+    "model:\n  num_tokens: 11\n  dim: 8\n  depth: 2\n  heads: 2\n  dim_head: 4\n  seq_len: 2\n  mem_len: 5\n"
+    "  shared_kv: false\n";
+
+}  // namespace
+
+TEST_CASE("cli: forward writes logits loss memory and gradients as the library computes them") {
+  Dir d;
+  std::ofstream(d / "m.yaml") << kModelYaml;
+  ModelConfig cfg = load_model_config(d / "m.yaml");
+  FeedbackTransformer model(cfg);
+  model.init(5);
+  weights_to_safetensors(model).save(d / "w.safetensors");
+  const int64_t B = 2, T = 5, m = 3;
+  std::vector<int64_t> in64, tg64;
+  std::vector<int32_t> in32, tg32;
+  for (int64_t i = 0; i < B * T; ++i) {
+    in64.push_back((i * 3) % 11), tg64.push_back((i * 7 + 1) % 11);
+    in32.push_back(int32_t(in64.back())), tg32.push_back(int32_t(tg64.back()));
+  }
+  std::vector<float> mem(size_t(B * m * 8));
+  for (size_t i = 0; i < mem.size(); ++i) mem[i] = float(i % 7) * 0.1f - 0.3f;
+  SafeTensors batch;
+  auto i64 = [](const std::vector<int64_t>& v) {
+    return StTensor{"I64", {2, 5}, std::vector<uint8_t>((const uint8_t*)v.data(), (const uint8_t*)v.data() + v.size() * 8)};
+  };
+  batch.tensors["inputs"] = i64(in64);
+  batch.tensors["targets"] = i64(tg64);
+  batch.tensors["memory"] = StTensor::from_f32({B, m, 8}, mem.data());
+  batch.save(d / "x.safetensors");
+
+  Run r = fbt_cli("forward --config " + d / "m.yaml" + " --weights " + d / "w.safetensors" + " --batch " +
+                  d / "x.safetensors" + " --out " + d / "o.safetensors --grads --detach horizon:2");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  SafeTensors out = SafeTensors::load(d / "o.safetensors");
+
+  tape().reset();
+  Tensor mt{mem.data(), Shape{B, m, 8}, Device::CPU};
+  ForwardOutput o = model.forward(in32.data(), B, T, &mt, Var(), tg32.data(), DetachPolicy::parse("horizon:2", 2));
+  model.params().zero_grad();
+  tape().backward(o.loss);
+  CHECK(out.at("logits").shape == std::vector<int64_t>{2, 5, 11});
+  CHECK(out.at("logits").to_f32("l") == std::vector<float>(o.logits.data(), o.logits.data() + 110));
+  CHECK(out.at("loss").to_f32("loss")[0] == o.loss.data()[0]);
+  CHECK(out.at("memory").shape == std::vector<int64_t>{2, 5, 8});
+  CHECK(out.at("memory").to_f32("m") == std::vector<float>(o.memory.data, o.memory.data + o.memory.numel()));
+  for (size_t i = 0; i < model.params().size(); ++i) {
+    const std::string name = model.params().names()[i];
+    Var p = model.params().at(i);
+    CHECK(out.at("grad." + name).to_f32(name) == std::vector<float>(p.grad().data, p.grad().data + p.value().numel()));
+  }
+}
+
+TEST_CASE("cli: bad input gets one clear error and a non-zero exit") {
+  Dir d;
+  std::ofstream(d / "m.yaml") << kModelYaml;
+  FeedbackTransformer model(load_model_config(d / "m.yaml"));
+  SafeTensors w = weights_to_safetensors(model);
+  w.save(d / "w.safetensors");
+  int32_t ids[4] = {1, 2, 3, 4};
+  SafeTensors batch;
+  batch.tensors["inputs"] = StTensor::from_i32({1, 4}, ids);
+  batch.tensors["targets"] = StTensor::from_i32({1, 4}, ids);
+  batch.save(d / "x.safetensors");
+  const std::string fwd = "forward --config " + d / "m.yaml" + " --batch " + d / "x.safetensors" + " --out " + d / "o.st";
+
+  Run r = fbt_cli(fwd + " --weights " + d / "w.safetensors" + " --detach every:3");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("--detach: detach policy 'every:3': N = 3 is not a multiple of seq_len = 2") != std::string::npos);
+
+  SafeTensors missing = w;
+  missing.tensors.erase("layers.1.attn.to_kv.weight");
+  missing.save(d / "missing.safetensors");
+  r = fbt_cli(fwd + " --weights " + d / "missing.safetensors");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("missing tensor 'layers.1.attn.to_kv.weight'") != std::string::npos);
+
+  std::ofstream(d / "garbage.safetensors") << "not a safetensors file at all";
+  r = fbt_cli(fwd + " --weights " + d / "garbage.safetensors");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("fbt: error:") != std::string::npos);
+
+  int32_t big[4] = {1, 2, 30, 4};
+  batch.tensors["inputs"] = StTensor::from_i32({1, 4}, big);
+  batch.save(d / "big.safetensors");
+  r = fbt_cli("forward --config " + d / "m.yaml" + " --weights " + d / "w.safetensors" + " --batch " +
+              d / "big.safetensors --out " + d / "o.st");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("outside [0, num_tokens=11)") != std::string::npos);
+
+  // Training config errors and corpora.
+  const uint8_t odd[3] = {1, 2, 3};
+  std::ofstream(d / "odd.bin", std::ios::binary).write((const char*)odd, 3);
+  std::ofstream(d / "run.yaml") << "model: {num_tokens: 300, dim: 8, depth: 1, heads: 1, dim_head: 8, mem_len: 4}\n"
+                                << "data: {format: u16, train: " << d / "odd.bin" << ", valid: " << d / "odd.bin"
+                                << "}\ntrain: {steps: 2, out_dir: " << d / "out" << "}\n";
+  r = fbt_cli("train " + d / "run.yaml");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("odd.bin: size 3 bytes is not a multiple of 2") != std::string::npos);
+  r = fbt_cli("train " + d / "run.yaml --set train.bptt=-4");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("train.bptt: must be >= 1, got -4") != std::string::npos);
+  r = fbt_cli("train " + d / "run.yaml --set train.optimizer=sgd");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("train.optimizer: unknown key") != std::string::npos);
+  r = fbt_cli("train " + d / "nope.yaml");
+  CHECK(r.status != 0);
+  r = fbt_cli("sample --checkpoint " + d / "nothing-here");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("cannot open") != std::string::npos);
+}
+
+TEST_CASE("cli: version says which backends are compiled in") {
+  Run r = fbt_cli("--version");
+  CHECK(r.status == 0);
+  CHECK(r.output.find("backends: cpu") != std::string::npos);
+}
