@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "ops/cpu/kernels.hpp"
+
 namespace fbt {
 
 Tape& tape() {
@@ -69,6 +71,40 @@ void Tape::backward(Var out, const Tensor& seed) {
   for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += seed.data[i];
   for (auto it = records_.rbegin(); it != records_.rend(); ++it)
     if (!it->out || it->out->grad.data) it->backward();
+  flush_weight_grads();
+}
+
+void Tape::defer_weight_grad(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
+  WeightGrad* wg = nullptr;
+  for (WeightGrad& w : weight_grads_)  // a handful of weights per model: a scan is enough
+    if (w.dW == dW) wg = &w;
+  if (!wg) {
+    weight_grads_.push_back(WeightGrad{dW, In, Out, 0, {}, {}});
+    wg = &weight_grads_.back();
+  }
+  wg->dy_x.push_back({dy, x});
+  wg->part_rows.push_back(N);
+  wg->rows += N;
+}
+
+void Tape::flush_weight_grads() {
+  for (WeightGrad& w : weight_grads_) {
+    if (w.dy_x.size() == 1) {
+      cpu::linear_backward_weight(w.dW, w.dy_x[0].first, w.dy_x[0].second, w.rows, w.In, w.Out);
+      continue;
+    }
+    float* dy = arena_.alloc_floats(size_t(w.rows * w.Out));
+    float* x = arena_.alloc_floats(size_t(w.rows * w.In));
+    int64_t at = 0;
+    for (size_t k = 0; k < w.dy_x.size(); ++k) {
+      const int64_t n = w.part_rows[k];
+      std::memcpy(dy + at * w.Out, w.dy_x[k].first, sizeof(float) * size_t(n * w.Out));
+      std::memcpy(x + at * w.In, w.dy_x[k].second, sizeof(float) * size_t(n * w.In));
+      at += n;
+    }
+    cpu::linear_backward_weight(w.dW, dy, x, w.rows, w.In, w.Out);
+  }
+  weight_grads_.clear();
 }
 
 void Tape::zero_grad() {

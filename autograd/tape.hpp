@@ -66,6 +66,12 @@ class Tape {
   void backward(Var out);
   void backward(Var out, const Tensor& seed);
 
+  // Weight gradients of linears, dW += dy^T x, are not computed one small product per op: the
+  // sweep collects the (dy, x) pairs of each weight and, at its end, runs one large GEMM per
+  // weight over all of them (rows stacked in record order, so the result is deterministic).
+  // dy and x must stay valid until then (arena storage does).
+  void defer_weight_grad(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
+
   // Zeroes the gradients of the step's nodes (parameters: ParamStore::zero_grad), so the
   // same records can be swept again.
   void zero_grad();
@@ -85,6 +91,14 @@ class Tape {
     std::function<void()> backward;
   };
   std::vector<Record> records_;
+  struct WeightGrad {
+    float* dW;
+    int64_t In, Out, rows = 0;
+    std::vector<std::pair<const float*, const float*>> dy_x;  // per part: (dy, x)
+    std::vector<int64_t> part_rows;
+  };
+  std::vector<WeightGrad> weight_grads_;
+  void flush_weight_grads();
   bool grad_enabled_ = true;
 };
 

@@ -81,20 +81,28 @@ void project_memory(Var mem, Var norm_w, Var norm_b, Var P, Var cache_diff, Var 
     Arena& a = t.arena();
     float* g_diff = a.alloc_floats(size_t(B * n * KV));
     float* g_all = a.alloc_floats(size_t(B * n * KV));
+    bool any_const = false;  // policy none: rows written in the call are never read as constants
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < n * KV; ++i) {
         const int64_t src = (b * R + row) * KV + i, dst = b * n * KV + i;
+        const float c = gc.data ? gc.data[src] : 0.f;
         g_diff[dst] = gd.data ? gd.data[src] : 0.f;
-        g_all[dst] = g_diff[dst] + (gc.data ? gc.data[src] : 0.f);
+        g_all[dst] = g_diff[dst] + c;
+        any_const = any_const || c != 0.f;
       }
-    float* dnormed = a.alloc_floats(size_t(B * n * D));
-    std::memset(dnormed, 0, sizeof(float) * size_t(B * n * D));
-    cpu::linear_backward(dnormed, t.grad(P).data, nullptr, g_all, normed.data, P.data(), B * n, D, KV);
-    cpu::layernorm_backward_params(t.grad(norm_w).data, t.grad(norm_b).data, dnormed, mem.data(), mean, rstd, B * n, D);
+    float* dn_all = a.alloc_floats(size_t(B * n * D));
+    std::memset(dn_all, 0, sizeof(float) * size_t(B * n * D));
+    if (P.requires_grad()) t.defer_weight_grad(t.grad(P).data, g_all, normed.data, B * n, D, KV);
+    cpu::linear_backward_input(dn_all, g_all, P.data(), B * n, D, KV);
+    cpu::layernorm_backward_params(t.grad(norm_w).data, t.grad(norm_b).data, dn_all, mem.data(), mean, rstd, B * n, D);
     if (mem.requires_grad()) {
-      std::memset(dnormed, 0, sizeof(float) * size_t(B * n * D));
-      cpu::linear_backward(dnormed, nullptr, nullptr, g_diff, normed.data, P.data(), B * n, D, KV);
-      cpu::layernorm_backward_input(t.grad(mem).data, dnormed, mem.data(), norm_w.data(), mean, rstd, B * n, D);
+      float* dn_diff = dn_all;  // the same product unless some reader held these rows constant
+      if (any_const) {
+        dn_diff = a.alloc_floats(size_t(B * n * D));
+        std::memset(dn_diff, 0, sizeof(float) * size_t(B * n * D));
+        cpu::linear_backward_input(dn_diff, g_diff, P.data(), B * n, D, KV);
+      }
+      cpu::layernorm_backward_input(t.grad(mem).data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
     }
   });
 }

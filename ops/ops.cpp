@@ -23,8 +23,9 @@ Var linear(Var x, Var W, Var b) {
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
-      cpu::linear_backward(t.grad(x).data, t.grad(W).data, b ? t.grad(b).data : nullptr, y.grad().data, x.data(),
-                           W.data(), N, In, Out);
+      if (x.requires_grad()) cpu::linear_backward_input(t.grad(x).data, y.grad().data, W.data(), N, In, Out);
+      if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, y.grad().data, x.data(), N, In, Out);
+      if (b && b.requires_grad()) cpu::bias_backward(t.grad(b).data, y.grad().data, N, Out);
     });
   return y;
 }

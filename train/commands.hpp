@@ -41,3 +41,14 @@ int run_sample(const SampleArgs& a);
 int run_prepare_bytes(const std::string& input, const std::string& out_dir);
 
 }  // namespace fbt::cli
+
+namespace fbt::cli {
+
+struct BenchArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int64_t steps = 10;
+};
+int run_bench(const BenchArgs& a);
+
+}  // namespace fbt::cli

@@ -47,6 +47,14 @@ int main(int argc, char** argv) {
   sample->add_option("--top-k", sa.top_k, "keep the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
   sample->add_option("--seed", sa.seed, "random seed");
 
+  fbt::cli::BenchArgs be;
+  auto* bench = app.add_subcommand("bench", "time training steps on random tokens; one JSON line");
+  bench->add_option("--config", be.config, "run config (model:, train.batch_size, bptt, threads)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  bench->add_option("--steps", be.steps, "timed steps after one warm-up step")->check(CLI::PositiveNumber);
+  bench->add_option("--set", be.overrides, "override a config key");
+
   std::string prep_in, prep_out;
   auto* prep = app.add_subcommand("prepare-bytes", "split a text file into train/valid/test.bin (90/5/5), byte tokens");
   prep->add_option("input", prep_in)->required()->check(CLI::ExistingFile);
@@ -66,6 +74,7 @@ int main(int argc, char** argv) {
     if (train->parsed()) return fbt::cli::run_train(tr);
     if (eval->parsed()) return fbt::cli::run_eval(ev);
     if (sample->parsed()) return fbt::cli::run_sample(sa);
+    if (bench->parsed()) return fbt::cli::run_bench(be);
     if (prep->parsed()) return fbt::cli::run_prepare_bytes(prep_in, prep_out);
     fmt::print("{}", app.help());
     return 0;

@@ -10,6 +10,10 @@ namespace fbt::cpu {
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
                      int64_t N, int64_t In, int64_t Out);
+// The three parts of linear_backward: dx += dy W, dW += dy^T x, db += column sums of dy.
+void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out);
+void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
+void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
 
 // y[g] = a[g] b[g].   a:(G,M,K)  b:(G,K,N)  y:(G,M,N)
 void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);

@@ -1,0 +1,106 @@
+// `fbt bench`: times full training steps (forward, backward, AdamW) on random tokens with a
+// config's model and train.batch_size / bptt / threads, and measures this machine's SGEMM peak
+// in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line.
+#include <fmt/core.h>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "models/detach_policy.hpp"
+#include "train/commands.hpp"
+#include "train/config.hpp"
+#include "train/optimizer.hpp"
+#include "models/feedback_transformer.hpp"
+
+namespace fbt::cli {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Best of a few large square SGEMMs with Eigen on the current thread count.
+double sgemm_peak_gflops() {
+  const int n = 1024;
+  Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n), c(n, n);
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    c.noalias() = a * b;
+    best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
+// Multiply-add FLOPs of one training step (forward x 3 for forward + backward), matrix work only.
+double step_flops(const ModelConfig& c, int64_t B, int64_t T) {
+  const double D = double(c.dim), I = double(c.inner()), F = double(c.ff_inner()), V = double(c.num_tokens);
+  const double L = double(c.depth), n = double(c.seq_len);
+  double per_token = 0;
+  per_token += L * (2 * D * I + 2 * I * D + 2 * D * 2 * F + 2 * F * D);     // to_q, to_out, w_in, w_out
+  per_token += (c.shared_kv ? 1.0 : L) * 2 * D * 2 * I;                    // memory key/value projection
+  if (c.seq_len > 1) per_token += L * 2 * D * 2 * I;                       // window-local keys/values
+  const double visible = std::min<double>(double(c.mem_len), double(T)) + (n > 1 ? n / 2 : 0);
+  per_token += L * 2 * 2 * visible * I;                                    // scores and weighted values
+  per_token += 2 * D * V;                                                  // logits
+  return 3.0 * per_token * double(B * T);
+}
+
+}  // namespace
+
+int run_bench(const BenchArgs& a) {
+  RunConfig cfg = load_run_config(a.config, a.overrides);
+  const TrainConfig& t = cfg.train;
+  if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  FeedbackTransformer model(cfg.model);
+  model.init(t.seed);
+  AdamW opt(model.params(), AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay});
+  const DetachPolicy policy = DetachPolicy::parse(t.detach, cfg.model.seq_len);
+  const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
+  Rng data_rng(t.seed), dropout_rng(t.seed + 1);
+  std::vector<int32_t> in(size_t(B * T)), tg(size_t(B * T));
+  std::vector<float> memory;
+  int64_t m = 0;
+  auto step = [&] {
+    for (size_t i = 0; i < in.size(); ++i) {
+      in[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
+      tg[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
+    }
+    tape().reset();
+    model.params().zero_grad();
+    Tensor mem{memory.data(), Shape{B, m, cfg.model.dim}, Device::CPU};
+    ForwardOutput o = model.forward(in.data(), B, T, m ? &mem : nullptr, Var(), tg.data(), policy, true, &dropout_rng);
+    tape().backward(o.loss);
+    clip_grad_norm(model.params(), t.clip);
+    opt.step(t.lr);
+    m = o.memory.shape[1];
+    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+  };
+  step();  // warm-up: arena sized, memory full
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < a.steps; ++i) step();
+  const double secs = seconds_since(t0);
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  const double gflops = step_flops(cfg.model, B, T) * double(a.steps) / secs / 1e9;
+  const double peak = sgemm_peak_gflops();
+  nlohmann::json j = {{"config", a.config},
+                      {"threads", omp_get_max_threads()},
+                      {"batch_size", B},
+                      {"bptt", T},
+                      {"steps", a.steps},
+                      {"tokens_per_s", double(B * T * a.steps) / secs},
+                      {"step_ms", 1000.0 * secs / double(a.steps)},
+                      {"peak_rss_mb", double(ru.ru_maxrss) / 1024.0},
+                      {"gflops", gflops},
+                      {"sgemm_peak_gflops", peak},
+                      {"fraction_of_peak", gflops / peak}};
+  fmt::print("{}\n", j.dump());
+  return 0;
+}
+
+}  // namespace fbt::cli
