@@ -118,6 +118,7 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     for (const Layer& ly : layers_) ctx_kv.push_back(ly.cross.to_kv(context));
 
   Var emb = token_emb_(tokens, Shape{B, T});  // (B,T,D): all positions at once
+  ForwardOutput res;
   std::vector<Var> outs;
   std::vector<int32_t> table;
   for (int64_t s = 0; s < T; s += c.seq_len) {
@@ -159,12 +160,13 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     outs.push_back(h);
 
     Var mem = c.keep_last_hidden ? h : weighted_sum(layer_weight_, hs);  // (B,n,D)
+    res.written.push_back(mem);
+    res.written_start.push_back(s);
     for (int64_t b = 0; b < B; ++b)
       std::memcpy(mem_buf.data + (b * cap + p) * D, mem.data() + b * n * D, sizeof(float) * size_t(n * D));
     if (s + n < T) project(mem, p);  // the last window's memory is read by no one in this call
   }
 
-  ForwardOutput res;
   Var out = outs.size() == 1 ? outs[0] : concat(outs, 1);  // (B,T,D)
   res.logits = to_logits_(out_norm_(out));                 // (B,T,V)
   if (targets) res.loss = cross_entropy(res.logits, targets);

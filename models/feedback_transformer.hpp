@@ -24,6 +24,10 @@ struct ForwardOutput {
   Var logits;     // (B,T,V)
   Var loss;       // 0-d mean cross-entropy (only when targets were given)
   Tensor memory;  // (B,m',D) state after the call, m' = min(mem_len, m + T); arena storage
+  // The memory vectors written by the call, one node per window, (B,n,D) each, in step order:
+  // their gradients are what the research tools (train/research.hpp) measure.
+  std::vector<Var> written;
+  std::vector<int64_t> written_start;  // first call step of each window
 };
 
 class FeedbackTransformer {

@@ -21,12 +21,13 @@ inline int32_t t5_bucket(int64_t d, int64_t nb, int64_t maxd) {
 
 struct RefOutput {
   Var logits, loss;
-  std::vector<Var> memory;  // per step, (B,1,D), the returned state (oldest first)
+  std::vector<Var> memory;   // per step, (B,1,D), the returned state (oldest first)
+  std::vector<Var> written;  // per step of the call, (B,1,D): the memory vectors it wrote
 };
 
 inline RefOutput reference_forward(FeedbackTransformer& model, const std::vector<int32_t>& tokens,
                                    const std::vector<int32_t>& targets, int64_t B, int64_t T, const Tensor* memory,
-                                   Var context, const DetachPolicy& policy) {
+                                   Var context, const DetachPolicy& policy, bool last_position_loss = false) {
   const ModelConfig& c = model.config();
   const ParamStore& ps = model.params();
   auto P = [&](const std::string& n) { return ps.get(n); };
@@ -105,7 +106,15 @@ inline RefOutput reference_forward(FeedbackTransformer& model, const std::vector
   RefOutput r;
   Var out = concat(outs, 1);
   r.logits = linear(layernorm(out, P("out_norm.weight"), P("out_norm.bias")), P("to_logits.weight"), P("to_logits.bias"));
-  r.loss = cross_entropy(r.logits, targets.data());
+  if (last_position_loss) {
+    std::vector<int32_t> last;
+    for (int64_t b = 0; b < B; ++b) last.push_back(targets[size_t(b * T + T - 1)]);
+    r.loss = cross_entropy(slice(r.logits, 1, T - 1, 1), last.data());
+  } else {
+    r.loss = cross_entropy(r.logits, targets.data());
+  }
+  for (size_t j = 0; j < entries.size(); ++j)
+    if (entry_step[j] >= 0) r.written.push_back(entries[j]);
   const int64_t keep = std::min<int64_t>(c.mem_len, int64_t(entries.size()));
   r.memory.assign(entries.end() - keep, entries.end());
   (void)I;

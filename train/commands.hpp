@@ -52,3 +52,29 @@ struct BenchArgs {
 int run_bench(const BenchArgs& a);
 
 }  // namespace fbt::cli
+
+namespace fbt::cli {
+
+struct GradsArgs {
+  // Either one call from files (like `fbt forward`) ...
+  std::string config, weights, batch;
+  // ... or batches of a split read from a checkpoint's run.
+  std::string checkpoint, split = "valid";
+  int64_t batches = 4;
+  std::string detach = "none";
+  std::vector<std::string> policies{"none", "horizon:8", "horizon:32", "every:64", "all"};
+  std::vector<std::string> measures{"lag", "bias", "jacobian"};
+  int64_t probes = 16;
+  bool exact_jacobian = false, per_row = false;
+  uint64_t seed = 1;
+  std::string out;
+};
+int run_grads(const GradsArgs& a);
+
+struct PlotArgs {
+  std::string input;    // a run directory or a .jsonl file
+  std::string out_dir;  // default: beside the input
+};
+int run_plot(const PlotArgs& a);
+
+}  // namespace fbt::cli

@@ -77,6 +77,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   tc.keep_last = positive("keep_last", t.get<int64_t>("keep_last", tc.keep_last), 1);
   tc.out_dir = t.get<std::string>("out_dir", tc.out_dir);
   if (tc.out_dir.empty()) t.fail("out_dir", "must not be empty");
+  tc.probe_every = positive("probe_every", t.get<int64_t>("probe_every", tc.probe_every), 0);
   tc.sample_tokens = positive("sample_tokens", t.get<int64_t>("sample_tokens", tc.sample_tokens), 0);
   tc.sample_prompt = t.get<std::string>("sample_prompt", tc.sample_prompt);
   t.finish();
@@ -121,6 +122,7 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "log_every" << YAML::Value << t.log_every << YAML::Key << "checkpoint_every" << YAML::Value
     << t.checkpoint_every;
   e << YAML::Key << "keep_last" << YAML::Value << t.keep_last << YAML::Key << "out_dir" << YAML::Value << t.out_dir;
+  e << YAML::Key << "probe_every" << YAML::Value << t.probe_every;
   e << YAML::Key << "sample_tokens" << YAML::Value << t.sample_tokens << YAML::Key << "sample_prompt" << YAML::Value
     << YAML::DoubleQuoted << t.sample_prompt;
   e << YAML::EndMap << YAML::EndMap;

@@ -55,6 +55,30 @@ int main(int argc, char** argv) {
   bench->add_option("--steps", be.steps, "timed steps after one warm-up step")->check(CLI::PositiveNumber);
   bench->add_option("--set", be.overrides, "override a config key");
 
+  fbt::cli::GradsArgs ga;
+  auto* grads = app.add_subcommand("grads", "measure gradient flow through the memory; JSONL out");
+  grads->add_option("--config", ga.config, "model config (with --weights) or run config (with --checkpoint)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  grads->add_option("--weights", ga.weights, "weights (safetensors), with --batch")->check(CLI::ExistingFile);
+  grads->add_option("--batch", ga.batch, "inputs/targets [B,T] (+ memory, context)")->check(CLI::ExistingFile);
+  grads->add_option("--checkpoint", ga.checkpoint, "checkpoint/run directory or weights file, with --split");
+  grads->add_option("--split", ga.split, "valid | test | train (with --checkpoint)");
+  grads->add_option("--batches", ga.batches, "consecutive batches of the split")->check(CLI::PositiveNumber);
+  grads->add_option("--detach", ga.detach, "policy for lag and jacobian measurements");
+  grads->add_option("--policies", ga.policies, "policies compared with none for the truncation bias")->delimiter(',');
+  grads->add_option("--measure", ga.measures, "lag, bias, jacobian (default: all)")->delimiter(',');
+  grads->add_option("--probes", ga.probes, "random probes for the Jacobian estimate")->check(CLI::PositiveNumber);
+  grads->add_flag("--exact-jacobian", ga.exact_jacobian, "probe with the D unit vectors: the exact norm");
+  grads->add_flag("--per-row", ga.per_row, "also write every batch row's value");
+  grads->add_option("--seed", ga.seed, "probe seed");
+  grads->add_option("--out", ga.out, "output JSONL")->required();
+
+  fbt::cli::PlotArgs pa;
+  auto* plot = app.add_subcommand("plot", "render PNG charts of a run directory or a JSONL file (gnuplot)");
+  plot->add_option("input", pa.input, "run directory (its *.jsonl) or one .jsonl file")->required();
+  plot->add_option("--out-dir", pa.out_dir, "where the PNGs go (default: beside the input)");
+
   std::string prep_in, prep_out;
   auto* prep = app.add_subcommand("prepare-bytes", "split a text file into train/valid/test.bin (90/5/5), byte tokens");
   prep->add_option("input", prep_in)->required()->check(CLI::ExistingFile);
@@ -75,6 +99,8 @@ int main(int argc, char** argv) {
     if (eval->parsed()) return fbt::cli::run_eval(ev);
     if (sample->parsed()) return fbt::cli::run_sample(sa);
     if (bench->parsed()) return fbt::cli::run_bench(be);
+    if (grads->parsed()) return fbt::cli::run_grads(ga);
+    if (plot->parsed()) return fbt::cli::run_plot(pa);
     if (prep->parsed()) return fbt::cli::run_prepare_bytes(prep_in, prep_out);
     fmt::print("{}", app.help());
     return 0;

@@ -116,7 +116,7 @@ Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg), dropout_rng_(cfg.train.seed 
   tty_ = Progress::terminal();
 }
 
-StepStats Trainer::train_step() {
+StepStats Trainer::train_step(bool keep_batch) {
   const TrainConfig& t = cfg_.train;
   const ModelConfig& c = cfg_.model;
   int64_t n = batcher_->next(inputs_.data(), targets_.data(), false);
@@ -125,6 +125,13 @@ StepStats Trainer::train_step() {
     mem_rows_ = 0;
     memory_.clear();
     n = batcher_->next(inputs_.data(), targets_.data(), false);
+  }
+  if (keep_batch) {
+    probe_batch_.B = t.batch_size, probe_batch_.T = n;
+    probe_batch_.tokens.assign(inputs_.begin(), inputs_.begin() + t.batch_size * n);
+    probe_batch_.targets.assign(targets_.begin(), targets_.begin() + t.batch_size * n);
+    probe_batch_.memory = memory_;
+    probe_batch_.memory_rows = mem_rows_;
   }
   tape().reset();
   model_->params().zero_grad();
@@ -170,6 +177,20 @@ void Trainer::run_eval(bool whole_split) {
              r.perplexity(), r.tokens, secs);
   std::fflush(stdout);
   nlohmann::json j = {{"split", "valid"}, {"step", step_}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
+  write_metric(j.dump());
+}
+
+// The gradient norm of the last position's loss by memory lag (mean over the batch rows), on the
+// batch just trained on, and the memory mix weights: one "probe" line in metrics.jsonl.
+void Trainer::run_probe() {
+  const auto lags = grad_norm_by_lag(*model_, probe_batch_, policy_);
+  std::vector<double> mean;
+  for (const auto& rows : lags) {
+    double s = 0;
+    for (double v : rows) s += v;
+    mean.push_back(s / double(rows.size()));
+  }
+  nlohmann::json j = {{"split", "probe"}, {"step", step_}, {"lag_grad_norm", mean}, {"layer_mix", layer_mix(*model_)}};
   write_metric(j.dump());
 }
 
@@ -286,7 +307,9 @@ void Trainer::run(bool resume, int64_t stop_at) {
   bool evaluated = false, saved = false;
   const int64_t last = stop_at > 0 ? std::min(stop_at, t.steps) : t.steps;
   while (step_ < last) {
-    StepStats s = train_step();
+    const bool probe = t.probe_every && (step_ + 1) % t.probe_every == 0;
+    StepStats s = train_step(probe);
+    if (probe) run_probe();
     window_tokens += t.batch_size * t.bptt;
     window_loss += s.loss;
     ++window_steps;

@@ -11,6 +11,7 @@
 #include "models/feedback_transformer.hpp"
 #include "train/config.hpp"
 #include "train/optimizer.hpp"
+#include "train/research.hpp"
 
 namespace fbt {
 
@@ -42,7 +43,8 @@ class Trainer {
   int64_t step() const { return step_; }
 
  private:
-  StepStats train_step();
+  StepStats train_step(bool keep_batch);
+  void run_probe();
   void save_checkpoint();
   bool load_latest_checkpoint();
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
@@ -59,6 +61,7 @@ class Trainer {
   std::vector<float> memory_;  // (B, m, D): each stream's state, carried between steps
   int64_t mem_rows_ = 0;
   std::vector<int32_t> inputs_, targets_;
+  ProbeBatch probe_batch_;  // the batch of the last step, when a probe follows it
   int64_t step_ = 0;
   std::string ckpt_dir_;
   bool tty_ = false;

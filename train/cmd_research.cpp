@@ -1,0 +1,368 @@
+// `fbt grads` (gradient flow through the memory, train/research.hpp) and `fbt plot` (PNG charts
+// of metrics.jsonl and grads JSONL files with gnuplot).
+#include <fmt/core.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "data/safetensors.hpp"
+#include "data/tokens.hpp"
+#include "models/config.hpp"
+#include "models/weights.hpp"
+#include "ops/check.hpp"
+#include "train/commands.hpp"
+#include "train/config.hpp"
+#include "train/research.hpp"
+#include "train/trainer.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace fbt::cli {
+
+namespace {
+
+std::vector<ProbeBatch> batches_from_file(const GradsArgs& a, const ModelConfig& cfg) {
+  SafeTensors st = SafeTensors::load(a.batch);
+  check(st.has("inputs") && st.has("targets"), a.batch, ": needs tensors 'inputs' and 'targets'");
+  const StTensor& in = st.at("inputs");
+  check(in.shape.size() == 2 && st.at("targets").shape == in.shape, a.batch, ": inputs/targets must be [B, T] alike");
+  ProbeBatch b;
+  b.B = in.shape[0], b.T = in.shape[1];
+  b.tokens = in.to_i32(a.batch + ": inputs");
+  b.targets = st.at("targets").to_i32(a.batch + ": targets");
+  for (size_t i = 0; i < b.tokens.size(); ++i)
+    check(b.tokens[i] >= 0 && b.tokens[i] < cfg.num_tokens && b.targets[i] >= 0 && b.targets[i] < cfg.num_tokens,
+          a.batch, ": token id at flat position ", i, " outside [0, ", cfg.num_tokens, ")");
+  if (st.has("memory")) {
+    const StTensor& m = st.at("memory");
+    check(m.shape.size() == 3, a.batch, ": memory must be [B, m, D]");
+    b.memory = m.to_f32(a.batch + ": memory");
+    b.memory_rows = m.shape[1];
+  }
+  if (st.has("context")) {
+    const StTensor& c = st.at("context");
+    check(c.shape.size() == 3, a.batch, ": context must be [B, Tc, D]");
+    b.context = c.to_f32(a.batch + ": context");
+    b.context_rows = c.shape[1];
+  }
+  return {b};
+}
+
+// Consecutive calls over a split's streams, each starting from the state the previous returned.
+std::vector<ProbeBatch> batches_from_split(const GradsArgs& a, const RunConfig& rc, FeedbackTransformer& model) {
+  std::string path = a.split == "valid" ? rc.data.valid : a.split == "test" ? rc.data.test : a.split == "train" ? rc.data.train : "";
+  check(!path.empty(), "--split ", a.split, ": no such split in ", rc.source);
+  Corpus corpus(path, rc.data.format, rc.model.num_tokens);
+  StreamBatcher batcher(corpus, rc.train.batch_size, rc.train.bptt);
+  std::vector<ProbeBatch> out;
+  std::vector<float> memory;
+  int64_t m = 0;
+  const int64_t B = rc.train.batch_size;
+  for (int64_t i = 0; i < a.batches; ++i) {
+    ProbeBatch b;
+    b.B = B;
+    b.tokens.resize(size_t(B * rc.train.bptt));
+    b.targets.resize(size_t(B * rc.train.bptt));
+    b.T = batcher.next(b.tokens.data(), b.targets.data(), false);
+    if (b.T == 0) break;
+    b.memory = memory;
+    b.memory_rows = m;
+    NoGradScope ng;
+    tape().reset();
+    Tensor mem{memory.data(), Shape{B, m, rc.model.dim}, Device::CPU};
+    ForwardOutput o = model.forward(b.tokens.data(), B, b.T, m ? &mem : nullptr);
+    m = o.memory.shape[1];
+    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    out.push_back(std::move(b));
+  }
+  tape().reset();
+  check(!out.empty(), path, ": too short for one batch of ", B, " x ", rc.train.bptt);
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+}  // namespace
+
+int run_grads(const GradsArgs& a) {
+  check(!a.out.empty(), "--out is required");
+  const bool from_files = !a.weights.empty();
+  check(from_files != !a.checkpoint.empty(), "give either --weights and --batch, or --checkpoint (with --config)");
+  std::unique_ptr<FeedbackTransformer> model;
+  std::vector<ProbeBatch> batches;
+  ModelConfig cfg;
+  if (from_files) {
+    check(!a.batch.empty(), "--weights needs --batch");
+    cfg = load_model_config(a.config);
+    model = std::make_unique<FeedbackTransformer>(cfg);
+    load_weights(*model, SafeTensors::load(a.weights), a.weights);
+    batches = batches_from_file(a, cfg);
+  } else {
+    RunConfig rc = load_run_config(a.config);
+    if (rc.train.threads > 0) omp_set_num_threads(int(rc.train.threads));
+    std::string path = a.checkpoint;
+    if (fs::is_directory(path)) {
+      const std::string latest = latest_checkpoint(path);
+      path = fs::exists(fs::path(path) / "model.safetensors") ? (fs::path(path) / "model.safetensors").string()
+             : !latest.empty()                                 ? (fs::path(latest) / "model.safetensors").string()
+                                                               : path;
+    }
+    cfg = rc.model;
+    model = std::make_unique<FeedbackTransformer>(cfg);
+    load_weights(*model, SafeTensors::load(path), path);
+    batches = batches_from_split(a, rc, *model);
+  }
+  const DetachPolicy policy = [&] {
+    try {
+      return DetachPolicy::parse(a.detach, cfg.seq_len);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("--detach: ") + e.what());
+    }
+  }();
+  auto wants = [&](const std::string& m) { return std::find(a.measures.begin(), a.measures.end(), m) != a.measures.end(); };
+  for (const std::string& m : a.measures)
+    check(m == "lag" || m == "bias" || m == "jacobian", "--measure ", m, ": expected lag, bias or jacobian");
+
+  std::ofstream out(a.out);
+  check(bool(out), a.out, ": cannot write");
+  auto emit = [&](const json& j) { out << j.dump() << "\n"; };
+  const std::string source = from_files ? a.batch : a.checkpoint + " (" + a.split + ")";
+
+  if (wants("lag")) {  // per lag: all batch rows of all batches
+    std::vector<std::vector<double>> rows;
+    for (const ProbeBatch& b : batches) {
+      auto lag = grad_norm_by_lag(*model, b, policy);
+      if (rows.size() < lag.size()) rows.resize(lag.size());
+      for (size_t k = 0; k < lag.size(); ++k) rows[k].insert(rows[k].end(), lag[k].begin(), lag[k].end());
+    }
+    for (size_t k = 0; k < rows.size(); ++k) {
+      double mean = 0;
+      for (double v : rows[k]) mean += v;
+      mean /= double(rows[k].size());
+      json j = {{"kind", "lag"},   {"policy", policy.str()},          {"lag", k + 1}, {"grad_norm", mean},
+                {"median", median(rows[k])}, {"max", *std::max_element(rows[k].begin(), rows[k].end())},
+                {"source", source}};
+      if (a.per_row) j["rows"] = rows[k];
+      emit(j);
+    }
+  }
+  if (wants("bias")) {
+    auto total_gradient = [&](const DetachPolicy& p) {
+      std::vector<double> g(model->params().numel(), 0.0);
+      for (const ProbeBatch& b : batches) {
+        auto gb = parameter_gradient(*model, b, p);
+        for (size_t i = 0; i < g.size(); ++i) g[i] += gb[i] / double(batches.size());
+      }
+      return g;
+    };
+    const std::vector<double> g_none = total_gradient(DetachPolicy{});
+    for (const std::string& text : a.policies) {
+      DetachPolicy p;
+      try {
+        p = DetachPolicy::parse(text, cfg.seq_len);
+      } catch (const std::invalid_argument& e) {
+        fmt::print(stderr, "skipping policy {}: {}\n", text, e.what());
+        continue;
+      }
+      for (const BiasRow& r : truncation_bias(*model, total_gradient(p), g_none))
+        emit({{"kind", "bias"}, {"policy", p.str()}, {"group", r.group}, {"rel_error", r.rel_error}, {"cosine", r.cosine},
+              {"source", source}});
+    }
+  }
+  if (wants("jacobian")) {
+    std::vector<std::vector<double>> sq;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      auto s = jacobian_sq_norms(*model, batches[i], policy, a.probes, a.seed + i, a.exact_jacobian);
+      if (sq.size() < s.size()) sq.resize(s.size());
+      for (size_t k = 0; k < s.size(); ++k) sq[k].insert(sq[k].end(), s[k].begin(), s[k].end());
+    }
+    for (size_t k = 0; k < sq.size(); ++k) {
+      double mean = 0;
+      for (double v : sq[k]) mean += v;
+      mean /= double(sq[k].size());
+      json j = {{"kind", "jacobian"}, {"policy", policy.str()}, {"k", k + 1}, {"frobenius", std::sqrt(mean)},
+                {"probes", a.exact_jacobian ? cfg.dim : a.probes}, {"exact", a.exact_jacobian}, {"source", source}};
+      if (a.per_row) {
+        std::vector<double> r;
+        for (double v : sq[k]) r.push_back(std::sqrt(v));
+        j["rows"] = r;
+      }
+      emit(j);
+    }
+  }
+  fmt::print("wrote {} ({} batch{} of {} x {}, detach {})\n", a.out, batches.size(), batches.size() == 1 ? "" : "es",
+             batches[0].B, batches[0].T, policy.str());
+  return 0;
+}
+
+// ---- plots ----
+
+namespace {
+
+struct Series {
+  std::string title;
+  std::vector<std::pair<double, double>> points;
+};
+
+std::string write_data(const fs::path& dir, const std::string& name, const std::vector<Series>& series) {
+  const fs::path p = dir / (name + ".dat");
+  std::ofstream out(p);
+  for (const Series& s : series) {  // gnuplot index blocks, two blank lines apart
+    out << "# " << s.title << "\n";
+    for (auto [x, y] : s.points) out << x << " " << y << "\n";
+    out << "\n\n";
+  }
+  return p.string();
+}
+
+std::string plot_lines(const std::string& dat, const std::vector<Series>& series, const std::string& style) {
+  std::string cmd = "plot ";
+  for (size_t i = 0; i < series.size(); ++i)
+    cmd += fmt::format("{}'{}' index {} with {} title '{}'", i ? ", " : "", dat, i, style, series[i].title);
+  return cmd + "\n";
+}
+
+}  // namespace
+
+int run_plot(const PlotArgs& a) {
+  std::vector<fs::path> files;
+  fs::path dir;
+  if (fs::is_directory(a.input)) {
+    dir = a.input;
+    for (const auto& e : fs::directory_iterator(a.input))
+      if (e.path().extension() == ".jsonl") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else {
+    check(fs::exists(a.input), a.input, ": no such file or directory");
+    files.push_back(a.input);
+    dir = fs::path(a.input).parent_path();
+  }
+  check(!files.empty(), a.input, ": no .jsonl files to plot");
+  const fs::path out_dir = a.out_dir.empty() ? (dir.empty() ? fs::path(".") : dir) : fs::path(a.out_dir);
+  fs::create_directories(out_dir);
+
+  std::map<std::string, Series> curves;                   // loss/bpc by split
+  std::map<std::string, Series> lag_by, jac_by;           // by policy (grads files) or by step (probes)
+  std::map<int, Series> mix;                              // layer-mix weight i over steps
+  std::map<std::string, std::map<std::string, double>> bias;  // policy -> group -> rel_error
+  for (const fs::path& f : files) {
+    std::ifstream in(f);
+    std::string line;
+    int64_t lineno = 0;
+    while (std::getline(in, line)) {
+      ++lineno;
+      if (line.empty()) continue;
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::exception&) {
+        throw std::runtime_error(fmt::format("{}:{}: not a JSON line", f.string(), lineno));
+      }
+      const std::string kind = j.value("kind", "");
+      const std::string split = j.value("split", "");
+      if (split == "train" || split == "valid") {
+        curves[split + " loss"].points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+        curves[split + " bpc"].points.push_back({j["step"].get<double>(), j["bpc"].get<double>()});
+      } else if (split == "probe") {
+        const std::string key = fmt::format("step {}", j["step"].get<int64_t>());
+        auto& s = lag_by[key];
+        s.title = key;
+        const auto& g = j["lag_grad_norm"];
+        for (size_t k = 0; k < g.size(); ++k) s.points.push_back({double(k + 1), g[k].get<double>()});
+        const auto& w = j["layer_mix"];
+        for (size_t i = 0; i < w.size(); ++i) {
+          mix[int(i)].title = i == 0 ? "embedding" : fmt::format("layer {}", i);
+          mix[int(i)].points.push_back({j["step"].get<double>(), w[i].get<double>()});
+        }
+      } else if (kind == "lag") {
+        auto& s = lag_by[j["policy"].get<std::string>()];
+        s.title = j["policy"].get<std::string>();
+        s.points.push_back({j["lag"].get<double>(), j["grad_norm"].get<double>()});
+      } else if (kind == "jacobian") {
+        auto& s = jac_by[j["policy"].get<std::string>()];
+        s.title = j["policy"].get<std::string>();
+        s.points.push_back({j["k"].get<double>(), j["frobenius"].get<double>()});
+      } else if (kind == "bias") {
+        bias[j["policy"].get<std::string>()][j["group"].get<std::string>()] = j["rel_error"].get<double>();
+      }
+    }
+  }
+
+  const fs::path tmp = out_dir / ".fbt-plot";
+  fs::create_directories(tmp);
+  std::string script = "set terminal pngcairo size 900,560 noenhanced\nset grid\nset key outside right\n";
+  std::vector<std::string> made;
+  auto chart = [&](const std::string& name, const std::string& title, const std::string& xl, const std::string& yl,
+                   const std::vector<Series>& series, const std::string& extra, const std::string& style) {
+    std::vector<Series> nonempty;
+    for (const Series& s : series)
+      if (!s.points.empty()) nonempty.push_back(s);
+    if (nonempty.empty()) return;
+    const std::string dat = write_data(tmp, name, nonempty);
+    script += fmt::format("set output '{}'\nset title '{}'\nset xlabel '{}'\nset ylabel '{}'\n{}",
+                          (out_dir / (name + ".png")).string(), title, xl, yl, extra);
+    script += plot_lines(dat, nonempty, style);
+    script += "unset logscale\n";
+    made.push_back((out_dir / (name + ".png")).string());
+  };
+  auto titled = [](std::map<std::string, Series>& m, const std::vector<std::string>& keys) {
+    std::vector<Series> v;
+    for (const std::string& k : keys) {
+      m[k].title = k;
+      v.push_back(m[k]);
+    }
+    return v;
+  };
+  chart("loss", "cross-entropy (nats per token)", "step", "loss", titled(curves, {"train loss", "valid loss"}), "",
+        "linespoints pt 7 ps 0.4");
+  chart("bpc", "bits per character", "step", "bpc", titled(curves, {"train bpc", "valid bpc"}), "", "linespoints pt 7 ps 0.4");
+  std::vector<Series> lags;
+  for (auto& [k, s] : lag_by) lags.push_back(s);
+  chart("grad_by_lag", "gradient norm of the last-position loss by memory lag", "lag (steps back)", "mean ||dL/dm||",
+        lags, "set logscale y\n", "linespoints pt 7 ps 0.4");
+  std::vector<Series> jacs;
+  for (auto& [k, s] : jac_by) jacs.push_back(s);
+  chart("jacobian", "||d m_t / d m_(t-k)||_F", "k", "Frobenius norm", jacs, "set logscale y\n", "linespoints pt 7 ps 0.4");
+  std::vector<Series> mixes;
+  for (auto& [i, s] : mix) mixes.push_back(s);
+  chart("layer_mix", "memory mix weights softmax(layer_weight)", "step", "weight", mixes, "", "lines lw 2");
+  if (!bias.empty()) {  // one bar group per policy: rel_error of "all"
+    Series s{"all parameters", {}};
+    std::string xtics = "set xtics (";
+    int i = 0;
+    for (auto& [policy, groups] : bias) {
+      s.points.push_back({double(i), groups.count("all") ? groups["all"] : 0.0});
+      xtics += fmt::format("{}'{}' {}", i ? ", " : "", policy, i);
+      ++i;
+    }
+    chart("truncation_bias", "truncation bias: ||g - g_none|| / ||g_none||", "policy", "relative error", {s},
+          xtics + ")\nset style fill solid 0.6\nset boxwidth 0.6\nset yrange [0:*]\n", "boxes");
+    script += "set xtics autofreq\nset yrange [*:*]\n";
+  }
+  check(!made.empty(), a.input, ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
+  const fs::path gp = tmp / "plots.gp";
+  std::ofstream(gp) << script;
+  const std::string cmd = "gnuplot '" + gp.string() + "' 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  check(p != nullptr, "cannot run gnuplot");
+  std::string msg;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p)) msg += buf;
+  const int rc = ::pclose(p);
+  if (rc != 0)
+    throw std::runtime_error("gnuplot failed (install Debian's gnuplot-nox; ./run does): " + msg.substr(0, 400));
+  fs::remove_all(tmp);
+  for (const std::string& m : made) fmt::print("wrote {}\n", m);
+  return 0;
+}
+
+}  // namespace fbt::cli
