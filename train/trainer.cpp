@@ -98,13 +98,16 @@ std::string latest_checkpoint(const std::string& out_dir) {
   return best.empty() ? "" : (dir / best).string();
 }
 
-Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg), dropout_rng_(cfg.train.seed ^ 0x5eedd50fULL) {
+Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg) {
   const TrainConfig& t = cfg_.train;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
   policy_ = DetachPolicy::parse(t.detach, cfg_.model.seq_len);
   model_ = std::make_unique<FeedbackTransformer>(cfg_.model);
   model_->init(t.seed);
-  opt_ = std::make_unique<AdamW>(model_->params(), AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay});
+  LoopConfig lc;
+  lc.lr = t.lr, lc.warmup = t.warmup, lc.total_steps = t.steps, lc.cosine = t.schedule == "cosine", lc.min_lr = t.min_lr;
+  lc.clip = t.clip, lc.adam = AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay}, lc.detach = policy_, lc.seed = t.seed;
+  loop_ = std::make_unique<TrainLoop>(*model_, lc);
   train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data.format, cfg_.model.num_tokens);
   batcher_ = std::make_unique<StreamBatcher>(*train_data_, t.batch_size, t.bptt);
@@ -118,36 +121,20 @@ Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg), dropout_rng_(cfg.train.seed 
 
 StepStats Trainer::train_step(bool keep_batch) {
   const TrainConfig& t = cfg_.train;
-  const ModelConfig& c = cfg_.model;
   int64_t n = batcher_->next(inputs_.data(), targets_.data(), false);
   if (n == 0) {  // end of a pass: every stream starts over with an empty memory
     batcher_->rewind();
-    mem_rows_ = 0;
-    memory_.clear();
+    loop_->reset_memory();
     n = batcher_->next(inputs_.data(), targets_.data(), false);
   }
   if (keep_batch) {
     probe_batch_.B = t.batch_size, probe_batch_.T = n;
     probe_batch_.tokens.assign(inputs_.begin(), inputs_.begin() + t.batch_size * n);
     probe_batch_.targets.assign(targets_.begin(), targets_.begin() + t.batch_size * n);
-    probe_batch_.memory = memory_;
-    probe_batch_.memory_rows = mem_rows_;
+    probe_batch_.memory = loop_->memory();
+    probe_batch_.memory_rows = loop_->memory_rows();
   }
-  tape().reset();
-  model_->params().zero_grad();
-  Tensor mem{memory_.data(), Shape{t.batch_size, mem_rows_, c.dim}, Device::CPU};
-  ForwardOutput o = model_->forward(inputs_.data(), t.batch_size, n, mem_rows_ ? &mem : nullptr, Var(), targets_.data(),
-                                    policy_, true, &dropout_rng_);
-  tape().backward(o.loss);
-  StepStats s;
-  s.loss = o.loss.data()[0];
-  s.grad_norm = clip_grad_norm(model_->params(), t.clip);
-  s.lr = learning_rate(step_, t.warmup, t.steps, t.lr, t.min_lr, t.schedule == "cosine");
-  opt_->step(s.lr);
-  mem_rows_ = o.memory.shape[1];
-  memory_.assign(o.memory.data, o.memory.data + o.memory.numel());
-  ++step_;
-  return s;
+  return loop_->step(inputs_.data(), targets_.data(), t.batch_size, n);
 }
 
 void Trainer::write_metric(const std::string& line) {
@@ -159,9 +146,9 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   const double bpc = s.loss / std::log(2.0);
   const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
   fmt::print("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
-             step_, cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps));
+             step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps));
   std::fflush(stdout);
-  nlohmann::json j = {{"split", "train"}, {"step", step_},          {"loss", s.loss},        {"bpc", bpc},
+  nlohmann::json j = {{"split", "train"}, {"step", step()},          {"loss", s.loss},        {"bpc", bpc},
                       {"lr", s.lr},       {"grad_norm", s.grad_norm}, {"tokens_per_s", tok_s}};
   write_metric(j.dump());
 }
@@ -173,10 +160,10 @@ void Trainer::run_eval(bool whole_split) {
                           whole_split ? 0 : t.eval_tokens, tty_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty_) fmt::print("\r\x1b[K");
-  fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f} | {} tokens in {:.1f} s\n", step_, r.loss, r.bpc(),
+  fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
              r.perplexity(), r.tokens, secs);
   std::fflush(stdout);
-  nlohmann::json j = {{"split", "valid"}, {"step", step_}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
+  nlohmann::json j = {{"split", "valid"}, {"step", step()}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
   write_metric(j.dump());
 }
 
@@ -190,32 +177,33 @@ void Trainer::run_probe() {
     for (double v : rows) s += v;
     mean.push_back(s / double(rows.size()));
   }
-  nlohmann::json j = {{"split", "probe"}, {"step", step_}, {"lag_grad_norm", mean}, {"layer_mix", layer_mix(*model_)}};
+  nlohmann::json j = {{"split", "probe"}, {"step", step()}, {"lag_grad_norm", mean}, {"layer_mix", layer_mix(*model_)}};
   write_metric(j.dump());
 }
 
 void Trainer::save_checkpoint() {
   fs::create_directories(ckpt_dir_);
-  const fs::path final_dir = fs::path(ckpt_dir_) / step_dir_name(step_);
-  const fs::path tmp_dir = fs::path(ckpt_dir_) / (step_dir_name(step_) + ".tmp");
+  const fs::path final_dir = fs::path(ckpt_dir_) / step_dir_name(step());
+  const fs::path tmp_dir = fs::path(ckpt_dir_) / (step_dir_name(step()) + ".tmp");
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
   weights_to_safetensors(*model_).save((tmp_dir / "model.safetensors").string());
 
   SafeTensors state;
   const int64_t P = int64_t(model_->params().numel());
-  state.tensors["adam.m"] = StTensor::from_f32({P}, opt_->m().data());
-  state.tensors["adam.v"] = StTensor::from_f32({P}, opt_->v().data());
-  state.tensors["memory"] = StTensor::from_f32({cfg_.train.batch_size, mem_rows_, cfg_.model.dim}, memory_.data());
-  state.metadata["step"] = std::to_string(step_);
-  state.metadata["adam_steps"] = std::to_string(opt_->steps_taken());
+  state.tensors["adam.m"] = StTensor::from_f32({P}, loop_->optimizer().m().data());
+  state.tensors["adam.v"] = StTensor::from_f32({P}, loop_->optimizer().v().data());
+  state.tensors["memory"] =
+      StTensor::from_f32({cfg_.train.batch_size, loop_->memory_rows(), cfg_.model.dim}, loop_->memory().data());
+  state.metadata["step"] = std::to_string(step());
+  state.metadata["adam_steps"] = std::to_string(loop_->optimizer().steps_taken());
   state.metadata["cursor"] = std::to_string(batcher_->cursor());
-  state.metadata["dropout_rng_seed"] = std::to_string(dropout_rng_.seed);
-  state.metadata["dropout_rng_counter"] = std::to_string(dropout_rng_.counter);
+  state.metadata["dropout_rng_seed"] = std::to_string(loop_->dropout_rng().seed);
+  state.metadata["dropout_rng_counter"] = std::to_string(loop_->dropout_rng().counter);
   state.metadata["threads"] = std::to_string(omp_get_max_threads());
   state.metadata["config"] = run_config_yaml(cfg_);
   state.save((tmp_dir / "state.safetensors").string());
-  write_text_atomic((tmp_dir / "DONE").string(), std::to_string(step_) + "\n");
+  write_text_atomic((tmp_dir / "DONE").string(), std::to_string(step()) + "\n");
   fsync_path(tmp_dir.string());
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
@@ -252,26 +240,26 @@ bool Trainer::load_latest_checkpoint() {
     return std::stoll(st.metadata.at(k));
   };
   std::vector<float> m = st.at("adam.m").to_f32(spath), v = st.at("adam.v").to_f32(spath);
-  if (m.size() != opt_->m().size() || v.size() != opt_->v().size())
+  AdamW& opt = loop_->optimizer();
+  if (m.size() != opt.m().size() || v.size() != opt.v().size())
     throw SafeTensorsError(spath + ": optimizer state size differs from the model's parameter count");
-  opt_->m() = m;
-  opt_->v() = v;
-  opt_->set_steps_taken(meta("adam_steps"));
+  opt.m() = m;
+  opt.v() = v;
+  if (meta("adam_steps") != meta("step")) throw SafeTensorsError(spath + ": step and optimizer step disagree");
+  opt.set_steps_taken(meta("adam_steps"));
   const StTensor& mem = st.at("memory");
   if (mem.shape.size() != 3 || mem.shape[0] != cfg_.train.batch_size || mem.shape[2] != cfg_.model.dim)
     throw SafeTensorsError(spath + ": stream memory does not match train.batch_size / model.dim");
-  memory_ = mem.to_f32(spath);
-  mem_rows_ = mem.shape[1];
+  loop_->set_memory(mem.to_f32(spath), mem.shape[0], mem.shape[1]);
   batcher_->set_cursor(meta("cursor"));
-  dropout_rng_.seed = uint64_t(std::stoull(st.metadata.at("dropout_rng_seed")));
-  dropout_rng_.counter = uint64_t(std::stoull(st.metadata.at("dropout_rng_counter")));
-  step_ = meta("step");
+  loop_->dropout_rng().seed = uint64_t(std::stoull(st.metadata.at("dropout_rng_seed")));
+  loop_->dropout_rng().counter = uint64_t(std::stoull(st.metadata.at("dropout_rng_counter")));
   const int64_t threads = meta("threads");
   if (threads != omp_get_max_threads())
     fmt::print("warning: checkpoint was written with {} threads, resuming with {}: the continuation will not be "
                "bit-identical\n",
                threads, omp_get_max_threads());
-  fmt::print("resuming from {} (step {})\n", dir, step_);
+  fmt::print("resuming from {} (step {})\n", dir, step());
   return true;
 }
 
@@ -284,7 +272,7 @@ void Trainer::run(bool resume, int64_t stop_at) {
   const std::string metrics = (fs::path(t.out_dir) / "metrics.jsonl").string();
   if (resume) {
     if (!load_latest_checkpoint()) fmt::print("no complete checkpoint in {}: starting from step 0\n", ckpt_dir_);
-    truncate_metrics(metrics, step_);
+    truncate_metrics(metrics, step());
   } else if (!latest_checkpoint(t.out_dir).empty()) {
     throw std::runtime_error("train.out_dir " + t.out_dir +
                              " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");
@@ -300,22 +288,22 @@ void Trainer::run(bool resume, int64_t stop_at) {
   fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} threads | out_dir {}\n", train_data_->size(),
              t.batch_size, batcher_->stream_length(), valid_data_->size(), omp_get_max_threads(), t.out_dir);
 
-  Progress bar("train", t.steps, step_);
+  Progress bar("train", t.steps, step());
   auto window_start = std::chrono::steady_clock::now();
   int64_t window_tokens = 0, window_steps = 0;
   double window_loss = 0;
   bool evaluated = false, saved = false;
   const int64_t last = stop_at > 0 ? std::min(stop_at, t.steps) : t.steps;
-  while (step_ < last) {
-    const bool probe = t.probe_every && (step_ + 1) % t.probe_every == 0;
+  while (step() < last) {
+    const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0;
     StepStats s = train_step(probe);
     if (probe) run_probe();
     window_tokens += t.batch_size * t.bptt;
     window_loss += s.loss;
     ++window_steps;
     evaluated = saved = false;
-    if (!std::isfinite(s.loss)) throw std::runtime_error(fmt::format("step {}: loss is {}, stopping", step_, s.loss));
-    if (step_ % t.log_every == 0 || step_ == t.steps) {
+    if (!std::isfinite(s.loss)) throw std::runtime_error(fmt::format("step {}: loss is {}, stopping", step(), s.loss));
+    if (step() % t.log_every == 0 || step() == t.steps) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
       bar.clear();
       s.loss = window_loss / double(window_steps);  // mean over the logging interval
@@ -324,21 +312,21 @@ void Trainer::run(bool resume, int64_t stop_at) {
       window_tokens = window_steps = 0;
       window_loss = 0;
     }
-    bar.update(step_, fmt::format("loss {:.3f}", s.loss));
-    if (t.eval_every && step_ % t.eval_every == 0) {
+    bar.update(step(), fmt::format("loss {:.3f}", s.loss));
+    if (t.eval_every && step() % t.eval_every == 0) {
       bar.clear();
-      run_eval(step_ == t.steps);
+      run_eval(step() == t.steps);
       evaluated = true;
     }
-    if (t.checkpoint_every && step_ % t.checkpoint_every == 0) {
+    if (t.checkpoint_every && step() % t.checkpoint_every == 0) {
       save_checkpoint();
       saved = true;
     }
   }
   bar.clear();
-  if (step_ < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
+  if (step() < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
     if (!saved) save_checkpoint();
-    fmt::print("stopped at step {} of {} (--stop-at); continue with --resume\n", step_, t.steps);
+    fmt::print("stopped at step {} of {} (--stop-at); continue with --resume\n", step(), t.steps);
     return;
   }
   if (!evaluated) run_eval(true);

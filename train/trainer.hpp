@@ -10,14 +10,11 @@
 #include "data/tokens.hpp"
 #include "models/feedback_transformer.hpp"
 #include "train/config.hpp"
+#include "train/loop.hpp"
 #include "train/optimizer.hpp"
 #include "train/research.hpp"
 
 namespace fbt {
-
-struct StepStats {
-  double loss = 0, grad_norm = 0, lr = 0;
-};
 
 struct EvalResult {
   double loss = 0;  // mean nats per predicted token
@@ -40,7 +37,7 @@ class Trainer {
   void run(bool resume, int64_t stop_at = 0);
 
   FeedbackTransformer& model() { return *model_; }
-  int64_t step() const { return step_; }
+  int64_t step() const { return loop_->steps_done(); }
 
  private:
   StepStats train_step(bool keep_batch);
@@ -53,16 +50,12 @@ class Trainer {
 
   RunConfig cfg_;
   std::unique_ptr<FeedbackTransformer> model_;
-  std::unique_ptr<AdamW> opt_;
+  std::unique_ptr<TrainLoop> loop_;
   std::unique_ptr<Corpus> train_data_, valid_data_;
   std::unique_ptr<StreamBatcher> batcher_;
   DetachPolicy policy_;
-  Rng dropout_rng_;
-  std::vector<float> memory_;  // (B, m, D): each stream's state, carried between steps
-  int64_t mem_rows_ = 0;
   std::vector<int32_t> inputs_, targets_;
   ProbeBatch probe_batch_;  // the batch of the last step, when a probe follows it
-  int64_t step_ = 0;
   std::string ckpt_dir_;
   bool tty_ = false;
 };

@@ -1,0 +1,38 @@
+#include "train/loop.hpp"
+
+#include <stdexcept>
+#include <string>
+
+namespace fbt {
+
+TrainLoop::TrainLoop(FeedbackTransformer& model, const LoopConfig& cfg)
+    : model_(model), cfg_(cfg), opt_(model.params(), cfg.adam), rng_(cfg.seed ^ 0x5eedd50fULL) {}
+
+void TrainLoop::set_memory(std::vector<float> data, int64_t B, int64_t rows) {
+  if (int64_t(data.size()) != B * rows * model_.config().dim)
+    throw std::invalid_argument("TrainLoop::set_memory: size does not match (B, rows, dim)");
+  memory_ = std::move(data), batch_ = B, rows_ = rows;
+}
+
+StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
+  if (rows_ > 0 && B != batch_)
+    throw std::invalid_argument("TrainLoop::step: batch size changed from " + std::to_string(batch_) + " to " +
+                                std::to_string(B) + " with memory carried; call reset_memory() first");
+  const int64_t step = opt_.steps_taken();
+  tape().reset();
+  model_.params().zero_grad();
+  Tensor mem{memory_.data(), Shape{B, rows_, model_.config().dim}, Device::CPU};
+  ForwardOutput o = model_.forward(inputs, B, T, rows_ ? &mem : nullptr, Var(), targets, cfg_.detach, true, &rng_);
+  tape().backward(o.loss);
+  StepStats s;
+  s.loss = o.loss.data()[0];
+  s.grad_norm = clip_grad_norm(model_.params(), cfg_.clip);
+  s.lr = learning_rate(step, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
+  opt_.step(s.lr);
+  memory_.assign(o.memory.data, o.memory.data + o.memory.numel());
+  rows_ = o.memory.shape[1], batch_ = B;
+  tape().reset();
+  return s;
+}
+
+}  // namespace fbt

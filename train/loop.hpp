@@ -1,0 +1,56 @@
+// One training step, for fbt's own trainer and for programs that bring their own data:
+// forward with dropout, backward under the detachment policy, clipping, the schedule, AdamW,
+// and each row's memory carried into the next call (as a constant, MODEL.md).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/rng.hpp"
+#include "models/feedback_transformer.hpp"
+#include "train/optimizer.hpp"
+
+namespace fbt {
+
+struct LoopConfig {
+  double lr = 1e-3;
+  int64_t warmup = 0;
+  int64_t total_steps = 0;  // > 0 with cosine: the step where min_lr is reached
+  bool cosine = false;
+  double min_lr = 0.0;
+  double clip = 1.0;        // global grad-norm clip; 0 disables
+  AdamWConfig adam{};
+  DetachPolicy detach{};
+  uint64_t seed = 0;        // dropout
+};
+
+struct StepStats {
+  double loss = 0, grad_norm = 0, lr = 0;
+};
+
+class TrainLoop {
+ public:
+  TrainLoop(FeedbackTransformer& model, const LoopConfig& cfg);
+
+  // One optimizer step on inputs/targets (B,T). Row b continues from the memory row b ended
+  // with in the previous call (the batch size must not change without reset_memory()).
+  StepStats step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
+  void reset_memory() { memory_.clear(), rows_ = 0, batch_ = 0; }
+
+  int64_t steps_done() const { return opt_.steps_taken(); }
+  AdamW& optimizer() { return opt_; }
+  Rng& dropout_rng() { return rng_; }
+  // The carried state (B, rows, D), for checkpoints and probes.
+  const std::vector<float>& memory() const { return memory_; }
+  int64_t memory_rows() const { return rows_; }
+  void set_memory(std::vector<float> data, int64_t B, int64_t rows);
+
+ private:
+  FeedbackTransformer& model_;
+  LoopConfig cfg_;
+  AdamW opt_;
+  Rng rng_;
+  std::vector<float> memory_;
+  int64_t rows_ = 0, batch_ = 0;
+};
+
+}  // namespace fbt
