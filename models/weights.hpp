@@ -1,6 +1,7 @@
 // Model weights <-> safetensors, with MODEL.md's names and shapes; the model config travels in
 // __metadata__ so a checkpoint says what it is.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "data/safetensors.hpp"
@@ -16,6 +17,16 @@ void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::
 
 std::string model_config_to_json(const ModelConfig& c);
 ModelConfig model_config_from_json(const std::string& json, const std::string& source);
+
+// Newest directory out_dir/checkpoints/step_* holding a DONE marker ("" if none).
+std::string latest_checkpoint(const std::string& out_dir);
+// The weights file meant by a path: a file as it is; a directory's model.safetensors, or else the
+// model.safetensors of its newest complete checkpoint (a run's out_dir).
+std::string resolve_weights(const std::string& dir_or_file);
+// A model built from the config in the file's __metadata__, with its weights.
+std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file);
+// Weights (and the model config) to a safetensors file, atomically.
+void save_model(const FeedbackTransformer& model, const std::string& path);
 
 // Gradients as "grad.<name>" F32 tensors.
 void add_gradients(SafeTensors& st, const FeedbackTransformer& model);

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "data/safetensors.hpp"
+#include "models/weights.hpp"
 #include "models/config_section.hpp"
 #include "train/optimizer.hpp"
 #include "train/trainer.hpp"

@@ -109,13 +109,7 @@ int run_grads(const GradsArgs& a) {
   } else {
     RunConfig rc = load_run_config(a.config);
     if (rc.train.threads > 0) omp_set_num_threads(int(rc.train.threads));
-    std::string path = a.checkpoint;
-    if (fs::is_directory(path)) {
-      const std::string latest = latest_checkpoint(path);
-      path = fs::exists(fs::path(path) / "model.safetensors") ? (fs::path(path) / "model.safetensors").string()
-             : !latest.empty()                                 ? (fs::path(latest) / "model.safetensors").string()
-                                                               : path;
-    }
+    const std::string path = resolve_weights(a.checkpoint);
     cfg = rc.model;
     model = std::make_unique<FeedbackTransformer>(cfg);
     load_weights(*model, SafeTensors::load(path), path);

@@ -22,25 +22,6 @@ int run_train(const TrainArgs& a) {
   return 0;
 }
 
-namespace {
-// A checkpoint directory (its model.safetensors) or a weights file; the model config comes
-// from the file's __metadata__.
-std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file) {
-  std::string path = dir_or_file;
-  if (fs::is_directory(path)) {
-    const std::string latest = latest_checkpoint(path);  // a run's out_dir
-    if (fs::exists(fs::path(path) / "model.safetensors")) path = (fs::path(path) / "model.safetensors").string();
-    else if (!latest.empty()) path = (fs::path(latest) / "model.safetensors").string();
-    else throw std::runtime_error(dir_or_file + ": no model.safetensors and no complete checkpoint in this directory");
-  }
-  SafeTensors st = SafeTensors::load(path);
-  if (!st.metadata.count("fbt_model_config"))
-    throw SafeTensorsError(path + ": no fbt_model_config in __metadata__ (not written by fbt?)");
-  auto model = std::make_unique<FeedbackTransformer>(model_config_from_json(st.metadata.at("fbt_model_config"), path));
-  load_weights(*model, st, path);
-  return model;
-}
-}  // namespace
 
 int run_eval(const EvalArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides);

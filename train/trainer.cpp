@@ -85,19 +85,6 @@ void truncate_metrics(const std::string& path, int64_t step) {
 
 }  // namespace
 
-std::string latest_checkpoint(const std::string& out_dir) {
-  const fs::path dir = fs::path(out_dir) / "checkpoints";
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return "";
-  std::string best;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() != 13 || name.rfind("step_", 0) != 0 || !fs::exists(e.path() / "DONE")) continue;
-    if (name > best) best = name;
-  }
-  return best.empty() ? "" : (dir / best).string();
-}
-
 Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg) {
   const TrainConfig& t = cfg_.train;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));

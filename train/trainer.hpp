@@ -60,7 +60,4 @@ class Trainer {
   bool tty_ = false;
 };
 
-// Newest directory out_dir/checkpoints/step_* holding a DONE marker ("" if none).
-std::string latest_checkpoint(const std::string& out_dir);
-
 }  // namespace fbt

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs fbt into a scratch root, builds the training example with nothing but the installed
+# headers and `pkg-config --cflags --libs fbt`, runs it, and has the installed `fbt sample` read
+# the checkpoint it wrote.  Usage: out_of_tree.sh BUILD_DIR EXAMPLE.cpp PREFIX LIBDIR INCLUDEDIR
+set -euo pipefail
+build=$1; src=$2; prefix=$3; libdir=$4; includedir=$5
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+meson install -C "$build" --no-rebuild --destdir "$root" >/dev/null
+case "$libdir" in /*) lib="$root$libdir" ;; *) lib="$root$prefix/$libdir" ;; esac
+case "$includedir" in /*) inc="$root$includedir" ;; *) inc="$root$prefix/$includedir" ;; esac
+export PKG_CONFIG_PATH="$lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$root"
+flags=$(pkg-config --cflags --libs fbt)
+echo "pkg-config: $flags"
+cp "$src" "$root/main.cpp"
+# Only the install tree may be on the include path: no -I into the source tree.
+(cd "$root" && g++ -std=c++20 -O1 main.cpp $flags -o app)
+if grep -rlE "include <(Eigen|cuda)" "$inc/fbt" ; then echo "public headers expose Eigen/CUDA"; exit 1; fi
+export LD_LIBRARY_PATH="$lib"
+"$root/app" "$root/ckpt.safetensors"
+"$root$prefix/bin/fbt" sample --checkpoint "$root/ckpt.safetensors" --prompt "In the" --tokens 30

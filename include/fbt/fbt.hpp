@@ -1,0 +1,72 @@
+// fbt's public C++ API, one include: #include <fbt/fbt.hpp>; link with `pkg-config --cflags --libs fbt`.
+//
+//   fbt::FeedbackTransformer model({.num_tokens = 256, .dim = 512, .depth = 6, .heads = 8,
+//                                   .dim_head = 64, .seq_len = 2, .mem_len = 256});
+//   fbt::ForwardOutput out = model.forward(tokens.data(), B, T);      // out.logits: (B, T, V)
+//   fbt::Memory mem(out.memory);                                       // keep the state ...
+//   fbt::tape().reset();                                               // ... across steps
+//   out = model.forward(more.data(), B, T, mem.tensor());              // and carry it
+//
+// The surface, by header:
+//   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad, reset), NoGradScope, detach, ParamStore, Rng
+//   ops/       the differentiable ops (linear, layernorm, attention, cross_entropy, ...)
+//   models/    ModelConfig (MODEL.md names), FeedbackTransformer, DetachPolicy, load_model / save_model
+//   data/      SafeTensors, Corpus and StreamBatcher for token files
+//   train/     AdamW, learning_rate, clip_grad_norm, TrainLoop (a training step for your data),
+//              Trainer (config-driven runs), generate (sampling), research measurements
+// No Eigen or CUDA type appears in any of them.
+#pragma once
+#include <vector>
+
+#include "autograd/params.hpp"
+#include "autograd/rng.hpp"
+#include "autograd/tape.hpp"
+#include "autograd/tensor.hpp"
+#include "data/safetensors.hpp"
+#include "data/tokens.hpp"
+#include "models/config.hpp"
+#include "models/detach_policy.hpp"
+#include "models/feedback_transformer.hpp"
+#include "models/weights.hpp"
+#include "ops/ops.hpp"
+#include "train/loop.hpp"
+#include "train/optimizer.hpp"
+#include "train/research.hpp"
+#include "train/sample.hpp"
+#include "train/trainer.hpp"
+
+namespace fbt {
+
+// A memory state (B, m, D) kept across calls: ForwardOutput::memory lives in the tape's arena and
+// is gone at the next tape().reset(); this owns a copy. Between calls the state is always a
+// constant (MODEL.md): gradients never flow into a state a call received, so carrying it is
+// the same as carrying it detached.
+class Memory {
+ public:
+  Memory() = default;
+  explicit Memory(const Tensor& t) : data_(t.data, t.data + t.numel()), shape_(t.shape) {}
+  // For FeedbackTransformer::forward's memory argument (null while empty).
+  const Tensor* tensor() {
+    view_ = Tensor{data_.data(), shape_, Device::CPU};
+    return data_.empty() ? nullptr : &view_;
+  }
+  const Shape& shape() const { return shape_; }
+  const std::vector<float>& values() const { return data_; }
+
+ private:
+  std::vector<float> data_;
+  Shape shape_;
+  Tensor view_;
+};
+
+// A value on the tape from host data (e.g. a context for cross-attention).
+inline Var from_host(const std::vector<float>& values, const Shape& shape, bool requires_grad = false) {
+  if (int64_t(values.size()) != shape.numel()) throw std::invalid_argument("from_host: size does not match " + shape.str());
+  return tape().leaf_copy(Tensor{const_cast<float*>(values.data()), shape, Device::CPU}, requires_grad);
+}
+
+// A copy of a value (or of its gradient) on the host.
+inline std::vector<float> to_host(const Tensor& t) { return std::vector<float>(t.data, t.data + t.numel()); }
+inline std::vector<float> to_host(Var v) { return to_host(v.value()); }
+
+}  // namespace fbt
