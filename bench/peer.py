@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""The PyTorch peer for `fbt bench`: the same Feedback Transformer (../shared/docs/MODEL.md),
+written the way a good PyTorch user writes it (a loop over windows, projected keys/values cached
+and concatenated as the seed does, autograd), timed the same way: one warm-up step, then N full
+training steps (forward, backward, clipping, AdamW) on random tokens. Prints one JSON line.
+
+Usage: /usr/bin/python3 bench/peer.py CONFIG.yaml [--steps N]
+"""
+import argparse, json, math, resource, time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+
+def bucket(d, nb, maxd):
+    e = nb // 2
+    if d < e:
+        return d
+    return min(nb - 1, e + int(math.floor(math.log(d / e) / math.log(maxd / e) * (nb - e))))
+
+
+class Layer(nn.Module):
+    def __init__(self, D, I, Fh, shared_kv):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(D)
+        self.to_q = nn.Linear(D, I, bias=False)
+        self.to_kv = None if shared_kv else nn.Linear(D, 2 * I, bias=False)
+        self.to_out = nn.Linear(I, D)
+        self.ff_norm = nn.LayerNorm(D)
+        self.w_in = nn.Linear(D, 2 * Fh)
+        self.w_out = nn.Linear(Fh, D)
+
+
+class FeedbackTransformer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        D, L, H, Dh = c["dim"], c["depth"], c.get("heads", 8), c.get("dim_head", 64)
+        self.H, self.Dh, self.I = H, Dh, H * Dh
+        self.nb, self.maxd = c.get("num_buckets", 32), c.get("max_distance", 128)
+        self.seq_len, self.mem_len = c.get("seq_len", 1), c["mem_len"]
+        self.shared = c.get("shared_kv", True)
+        self.token_emb = nn.Embedding(c["num_tokens"], D)
+        self.pos_bias = nn.Embedding(self.nb, H)
+        self.mem_norm = nn.LayerNorm(D)
+        self.shared_kv = nn.Linear(D, 2 * self.I, bias=False) if self.shared else None
+        self.layer_weight = nn.Parameter(torch.ones(L + 1))
+        self.layers = nn.ModuleList(Layer(D, self.I, c.get("ff_mult", 4) * D, self.shared) for _ in range(L))
+        self.out_norm = nn.LayerNorm(D)
+        self.to_logits = nn.Linear(D, c["num_tokens"])
+        self._bias_idx = {}
+
+    def bias_table(self, n, M):  # (n, M + n) bucket ids, -1 where a query may not look
+        key = (n, M)
+        if key not in self._bias_idx:
+            S = M + (n if n > 1 else 0)
+            t = torch.full((n, S), -1, dtype=torch.long)
+            for i in range(n):
+                for j in range(M):
+                    t[i, j] = bucket(i + M - j, self.nb, self.maxd)
+                if n > 1:
+                    for j in range(i):
+                        t[i, M + j] = bucket(i - j, self.nb, self.maxd)
+            self._bias_idx[key] = t
+        return self._bias_idx[key]
+
+    def forward(self, x, targets, memory=None):
+        B, T = x.shape
+        H, Dh, I = self.H, self.Dh, self.I
+        emb = self.token_emb(x)
+        w = self.layer_weight.softmax(0)
+        projs = [self.shared_kv] if self.shared else [l.to_kv for l in self.layers]
+        # cached projected keys/values (B, M, 2I), as the seed caches them; the carried state is a constant
+        mem_kv = [None if memory is None else p(self.mem_norm(memory)) for p in projs]
+        written = [] if memory is None else [memory]
+        outs = []
+        for s in range(0, T, self.seq_len):
+            h = emb[:, s:s + self.seq_len]
+            n = h.shape[1]
+            M = 0 if mem_kv[0] is None else mem_kv[0].shape[1]
+            table = self.bias_table(n, M)
+            visible = table >= 0
+            bias = self.pos_bias(table.clamp(min=0)).permute(2, 0, 1)  # (H, n, S)
+            hs = [h]
+            for li, layer in enumerate(self.layers):
+                kvs = mem_kv[0 if self.shared else li]
+                proj = projs[0 if self.shared else li]
+                parts = [] if kvs is None else [kvs]
+                if n > 1:
+                    parts.append(proj(self.mem_norm(h)))
+                if parts:
+                    kv = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+                    k, v = kv.split(I, -1)
+                    q = layer.to_q(layer.attn_norm(h)) / math.sqrt(Dh)
+                    q = q.view(B, n, H, Dh).transpose(1, 2)
+                    k = k.view(B, -1, H, Dh).transpose(1, 2)
+                    v = v.view(B, -1, H, Dh).transpose(1, 2)
+                    logits = q @ k.transpose(-1, -2) + bias
+                    logits = logits.masked_fill(~visible, float("-inf"))
+                    attn = logits.softmax(-1).nan_to_num(0.0)
+                    o = (attn @ v).transpose(1, 2).reshape(B, n, I)
+                    o = layer.to_out(o) * visible.any(-1).view(1, n, 1)  # no key: no bias either
+                    h = h + o
+                u = layer.w_in(layer.ff_norm(h))
+                a, g = u.chunk(2, -1)
+                h = h + layer.w_out(a * F.gelu(g))
+                hs.append(h)
+            outs.append(h)
+            mem = (torch.stack(hs) * w.view(-1, 1, 1, 1)).sum(0)
+            written.append(mem)
+            for pi, proj in enumerate(projs):
+                new = proj(self.mem_norm(mem))
+                mem_kv[pi] = new if mem_kv[pi] is None else torch.cat([mem_kv[pi], new], 1)[:, -self.mem_len:]
+        out = torch.cat(outs, 1)
+        logits = self.to_logits(self.out_norm(out))
+        new_memory = torch.cat(written, 1)[:, -self.mem_len:].detach()
+        return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1)), new_memory
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("config")
+    ap.add_argument("--steps", type=int, default=3)
+    args = ap.parse_args()
+    cfg = yaml.safe_load(open(args.config))
+    m, t = cfg["model"], cfg["train"]
+    threads = t.get("threads", 0) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(t.get("seed", 1234))
+    model = FeedbackTransformer(m)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.get("lr", 1e-3), weight_decay=t.get("weight_decay", 0.01))
+    B, T, V = t.get("batch_size", 16), t.get("bptt", 64), m["num_tokens"]
+
+    state = {"memory": None}
+
+    def step():
+        x = torch.randint(0, V, (B, T))
+        y = torch.randint(0, V, (B, T))
+        opt.zero_grad(set_to_none=True)
+        loss, state["memory"] = model(x, y, state["memory"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.get("clip", 1.0))
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    secs = time.perf_counter() - t0
+    print(json.dumps({"peer": "pytorch " + torch.__version__, "config": args.config, "threads": threads,
+                      "tokens_per_s": B * T * args.steps / secs, "step_ms": 1000 * secs / args.steps,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    main()
