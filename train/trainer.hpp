@@ -1,5 +1,5 @@
-// The training loop: TBPTT streams, AdamW, evaluation, logs, metrics and checkpoints that
-// resume bit-exactly. Also usable from a program that brings its own data (step()).
+// Config-driven training runs: TBPTT streams over a corpus, evaluation, logs, metrics and
+// checkpoints that resume bit-exactly. (A program with its own data uses TrainLoop, loop.hpp.)
 #pragma once
 #include <cstdint>
 #include <memory>
