@@ -91,7 +91,11 @@ int main(int argc, char** argv) {
   }
   try {
     if (version) {
+#ifdef FBT_HAVE_CUDA
+      fmt::print("fbt {} (backends: cpu, cuda kernels compiled in for sm_90)\n", FBT_VERSION);
+#else
       fmt::print("fbt {} (backends: cpu)\n", FBT_VERSION);
+#endif
       return 0;
     }
     if (forward->parsed()) return fbt::cli::run_forward(fwd);

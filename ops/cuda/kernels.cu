@@ -1,0 +1,620 @@
+// CUDA kernels mirroring ops/cpu/kernels.cpp (see kernels.hpp). Plain, correct first: one thread
+// per row or per column where a reduction is needed (a fixed order, no atomics), cuBLAS for the
+// matrix products. Eigen stays out of this file.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops/cuda/kernels.hpp"
+
+#define CUDA_CHECK(expr)                                                                                  \
+  do {                                                                                                    \
+    cudaError_t err_ = (expr);                                                                            \
+    if (err_ != cudaSuccess)                                                                              \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #expr ": " + \
+                               cudaGetErrorString(err_));                                                 \
+  } while (0)
+#define CUBLAS_CHECK(expr)                                                                                \
+  do {                                                                                                    \
+    cublasStatus_t st_ = (expr);                                                                          \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                                     \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #expr        \
+                               " failed with cuBLAS status " + std::to_string(int(st_)));                 \
+  } while (0)
+
+namespace fbt::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+inline int blocks(int64_t n) { return int((n + kThreads - 1) / kThreads); }
+
+cublasHandle_t blas() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t x;
+    CUBLAS_CHECK(cublasCreate(&x));
+    // Deterministic: no atomics-based split-K, plain FP32 math.
+    CUBLAS_CHECK(cublasSetMathMode(x, CUBLAS_PEDANTIC_MATH));
+    CUBLAS_CHECK(cublasSetAtomicsMode(x, CUBLAS_ATOMICS_NOT_ALLOWED));
+    return x;
+  }();
+  return h;
+}
+
+__device__ inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+__device__ inline float gelu_grad_f(float x) {
+  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+  return cdf + x * expf(-0.5f * x * x) * 0.3989422804014327f;
+}
+}  // namespace
+
+bool available(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why) *why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device";
+    cudaGetLastError();  // clear the sticky error
+    return false;
+  }
+  return true;
+}
+
+std::string device_name() {
+  cudaDeviceProp p{};
+  CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  return p.name;
+}
+
+float* alloc(size_t n) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(float)));
+  return static_cast<float*>(p);
+}
+int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
+void free(void* p) { CUDA_CHECK(cudaFree(p)); }
+void to_device(float* dst, const float* src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice)); }
+void to_host(float* dst, const float* src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost)); }
+void to_device_i32(int32_t* dst, const int32_t* src, size_t n) {
+  CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
+}
+void memset_zero(float* p, size_t n) { CUDA_CHECK(cudaMemset(p, 0, n * 4)); }
+void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+// ---- linear (row-major via cuBLAS's column-major view: a row-major (r x c) is a col-major (c x r)) ----
+
+namespace {
+__global__ void add_bias_k(float* y, const float* b, int64_t N, int64_t Out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < N * Out) y[i] += b[i % Out];
+}
+__global__ void bias_backward_k(float* db, const float* dy, int64_t N, int64_t Out) {
+  int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (o >= Out) return;
+  float s = 0.f;
+  for (int64_t r = 0; r < N; ++r) s += dy[r * Out + o];
+  db[o] += s;
+}
+}  // namespace
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
+  const float one = 1.f, zero = 0.f;
+  // y^T (Out x N, col-major) = W (Out x In, i.e. W^T col-major In x Out transposed) * x^T
+  CUBLAS_CHECK(cublasSgemm(blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(Out), int(N), int(In), &one, W, int(In), x, int(In),
+                           &zero, y, int(Out)));
+  if (b) add_bias_k<<<blocks(N * Out), kThreads>>>(y, b, N, Out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
+                     int64_t In, int64_t Out) {
+  const float one = 1.f;
+  if (dx)  // dx (N x In) += dy (N x Out) W (Out x In): col-major dx^T = W^T dy^T
+    CUBLAS_CHECK(cublasSgemm(blas(), CUBLAS_OP_N, CUBLAS_OP_N, int(In), int(N), int(Out), &one, W, int(In), dy,
+                             int(Out), &one, dx, int(In)));
+  if (dW)  // dW (Out x In) += dy^T x: col-major dW^T (In x Out) = x^T dy
+    CUBLAS_CHECK(cublasSgemm(blas(), CUBLAS_OP_N, CUBLAS_OP_T, int(In), int(Out), int(N), &one, x, int(In), dy,
+                             int(Out), &one, dW, int(In)));
+  if (db) bias_backward_k<<<blocks(Out), kThreads>>>(db, dy, N, Out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- layer norm: a warp per row ----
+
+namespace {
+__device__ inline float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__global__ void layernorm_forward_k(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                                    int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (r >= N) return;
+  const float* xr = x + r * C;
+  float s = 0.f;
+  for (int64_t c = lane; c < C; c += 32) s += xr[c];
+  const float m = warp_sum(s) / float(C);
+  float v = 0.f;
+  for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
+  const float rs = rsqrtf(warp_sum(v) / float(C) + 1e-5f);
+  for (int64_t c = lane; c < C; c += 32) y[r * C + c] = (xr[c] - m) * rs * w[c] + b[c];
+  if (lane == 0) mean[r] = m, rstd[r] = rs;
+}
+
+__global__ void layernorm_backward_input_k(float* dx, const float* dy, const float* x, const float* w,
+                                           const float* mean, const float* rstd, int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (r >= N) return;
+  const float m = mean[r], s = rstd[r];
+  float sg = 0.f, sgx = 0.f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float g = dy[r * C + c] * w[c];
+    sg += g;
+    sgx += g * (x[r * C + c] - m) * s;
+  }
+  sg = warp_sum(sg) / float(C);
+  sgx = warp_sum(sgx) / float(C);
+  for (int64_t c = lane; c < C; c += 32) {
+    const float xhat = (x[r * C + c] - m) * s;
+    dx[r * C + c] += s * (dy[r * C + c] * w[c] - sg - xhat * sgx);
+  }
+}
+
+__global__ void layernorm_backward_params_k(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                                            const float* rstd, int64_t N, int64_t C) {
+  int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  float sw = 0.f, sb = 0.f;
+  for (int64_t r = 0; r < N; ++r) {
+    sw += dy[r * C + c] * (x[r * C + c] - mean[r]) * rstd[r];
+    sb += dy[r * C + c];
+  }
+  if (dw) dw[c] += sw;
+  if (db) db[c] += sb;
+}
+}  // namespace
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
+                       int64_t C) {
+  layernorm_forward_k<<<int((N + 7) / 8), 256>>>(y, mean, rstd, x, w, b, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C) {
+  layernorm_backward_input_k<<<int((N + 7) / 8), 256>>>(dx, dy, x, w, mean, rstd, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C) {
+  layernorm_backward_params_k<<<blocks(C), kThreads>>>(dw, db, dy, x, mean, rstd, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- activations ----
+
+namespace {
+__global__ void gelu_forward_k(float* y, const float* x, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = gelu_f(x[i]);
+}
+__global__ void gelu_backward_k(float* dx, const float* dy, const float* x, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) dx[i] += dy[i] * gelu_grad_f(x[i]);
+}
+__global__ void geglu_forward_k(float* y, const float* u, int64_t N, int64_t F) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * F) return;
+  const int64_t r = i / F, c = i % F;
+  y[i] = u[r * 2 * F + c] * gelu_f(u[r * 2 * F + F + c]);
+}
+__global__ void geglu_backward_k(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * F) return;
+  const int64_t r = i / F, c = i % F;
+  const float val = u[r * 2 * F + c], gate = u[r * 2 * F + F + c];
+  du[r * 2 * F + c] += dy[i] * gelu_f(gate);
+  du[r * 2 * F + F + c] += dy[i] * val * gelu_grad_f(gate);
+}
+}  // namespace
+
+void gelu_forward(float* y, const float* x, int64_t n) {
+  gelu_forward_k<<<blocks(n), kThreads>>>(y, x, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  gelu_backward_k<<<blocks(n), kThreads>>>(dx, dy, x, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
+  geglu_forward_k<<<blocks(N * F), kThreads>>>(y, u, N, F);
+  CUDA_CHECK(cudaGetLastError());
+}
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+  geglu_backward_k<<<blocks(N * F), kThreads>>>(du, dy, u, N, F);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- softmax (a thread per row: rows are short in this model) ----
+
+namespace {
+__global__ void masked_softmax_forward_k(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= N) return;
+  const float* xr = x + r * C;
+  const uint8_t* mr = mask + r * C;
+  float* yr = y + r * C;
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < C; ++c)
+    if (mr[c]) mx = fmaxf(mx, xr[c]);
+  if (mx == -INFINITY) {
+    for (int64_t c = 0; c < C; ++c) yr[c] = 0.f;
+    return;
+  }
+  float sum = 0.f;
+  for (int64_t c = 0; c < C; ++c) sum += (yr[c] = mr[c] ? expf(xr[c] - mx) : 0.f);
+  for (int64_t c = 0; c < C; ++c) yr[c] /= sum;
+}
+__global__ void masked_softmax_backward_k(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= N) return;
+  float dot = 0.f;
+  for (int64_t c = 0; c < C; ++c) dot += y[r * C + c] * dy[r * C + c];
+  for (int64_t c = 0; c < C; ++c) dx[r * C + c] += y[r * C + c] * (dy[r * C + c] - dot);
+}
+}  // namespace
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+  masked_softmax_forward_k<<<blocks(N), kThreads>>>(y, x, mask, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+  masked_softmax_backward_k<<<blocks(N), kThreads>>>(dx, dy, y, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- embedding and loss ----
+
+namespace {
+__global__ void embedding_forward_k(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < N * D) y[i] = W[int64_t(ids[i / D]) * D + i % D];
+}
+// One thread per (token id, column): it walks the rows in order, so the sum is deterministic.
+__global__ void embedding_backward_k(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t V) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= V * D) return;
+  const int64_t v = i / D, c = i % D;
+  float s = 0.f;
+  bool any = false;
+  for (int64_t r = 0; r < N; ++r)
+    if (ids[r] == v) s += dy[r * D + c], any = true;
+  if (any) dW[i] += s;
+}
+__global__ void cross_entropy_forward_k(float* lse, float* loss, const float* logits, const int32_t* targets, int64_t N,
+                                        int64_t V) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= N) return;
+  const float* lr = logits + r * V;
+  float mx = lr[0];
+  for (int64_t c = 1; c < V; ++c) mx = fmaxf(mx, lr[c]);
+  double s = 0.0;
+  for (int64_t c = 0; c < V; ++c) s += exp(double(lr[c] - mx));
+  const double l = double(mx) + log(s);
+  lse[r] = float(l);
+  loss[r] = float(l - double(lr[targets[r]]));
+}
+__global__ void cross_entropy_backward_k(float* dlogits, float g, const float* logits, const float* lse,
+                                         const int32_t* targets, int64_t N, int64_t V) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * V) return;
+  const int64_t r = i / V, c = i % V;
+  dlogits[i] += g * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
+}
+}  // namespace
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+  embedding_forward_k<<<blocks(N * D), kThreads>>>(y, W, ids, N, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t V) {
+  embedding_backward_k<<<blocks(V * D), kThreads>>>(dW, dy, ids, N, D, V);
+  CUDA_CHECK(cudaGetLastError());
+}
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  float* loss = alloc(size_t(N));
+  cross_entropy_forward_k<<<blocks(N), kThreads>>>(lse, loss, logits, targets, N, V);
+  CUDA_CHECK(cudaGetLastError());
+  std::vector<float> h(static_cast<size_t>(N));
+  to_host(h.data(), loss, size_t(N));
+  free(loss);
+  double total = 0.0;
+  for (float v : h) total += v;
+  return total;
+}
+void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse, const int32_t* targets,
+                            int64_t N, int64_t V) {
+  cross_entropy_backward_k<<<blocks(N * V), kThreads>>>(dlogits, g, logits, lse, targets, N, V);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- memory mix ----
+
+namespace {
+__global__ void softmax_small_k(float* a, const float* w, int64_t K) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  float mx = w[0];
+  for (int64_t k = 1; k < K; ++k) mx = fmaxf(mx, w[k]);
+  float s = 0.f;
+  for (int64_t k = 0; k < K; ++k) s += (a[k] = expf(w[k] - mx));
+  for (int64_t k = 0; k < K; ++k) a[k] /= s;
+}
+__global__ void weighted_sum_forward_k(float* y, const float* a, const float* const* xs, int64_t K, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float acc = 0.f;
+  for (int64_t k = 0; k < K; ++k) acc += a[k] * xs[k][i];
+  y[i] = acc;
+}
+__global__ void weighted_sum_dx_k(float* const* dxs, const float* dy, const float* a, int64_t K, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  for (int64_t k = 0; k < K; ++k)
+    if (dxs[k]) dxs[k][i] += a[k] * dy[i];
+}
+// One block per k: <dy, x_k> reduced in a fixed tree order; then the softmax backward.
+__global__ void weighted_sum_dots_k(double* da, const float* dy, const float* const* xs, int64_t n) {
+  __shared__ double part[kThreads];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += double(dy[i]) * double(xs[blockIdx.x][i]);
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) da[blockIdx.x] = part[0];
+}
+__global__ void weighted_sum_dw_k(float* dw, const double* da, const float* a, int64_t K) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double dot = 0.0;
+  for (int64_t k = 0; k < K; ++k) dot += double(a[k]) * da[k];
+  for (int64_t k = 0; k < K; ++k) dw[k] += float(double(a[k]) * (da[k] - dot));
+}
+}  // namespace
+
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
+  softmax_small_k<<<1, 1>>>(a, w, K);
+  weighted_sum_forward_k<<<blocks(n), kThreads>>>(y, a, xs, K, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n) {
+  weighted_sum_dx_k<<<blocks(n), kThreads>>>(dxs, dy, a, K, n);
+  if (dw) {
+    double* da = nullptr;
+    CUDA_CHECK(cudaMalloc(&da, size_t(K) * sizeof(double)));
+    weighted_sum_dots_k<<<int(K), kThreads>>>(da, dy, xs, n);
+    weighted_sum_dw_k<<<1, 1>>>(dw, da, a, K);
+    CUDA_CHECK(cudaFree(da));
+  }
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- attention: a thread per (batch, head, query); segments passed by value ----
+
+namespace {
+constexpr int kMaxSegs = 4;
+struct Segs {
+  cpu::KVRows s[kMaxSegs];
+  int n;
+};
+__device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int64_t I, int* seg, int64_t* r) {
+  for (int k = 0; k < sg.n; ++k) {
+    if (j < sg.s[k].rows) {
+      *seg = k, *r = j;
+      return sg.s[k].data + b * sg.s[k].batch_stride + j * 2 * I;
+    }
+    j -= sg.s[k].rows;
+  }
+  return nullptr;
+}
+
+__global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
+                                    const float* bias, const float* drop, cpu::AttentionDims d) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= d.B * d.H * d.n) return;
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+  float* p = probs + ((b * d.H + h) * d.n + i) * S;
+  const int32_t* bk = bucket + i * S;
+  float mx = -INFINITY;
+  int seg;
+  int64_t r;
+  for (int64_t j = 0; j < S; ++j) {
+    if (bk[j] < 0) continue;
+    const float* kj = row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+    float s = 0.f;
+    for (int64_t c = 0; c < d.Dh; ++c) s += qi[c] * kj[c];
+    if (bias) s += bias[bk[j] * d.H + h];
+    p[j] = s;
+    mx = fmaxf(mx, s);
+  }
+  float* o = out + (b * d.n + i) * I + h * d.Dh;
+  for (int64_t c = 0; c < d.Dh; ++c) o[c] = 0.f;
+  if (mx == -INFINITY) {
+    for (int64_t j = 0; j < S; ++j) p[j] = 0.f;
+    return;
+  }
+  float sum = 0.f;
+  for (int64_t j = 0; j < S; ++j) sum += (p[j] = bk[j] < 0 ? 0.f : expf(p[j] - mx));
+  const float* dr = drop ? drop + ((b * d.H + h) * d.n + i) * S : nullptr;
+  for (int64_t j = 0; j < S; ++j) {
+    p[j] /= sum;
+    const float w = dr ? p[j] * dr[j] : p[j];
+    if (w == 0.f) continue;
+    const float* vj = row_ptr(sg, j, b, I, &seg, &r) + I + h * d.Dh;
+    for (int64_t c = 0; c < d.Dh; ++c) o[c] += w * vj[c];
+  }
+}
+
+// dlogits and dq per (b, h, i); key/value gradients then per (b, h, key row, column) summing the
+// queries in order, so nothing is written by two threads.
+__global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout, const float* q, Segs sg,
+                                    const float* probs, const float* drop, cpu::AttentionDims d) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= d.B * d.H * d.n) return;
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
+  const float* p = probs + ((b * d.H + h) * d.n + i) * S;
+  const float* dr = drop ? drop + ((b * d.H + h) * d.n + i) * S : nullptr;
+  float* dl = dlogits + ((b * d.H + h) * d.n + i) * S;
+  int seg;
+  int64_t r;
+  float dot = 0.f;
+  for (int64_t j = 0; j < S; ++j) {
+    if (p[j] == 0.f) {
+      dl[j] = 0.f;
+      continue;
+    }
+    const float* vj = row_ptr(sg, j, b, I, &seg, &r) + I + h * d.Dh;
+    float s = 0.f;
+    for (int64_t c = 0; c < d.Dh; ++c) s += doi[c] * vj[c];
+    dl[j] = s * (dr ? dr[j] : 1.f);
+    dot += p[j] * dl[j];
+  }
+  for (int64_t j = 0; j < S; ++j) dl[j] = p[j] == 0.f ? 0.f : p[j] * (dl[j] - dot);
+  if (!dq) return;
+  float* dqi = dq + (b * d.n + i) * I + h * d.Dh;
+  for (int64_t j = 0; j < S; ++j) {
+    if (dl[j] == 0.f) continue;
+    const float* kj = row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+    for (int64_t c = 0; c < d.Dh; ++c) dqi[c] += dl[j] * kj[c];
+  }
+}
+
+__global__ void attention_dkv_k(const float* dlogits, const float* dout, const float* q, Segs sg, const float* probs,
+                                const float* drop, cpu::AttentionDims d) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= d.B * d.H * d.S * d.Dh) return;
+  const int64_t c = t % d.Dh, j = (t / d.Dh) % d.S, h = (t / (d.Dh * d.S)) % d.H, b = t / (d.Dh * d.S * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  int seg;
+  int64_t r;
+  row_ptr(sg, j, b, I, &seg, &r);
+  float* g = sg.s[seg].grad;
+  if (!g) return;
+  float dk = 0.f, dv = 0.f;
+  for (int64_t i = 0; i < d.n; ++i) {
+    const int64_t pi = ((b * d.H + h) * d.n + i) * S + j;
+    dk += dlogits[pi] * q[(b * d.n + i) * I + h * d.Dh + c];
+    const float w = drop ? probs[pi] * drop[pi] : probs[pi];
+    dv += w * dout[(b * d.n + i) * I + h * d.Dh + c];
+  }
+  float* row = g + b * sg.s[seg].batch_stride + r * 2 * I;
+  row[h * d.Dh + c] += dk;
+  row[I + h * d.Dh + c] += dv;
+}
+
+__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, int64_t NB,
+                                  cpu::AttentionDims d) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;  // one thread per (bucket, head)
+  if (t >= NB * d.H) return;
+  const int64_t bk = t / d.H, h = t % d.H;
+  float s = 0.f;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t i = 0; i < d.n; ++i)
+      for (int64_t j = 0; j < d.S; ++j)
+        if (bucket[i * d.S + j] == bk) s += dlogits[((b * d.H + h) * d.n + i) * d.S + j];
+  dbias[t] += s;
+}
+
+Segs pack(const cpu::KVRows* segs, int nsegs) {
+  if (nsegs > kMaxSegs) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
+  Segs s{};
+  for (int k = 0; k < nsegs; ++k) s.s[k] = segs[k];
+  s.n = nsegs;
+  return s;
+}
+}  // namespace
+
+void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
+  attention_forward_k<<<blocks(d.B * d.H * d.n), kThreads>>>(out, probs, q, pack(segs, nsegs), bucket, bias, drop, d);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const cpu::AttentionDims& d) {
+  const Segs sg = pack(segs, nsegs);
+  attention_dlogits_k<<<blocks(d.B * d.H * d.n), kThreads>>>(dq, dlogits, dout, q, sg, probs, drop, d);
+  attention_dkv_k<<<blocks(d.B * d.H * d.S * d.Dh), kThreads>>>(dlogits, dout, q, sg, probs, drop, d);
+  CUDA_CHECK(cudaGetLastError());
+  if (dbias) {
+    // The bias table's size is not passed: buckets are bounded by the largest id in the table.
+    std::vector<int32_t> host(size_t(d.n * d.S));
+    CUDA_CHECK(cudaMemcpy(host.data(), bucket, host.size() * 4, cudaMemcpyDeviceToHost));
+    int64_t NB = 0;
+    for (int32_t v : host) NB = std::max<int64_t>(NB, v + 1);
+    attention_dbias_k<<<blocks(NB * d.H), kThreads>>>(dbias, dlogits, bucket, NB, d);
+    CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+// ---- optimizer and norm ----
+
+namespace {
+__global__ void adamw_k(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, float lr,
+                        float b1, float b2, float eps, float wd, float bc1, float inv_sqrt_bc2) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  if (decay[i]) w[i] -= lr * wd * w[i];
+  m[i] = b1 * m[i] + (1.f - b1) * g[i];
+  v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
+  w[i] -= (lr / bc1) * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+}
+__global__ void sum_squares_k(double* part, const float* x, int64_t n) {
+  __shared__ double s[kThreads];
+  double acc = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    acc += double(x[i]) * double(x[i]);
+  s[threadIdx.x] = acc;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) s[threadIdx.x] += s[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[blockIdx.x] = s[0];
+}
+}  // namespace
+
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
+                double beta2, double eps, double weight_decay, int64_t t) {
+  const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
+  adamw_k<<<blocks(n), kThreads>>>(w, m, v, g, decay, n, float(lr), float(beta1), float(beta2), float(eps),
+                                    float(weight_decay), float(bc1), float(1.0 / std::sqrt(bc2)));
+  CUDA_CHECK(cudaGetLastError());
+}
+
+double sum_squares(const float* x, int64_t n) {
+  const int nb = 64;  // a fixed grid: the same partial sums in the same order every time
+  double* part = nullptr;
+  CUDA_CHECK(cudaMalloc(&part, nb * sizeof(double)));
+  sum_squares_k<<<nb, kThreads>>>(part, x, n);
+  CUDA_CHECK(cudaGetLastError());
+  double h[nb];
+  CUDA_CHECK(cudaMemcpy(h, part, sizeof(h), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaFree(part));
+  double s = 0.0;
+  for (double v : h) s += v;
+  return s;
+}
+
+}  // namespace fbt::cuda

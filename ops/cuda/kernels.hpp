@@ -1,0 +1,74 @@
+// CUDA kernels on raw device pointers, mirroring ops/cpu/kernels.hpp one for one (same shapes,
+// same accumulate-into-gradient convention), so tests can pit each against its CPU twin.
+// No Eigen, no Tensor here. Reductions across rows run in a fixed order (no atomics), so results
+// are deterministic run to run. Built only when the meson `cuda` option finds nvcc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "ops/cpu/kernels.hpp"  // KVRows, AttentionDims
+
+namespace fbt::cuda {
+
+// Whether a CUDA device can be used here (false without a GPU or a driver); `why` says why not.
+bool available(std::string* why = nullptr);
+std::string device_name();
+
+// Device memory and copies (errors throw std::runtime_error with file and line).
+float* alloc(size_t n);
+void free(void* p);
+void to_device(float* dst, const float* src, size_t n);
+void to_host(float* dst, const float* src, size_t n);
+int32_t* alloc_i32(size_t n);
+void to_device_i32(int32_t* dst, const int32_t* src, size_t n);
+void memset_zero(float* p, size_t n);
+void synchronize();
+
+// y = x W^T + b (cuBLAS); backward accumulates dx += dy W, dW += dy^T x, db += colsum(dy).
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
+                     int64_t In, int64_t Out);
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
+                       int64_t C);
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C);
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C);
+
+void gelu_forward(float* y, const float* x, int64_t n);
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F);
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
+void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t V);
+
+// Returns the summed loss (copied to the host); lse:(N) saved on the device.
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse, const int32_t* targets,
+                            int64_t N, int64_t V);
+
+// xs: a device array of K device pointers (and dxs likewise); a:(K) saved, on the device.
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n);
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n);
+
+// As the CPU kernel: segments live on the device (segs itself on the host), bucket/bias/drop too.
+void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d);
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const cpu::AttentionDims& d);
+
+// One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags.
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr,
+                double beta1, double beta2, double eps, double weight_decay, int64_t t);
+// Sum of squares in a fixed order (double accumulation), for the global grad norm.
+double sum_squares(const float* x, int64_t n);
+
+}  // namespace fbt::cuda

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The device check: on a machine with an NVIDIA H100/H200, run the CUDA parity suite (every CUDA
+# kernel against its CPU twin, forward and backward, and determinism), in one command well under
+# 10 minutes.
+#
+#   scripts/device-check.sh            build if needed (Debian 12 + CUDA, as ./run), then test
+#   FBT_LIBS=DIR scripts/device-check.sh
+#                                      use binaries built elsewhere (build/ carried to the device),
+#                                      with the shared libraries they need from DIR
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
+if [ ! -x build/tests/test_cuda ]; then
+  ./run build || exit 1
+fi
+cuda_libs=$(dirname "$(find / -name 'libcublas.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)" 2>/dev/null)
+export LD_LIBRARY_PATH="${FBT_LIBS:-}:${cuda_libs:-}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+echo "== cuda parity suite"
+build/tests/test_cuda --duration=true
+rc=$?
+echo "== cuda suite exit status $rc"
+exit $rc

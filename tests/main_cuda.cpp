@@ -1,0 +1,18 @@
+// The cuda suite's main: without a usable GPU every test reports "skipped" (exit 77).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <string>
+
+#include "ops/cuda/kernels.hpp"
+
+int main(int argc, char** argv) {
+  std::string why;
+  if (!fbt::cuda::available(&why)) {
+    std::printf("no usable CUDA device (%s): skipping\n", why.c_str());
+    return 77;
+  }
+  doctest::Context ctx(argc, argv);
+  return ctx.run();
+}

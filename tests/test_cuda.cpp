@@ -1,0 +1,283 @@
+// CPU/CUDA parity: every CUDA kernel against its CPU twin on odd shapes, forward and backward,
+// and determinism of the backward reductions. Runs only where a GPU is present (main_cuda.cpp).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "autograd/params.hpp"
+#include "gradcheck.hpp"
+#include "ops/cpu/kernels.hpp"
+#include "ops/cuda/kernels.hpp"
+#include "train/optimizer.hpp"
+
+using namespace fbt;
+using fbt::testing::fill_normal;
+using fbt::testing::sz;
+
+namespace {
+
+// A device copy of a host vector, freed at scope end.
+struct Dev {
+  float* p = nullptr;
+  size_t n = 0;
+  explicit Dev(const std::vector<float>& h) : p(cuda::alloc(h.size())), n(h.size()) { cuda::to_device(p, h.data(), n); }
+  explicit Dev(size_t count) : p(cuda::alloc(count)), n(count) { cuda::memset_zero(p, n); }
+  ~Dev() { cuda::free(p); }
+  std::vector<float> host() const {
+    std::vector<float> h(n);
+    cuda::to_host(h.data(), p, n);
+    return h;
+  }
+};
+struct DevI {
+  int32_t* p;
+  explicit DevI(const std::vector<int32_t>& h) : p(cuda::alloc_i32(h.size())) { cuda::to_device_i32(p, h.data(), h.size()); }
+  ~DevI() { cuda::free(p); }
+};
+
+std::vector<float> randn(size_t n, uint64_t seed) {
+  std::vector<float> v(n);
+  fill_normal(v.data(), int64_t(n), seed);
+  return v;
+}
+
+void close(const std::vector<float>& gpu, const std::vector<float>& cpu, double tol = 2e-5) {
+  REQUIRE(gpu.size() == cpu.size());
+  double worst = 0;
+  for (size_t i = 0; i < gpu.size(); ++i) worst = std::max(worst, std::abs(double(gpu[i]) - cpu[i]) / (1 + std::abs(cpu[i])));
+  INFO("worst relative difference " << worst);
+  CHECK(worst < tol);
+}
+
+}  // namespace
+
+TEST_CASE("cuda: linear forward and backward") {
+  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {65, 130, 257}}) {
+    auto x = randn(sz(N * In), 1), W = randn(sz(Out * In), 2), b = randn(sz(Out), 3), dy = randn(sz(N * Out), 4);
+    std::vector<float> y(sz(N * Out)), dx(sz(N * In), 0.5f), dW(sz(Out * In), 0.25f), db(sz(Out), 1.f);
+    Dev gx(x), gW(W), gb(b), gy(sz(N * Out)), gdy(dy), gdx(dx), gdW(dW), gdb(db);
+    cpu::linear_forward(y.data(), x.data(), W.data(), b.data(), N, In, Out);
+    cuda::linear_forward(gy.p, gx.p, gW.p, gb.p, N, In, Out);
+    close(gy.host(), y);
+    cpu::linear_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), N, In, Out);
+    cuda::linear_backward(gdx.p, gdW.p, gdb.p, gdy.p, gx.p, gW.p, N, In, Out);
+    close(gdx.host(), dx), close(gdW.host(), dW), close(gdb.host(), db);
+  }
+}
+
+TEST_CASE("cuda: layernorm forward and backward") {
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {1, 5}, {300, 129}}) {
+    auto x = randn(sz(N * C), 5), w = randn(sz(C), 6), b = randn(sz(C), 7), dy = randn(sz(N * C), 8);
+    std::vector<float> y(sz(N * C)), mean(sz(N)), rstd(sz(N)), dx(sz(N * C), 0.f), dw(sz(C), 0.f),
+        db(sz(C), 0.f);
+    Dev gx(x), gw(w), gb(b), gy(sz(N * C)), gm(sz(N)), gr(sz(N)), gdy(dy), gdx(sz(N * C)), gdw(sz(C)),
+        gdb(sz(C));
+    cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    cuda::layernorm_forward(gy.p, gm.p, gr.p, gx.p, gw.p, gb.p, N, C);
+    close(gy.host(), y), close(gm.host(), mean), close(gr.host(), rstd);
+    cpu::layernorm_backward_input(dx.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+    cpu::layernorm_backward_params(dw.data(), db.data(), dy.data(), x.data(), mean.data(), rstd.data(), N, C);
+    cuda::layernorm_backward_input(gdx.p, gdy.p, gx.p, gw.p, gm.p, gr.p, N, C);
+    cuda::layernorm_backward_params(gdw.p, gdb.p, gdy.p, gx.p, gm.p, gr.p, N, C);
+    close(gdx.host(), dx, 1e-4), close(gdw.host(), dw, 1e-4), close(gdb.host(), db, 1e-4);
+  }
+}
+
+TEST_CASE("cuda: gelu and geglu forward and backward") {
+  const int64_t N = 3, F = 7;
+  auto u = randn(sz(N * 2 * F), 9), dy = randn(sz(N * F), 10);
+  std::vector<float> y(sz(N * F)), du(sz(N * 2 * F), 0.f), g(sz(N * 2 * F)), dg(sz(N * 2 * F), 0.f);
+  Dev gu(u), gyv(sz(N * F)), gdy(dy), gdu(sz(N * 2 * F)), gg(sz(N * 2 * F)), gdg(sz(N * 2 * F));
+  cpu::geglu_forward(y.data(), u.data(), N, F);
+  cuda::geglu_forward(gyv.p, gu.p, N, F);
+  close(gyv.host(), y);
+  cpu::geglu_backward(du.data(), dy.data(), u.data(), N, F);
+  cuda::geglu_backward(gdu.p, gdy.p, gu.p, N, F);
+  close(gdu.host(), du);
+  cpu::gelu_forward(g.data(), u.data(), N * 2 * F);
+  cuda::gelu_forward(gg.p, gu.p, N * 2 * F);
+  close(gg.host(), g);
+  Dev gones(std::vector<float>(sz(N * 2 * F), 1.f));
+  std::vector<float> ones(sz(N * 2 * F), 1.f);
+  cpu::gelu_backward(dg.data(), ones.data(), u.data(), N * 2 * F);
+  cuda::gelu_backward(gdg.p, gones.p, gu.p, N * 2 * F);
+  close(gdg.host(), dg);
+}
+
+TEST_CASE("cuda: masked softmax with a fully masked row") {
+  const int64_t N = 3, C = 7;
+  auto x = randn(sz(N * C), 11), dy = randn(sz(N * C), 12);
+  std::vector<uint8_t> mask(sz(N * C), 1);
+  for (int c = 0; c < C; ++c) mask[sz(C + c)] = 0;
+  mask[2] = 0;
+  std::vector<float> y(sz(N * C)), dx(sz(N * C), 0.f);
+  uint8_t* gmask = reinterpret_cast<uint8_t*>(cuda::alloc_i32(sz(N * C)));
+  cuda::to_device_i32(reinterpret_cast<int32_t*>(gmask), reinterpret_cast<const int32_t*>(mask.data()), sz(N * C) / 4 + 1);
+  Dev gx(x), gy(sz(N * C)), gdy(dy), gdx(sz(N * C));
+  cpu::masked_softmax_forward(y.data(), x.data(), mask.data(), N, C);
+  cuda::masked_softmax_forward(gy.p, gx.p, gmask, N, C);
+  close(gy.host(), y);
+  cpu::masked_softmax_backward(dx.data(), dy.data(), y.data(), N, C);
+  cuda::masked_softmax_backward(gdx.p, gdy.p, gy.p, N, C);
+  close(gdx.host(), dx);
+  cuda::free(gmask);
+}
+
+TEST_CASE("cuda: embedding gather and scatter-add") {
+  const int64_t V = 5, D = 7, N = 6;
+  auto W = randn(sz(V * D), 13), dy = randn(sz(N * D), 14);
+  std::vector<int32_t> ids{1, 4, 1, 0, 1, 3};
+  std::vector<float> y(sz(N * D)), dW(sz(V * D), 0.f);
+  Dev gW(W), gy(sz(N * D)), gdy(dy), gdW(sz(V * D));
+  DevI gids(ids);
+  cpu::embedding_forward(y.data(), W.data(), ids.data(), N, D);
+  cuda::embedding_forward(gy.p, gW.p, gids.p, N, D);
+  close(gy.host(), y);
+  cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
+  cuda::embedding_backward(gdW.p, gdy.p, gids.p, N, D, V);
+  close(gdW.host(), dW);
+}
+
+TEST_CASE("cuda: softmax cross-entropy forward and backward") {
+  const int64_t N = 5, V = 7;
+  auto logits = randn(sz(N * V), 15);
+  std::vector<int32_t> tg{6, 0, 3, 3, 1};
+  std::vector<float> lse(sz(N)), dl(sz(N * V), 0.f);
+  Dev glog(logits), glse(sz(N)), gdl(sz(N * V));
+  DevI gtg(tg);
+  const double cpu_loss = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
+  const double gpu_loss = cuda::cross_entropy_forward(glse.p, glog.p, gtg.p, N, V);
+  CHECK(gpu_loss == doctest::Approx(cpu_loss).epsilon(1e-6));
+  cpu::cross_entropy_backward(dl.data(), 0.2f, logits.data(), lse.data(), tg.data(), N, V);
+  cuda::cross_entropy_backward(gdl.p, 0.2f, glog.p, glse.p, gtg.p, N, V);
+  close(gdl.host(), dl);
+}
+
+TEST_CASE("cuda: memory mix weighted sum forward and backward") {
+  const int64_t K = 4, n = 21;
+  auto w = randn(sz(K), 16), dy = randn(sz(n), 17);
+  std::vector<std::vector<float>> xs;
+  for (int k = 0; k < K; ++k) xs.push_back(randn(sz(n), uint64_t(18 + k)));
+  std::vector<const float*> xp;
+  for (auto& x : xs) xp.push_back(x.data());
+  std::vector<float> y(sz(n)), a(sz(K)), dw(sz(K), 0.f);
+  std::vector<std::vector<float>> dxs(sz(K), std::vector<float>(sz(n), 0.f));
+  std::vector<float*> dxp;
+  for (auto& d : dxs) dxp.push_back(d.data());
+  cpu::weighted_sum_forward(y.data(), a.data(), w.data(), xp.data(), K, n);
+  cpu::weighted_sum_backward(dxp.data(), dw.data(), dy.data(), a.data(), xp.data(), K, n);
+
+  Dev gw(w), gy(sz(n)), ga(sz(K)), gdy(dy), gdw(sz(K));
+  std::vector<std::unique_ptr<Dev>> gx, gdx;
+  std::vector<float> ptrs_x, ptrs_dx;  // device pointer arrays, uploaded as raw bytes
+  std::vector<const float*> hx;
+  std::vector<float*> hdx;
+  for (int k = 0; k < K; ++k) {
+    gx.push_back(std::make_unique<Dev>(xs[sz(k)]));
+    gdx.push_back(std::make_unique<Dev>(sz(n)));
+    hx.push_back(gx.back()->p);
+    hdx.push_back(gdx.back()->p);
+  }
+  float* dxs_arr = cuda::alloc(sz(2 * K));  // K pointers = 2K floats
+  float* xs_arr = cuda::alloc(sz(2 * K));
+  cuda::to_device(xs_arr, reinterpret_cast<const float*>(hx.data()), sz(2 * K));
+  cuda::to_device(dxs_arr, reinterpret_cast<const float*>(hdx.data()), sz(2 * K));
+  cuda::weighted_sum_forward(gy.p, ga.p, gw.p, reinterpret_cast<const float* const*>(xs_arr), K, n);
+  close(gy.host(), y), close(ga.host(), a);
+  cuda::weighted_sum_backward(reinterpret_cast<float* const*>(dxs_arr), gdw.p, gdy.p, ga.p,
+                              reinterpret_cast<const float* const*>(xs_arr), K, n);
+  close(gdw.host(), dw);
+  for (int k = 0; k < K; ++k) close(gdx[sz(k)]->host(), dxs[sz(k)]);
+  cuda::free(xs_arr), cuda::free(dxs_arr);
+}
+
+TEST_CASE("cuda: attention over segments with bias mask and dropout") {
+  for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 3, 2, 3, 4},
+                                {3, 1, 2, 5, 6},
+                                {2, 4, 4, 16, 0}}) {
+    for (bool with_drop : {false, true}) {
+      const int64_t I = H * Dh, S = M + n, NB = 6;
+      auto q = randn(sz(B * n * I), 20), mem = randn(sz(B * (M + 1) * 2 * I), 21), loc = randn(sz(B * n * 2 * I), 22),
+           bias = randn(sz(NB * H), 23), dout = randn(sz(B * n * I), 24);
+      std::vector<float> drop(sz(B * H * n * S));
+      cpu::dropout_mask(drop.data(), 0.3f, 5, 0, int64_t(drop.size()));
+      std::vector<int32_t> table;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
+        for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t((i - j) % NB) : -1);
+      }
+      const cpu::AttentionDims d{B, n, H, Dh, S};
+      // CPU
+      std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(sz(B * H * n * S)),
+          dq(sz(B * n * I), 0.f), dmem(mem.size(), 0.f), dloc(loc.size(), 0.f), dbias(bias.size(), 0.f);
+      cpu::KVRows cs[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
+                           {loc.data(), dloc.data(), n * 2 * I, n}};
+      cpu::attention_forward(out.data(), probs.data(), q.data(), cs, 2, table.data(), bias.data(),
+                             with_drop ? drop.data() : nullptr, d);
+      cpu::attention_backward(dq.data(), dbias.data(), dl.data(), dout.data(), q.data(), cs, 2, table.data(), probs.data(),
+                              with_drop ? drop.data() : nullptr, d);
+      // CUDA
+      Dev gq(q), gmem(mem), gloc(loc), gbias(bias), gdout(dout), gdrop(drop), gout(out.size()), gprobs(probs.size()),
+          gdl(dl.size()), gdq(dq.size()), gdmem(mem.size()), gdloc(loc.size()), gdbias(bias.size());
+      DevI gtable(table);
+      cpu::KVRows gs[2] = {{gmem.p + 2 * I, gdmem.p + 2 * I, (M + 1) * 2 * I, M}, {gloc.p, gdloc.p, n * 2 * I, n}};
+      cuda::attention_forward(gout.p, gprobs.p, gq.p, gs, 2, gtable.p, gbias.p, with_drop ? gdrop.p : nullptr, d);
+      cuda::attention_backward(gdq.p, gdbias.p, gdl.p, gdout.p, gq.p, gs, 2, gtable.p, gprobs.p,
+                               with_drop ? gdrop.p : nullptr, d);
+      INFO("B " << B << " n " << n << " M " << M << " dropout " << with_drop);
+      close(gout.host(), out, 1e-4), close(gprobs.host(), probs, 1e-4);
+      close(gdq.host(), dq, 1e-4), close(gdmem.host(), dmem, 1e-4), close(gdloc.host(), dloc, 1e-4);
+      close(gdbias.host(), dbias, 1e-4);
+    }
+  }
+}
+
+TEST_CASE("cuda: AdamW step and grad norm match the CPU optimizer") {
+  ParamStore ps;
+  ps.add("layers.0.ff.w_in.weight", {3, 7});
+  ps.add("layers.0.ff.w_in.bias", {3});
+  ps.finalize();
+  const size_t P = ps.numel();
+  fill_normal(ps.values().data(), int64_t(P), 30);
+  std::vector<float> w0 = ps.values();
+  std::vector<uint8_t> decay(P);
+  for (size_t i = 0; i < P; ++i) decay[i] = i < 21;
+  Dev gw(w0), gm(P), gv(P);
+  uint8_t* gdecay = reinterpret_cast<uint8_t*>(cuda::alloc_i32(P / 4 + 1));
+  cuda::to_device_i32(reinterpret_cast<int32_t*>(gdecay), reinterpret_cast<const int32_t*>(decay.data()), P / 4 + 1);
+  AdamW opt(ps, AdamWConfig{0.9, 0.999, 1e-8, 0.1});
+  for (int t = 1; t <= 3; ++t) {
+    fill_normal(ps.grads().data(), int64_t(P), uint64_t(40 + t));
+    Dev gg(ps.grads());
+    CHECK(cuda::sum_squares(gg.p, int64_t(P)) == doctest::Approx(cpu::sum_squares(ps.grads().data(), int64_t(P))));
+    opt.step(0.01);
+    cuda::adamw_step(gw.p, gm.p, gv.p, gg.p, gdecay, int64_t(P), 0.01, 0.9, 0.999, 1e-8, 0.1, t);
+  }
+  close(gw.host(), ps.values(), 1e-6);
+  cuda::free(gdecay);
+}
+
+TEST_CASE("cuda: backward reductions are deterministic") {
+  const int64_t B = 4, n = 8, H = 4, Dh = 16, I = 64, S = 40, NB = 8;
+  auto q = randn(sz(B * n * I), 50), kv = randn(sz(B * S * 2 * I), 51), bias = randn(sz(NB * H), 52),
+       dout = randn(sz(B * n * I), 53);
+  std::vector<int32_t> table;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < S; ++j) table.push_back(int32_t((i + S - j) % NB));
+  std::vector<std::vector<float>> runs;
+  for (int r = 0; r < 2; ++r) {
+    Dev gq(q), gkv(kv), gbias(bias), gdout(dout), gout(sz(B * n * I)), gp(sz(B * H * n * S)), gdl(sz(B * H * n * S)),
+        gdq(sz(B * n * I)), gdkv(kv.size()), gdb(bias.size());
+    DevI gt(table);
+    cpu::KVRows s{gkv.p, gdkv.p, S * 2 * I, S};
+    const cpu::AttentionDims d{B, n, H, Dh, S};
+    cuda::attention_forward(gout.p, gp.p, gq.p, &s, 1, gt.p, gbias.p, nullptr, d);
+    cuda::attention_backward(gdq.p, gdb.p, gdl.p, gdout.p, gq.p, &s, 1, gt.p, gp.p, nullptr, d);
+    auto a = gdkv.host(), b = gdb.host(), c = gdq.host();
+    a.insert(a.end(), b.begin(), b.end());
+    a.insert(a.end(), c.begin(), c.end());
+    runs.push_back(a);
+  }
+  CHECK(runs[0] == runs[1]);
+}
