@@ -15,6 +15,15 @@ train: {batch_size: 4, bptt: 16, steps: 400, checkpoint_every: 7, keep_last: 2, 
         eval_tokens: 200, sample_tokens: 0, threads: 2, log_every: 10, out_dir: OUT}
 YAML
 "$fbt" train run.yaml --set train.out_dir=a >/dev/null
+# Ctrl-C: the step in flight finishes, a checkpoint is written, the run says how to go on.
+"$fbt" train run.yaml --set train.out_dir=b >int.log 2>&1 &
+pid=$!
+sleep 0.3
+kill -INT "$pid" 2>/dev/null || true
+wait "$pid" || { echo "interrupted run exited non-zero"; cat int.log; exit 1; }
+if grep -q "interrupted" int.log; then
+  ls b/checkpoints | grep -q '^step_' || { echo "no checkpoint after Ctrl-C"; exit 1; }
+fi
 kills=0
 for delay in 0.3 0.5 0.7 0.4 0.6; do
   "$fbt" train run.yaml --set train.out_dir=b --resume >/dev/null 2>&1 &

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -55,6 +57,14 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
 }
 
 namespace {
+
+// Ctrl-C / SIGTERM during training: finish the step in flight, checkpoint, stop. A second signal
+// exits at once (the newest complete checkpoint is still there).
+volatile std::sig_atomic_t g_stop_requested = 0;
+extern "C" void request_stop(int sig) {
+  if (g_stop_requested) std::_Exit(128 + sig);
+  g_stop_requested = 1;
+}
 
 std::string step_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
 
@@ -281,7 +291,9 @@ void Trainer::run(bool resume, int64_t stop_at) {
   double window_loss = 0;
   bool evaluated = false, saved = false;
   const int64_t last = stop_at > 0 ? std::min(stop_at, t.steps) : t.steps;
-  while (step() < last) {
+  g_stop_requested = 0;
+  auto old_int = std::signal(SIGINT, request_stop), old_term = std::signal(SIGTERM, request_stop);
+  while (step() < last && !g_stop_requested) {
     const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0;
     StepStats s = train_step(probe);
     if (probe) run_probe();
@@ -311,9 +323,11 @@ void Trainer::run(bool resume, int64_t stop_at) {
     }
   }
   bar.clear();
+  std::signal(SIGINT, old_int), std::signal(SIGTERM, old_term);
   if (step() < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
     if (!saved) save_checkpoint();
-    fmt::print("stopped at step {} of {} (--stop-at); continue with --resume\n", step(), t.steps);
+    fmt::print("stopped at step {} of {} ({}); continue with --resume\n", step(), t.steps,
+               g_stop_requested ? "interrupted" : "--stop-at");
     return;
   }
   if (!evaluated) run_eval(true);
