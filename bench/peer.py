@@ -5,6 +5,8 @@ and concatenated as the seed does, autograd), timed the same way: one warm-up st
 training steps (forward, backward, clipping, AdamW) on random tokens. Prints one JSON line.
 
 Usage: /usr/bin/python3 bench/peer.py CONFIG.yaml [--steps N]
+       /usr/bin/python3 bench/peer.py CONFIG.yaml --train N   (train on the config's byte corpus like
+                                                         fbt train, then print the validation bpc)
 """
 import argparse, json, math, resource, time
 
@@ -119,11 +121,88 @@ class FeedbackTransformer(nn.Module):
         return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1)), new_memory
 
 
+def init_like_fbt(model, depth):
+    """fbt's initialization (models/feedback_transformer.cpp): normal(0, 0.02), residual output
+    projections 0.02/sqrt(2L), biases 0, norm weights 1, layer_weight 1."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "layer_weight" or ("norm" in name and name.endswith("weight")):
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                std = 0.02 / math.sqrt(2 * depth) if name.endswith(("to_out.weight", "w_out.weight")) else 0.02
+                p.normal_(0.0, std)
+
+
+def train_on_corpus(cfg, steps):
+    """The same TBPTT recipe as fbt train: contiguous streams, memory carried, warmup + cosine,
+    global-norm clipping, AdamW decaying 2-D weights except pos_bias; then the whole valid split."""
+    m, t, d = cfg["model"], cfg["train"], cfg["data"]
+    torch.manual_seed(t.get("seed", 1234))
+    model = FeedbackTransformer(m)
+    init_like_fbt(model, m["depth"])
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "pos_bias.weight"]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and n != "pos_bias.weight")]
+    lr, warmup, min_lr = t.get("lr", 1e-3), t.get("warmup", 100), t.get("min_lr", 1e-4)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.get("weight_decay", 0.01)},
+                             {"params": rest, "weight_decay": 0.0}], lr=lr,
+                            betas=(t.get("beta1", 0.9), t.get("beta2", 0.999)), eps=t.get("eps", 1e-8))
+    B, T = t.get("batch_size", 16), t.get("bptt", 64)
+    data = torch.tensor(list(open(d["train"], "rb").read()), dtype=torch.long)
+    L = len(data) // B
+    streams = data[: B * L].view(B, L)
+    cursor, memory = 0, None
+    cosine = t.get("schedule", "cosine") == "cosine"
+    for step in range(steps):
+        if cursor + T + 1 > L:
+            cursor, memory = 0, None
+        x, y = streams[:, cursor:cursor + T], streams[:, cursor + 1:cursor + T + 1]
+        cursor += T
+        if warmup > 0 and step < warmup:
+            cur = lr * (step + 1) / warmup
+        elif cosine:
+            progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+            cur = min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+        else:
+            cur = lr
+        for g in opt.param_groups:
+            g["lr"] = cur
+        opt.zero_grad(set_to_none=True)
+        loss, memory = model(x, y, memory)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.get("clip", 1.0))
+        opt.step()
+        if (step + 1) % 100 == 0:
+            print(f"peer step {step + 1}: loss {loss.item():.4f}", flush=True)
+    valid = torch.tensor(list(open(d["valid"], "rb").read()), dtype=torch.long)
+    Bv = t.get("eval_batch_size", 0) or B
+    Lv = len(valid) // Bv
+    vs = valid[: Bv * Lv].view(Bv, Lv)
+    total, count, memory, pos = 0.0, 0, None, 0
+    with torch.no_grad():
+        while pos < Lv - 1:
+            n = min(T, Lv - 1 - pos)
+            loss, memory = model(vs[:, pos:pos + n], vs[:, pos + 1:pos + n + 1], memory)
+            total += loss.item() * Bv * n
+            count += Bv * n
+            pos += n
+    return total / count
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("config")
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--train", type=int, default=0, help="train this many steps on the corpus, print valid bpc")
     args = ap.parse_args()
+    if args.train:
+        cfg = yaml.safe_load(open(args.config))
+        torch.set_num_threads(cfg["train"].get("threads", 0) or torch.get_num_threads())
+        loss = train_on_corpus(cfg, args.train)
+        print(json.dumps({"peer": "pytorch " + torch.__version__, "steps": args.train, "valid_loss": loss,
+                          "valid_bpc": loss / math.log(2)}))
+        return
     cfg = yaml.safe_load(open(args.config))
     m, t = cfg["model"], cfg["train"]
     threads = t.get("threads", 0) or torch.get_num_threads()
