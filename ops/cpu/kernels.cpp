@@ -29,13 +29,34 @@ constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than
 
 // Few rows (one time step of a sequential model): stream W once, each of its rows meeting every
 // x row while in L1. Eigen's GEMM would pack all of W first, which costs as much as the product.
-// Register-blocked with AVX2/FMA where the compiler targets it; plain loops otherwise.
+// Register-blocked with AVX-512 or AVX2/FMA where the compiler targets it; plain loops otherwise.
 constexpr int64_t kSkinnyRows = 64;
 
 namespace {
 
-#if defined(__AVX2__) && defined(__FMA__)
-inline float hsum(__m256 v) {
+// The widest float vector the compiler targets: 16 lanes with AVX-512, 8 with AVX2/FMA.
+#if defined(__AVX512F__)
+#define FBT_SIMD 1
+using vf = __m512;
+constexpr int64_t kLanes = 16;
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
+inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#define FBT_SIMD 1
+using vf = __m256;
+constexpr int64_t kLanes = 8;
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline float hsum(vf v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -43,31 +64,31 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows.
+// y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows: 4 weight rows x 2 input rows in registers.
 void skinny_dots(float* y, const float* x, const float* W, int64_t N, int64_t In, int64_t Out, int64_t o0, int64_t o1) {
   int64_t o = o0;
-#if defined(__AVX2__) && defined(__FMA__)
-  const int64_t In8 = In / 8 * 8;
+#ifdef FBT_SIMD
+  const int64_t InV = In / kLanes * kLanes;
   for (; o + 4 <= o1; o += 4) {
     const float* w0 = W + o * In;
     const float *w1 = w0 + In, *w2 = w1 + In, *w3 = w2 + In;
     int64_t r = 0;
     for (; r + 2 <= N; r += 2) {
       const float *xa = x + r * In, *xb = xa + In;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-      for (int64_t i = 0; i < In8; i += 8) {
-        const __m256 va = _mm256_loadu_ps(xa + i), vb = _mm256_loadu_ps(xb + i);
-        __m256 w = _mm256_loadu_ps(w0 + i);
-        a0 = _mm256_fmadd_ps(va, w, a0), b0 = _mm256_fmadd_ps(vb, w, b0);
-        w = _mm256_loadu_ps(w1 + i);
-        a1 = _mm256_fmadd_ps(va, w, a1), b1 = _mm256_fmadd_ps(vb, w, b1);
-        w = _mm256_loadu_ps(w2 + i);
-        a2 = _mm256_fmadd_ps(va, w, a2), b2 = _mm256_fmadd_ps(vb, w, b2);
-        w = _mm256_loadu_ps(w3 + i);
-        a3 = _mm256_fmadd_ps(va, w, a3), b3 = _mm256_fmadd_ps(vb, w, b3);
+      vf a0 = vzero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int64_t i = 0; i < InV; i += kLanes) {
+        const vf va = vload(xa + i), vb = vload(xb + i);
+        vf w = vload(w0 + i);
+        a0 = vfma(va, w, a0), b0 = vfma(vb, w, b0);
+        w = vload(w1 + i);
+        a1 = vfma(va, w, a1), b1 = vfma(vb, w, b1);
+        w = vload(w2 + i);
+        a2 = vfma(va, w, a2), b2 = vfma(vb, w, b2);
+        w = vload(w3 + i);
+        a3 = vfma(va, w, a3), b3 = vfma(vb, w, b3);
       }
       float ra[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)}, rb[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
-      for (int64_t i = In8; i < In; ++i)
+      for (int64_t i = InV; i < In; ++i)
         for (int k = 0; k < 4; ++k) {
           ra[k] += xa[i] * w0[k * In + i];
           rb[k] += xb[i] * w0[k * In + i];
@@ -97,40 +118,41 @@ void skinny_dots(float* y, const float* x, const float* W, int64_t N, int64_t In
 }
 
 // dx[r, c0:c1] += sum_o dy[r, o] W[o, c0:c1] for all N rows (outer-product form): blocks of
-// 8 rows x 16 columns live in registers while W streams through.
+// 8 rows x 2 vectors of columns live in registers while W streams through.
 void skinny_axpys(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out, int64_t c0, int64_t c1) {
   int64_t c = c0;
-#if defined(__AVX2__) && defined(__FMA__)
+#ifdef FBT_SIMD
   constexpr int R = 8;
-  for (; c + 16 <= c1; c += 16) {
+  constexpr int64_t C2 = 2 * kLanes;
+  for (; c + C2 <= c1; c += C2) {
     int64_t r = 0;
     for (; r + R <= N; r += R) {
-      __m256 acc[R][2];
-      for (int k = 0; k < R; ++k) acc[k][0] = acc[k][1] = _mm256_setzero_ps();
+      vf acc[R][2];
+      for (int k = 0; k < R; ++k) acc[k][0] = acc[k][1] = vzero();
       for (int64_t o = 0; o < Out; ++o) {
-        const __m256 w0 = _mm256_loadu_ps(W + o * In + c), w1 = _mm256_loadu_ps(W + o * In + c + 8);
+        const vf w0 = vload(W + o * In + c), w1 = vload(W + o * In + c + kLanes);
         for (int k = 0; k < R; ++k) {
-          const __m256 g = _mm256_broadcast_ss(dy + (r + k) * Out + o);
-          acc[k][0] = _mm256_fmadd_ps(g, w0, acc[k][0]);
-          acc[k][1] = _mm256_fmadd_ps(g, w1, acc[k][1]);
+          const vf g = vbroadcast(dy + (r + k) * Out + o);
+          acc[k][0] = vfma(g, w0, acc[k][0]);
+          acc[k][1] = vfma(g, w1, acc[k][1]);
         }
       }
       for (int k = 0; k < R; ++k) {
         float* d = dx + (r + k) * In + c;
-        _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), acc[k][0]));
-        _mm256_storeu_ps(d + 8, _mm256_add_ps(_mm256_loadu_ps(d + 8), acc[k][1]));
+        vstore(d, vadd(vload(d), acc[k][0]));
+        vstore(d + kLanes, vadd(vload(d + kLanes), acc[k][1]));
       }
     }
     for (; r < N; ++r) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      vf a0 = vzero(), a1 = a0;
       for (int64_t o = 0; o < Out; ++o) {
-        const __m256 g = _mm256_broadcast_ss(dy + r * Out + o);
-        a0 = _mm256_fmadd_ps(g, _mm256_loadu_ps(W + o * In + c), a0);
-        a1 = _mm256_fmadd_ps(g, _mm256_loadu_ps(W + o * In + c + 8), a1);
+        const vf g = vbroadcast(dy + r * Out + o);
+        a0 = vfma(g, vload(W + o * In + c), a0);
+        a1 = vfma(g, vload(W + o * In + c + kLanes), a1);
       }
       float* d = dx + r * In + c;
-      _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), a0));
-      _mm256_storeu_ps(d + 8, _mm256_add_ps(_mm256_loadu_ps(d + 8), a1));
+      vstore(d, vadd(vload(d), a0));
+      vstore(d + kLanes, vadd(vload(d + kLanes), a1));
     }
   }
 #endif
@@ -172,7 +194,7 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
 
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out) {
   if (N <= kSkinnyRows) {
-    split_threads(In, 16, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
+    split_threads(In, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
     return;
   }
   MapR(dx, N, In).noalias() += CMapR(dy, N, Out) * CMapR(W, Out, In);
