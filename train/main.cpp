@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   try {
     if (version) {
 #ifdef FBT_HAVE_CUDA
-      fmt::print("fbt {} (backends: cpu, cuda kernels compiled in for sm_90)\n", FBT_VERSION);
+      fmt::print("fbt {} (backends: cpu; cuda kernels built for sm_90, not yet used by training)\n", FBT_VERSION);
 #else
       fmt::print("fbt {} (backends: cpu)\n", FBT_VERSION);
 #endif
