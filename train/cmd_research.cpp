@@ -86,6 +86,18 @@ std::vector<ProbeBatch> batches_from_split(const GradsArgs& a, const RunConfig& 
   return out;
 }
 
+// Appends one batch's per-lag rows (result[k][row]) to the rows gathered so far.
+void gather(std::vector<std::vector<double>>& all, const std::vector<std::vector<double>>& batch) {
+  if (all.size() < batch.size()) all.resize(batch.size());
+  for (size_t k = 0; k < batch.size(); ++k) all[k].insert(all[k].end(), batch[k].begin(), batch[k].end());
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / double(v.size());
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
@@ -133,16 +145,9 @@ int run_grads(const GradsArgs& a) {
 
   if (wants("lag")) {  // per lag: all batch rows of all batches
     std::vector<std::vector<double>> rows;
-    for (const ProbeBatch& b : batches) {
-      auto lag = grad_norm_by_lag(*model, b, policy);
-      if (rows.size() < lag.size()) rows.resize(lag.size());
-      for (size_t k = 0; k < lag.size(); ++k) rows[k].insert(rows[k].end(), lag[k].begin(), lag[k].end());
-    }
+    for (const ProbeBatch& b : batches) gather(rows, grad_norm_by_lag(*model, b, policy));
     for (size_t k = 0; k < rows.size(); ++k) {
-      double mean = 0;
-      for (double v : rows[k]) mean += v;
-      mean /= double(rows[k].size());
-      json j = {{"kind", "lag"},   {"policy", policy.str()},          {"lag", k + 1}, {"grad_norm", mean},
+      json j = {{"kind", "lag"},   {"policy", policy.str()},          {"lag", k + 1}, {"grad_norm", mean(rows[k])},
                 {"median", median(rows[k])}, {"max", *std::max_element(rows[k].begin(), rows[k].end())},
                 {"source", source}};
       if (a.per_row) j["rows"] = rows[k];
@@ -174,16 +179,10 @@ int run_grads(const GradsArgs& a) {
   }
   if (wants("jacobian")) {
     std::vector<std::vector<double>> sq;
-    for (size_t i = 0; i < batches.size(); ++i) {
-      auto s = jacobian_sq_norms(*model, batches[i], policy, a.probes, a.seed + i, a.exact_jacobian);
-      if (sq.size() < s.size()) sq.resize(s.size());
-      for (size_t k = 0; k < s.size(); ++k) sq[k].insert(sq[k].end(), s[k].begin(), s[k].end());
-    }
+    for (size_t i = 0; i < batches.size(); ++i)
+      gather(sq, jacobian_sq_norms(*model, batches[i], policy, a.probes, a.seed + i, a.exact_jacobian));
     for (size_t k = 0; k < sq.size(); ++k) {
-      double mean = 0;
-      for (double v : sq[k]) mean += v;
-      mean /= double(sq[k].size());
-      json j = {{"kind", "jacobian"}, {"policy", policy.str()}, {"k", k + 1}, {"frobenius", std::sqrt(mean)},
+      json j = {{"kind", "jacobian"}, {"policy", policy.str()}, {"k", k + 1}, {"frobenius", std::sqrt(mean(sq[k]))},
                 {"probes", a.exact_jacobian ? cfg.dim : a.probes}, {"exact", a.exact_jacobian}, {"source", source}};
       if (a.per_row) {
         std::vector<double> r;
