@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "data/safetensors.hpp"
@@ -247,7 +248,22 @@ int run_plot(const PlotArgs& a) {
   std::map<std::string, Series> lag_by, jac_by;           // by policy (grads files) or by step (probes)
   std::map<int, Series> mix;                              // layer-mix weight i over steps
   std::map<std::string, std::map<std::string, double>> bias;  // policy -> group -> rel_error
+  // A grads line belongs to the series of its policy, and of its source (checkpoint, batch file,
+  // JSONL file) when the input holds several: one line per policy or per checkpoint.
+  std::set<std::string> sources;
   for (const fs::path& f : files) {
+    std::ifstream in(f);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.find("\"kind\"") != std::string::npos) sources.insert(f.string() + json::parse(line).value("source", ""));
+  }
+  std::string current_file;
+  auto series_key = [&](const json& j) {
+    const std::string policy = j.value("policy", "");
+    return sources.size() > 1 ? fs::path(current_file).stem().string() + " " + j.value("source", "") + " " + policy : policy;
+  };
+  for (const fs::path& f : files) {
+    current_file = f.string();
     std::ifstream in(f);
     std::string line;
     int64_t lineno = 0;
@@ -277,12 +293,12 @@ int run_plot(const PlotArgs& a) {
           mix[int(i)].points.push_back({j["step"].get<double>(), w[i].get<double>()});
         }
       } else if (kind == "lag") {
-        auto& s = lag_by[j["policy"].get<std::string>()];
-        s.title = j["policy"].get<std::string>();
+        auto& s = lag_by[series_key(j)];
+        s.title = series_key(j);
         s.points.push_back({j["lag"].get<double>(), j["grad_norm"].get<double>()});
       } else if (kind == "jacobian") {
-        auto& s = jac_by[j["policy"].get<std::string>()];
-        s.title = j["policy"].get<std::string>();
+        auto& s = jac_by[series_key(j)];
+        s.title = series_key(j);
         s.points.push_back({j["k"].get<double>(), j["frobenius"].get<double>()});
       } else if (kind == "bias") {
         bias[j["policy"].get<std::string>()][j["group"].get<std::string>()] = j["rel_error"].get<double>();
