@@ -134,10 +134,16 @@ SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::stri
     const size_t esize = dtype_size(t.dtype);
     if (!esize) throw bad("unknown dtype " + t.dtype);
     if (!val["shape"].is_array()) throw bad("shape is not a list");
+    uint64_t elems = 1;
     for (auto& d : val["shape"]) {
       if (!d.is_number_unsigned()) throw bad("shape entries must be non-negative integers");
-      t.shape.push_back(d.get<int64_t>());
+      const uint64_t dim = d.get<uint64_t>();
+      // No tensor can hold more elements than the file has bytes; this also keeps the product from overflowing.
+      if (dim > buffer && !(dim > 0 && elems == 0)) throw bad("shape entry " + std::to_string(dim) + " exceeds the file's size");
+      elems = dim == 0 ? 0 : (elems > buffer / dim + 1 ? buffer + 1 : elems * dim);
+      t.shape.push_back(int64_t(dim));
     }
+    if (elems > buffer) throw bad("shape holds more elements than the data buffer has bytes");
     auto& off = val["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       throw bad("data_offsets must be [begin, end]");

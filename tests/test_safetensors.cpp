@@ -5,6 +5,7 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "autograd/rng.hpp"
 #include "models/weights.hpp"
 
 using namespace fbt;
@@ -71,6 +72,8 @@ TEST_CASE("safetensors: malformed files are rejected with the reason") {
   rejects(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8), "cover 4");
   rejects(with_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "non-negative");
   rejects(with_header(R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", 4), "needs dtype, shape");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})", 4),
+          "exceeds the file's size");
   rejects(with_header(R"({"__metadata__":{"k":3}})", 0), "not a string");
 }
 
@@ -115,4 +118,37 @@ TEST_CASE("weights: load errors name the tensor") {
   wrong.tensors["token_emb.weight"] = StTensor::from_f32({4, 5}, z);
   CHECK_THROWS_WITH(load_weights(m2, wrong, "w.safetensors"),
                     "w.safetensors: tensor 'token_emb.weight' has shape [4, 5], expected [5, 4]");
+}
+
+TEST_CASE("safetensors: thousands of corrupted files never crash the reader") {
+  SafeTensors st;
+  float a[6] = {1, 2, 3, 4, 5, 6};
+  int32_t ids[3] = {1, 2, 3};
+  st.tensors["a"] = StTensor::from_f32({2, 3}, a);
+  st.tensors["ids"] = StTensor::from_i32({3}, ids);
+  st.metadata["k"] = "v";
+  const std::vector<uint8_t> good = st.serialize();
+  Rng rng(123);
+  int rejected = 0, accepted = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::vector<uint8_t> f = good;
+    const int edits = 1 + int(rng.uniform() * 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = size_t(rng.uniform() * float(f.size()));
+      switch (int(rng.uniform() * 3)) {
+        case 0: f[at] = uint8_t(rng.uniform() * 256); break;       // flip a byte
+        case 1: f.resize(at); break;                                  // truncate
+        default: f.insert(f.begin() + long(at), uint8_t('9')); break;  // insert
+      }
+      if (f.empty()) break;
+    }
+    try {
+      SafeTensors::parse(f, "fuzz");
+      ++accepted;
+    } catch (const SafeTensorsError&) {
+      ++rejected;
+    }
+  }
+  CHECK(rejected > 1000);  // almost every corruption is caught, none crashes or throws anything else
+  CHECK(accepted + rejected == 3000);
 }
