@@ -136,6 +136,15 @@ TEST_CASE("cli: bad input gets one clear error and a non-zero exit") {
   CHECK(r.status != 0);
   CHECK(r.output.find("outside [0, num_tokens=11)") != std::string::npos);
 
+  std::vector<float> wrong_mem(2 * 3 * 8, 0.f);
+  batch.tensors["inputs"] = StTensor::from_i32({1, 4}, ids);
+  batch.tensors["memory"] = StTensor::from_f32({2, 3, 8}, wrong_mem.data());  // B = 2 for 1 row of inputs
+  batch.save(d / "mem.safetensors");
+  r = fbt_cli("forward --config " + d / "m.yaml" + " --weights " + d / "w.safetensors" + " --batch " +
+              d / "mem.safetensors --out " + d / "o.st");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("memory must be [B=1, m <= mem_len=5, D=8]") != std::string::npos);
+
   // Training config errors and corpora.
   const uint8_t odd[3] = {1, 2, 3};
   std::ofstream(d / "odd.bin", std::ios::binary).write((const char*)odd, 3);

@@ -21,8 +21,8 @@ ModelConfig cfg(int64_t seq_len, bool shared_kv, bool keep_last) {
   return c;
 }
 
-ProbeBatch batch(int64_t m, uint64_t seed) {
-  ProbeBatch b;
+CallBatch batch(int64_t m, uint64_t seed) {
+  CallBatch b;
   b.B = 2, b.T = 8, b.memory_rows = m;
   Rng r(seed);
   for (int64_t i = 0; i < b.B * b.T; ++i) {
@@ -34,7 +34,7 @@ ProbeBatch batch(int64_t m, uint64_t seed) {
   return b;
 }
 
-RefOutput reference(FeedbackTransformer& model, const ProbeBatch& b, const DetachPolicy& p, bool last) {
+RefOutput reference(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& p, bool last) {
   tape().reset();
   model.params().zero_grad();
   Tensor mt{const_cast<float*>(b.memory.data()), Shape{b.B, b.memory_rows, 6}, Device::CPU};
@@ -67,7 +67,7 @@ TEST_CASE("research: gradient norm by lag equals the reference's per-vector grad
   for (const Variant& v : kVariants) {
     FeedbackTransformer model(cfg(v.seq_len, v.shared, v.keep_last));
     fill_normal(model.params().values().data(), int64_t(model.params().numel()), 3, 0.4f);
-    ProbeBatch b = batch(v.m, 7);
+    CallBatch b = batch(v.m, 7);
     for (const std::string& p : v.policies) {
       INFO("seq_len " << v.seq_len << " policy " << p);
       const DetachPolicy pol = DetachPolicy::parse(p, v.seq_len);
@@ -92,7 +92,7 @@ TEST_CASE("research: truncation bias against brute-force gradients") {
   for (const Variant& v : kVariants) {
     FeedbackTransformer model(cfg(v.seq_len, v.shared, v.keep_last));
     fill_normal(model.params().values().data(), int64_t(model.params().numel()), 5, 0.4f);
-    ProbeBatch b = batch(v.m, 9);
+    CallBatch b = batch(v.m, 9);
     auto ref_grad = [&](const DetachPolicy& p) {
       RefOutput r = reference(model, b, p, false);
       tape().backward(r.loss);
@@ -127,7 +127,7 @@ TEST_CASE("research: exact Jacobian norms against a full brute-force Jacobian") 
   for (const Variant& v : kVariants) {
     FeedbackTransformer model(cfg(v.seq_len, v.shared, v.keep_last));
     fill_normal(model.params().values().data(), int64_t(model.params().numel()), 11, 0.4f);
-    ProbeBatch b = batch(v.m, 13);
+    CallBatch b = batch(v.m, 13);
     const DetachPolicy pol = DetachPolicy::parse(v.policies[1], v.seq_len);
     auto exact = jacobian_sq_norms(model, b, pol, 0, 1, true);
     // Brute force: one backward per output coordinate of m_{T-1}, through the reference.
@@ -159,7 +159,7 @@ TEST_CASE("research: exact Jacobian norms against a full brute-force Jacobian") 
 TEST_CASE("research: random probes estimate the Jacobian norm") {
   FeedbackTransformer model(cfg(1, true, false));
   fill_normal(model.params().values().data(), int64_t(model.params().numel()), 17, 0.4f);
-  ProbeBatch b = batch(0, 19);
+  CallBatch b = batch(0, 19);
   auto exact = jacobian_sq_norms(model, b, DetachPolicy{}, 0, 1, true);
   auto probed = jacobian_sq_norms(model, b, DetachPolicy{}, 800, 23, false);
   for (size_t k = 0; k < 3; ++k)  // the nearest lags, where the norm is far from zero

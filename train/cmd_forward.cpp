@@ -2,6 +2,7 @@
 // logits, loss, the memory after the call and (with --grads) every parameter's gradient.
 #include <fmt/core.h>
 
+#include "data/call_batch.hpp"
 #include "data/safetensors.hpp"
 #include "models/config.hpp"
 #include "models/weights.hpp"
@@ -13,12 +14,6 @@ namespace fbt::cli {
 namespace {
 std::vector<int64_t> dims(const Shape& s) { return std::vector<int64_t>(s.d.begin(), s.d.begin() + s.nd); }
 
-Shape to_shape(const std::vector<int64_t>& v, const std::string& what) {
-  check(v.size() <= size_t(Shape::kMaxDims), what, ": too many dimensions");
-  Shape s;
-  for (int64_t d : v) s.d[size_t(s.nd++)] = d;
-  return s;
-}
 }  // namespace
 
 int run_forward(const ForwardArgs& a) {
@@ -32,44 +27,19 @@ int run_forward(const ForwardArgs& a) {
     throw std::invalid_argument(std::string("--detach: ") + e.what());
   }
 
-  SafeTensors batch = SafeTensors::load(a.batch);
-  auto need = [&](const std::string& name) -> const StTensor& {
-    if (!batch.has(name)) throw SafeTensorsError(a.batch + ": missing tensor '" + name + "'");
-    return batch.at(name);
-  };
-  const StTensor& in = need("inputs");
-  const StTensor& tg = need("targets");
-  check(in.shape.size() == 2, a.batch, ": inputs must be [B, T], got rank ", in.shape.size());
-  check(tg.shape == in.shape, a.batch, ": targets shape differs from inputs shape");
-  const int64_t B = in.shape[0], T = in.shape[1];
-  std::vector<int32_t> tokens = in.to_i32(a.batch + ": inputs"), targets = tg.to_i32(a.batch + ": targets");
-  for (size_t i = 0; i < tokens.size(); ++i)
-    check(tokens[i] >= 0 && tokens[i] < cfg.num_tokens && targets[i] >= 0 && targets[i] < cfg.num_tokens, a.batch,
-          ": token id at flat position ", i, " outside [0, num_tokens=", cfg.num_tokens, ")");
-
-  std::vector<float> mem_data, ctx_data;
-  Tensor memory;
-  if (batch.has("memory")) {
-    const StTensor& m = batch.at("memory");
-    mem_data = m.to_f32(a.batch + ": memory");
-    memory = Tensor{mem_data.data(), to_shape(m.shape, "memory"), Device::CPU};
-  }
+  const CallBatch b = load_call_batch(a.batch, cfg);
+  const int64_t B = b.B, T = b.T;
+  Tensor memory{const_cast<float*>(b.memory.data()), Shape{B, b.memory_rows, cfg.dim}, Device::CPU};
   tape().reset();
   Var context;
-  if (batch.has("context")) {
-    const StTensor& c = batch.at("context");
-    ctx_data = c.to_f32(a.batch + ": context");
-    context = tape().leaf_copy(Tensor{ctx_data.data(), to_shape(c.shape, "context"), Device::CPU});
-  }
-  for (auto& [name, t] : batch.tensors)
-    check(name == "inputs" || name == "targets" || name == "memory" || name == "context", a.batch,
-          ": unexpected tensor '", name, "' (expected inputs, targets, memory, context)");
+  if (b.context_rows)
+    context = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{B, b.context_rows, cfg.dim}, Device::CPU});
 
   SafeTensors out;
   {
     std::unique_ptr<NoGradScope> ng;
     if (!a.grads) ng = std::make_unique<NoGradScope>();
-    ForwardOutput r = model.forward(tokens.data(), B, T, memory.data ? &memory : nullptr, context, targets.data(), policy);
+    ForwardOutput r = model.forward(b.tokens.data(), B, T, b.memory_rows ? &memory : nullptr, context, b.targets.data(), policy);
     if (a.grads) {
       model.params().zero_grad();
       tape().backward(r.loss);

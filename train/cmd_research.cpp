@@ -28,45 +28,18 @@ namespace fbt::cli {
 
 namespace {
 
-std::vector<ProbeBatch> batches_from_file(const GradsArgs& a, const ModelConfig& cfg) {
-  SafeTensors st = SafeTensors::load(a.batch);
-  check(st.has("inputs") && st.has("targets"), a.batch, ": needs tensors 'inputs' and 'targets'");
-  const StTensor& in = st.at("inputs");
-  check(in.shape.size() == 2 && st.at("targets").shape == in.shape, a.batch, ": inputs/targets must be [B, T] alike");
-  ProbeBatch b;
-  b.B = in.shape[0], b.T = in.shape[1];
-  b.tokens = in.to_i32(a.batch + ": inputs");
-  b.targets = st.at("targets").to_i32(a.batch + ": targets");
-  for (size_t i = 0; i < b.tokens.size(); ++i)
-    check(b.tokens[i] >= 0 && b.tokens[i] < cfg.num_tokens && b.targets[i] >= 0 && b.targets[i] < cfg.num_tokens,
-          a.batch, ": token id at flat position ", i, " outside [0, ", cfg.num_tokens, ")");
-  if (st.has("memory")) {
-    const StTensor& m = st.at("memory");
-    check(m.shape.size() == 3, a.batch, ": memory must be [B, m, D]");
-    b.memory = m.to_f32(a.batch + ": memory");
-    b.memory_rows = m.shape[1];
-  }
-  if (st.has("context")) {
-    const StTensor& c = st.at("context");
-    check(c.shape.size() == 3, a.batch, ": context must be [B, Tc, D]");
-    b.context = c.to_f32(a.batch + ": context");
-    b.context_rows = c.shape[1];
-  }
-  return {b};
-}
-
 // Consecutive calls over a split's streams, each starting from the state the previous returned.
-std::vector<ProbeBatch> batches_from_split(const GradsArgs& a, const RunConfig& rc, FeedbackTransformer& model) {
+std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& rc, FeedbackTransformer& model) {
   std::string path = a.split == "valid" ? rc.data.valid : a.split == "test" ? rc.data.test : a.split == "train" ? rc.data.train : "";
   check(!path.empty(), "--split ", a.split, ": no such split in ", rc.source);
   Corpus corpus(path, rc.data.format, rc.model.num_tokens);
   StreamBatcher batcher(corpus, rc.train.batch_size, rc.train.bptt);
-  std::vector<ProbeBatch> out;
+  std::vector<CallBatch> out;
   std::vector<float> memory;
   int64_t m = 0;
   const int64_t B = rc.train.batch_size;
   for (int64_t i = 0; i < a.batches; ++i) {
-    ProbeBatch b;
+    CallBatch b;
     b.B = B;
     b.tokens.resize(size_t(B * rc.train.bptt));
     b.targets.resize(size_t(B * rc.train.bptt));
@@ -111,14 +84,14 @@ int run_grads(const GradsArgs& a) {
   const bool from_files = !a.weights.empty();
   check(from_files != !a.checkpoint.empty(), "give either --weights and --batch, or --checkpoint (with --config)");
   std::unique_ptr<FeedbackTransformer> model;
-  std::vector<ProbeBatch> batches;
+  std::vector<CallBatch> batches;
   ModelConfig cfg;
   if (from_files) {
     check(!a.batch.empty(), "--weights needs --batch");
     cfg = load_model_config(a.config);
     model = std::make_unique<FeedbackTransformer>(cfg);
     load_weights(*model, SafeTensors::load(a.weights), a.weights);
-    batches = batches_from_file(a, cfg);
+    batches = {load_call_batch(a.batch, cfg)};
   } else {
     RunConfig rc = load_run_config(a.config);
     if (rc.train.threads > 0) omp_set_num_threads(int(rc.train.threads));
@@ -146,7 +119,7 @@ int run_grads(const GradsArgs& a) {
 
   if (wants("lag")) {  // per lag: all batch rows of all batches
     std::vector<std::vector<double>> rows;
-    for (const ProbeBatch& b : batches) gather(rows, grad_norm_by_lag(*model, b, policy));
+    for (const CallBatch& b : batches) gather(rows, grad_norm_by_lag(*model, b, policy));
     for (size_t k = 0; k < rows.size(); ++k) {
       json j = {{"kind", "lag"},   {"policy", policy.str()},          {"lag", k + 1}, {"grad_norm", mean(rows[k])},
                 {"median", median(rows[k])}, {"max", *std::max_element(rows[k].begin(), rows[k].end())},
@@ -158,7 +131,7 @@ int run_grads(const GradsArgs& a) {
   if (wants("bias")) {
     auto total_gradient = [&](const DetachPolicy& p) {
       std::vector<double> g(model->params().numel(), 0.0);
-      for (const ProbeBatch& b : batches) {
+      for (const CallBatch& b : batches) {
         auto gb = parameter_gradient(*model, b, p);
         for (size_t i = 0; i < g.size(); ++i) g[i] += gb[i] / double(batches.size());
       }

@@ -11,7 +11,7 @@ namespace fbt {
 namespace {
 
 // Runs the model on a batch with recording on; the caller takes what it needs before reset.
-ForwardOutput run(FeedbackTransformer& model, const ProbeBatch& b, const DetachPolicy& policy, bool with_loss) {
+ForwardOutput run(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy, bool with_loss) {
   tape().reset();
   model.params().zero_grad();
   const int64_t D = model.config().dim;
@@ -40,7 +40,7 @@ double norm_sq(const float* x, int64_t n) {
 
 }  // namespace
 
-std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, const ProbeBatch& b,
+std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, const CallBatch& b,
                                                   const DetachPolicy& policy) {
   const int64_t D = model.config().dim, T = b.T, B = b.B;
   ForwardOutput o = run(model, b, policy, false);
@@ -55,7 +55,7 @@ std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, co
   return out;
 }
 
-std::vector<double> parameter_gradient(FeedbackTransformer& model, const ProbeBatch& b, const DetachPolicy& policy) {
+std::vector<double> parameter_gradient(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy) {
   ForwardOutput o = run(model, b, policy, true);
   tape().backward(o.loss);
   std::vector<double> g(model.params().grads().begin(), model.params().grads().end());
@@ -98,7 +98,7 @@ std::vector<BiasRow> truncation_bias(const FeedbackTransformer& model, const std
   return rows;
 }
 
-std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, const ProbeBatch& b,
+std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, const CallBatch& b,
                                                    const DetachPolicy& policy, int64_t probes, uint64_t seed,
                                                    bool exact) {
   const int64_t D = model.config().dim, T = b.T, B = b.B;

@@ -8,27 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "data/call_batch.hpp"
 #include "models/feedback_transformer.hpp"
 
 namespace fbt {
 
-// One call's inputs: tokens and targets (B,T), optional carried memory (B,m,D) and context (B,Tc,D).
-struct ProbeBatch {
-  int64_t B = 0, T = 0;
-  std::vector<int32_t> tokens, targets;
-  std::vector<float> memory;  // empty: no state
-  int64_t memory_rows = 0;
-  std::vector<float> context;
-  int64_t context_rows = 0;
-};
-
 // Per batch row b and lag k = T-1-u (u < T-1): ||d loss_last / d m_u[b]||_2; result[k-1][b].
-std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, const ProbeBatch& batch,
+std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, const CallBatch& batch,
                                                   const DetachPolicy& policy);
 
 // Gradient of the mean loss over all positions under `policy`, as one flat vector in parameter
 // block order (added onto `accum` when given, for averaging over batches).
-std::vector<double> parameter_gradient(FeedbackTransformer& model, const ProbeBatch& batch, const DetachPolicy& policy);
+std::vector<double> parameter_gradient(FeedbackTransformer& model, const CallBatch& batch, const DetachPolicy& policy);
 
 struct BiasRow {
   std::string group;  // "all" or a parameter group (param_group())
@@ -44,7 +35,7 @@ std::string param_group(const std::string& name);
 // Squared Frobenius norm estimates of d m_{T-1} / d m_{T-1-k} per batch row: result[k-1][b].
 // With exact, the probes are the D unit vectors (the exact norm); else `probes` vectors v ~ N(0, I),
 // using E ||J^T v||^2 = ||J||_F^2.
-std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, const ProbeBatch& batch,
+std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, const CallBatch& batch,
                                                    const DetachPolicy& policy, int64_t probes, uint64_t seed,
                                                    bool exact);
 

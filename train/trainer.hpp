@@ -55,7 +55,7 @@ class Trainer {
   std::unique_ptr<StreamBatcher> batcher_;
   DetachPolicy policy_;
   std::vector<int32_t> inputs_, targets_;
-  ProbeBatch probe_batch_;  // the batch of the last step, when a probe follows it
+  CallBatch probe_batch_;  // the batch of the last step, when a probe follows it
   std::string ckpt_dir_;
   bool tty_ = false;
 };
