@@ -97,18 +97,13 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     if (m0) std::memcpy(mem_buf.data + b * cap * D, memory->data + b * m0 * D, sizeof(float) * size_t(m0 * D));
 
   // Key/value caches, one per distinct projection; see the header for the two gradients.
-  struct Cache {
-    Var P, diff, cnst;
-  };
-  std::vector<Cache> caches;
+  std::vector<KVCache> caches;
   for (int64_t k = 0; k < (c.shared_kv ? 1 : L); ++k) {
     Var storage = tp.leaf({B, cap, 2 * I});
     Var P = c.shared_kv ? shared_kv_ : layers_[size_t(k)].to_kv.W;
     caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true)});
   }
-  auto project = [&](Var vectors, int64_t row) {
-    for (Cache& kc : caches) project_memory(vectors, mem_norm_.w, mem_norm_.b, kc.P, kc.diff, kc.cnst, row);
-  };
+  auto project = [&](Var vectors, int64_t row) { project_memory(vectors, mem_norm_.w, mem_norm_.b, caches, row); };
   if (m0) {
     Var carried = tp.leaf_copy(*memory);  // a constant: gradients never flow into a received state
     project(carried, 0);
@@ -144,7 +139,7 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     std::vector<Var> hs{h};
     for (int64_t l = 0; l < L; ++l) {
       const Layer& ly = layers_[size_t(l)];
-      Cache& kc = caches[c.shared_kv ? 0 : size_t(l)];
+      const KVCache& kc = caches[c.shared_kv ? 0 : size_t(l)];
       Var q = scale(ly.to_q(ly.attn_norm(h)), q_scale);  // (B,n,I)
       std::vector<KVSegment> segs;
       if (split > lo) segs.push_back({kc.cnst, lo, split - lo});

@@ -55,55 +55,69 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   return out;
 }
 
-void project_memory(Var mem, Var norm_w, Var norm_b, Var P, Var cache_diff, Var cache_const, int64_t row) {
-  const Shape& cs = cache_diff.shape();
-  check(mem.shape().nd == 3 && P.shape().nd == 2 && P.shape()[1] == mem.shape()[2] && cs.nd == 3 &&
-            cs[0] == mem.shape()[0] && cs[2] == P.shape()[0] && row >= 0 && row + mem.shape()[1] <= cs[1],
-        "project_memory: memory ", mem.shape(), " with projection ", P.shape(), " into rows from ", row, " of ", cs);
-  check(cache_const.data() == cache_diff.data(), "project_memory: the two caches must share storage");
-  const int64_t B = mem.shape()[0], n = mem.shape()[1], D = mem.shape()[2], KV = P.shape()[0], R = cs[1];
+void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>& caches, int64_t row) {
+  const int64_t B = mem.shape()[0], n = mem.shape()[1], D = mem.shape()[2];
+  for (const KVCache& c : caches) {
+    const Shape& cs = c.diff.shape();
+    check(mem.shape().nd == 3 && c.P.shape().nd == 2 && c.P.shape()[1] == D && cs.nd == 3 && cs[0] == B &&
+              cs[2] == c.P.shape()[0] && row >= 0 && row + n <= cs[1],
+          "project_memory: memory ", mem.shape(), " with projection ", c.P.shape(), " into rows from ", row, " of ", cs);
+    check(c.cnst.data() == c.diff.data(), "project_memory: the two caches must share storage");
+  }
   Arena& arena = tape().arena();
+  // mem_norm once for all caches (one per layer without shared_kv).
   Tensor normed = arena.alloc({B * n, D});
   float* mean = arena.alloc_floats(size_t(B * n));
   float* rstd = arena.alloc_floats(size_t(B * n));
   cpu::layernorm_forward(normed.data, mean, rstd, mem.data(), norm_w.data(), norm_b.data(), B * n, D);
-  Tensor kv = arena.alloc({B * n, KV});
-  cpu::linear_forward(kv.data, normed.data, P.data(), nullptr, B * n, D, KV);
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(cache_diff.data() + (b * R + row) * KV, kv.data + b * n * KV, sizeof(float) * size_t(n * KV));
+  for (const KVCache& c : caches) {
+    const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
+    Tensor kv = arena.alloc({B * n, KV});
+    cpu::linear_forward(kv.data, normed.data, c.P.data(), nullptr, B * n, D, KV);
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(c.diff.data() + (b * R + row) * KV, kv.data + b * n * KV, sizeof(float) * size_t(n * KV));
+  }
 
-  const bool params_need = norm_w.requires_grad() || norm_b.requires_grad() || P.requires_grad();
-  if (!tape().recording() || !(params_need || mem.requires_grad())) return;
+  bool needs = mem.requires_grad() || norm_w.requires_grad() || norm_b.requires_grad();
+  for (const KVCache& c : caches) needs = needs || c.P.requires_grad();
+  if (!tape().recording() || !needs) return;
   tape().record(Var(), [=] {
     Tape& t = tape();
-    // Gather this projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
-    Tensor gd = t.grad(cache_diff), gc = t.grad(cache_const);
     Arena& a = t.arena();
-    float* g_diff = a.alloc_floats(size_t(B * n * KV));
-    float* g_all = a.alloc_floats(size_t(B * n * KV));
-    bool any_const = false;  // policy none: rows written in the call are never read as constants
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < n * KV; ++i) {
-        const int64_t src = (b * R + row) * KV + i, dst = b * n * KV + i;
-        const float c = gc.data ? gc.data[src] : 0.f;
-        g_diff[dst] = gd.data ? gd.data[src] : 0.f;
-        g_all[dst] = g_diff[dst] + c;
-        any_const = any_const || c != 0.f;
-      }
-    float* dn_all = a.alloc_floats(size_t(B * n * D));
-    std::memset(dn_all, 0, sizeof(float) * size_t(B * n * D));
-    if (P.requires_grad()) t.defer_weight_grad(t.grad(P).data, g_all, normed.data, B * n, D, KV);
-    cpu::linear_backward_input(dn_all, g_all, P.data(), B * n, D, KV);
-    cpu::layernorm_backward_params(t.grad(norm_w).data, t.grad(norm_b).data, dn_all, mem.data(), mean, rstd, B * n, D);
-    if (mem.requires_grad()) {
-      float* dn_diff = dn_all;  // the same product unless some reader held these rows constant
-      if (any_const) {
-        dn_diff = a.alloc_floats(size_t(B * n * D));
-        std::memset(dn_diff, 0, sizeof(float) * size_t(B * n * D));
-        cpu::linear_backward_input(dn_diff, g_diff, P.data(), B * n, D, KV);
-      }
-      cpu::layernorm_backward_input(t.grad(mem).data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
+    const int64_t ND = B * n * D;
+    // dn_all: what the normalized vectors receive from every reader (trains P and the norm);
+    // dn_diff: only from readers allowed to differentiate into the memory vectors.
+    float* dn_all = a.alloc_floats(size_t(ND));
+    float* dn_diff = a.alloc_floats(size_t(ND));
+    std::memset(dn_all, 0, sizeof(float) * size_t(ND));
+    std::memset(dn_diff, 0, sizeof(float) * size_t(ND));
+    for (const KVCache& c : caches) {
+      const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
+      // This projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
+      Tensor gd = t.grad(c.diff), gc = t.grad(c.cnst);
+      float* g_diff = a.alloc_floats(size_t(B * n * KV));
+      float* g_all = a.alloc_floats(size_t(B * n * KV));
+      bool any_const = false;  // policy none: rows written in the call are never read as constants
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < n * KV; ++i) {
+          const int64_t src = (b * R + row) * KV + i, dst = b * n * KV + i;
+          const float k = gc.data ? gc.data[src] : 0.f;
+          g_diff[dst] = gd.data ? gd.data[src] : 0.f;
+          g_all[dst] = g_diff[dst] + k;
+          any_const = any_const || k != 0.f;
+        }
+      if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, g_all, normed.data, B * n, D, KV);
+      float* prod = a.alloc_floats(size_t(ND));
+      std::memset(prod, 0, sizeof(float) * size_t(ND));
+      cpu::linear_backward_input(prod, g_all, c.P.data(), B * n, D, KV);
+      cpu::axpy(dn_all, 1.f, prod, ND);
+      if (!mem.requires_grad()) continue;
+      if (any_const) cpu::linear_backward_input(dn_diff, g_diff, c.P.data(), B * n, D, KV);
+      else cpu::axpy(dn_diff, 1.f, prod, ND);  // the same product: no reader held these rows constant
     }
+    cpu::layernorm_backward_params(t.grad(norm_w).data, t.grad(norm_b).data, dn_all, mem.data(), mean, rstd, B * n, D);
+    if (mem.requires_grad())
+      cpu::layernorm_backward_input(t.grad(mem).data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
   });
 }
 

@@ -51,12 +51,16 @@ struct KVSegment {
 Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
               float dropout_p = 0.f, Rng* rng = nullptr);
 
-// Projects memory vectors into a key/value cache: rows [row, row+n) of the shared storage of
-// cache_diff/cache_const (B,R,2I) become layernorm(mem) P^T.  mem:(B,n,D)  P:(2I,D).
-// Gradient read back from those rows of BOTH caches reaches P and the norm's parameters; only
-// the rows' cache_diff gradient reaches mem: a reader of cache_const treats the memory vector
-// as a constant, as MODEL.md's detachment policies require.
-void project_memory(Var mem, Var norm_w, Var norm_b, Var P, Var cache_diff, Var cache_const, int64_t row);
+// A key/value cache (B,R,2I) of one projection P (2I,D): one storage, two gradient views.
+struct KVCache {
+  Var P, diff, cnst;
+};
+// Projects memory vectors into key/value caches: rows [row, row+n) of each cache's storage
+// become layernorm(mem) P^T (the norm computed once for all).  mem:(B,n,D).
+// Gradient read back from those rows of BOTH views reaches P and the norm's parameters; only the
+// rows' `diff` gradient reaches mem: a reader of `cnst` treats the memory vector as a constant,
+// as MODEL.md's detachment policies require.
+void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>& caches, int64_t row);
 
 // sqrt of the sum of squares of all gradients (double accumulation).
 double global_grad_norm(const ParamStore& params);

@@ -207,7 +207,7 @@ TEST_CASE("grad: memory projection into the key value cache") {
   auto f = [&](bool first_row_constant) {
     Var cache = tape().leaf({B, R, 2 * I});
     Var diff = tape().alias(cache, true), cnst = tape().alias(cache, true);
-    project_memory(mem, w, b, P, diff, cnst, 1);
+    project_memory(mem, w, b, {{P, diff, cnst}}, 1);
     return attention(q, {{first_row_constant ? cnst : diff, 1, 1}, {diff, 2, 1}}, {0, 0}, Var(), 2);
   };
   // Every row differentiable: the memory gets its full gradient.
@@ -215,6 +215,21 @@ TEST_CASE("grad: memory projection into the key value cache") {
   // A row read as a constant still trains the projection and the norm.
   tape().zero_grad();
   CHECK_GRADS([&] { return f(true); }, (std::vector<Var>{w, b, P, q}));
+}
+
+TEST_CASE("grad: memory projection into two caches shares one norm") {
+  tape().reset();
+  const int64_t B = 2, n = 2, D = 5, I = 4, R = 2;
+  Var mem = random_leaf({B, n, D}, 60), w = random_leaf({D}, 61), b = random_leaf({D}, 62),
+      P1 = random_leaf({2 * I, D}, 63), P2 = random_leaf({2 * I, D}, 64), q = random_leaf({B, 1, I}, 65);
+  auto f = [&] {
+    Var s1 = tape().leaf({B, R, 2 * I}), s2 = tape().leaf({B, R, 2 * I});
+    KVCache c1{P1, tape().alias(s1, true), tape().alias(s1, true)}, c2{P2, tape().alias(s2, true), tape().alias(s2, true)};
+    project_memory(mem, w, b, {c1, c2}, 0);
+    return add(attention(q, {{c1.cnst, 0, 1}, {c1.diff, 1, 1}}, {0, 0}, Var(), 2),
+               attention(q, {{c2.diff, 0, 2}}, {0, 0}, Var(), 2));
+  };
+  CHECK_GRADS(f, (std::vector<Var>{w, b, P1, P2, q}));
 }
 
 TEST_CASE("grad: memory projection treats constant rows as constants") {
@@ -229,7 +244,7 @@ TEST_CASE("grad: memory projection treats constant rows as constants") {
     if (variant == 0) {
       Var cache = tape().leaf({B, R, 2 * I});
       Var diff = tape().alias(cache, true), cnst = tape().alias(cache, true);
-      project_memory(mem, w, b, P, diff, cnst, 0);
+      project_memory(mem, w, b, {{P, diff, cnst}}, 0);
       out = attention(q, {{cnst, 0, 1}, {diff, 1, 1}}, {0, 0}, Var(), 2);
     } else {
       Var kd = linear(layernorm(mem, w, b), P), kc = linear(layernorm(detach(mem), w, b), P);
