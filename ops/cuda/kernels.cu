@@ -124,6 +124,19 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
 // ---- layer norm: a warp per row ----
 
 namespace {
+// Sum of one value per thread of a kThreads-wide block, in a fixed tree order (deterministic);
+// the result is valid in thread 0.
+__device__ inline double block_sum(double v) {
+  __shared__ double part[kThreads];
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  return part[0];
+}
+
 __device__ inline float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -368,16 +381,10 @@ __global__ void weighted_sum_dx_k(float* const* dxs, const float* dy, const floa
 }
 // One block per k: <dy, x_k> reduced in a fixed tree order; then the softmax backward.
 __global__ void weighted_sum_dots_k(double* da, const float* dy, const float* const* xs, int64_t n) {
-  __shared__ double part[kThreads];
   double s = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += double(dy[i]) * double(xs[blockIdx.x][i]);
-  part[threadIdx.x] = s;
-  __syncthreads();
-  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) da[blockIdx.x] = part[0];
+  s = block_sum(s);
+  if (threadIdx.x == 0) da[blockIdx.x] = s;
 }
 __global__ void weighted_sum_dw_k(float* dw, const double* da, const float* a, int64_t K) {
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
@@ -581,17 +588,11 @@ __global__ void adamw_k(float* w, float* m, float* v, const float* g, const uint
   w[i] -= (lr / bc1) * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
 }
 __global__ void sum_squares_k(double* part, const float* x, int64_t n) {
-  __shared__ double s[kThreads];
   double acc = 0.0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     acc += double(x[i]) * double(x[i]);
-  s[threadIdx.x] = acc;
-  __syncthreads();
-  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-    if (int(threadIdx.x) < o) s[threadIdx.x] += s[threadIdx.x + o];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) part[blockIdx.x] = s[0];
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 }  // namespace
 
