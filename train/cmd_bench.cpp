@@ -1,4 +1,4 @@
-// `fbt bench`: times full training steps (forward, backward, AdamW) on random tokens with a
+// `fbt bench`: times full training steps (TrainLoop: forward, backward, clipping, AdamW) on random tokens with a
 // config's model and train.batch_size / bptt / threads, and measures this machine's SGEMM peak
 // in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line.
 #include <fmt/core.h>
@@ -9,10 +9,9 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "models/detach_policy.hpp"
 #include "train/commands.hpp"
 #include "train/config.hpp"
-#include "train/optimizer.hpp"
+#include "train/trainer.hpp"
 #include "models/feedback_transformer.hpp"
 
 namespace fbt::cli {
@@ -58,27 +57,16 @@ int run_bench(const BenchArgs& a) {
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
   FeedbackTransformer model(cfg.model);
   model.init(t.seed);
-  AdamW opt(model.params(), AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay});
-  const DetachPolicy policy = DetachPolicy::parse(t.detach, cfg.model.seq_len);
+  TrainLoop loop(model, loop_config(cfg));
   const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
-  Rng data_rng(t.seed), dropout_rng(t.seed + 1);
+  Rng data_rng(t.seed);
   std::vector<int32_t> in(size_t(B * T)), tg(size_t(B * T));
-  std::vector<float> memory;
-  int64_t m = 0;
   auto step = [&] {
     for (size_t i = 0; i < in.size(); ++i) {
       in[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
       tg[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
     }
-    tape().reset();
-    model.params().zero_grad();
-    Tensor mem{memory.data(), Shape{B, m, cfg.model.dim}, Device::CPU};
-    ForwardOutput o = model.forward(in.data(), B, T, m ? &mem : nullptr, Var(), tg.data(), policy, true, &dropout_rng);
-    tape().backward(o.loss);
-    clip_grad_norm(model.params(), t.clip);
-    opt.step(t.lr);
-    m = o.memory.shape[1];
-    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    loop.step(in.data(), tg.data(), B, T);  // memory carried between steps, as in training
   };
   step();  // warm-up: arena sized, memory full
   const auto t0 = std::chrono::steady_clock::now();

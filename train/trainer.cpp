@@ -95,15 +95,22 @@ void truncate_metrics(const std::string& path, int64_t step) {
 
 }  // namespace
 
+LoopConfig loop_config(const RunConfig& cfg) {
+  const TrainConfig& t = cfg.train;
+  LoopConfig lc;
+  lc.lr = t.lr, lc.warmup = t.warmup, lc.total_steps = t.steps, lc.cosine = t.schedule == "cosine", lc.min_lr = t.min_lr;
+  lc.clip = t.clip, lc.adam = AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay};
+  lc.detach = DetachPolicy::parse(t.detach, cfg.model.seq_len), lc.seed = t.seed;
+  return lc;
+}
+
 Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg) {
   const TrainConfig& t = cfg_.train;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
-  policy_ = DetachPolicy::parse(t.detach, cfg_.model.seq_len);
+  const LoopConfig lc = loop_config(cfg_);
+  policy_ = lc.detach;
   model_ = std::make_unique<FeedbackTransformer>(cfg_.model);
   model_->init(t.seed);
-  LoopConfig lc;
-  lc.lr = t.lr, lc.warmup = t.warmup, lc.total_steps = t.steps, lc.cosine = t.schedule == "cosine", lc.min_lr = t.min_lr;
-  lc.clip = t.clip, lc.adam = AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay}, lc.detach = policy_, lc.seed = t.seed;
   loop_ = std::make_unique<TrainLoop>(*model_, lc);
   train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data.format, cfg_.model.num_tokens);
@@ -184,7 +191,7 @@ void Trainer::save_checkpoint() {
   const fs::path tmp_dir = fs::path(ckpt_dir_) / (step_dir_name(step()) + ".tmp");
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
-  weights_to_safetensors(*model_).save((tmp_dir / "model.safetensors").string());
+  save_model(*model_, (tmp_dir / "model.safetensors").string());
 
   SafeTensors state;
   const int64_t P = int64_t(model_->params().numel());
@@ -332,7 +339,7 @@ void Trainer::run(bool resume, int64_t stop_at) {
   }
   if (!evaluated) run_eval(true);
   if (!saved) save_checkpoint();
-  weights_to_safetensors(*model_).save((fs::path(t.out_dir) / "model.safetensors").string());
+  save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string());
   fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
 
   if (t.sample_tokens > 0 && cfg_.model.num_tokens == 256) {

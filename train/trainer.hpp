@@ -28,6 +28,9 @@ struct EvalResult {
 EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t streams, int64_t bptt,
                     int64_t max_tokens = 0, bool show_progress = false);
 
+// The training step a run config describes (schedule, clipping, AdamW, policy, dropout seed).
+LoopConfig loop_config(const RunConfig& cfg);
+
 class Trainer {
  public:
   explicit Trainer(const RunConfig& cfg);
