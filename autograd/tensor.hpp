@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace fbt {
 
@@ -40,6 +41,7 @@ struct Shape {
   // Product of all dimensions but the last: the row count of a (N, C) view.
   int64_t rows() const { return nd == 0 ? 1 : numel() / d[nd - 1]; }
   int64_t cols() const { return nd == 0 ? 1 : d[nd - 1]; }
+  std::vector<int64_t> dims() const { return std::vector<int64_t>(d.begin(), d.begin() + nd); }
   std::string str() const {
     std::string s = "[";
     for (int i = 0; i < nd; ++i) s += (i ? ", " : "") + std::to_string(d[i]);

@@ -7,7 +7,6 @@
 namespace fbt {
 
 namespace {
-std::vector<int64_t> dims(const Shape& s) { return std::vector<int64_t>(s.d.begin(), s.d.begin() + s.nd); }
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
@@ -58,7 +57,7 @@ SafeTensors weights_to_safetensors(const FeedbackTransformer& model) {
   const ParamStore& ps = model.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     Var p = ps.at(i);
-    st.tensors[ps.names()[i]] = StTensor::from_f32(dims(p.shape()), p.data());
+    st.tensors[ps.names()[i]] = StTensor::from_f32(p.shape().dims(), p.data());
   }
   st.metadata["format"] = "pt";
   st.metadata["fbt_model_config"] = model_config_to_json(model.config());
@@ -69,7 +68,7 @@ void add_gradients(SafeTensors& st, const FeedbackTransformer& model) {
   const ParamStore& ps = model.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     Var p = ps.at(i);
-    st.tensors["grad." + ps.names()[i]] = StTensor::from_f32(dims(p.shape()), p.grad().data);
+    st.tensors["grad." + ps.names()[i]] = StTensor::from_f32(p.shape().dims(), p.grad().data);
   }
 }
 
@@ -84,9 +83,9 @@ void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::
     const StTensor& t = st.at(name);
     Var p = ps.at(i);
     if (t.dtype != "F32") throw SafeTensorsError(source + ": tensor '" + name + "' has dtype " + t.dtype + ", expected F32");
-    if (t.shape != dims(p.shape()))
+    if (t.shape != p.shape().dims())
       throw SafeTensorsError(source + ": tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                             shape_str(dims(p.shape())));
+                             p.shape().str());
     std::memcpy(p.data(), t.bytes.data(), t.bytes.size());
   }
 }

@@ -11,11 +11,6 @@
 
 namespace fbt::cli {
 
-namespace {
-std::vector<int64_t> dims(const Shape& s) { return std::vector<int64_t>(s.d.begin(), s.d.begin() + s.nd); }
-
-}  // namespace
-
 int run_forward(const ForwardArgs& a) {
   ModelConfig cfg = load_model_config(a.config);
   FeedbackTransformer model(cfg);
@@ -45,9 +40,9 @@ int run_forward(const ForwardArgs& a) {
       tape().backward(r.loss);
       add_gradients(out, model);
     }
-    out.tensors["logits"] = StTensor::from_f32(dims(r.logits.shape()), r.logits.data());
+    out.tensors["logits"] = StTensor::from_f32(r.logits.shape().dims(), r.logits.data());
     out.tensors["loss"] = StTensor::from_f32({}, r.loss.data());
-    out.tensors["memory"] = StTensor::from_f32(dims(r.memory.shape), r.memory.data);
+    out.tensors["memory"] = StTensor::from_f32(r.memory.shape.dims(), r.memory.data);
     fmt::print("loss {:.6f}  logits [{}, {}, {}]  memory [{}, {}, {}]{}\n", r.loss.data()[0], B, T, cfg.num_tokens, B,
                r.memory.shape[1], cfg.dim, a.grads ? fmt::format("  grads under detach {}", policy.str()) : "");
   }
