@@ -30,8 +30,7 @@ namespace {
 
 // Consecutive calls over a split's streams, each starting from the state the previous returned.
 std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& rc, FeedbackTransformer& model) {
-  std::string path = a.split == "valid" ? rc.data.valid : a.split == "test" ? rc.data.test : a.split == "train" ? rc.data.train : "";
-  check(!path.empty(), "--split ", a.split, ": no such split in ", rc.source);
+  const std::string& path = rc.data.split(a.split);
   Corpus corpus(path, rc.data.format, rc.model.num_tokens);
   StreamBatcher batcher(corpus, rc.train.batch_size, rc.train.bptt);
   std::vector<CallBatch> out;

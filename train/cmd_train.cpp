@@ -25,19 +25,13 @@ int run_train(const TrainArgs& a) {
 
 int run_eval(const EvalArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides);
-  std::string path;
-  if (a.split == "valid") path = cfg.data.valid;
-  else if (a.split == "test") path = cfg.data.test;
-  else if (a.split == "train") path = cfg.data.train;
-  else throw std::invalid_argument("--split " + a.split + ": expected valid, test or train");
-  if (path.empty()) throw std::invalid_argument(cfg.source + ": data.test is not set, so --split test has nothing to read");
+  const std::string& path = cfg.data.split(a.split);
   if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
   auto model = load_model(a.checkpoint);
   if (model->config().num_tokens != cfg.model.num_tokens)
     throw std::runtime_error(a.checkpoint + ": model vocabulary differs from the config's");
   Corpus corpus(path, cfg.data.format, cfg.model.num_tokens);
-  const int64_t streams = cfg.train.eval_batch_size ? cfg.train.eval_batch_size : cfg.train.batch_size;
-  EvalResult r = evaluate(*model, corpus, streams, cfg.train.bptt, 0, true);
+  EvalResult r = evaluate(*model, corpus, cfg.train.eval_streams(), cfg.train.bptt, 0, true);
   fmt::print("\r\x1b[K{} ({}): loss {:.4f} nats | bpc {:.4f} | ppl {:.3f} | {} tokens\n", a.split, path, r.loss, r.bpc(),
              r.perplexity(), r.tokens);
   return 0;

@@ -9,6 +9,13 @@
 
 namespace fbt {
 
+const std::string& DataConfig::split(const std::string& name) const {
+  const std::string* path = name == "train" ? &train : name == "valid" ? &valid : name == "test" ? &test : nullptr;
+  if (!path) throw std::invalid_argument("split '" + name + "': expected train, valid or test");
+  if (path->empty()) throw std::invalid_argument("split '" + name + "': data." + name + " is not set in the config");
+  return *path;
+}
+
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
   YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) throw ConfigError(path + ": expected sections model:, data: and train:");

@@ -15,6 +15,9 @@ namespace fbt {
 struct DataConfig {
   std::string format = "bytes";  // bytes | u16 | u32 | llmc
   std::string train, valid, test;  // a path or a glob of shards; test optional
+
+  // The path of a split by name ("train", "valid", "test"); an error names a bad or unset one.
+  const std::string& split(const std::string& name) const;
 };
 
 struct TrainConfig {
@@ -41,6 +44,8 @@ struct TrainConfig {
   int64_t probe_every = 0;         // research probe (gradient norm by lag, layer mix) every N steps; 0: off
   int64_t sample_tokens = 200;     // sample printed at the end (0: none)
   std::string sample_prompt = "";
+
+  int64_t eval_streams() const { return eval_batch_size ? eval_batch_size : batch_size; }
 };
 
 struct RunConfig {

@@ -115,8 +115,7 @@ Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg) {
   train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data.format, cfg_.model.num_tokens);
   batcher_ = std::make_unique<StreamBatcher>(*train_data_, t.batch_size, t.bptt);
-  const int64_t eval_streams = t.eval_batch_size ? t.eval_batch_size : t.batch_size;
-  StreamBatcher check_valid(*valid_data_, eval_streams, t.bptt);  // fails early on a tiny split
+  StreamBatcher check_valid(*valid_data_, t.eval_streams(), t.bptt);  // fails early on a tiny split
   inputs_.resize(size_t(t.batch_size * t.bptt));
   targets_.resize(size_t(t.batch_size * t.bptt));
   ckpt_dir_ = (fs::path(t.out_dir) / "checkpoints").string();
@@ -160,7 +159,7 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
 void Trainer::run_eval(bool whole_split) {
   const TrainConfig& t = cfg_.train;
   const auto t0 = std::chrono::steady_clock::now();
-  EvalResult r = evaluate(*model_, *valid_data_, t.eval_batch_size ? t.eval_batch_size : t.batch_size, t.bptt,
+  EvalResult r = evaluate(*model_, *valid_data_, t.eval_streams(), t.bptt,
                           whole_split ? 0 : t.eval_tokens, tty_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty_) fmt::print("\r\x1b[K");
