@@ -1,6 +1,9 @@
 #include "autograd/params.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+
+#include "ops/cpu/kernels.hpp"
 
 namespace fbt {
 
@@ -33,6 +36,30 @@ Var ParamStore::get(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) throw std::out_of_range("no parameter named " + name);
   return at(it->second);
+}
+
+void ParamStore::read_transposed(Var W) {
+  if (W.shape().nd != 2) throw std::logic_error("ParamStore::read_transposed: " + W.shape().str() + " is not 2-D");
+  if (std::find(transposed_nodes_.begin(), transposed_nodes_.end(), W.node()) == transposed_nodes_.end())
+    transposed_nodes_.push_back(W.node());
+}
+
+void ParamStore::freeze() {
+  size_t total = 0;
+  for (const Node* n : transposed_nodes_) total += size_t(n->value.numel());
+  transposed_.resize(total);
+  float* at = transposed_.data();
+  for (Node* n : transposed_nodes_) {
+    cpu::transpose(at, n->value.data, n->value.shape[0], n->value.shape[1]);
+    n->value_t = at;
+    at += n->value.numel();
+  }
+  frozen_ = true;
+}
+
+void ParamStore::thaw() {
+  for (Node* n : transposed_nodes_) n->value_t = nullptr;
+  frozen_ = false;
 }
 
 void ParamStore::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }

@@ -32,6 +32,15 @@ class ParamStore {
 
   void zero_grad();
 
+  // Products of one time step have few rows and run much faster on W^T (ops: linear). The
+  // model names the weights its time loop multiplies by; freeze() copies their current values
+  // transposed (Node::value_t) and linears read those until thaw(). Values must not change in
+  // between: use the scope below around work that only reads the weights.
+  void read_transposed(Var W);
+  bool frozen() const { return frozen_; }
+  void freeze();
+  void thaw();
+
  private:
   std::deque<Node> nodes_;
   std::vector<std::string> names_;
@@ -39,6 +48,26 @@ class ParamStore {
   std::map<std::string, size_t> index_;
   std::vector<float> values_, grads_;
   bool finalized_ = false;
+  std::vector<Node*> transposed_nodes_;
+  std::vector<float> transposed_;  // their transposes, one block, kept between freezes
+  bool frozen_ = false;
+};
+
+// Freezes the store for its lifetime (a forward over many steps, an evaluation, sampling);
+// inside an outer scope it does nothing.
+class FrozenWeights {
+ public:
+  explicit FrozenWeights(ParamStore& ps) : ps_(ps.frozen() ? nullptr : &ps) {
+    if (ps_) ps_->freeze();
+  }
+  ~FrozenWeights() {
+    if (ps_) ps_->thaw();
+  }
+  FrozenWeights(const FrozenWeights&) = delete;
+  FrozenWeights& operator=(const FrozenWeights&) = delete;
+
+ private:
+  ParamStore* ps_;
 };
 
 }  // namespace fbt

@@ -16,6 +16,8 @@ struct Node {
   Tensor value;
   Tensor grad;                 // undefined until backward first touches it (params: always set)
   bool requires_grad = false;
+  // Parameters only: the value transposed while the store is frozen (ParamStore::freeze).
+  const float* value_t = nullptr;
 };
 
 // A handle to a Node. Cheap to copy; valid until the owning tape is reset (parameters: forever).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "ops/check.hpp"
 
@@ -29,6 +30,12 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg) : cfg_(cfg) {
     ly.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
     layers_.push_back(ly);
   }
+  // The products of the time loop (a few rows each) read these weights transposed when frozen.
+  for (const Layer& ly : layers_) {
+    for (const nn::Linear* lin : {&ly.to_q, &ly.to_kv, &ly.to_out, &ly.ff.w_in, &ly.ff.w_out, &ly.cross.to_q, &ly.cross.to_out})
+      if (lin->W) ps.read_transposed(lin->W);
+  }
+  if (cfg.shared_kv) ps.read_transposed(shared_kv_);
   out_norm_ = nn::LayerNorm(ps, "out_norm", D);
   to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
   ps.finalize();
@@ -89,6 +96,9 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   const float attn_p = train ? c.attn_dropout : 0.f, ff_p = train ? c.ff_dropout : 0.f;
   const float q_scale = 1.0f / std::sqrt(float(c.dim_head));
   Tape& tp = tape();
+  // Many windows: transposing the step weights once costs less than one window's products gain.
+  std::optional<FrozenWeights> frozen;
+  if (T >= 4 * c.seq_len) frozen.emplace(params_);
 
   // Memory vectors of this call: rows [0, m0) carried in, then one row per step.
   const int64_t cap = m0 + T;

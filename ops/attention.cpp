@@ -73,7 +73,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
   for (const KVCache& c : caches) {
     const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
     Tensor kv = arena.alloc({B * n, KV});
-    cpu::linear_forward(kv.data, normed.data, c.P.data(), nullptr, B * n, D, KV);
+    linear_values(kv.data, normed.data, c.P, nullptr, B * n);
     for (int64_t b = 0; b < B; ++b)
       std::memcpy(c.diff.data() + (b * R + row) * KV, kv.data + b * n * KV, sizeof(float) * size_t(n * KV));
   }

@@ -12,6 +12,12 @@
 
 namespace fbt {
 
+void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
+  const int64_t Out = W.shape()[0], In = W.shape()[1];
+  if (const float* Wt = W.node()->value_t) cpu::linear_forward_t(y, x, Wt, b, N, In, Out);
+  else cpu::linear_forward(y, x, W.data(), b, N, In, Out);
+}
+
 Var linear(Var x, Var W, Var b) {
   const int64_t Out = W.shape()[0], In = W.shape()[1], N = x.value().rows();
   check(W.shape().nd == 2 && x.shape()[-1] == In, "linear: x ", x.shape(), " does not match W ", W.shape());
@@ -19,7 +25,7 @@ Var linear(Var x, Var W, Var b) {
   Shape ys = x.shape();
   ys[-1] = Out;
   Var y = tape().output(ys, {x, W, b});
-  cpu::linear_forward(y.data(), x.data(), W.data(), b ? b.data() : nullptr, N, In, Out);
+  linear_values(y.data(), x.data(), W, b ? b.data() : nullptr, N);
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();

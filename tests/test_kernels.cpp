@@ -26,13 +26,25 @@ void check_close(const std::vector<float>& a, const std::vector<float>& b, doubl
 }
 }  // namespace
 
-TEST_CASE("kernel: linear matches the naive loop") {
-  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {1, 13, 3}, {65, 130, 257}}) {
+TEST_CASE("kernel: linear matches the naive loop, with W and with W transposed") {
+  // Few rows (register-blocked kernels, 8-row blocks and remainders, threads past 32k weights)
+  // and many (GEMM).
+  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {1, 13, 3}, {9, 48, 70},
+                            {16, 256, 200}, {64, 33, 1100}, {65, 130, 257}}) {
     auto x = randn(N * In, 1), W = randn(Out * In, 2), b = randn(Out, 3);
-    std::vector<float> fast(sz(N * Out)), slow(sz(N * Out));
-    cpu::linear_forward(fast.data(), x.data(), W.data(), b.data(), N, In, Out);
+    std::vector<float> slow(sz(N * Out)), fast(sz(N * Out)), fast_t(sz(N * Out)), Wt(sz(In * Out));
     ref::linear_forward(slow.data(), x.data(), W.data(), b.data(), N, In, Out);
+    cpu::linear_forward(fast.data(), x.data(), W.data(), b.data(), N, In, Out);
     check_close(fast, slow);
+    cpu::transpose(Wt.data(), W.data(), Out, In);
+    for (int64_t o = 0; o < Out; ++o)
+      for (int64_t i = 0; i < In; ++i) REQUIRE(Wt[sz(i * Out + o)] == W[sz(o * In + i)]);
+    cpu::linear_forward_t(fast_t.data(), x.data(), Wt.data(), b.data(), N, In, Out);
+    check_close(fast_t, slow);
+    cpu::linear_forward_t(fast_t.data(), x.data(), Wt.data(), nullptr, N, In, Out);
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t o = 0; o < Out; ++o) slow[sz(r * Out + o)] -= b[sz(o)];
+    check_close(fast_t, slow);
   }
 }
 

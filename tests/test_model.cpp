@@ -251,6 +251,44 @@ TEST_CASE("model: one call equals two calls with the state carried") {
   }
 }
 
+TEST_CASE("model: frozen weights (transposed step products) give the plain path's values, and no stale copy") {
+  ModelConfig cfg = tiny(1, false, false, true);
+  FeedbackTransformer model(cfg);
+  randomize(model, 8);
+  Batch b = make_batch(2, 23, 3);  // 3 windows: forward does not freeze by itself
+  Var ctx = tape().leaf_copy(Tensor{b.context.data(), Shape{2, 3, 6}, Device::CPU});
+  Tensor mem = b.mem_tensor();
+  NoGradScope ng;
+  auto logits = [&] {
+    ForwardOutput o = model.forward(b.tokens.data(), 2, 3, &mem, ctx);
+    return std::vector<float>(o.logits.data(), o.logits.data() + o.logits.value().numel());
+  };
+  const std::vector<float> plain = logits();
+  std::vector<float> frozen;
+  {
+    FrozenWeights scope(model.params());
+    CHECK(model.params().get("layers.0.ff.w_in.weight").node()->value_t != nullptr);
+    {
+      FrozenWeights inner(model.params());  // nested: reuses the outer copies
+    }
+    CHECK(model.params().frozen());
+    frozen = logits();
+  }
+  CHECK_FALSE(model.params().frozen());
+  CHECK(model.params().get("layers.0.ff.w_in.weight").node()->value_t == nullptr);
+  REQUIRE(frozen.size() == plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) CHECK(frozen[i] == doctest::Approx(plain[i]).epsilon(1e-5));
+  // A weight changed after the scope is read as changed (the transposed copy is gone).
+  model.params().get("layers.1.ff.w_out.weight").data()[0] += 1.f;
+  const std::vector<float> changed = logits();
+  {
+    FrozenWeights scope(model.params());
+    const std::vector<float> changed_frozen = logits();
+    for (size_t i = 0; i < plain.size(); ++i) CHECK(changed_frozen[i] == doctest::Approx(changed[i]).epsilon(1e-5));
+  }
+  CHECK(changed != plain);
+}
+
 TEST_CASE("model: the state keeps the last mem_len vectors") {
   ModelConfig cfg = tiny(1, true, false, false);
   FeedbackTransformer model(cfg);

@@ -31,6 +31,7 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
                     int64_t max_tokens, bool show_progress) {
   const ModelConfig& c = model.config();
   NoGradScope ng;
+  FrozenWeights frozen(model.params());  // the weights are only read from here on
   StreamBatcher batcher(corpus, streams, bptt);
   std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
   std::vector<float> memory;

@@ -4,6 +4,7 @@
 #include "ops/cpu/kernels.hpp"
 
 #include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -192,6 +193,29 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
   if (b) Y.rowwise() += CVec(b, Out).transpose();
 }
 
+void linear_forward_t(float* y, const float* x, const float* Wt, const float* b, int64_t N, int64_t In, int64_t Out) {
+  if (N <= kSkinnyRows) {
+    for (int64_t r = 0; r < N; ++r)
+      if (b) std::memcpy(y + r * Out, b, sizeof(float) * size_t(Out));
+      else std::memset(y + r * Out, 0, sizeof(float) * size_t(Out));
+    // y += x Wt is dx += dy W with the roles renamed: Wt is (In, Out) as W is (Out, In) there.
+    split_threads(Out, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(y, x, Wt, N, Out, In, c0, c1); });
+    return;
+  }
+  MapR Y(y, N, Out);
+  Y.noalias() = CMapR(x, N, In) * CMapR(Wt, In, Out);
+  if (b) Y.rowwise() += CVec(b, Out).transpose();
+}
+
+void transpose(float* dst, const float* src, int64_t R, int64_t C) {
+  constexpr int64_t kTile = 32;  // a tile of src and of dst stay in L1 together
+#pragma omp parallel for collapse(2) if (R * C > kParallelMin)
+  for (int64_t r0 = 0; r0 < R; r0 += kTile)
+    for (int64_t c0 = 0; c0 < C; c0 += kTile)
+      for (int64_t c = c0; c < std::min(C, c0 + kTile); ++c)
+        for (int64_t r = r0; r < std::min(R, r0 + kTile); ++r) dst[c * R + r] = src[r * C + c];
+}
+
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out) {
   if (N <= kSkinnyRows) {
     split_threads(In, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
@@ -313,46 +337,58 @@ void layernorm_backward_params(float* dw, float* db, const float* dy, const floa
 }
 
 // ---- activations ----
+// Exact GELU through Eigen's vectorized erf (a rational approximation within a few ulp) and
+// exp: the scalar libm calls cost more than the products around them in a time step.
 
 namespace {
-inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * float(M_SQRT1_2))); }
-inline float gelu_grad(float x) {
-  float cdf = 0.5f * (1.0f + std::erf(x * float(M_SQRT1_2)));
-  float pdf = std::exp(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
-  return cdf + x * pdf;
+using ArrC = Eigen::Map<const Eigen::ArrayXf>;
+using Arr = Eigen::Map<Eigen::ArrayXf>;
+constexpr float kSqrtHalf = float(M_SQRT1_2);
+constexpr float kInvSqrt2Pi = float(0.5 * M_2_SQRTPI * M_SQRT1_2);
+constexpr int64_t kActivationParallelMin = 1 << 12;  // erf per element: threads pay off sooner
+
+// y (op)= gelu(x), y (op)= gelu'(x) * d over n values.
+void gelu_values(float* y, const float* x, int64_t n) {
+  ArrC X(x, n);
+  Arr(y, n) = 0.5f * X * (1.f + (X * kSqrtHalf).erf());
+}
+void add_gelu_grad(float* dx, const float* d, const float* x, int64_t n) {
+  ArrC X(x, n);
+  Arr(dx, n) += ArrC(d, n) * (0.5f * (1.f + (X * kSqrtHalf).erf()) + X * kInvSqrt2Pi * (-0.5f * X.square()).exp());
 }
 }  // namespace
 
 void gelu_forward(float* y, const float* x, int64_t n) {
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
+  const int64_t chunk = 1024;
+#pragma omp parallel for if (n > kActivationParallelMin)
+  for (int64_t i = 0; i < n; i += chunk) gelu_values(y + i, x + i, std::min(chunk, n - i));
 }
 
 void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * gelu_grad(x[i]);
+  const int64_t chunk = 1024;
+#pragma omp parallel for if (n > kActivationParallelMin)
+  for (int64_t i = 0; i < n; i += chunk) add_gelu_grad(dx + i, dy + i, x + i, std::min(chunk, n - i));
 }
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
-#pragma omp parallel for if (N * F > kParallelMin)
+#pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const float* ur = u + r * 2 * F;
     float* yr = y + r * F;
-    for (int64_t c = 0; c < F; ++c) yr[c] = ur[c] * gelu(ur[F + c]);
+    gelu_values(yr, ur + F, F);
+    Arr(yr, F) *= ArrC(ur, F);
   }
 }
 
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
-#pragma omp parallel for if (N * F > kParallelMin)
+#pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const float* ur = u + r * 2 * F;
-    const float* dyr = dy + r * F;
     float* dur = du + r * 2 * F;
-    for (int64_t c = 0; c < F; ++c) {
-      float gate = ur[F + c];
-      dur[c] += dyr[c] * gelu(gate);
-      dur[F + c] += dyr[c] * ur[c] * gelu_grad(gate);
-    }
+    ArrC value(ur, F), gate(ur + F, F), d(dy + r * F, F);
+    // d value = dy * gelu(gate);  d gate = dy * value * gelu'(gate)
+    Arr(dur, F) += d * 0.5f * gate * (1.f + (gate * kSqrtHalf).erf());
+    Arr(dur + F, F) += d * value * (0.5f * (1.f + (gate * kSqrtHalf).erf()) + gate * kInvSqrt2Pi * (-0.5f * gate.square()).exp());
   }
 }
 

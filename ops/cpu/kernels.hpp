@@ -10,6 +10,11 @@ namespace fbt::cpu {
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
                      int64_t N, int64_t In, int64_t Out);
+// The same product with W given transposed, Wt:(In,Out): for few rows (one time step) this is
+// the fast form, each row of Wt added into 8 rows of y at once (ParamStore::freeze keeps Wt).
+void linear_forward_t(float* y, const float* x, const float* Wt, const float* b, int64_t N, int64_t In, int64_t Out);
+// dst = src^T.   src:(R,C)  dst:(C,R)
+void transpose(float* dst, const float* src, int64_t R, int64_t C);
 // The three parts of linear_backward: dx += dy W, dW += dy^T x, db += column sums of dy.
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out);
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
