@@ -38,27 +38,34 @@ Var ParamStore::get(const std::string& name) const {
   return at(it->second);
 }
 
-void ParamStore::read_transposed(Var W) {
-  if (W.shape().nd != 2) throw std::logic_error("ParamStore::read_transposed: " + W.shape().str() + " is not 2-D");
-  if (std::find(transposed_nodes_.begin(), transposed_nodes_.end(), W.node()) == transposed_nodes_.end())
-    transposed_nodes_.push_back(W.node());
+void ParamStore::pack_for_steps(Var W) {
+  if (W.shape().nd != 2) throw std::logic_error("ParamStore::pack_for_steps: " + W.shape().str() + " is not 2-D");
+  if (std::find(packed_nodes_.begin(), packed_nodes_.end(), W.node()) == packed_nodes_.end())
+    packed_nodes_.push_back(W.node());
 }
 
 void ParamStore::freeze() {
   size_t total = 0;
-  for (const Node* n : transposed_nodes_) total += size_t(n->value.numel());
-  transposed_.resize(total);
-  float* at = transposed_.data();
-  for (Node* n : transposed_nodes_) {
-    cpu::transpose(at, n->value.data, n->value.shape[0], n->value.shape[1]);
-    n->value_t = at;
-    at += n->value.numel();
+  for (const Node* n : packed_nodes_) {
+    const int64_t Out = n->value.shape[0], In = n->value.shape[1];
+    total += size_t(cpu::packed_floats(In, Out) + cpu::packed_floats(Out, In));
+  }
+  packed_.resize(total);
+  float* at = packed_.data();
+  for (Node* n : packed_nodes_) {
+    const int64_t Out = n->value.shape[0], In = n->value.shape[1];
+    cpu::pack_panels(at, n->value.data, In, Out, 1, In);  // W^T: (In, Out)
+    n->packed_fwd = at;
+    at += cpu::packed_floats(In, Out);
+    cpu::pack_panels(at, n->value.data, Out, In, In, 1);  // W: (Out, In)
+    n->packed_bwd = at;
+    at += cpu::packed_floats(Out, In);
   }
   frozen_ = true;
 }
 
 void ParamStore::thaw() {
-  for (Node* n : transposed_nodes_) n->value_t = nullptr;
+  for (Node* n : packed_nodes_) n->packed_fwd = n->packed_bwd = nullptr;
   frozen_ = false;
 }
 

@@ -32,11 +32,11 @@ class ParamStore {
 
   void zero_grad();
 
-  // Products of one time step have few rows and run much faster on W^T (ops: linear). The
-  // model names the weights its time loop multiplies by; freeze() copies their current values
-  // transposed (Node::value_t) and linears read those until thaw(). Values must not change in
-  // between: use the scope below around work that only reads the weights.
-  void read_transposed(Var W);
+  // Products of one time step have few rows and run much faster on packed weights (ops:
+  // linear). The model names the weights its time loop multiplies by; freeze() packs their
+  // current values (Node::packed_fwd/packed_bwd) and linears read the packs until thaw().
+  // Values must not change in between: use the scope below around work that only reads them.
+  void pack_for_steps(Var W);
   bool frozen() const { return frozen_; }
   void freeze();
   void thaw();
@@ -48,8 +48,8 @@ class ParamStore {
   std::map<std::string, size_t> index_;
   std::vector<float> values_, grads_;
   bool finalized_ = false;
-  std::vector<Node*> transposed_nodes_;
-  std::vector<float> transposed_;  // their transposes, one block, kept between freezes
+  std::vector<Node*> packed_nodes_;
+  std::vector<float> packed_;  // their packs, one block, kept between freezes
   bool frozen_ = false;
 };
 

@@ -16,8 +16,10 @@ struct Node {
   Tensor value;
   Tensor grad;                 // undefined until backward first touches it (params: always set)
   bool requires_grad = false;
-  // Parameters only: the value transposed while the store is frozen (ParamStore::freeze).
-  const float* value_t = nullptr;
+  // Parameters only, while the store is frozen (ParamStore::freeze): the value packed for
+  // few-row products as W^T (forward) and as W (input gradient); see cpu::pack_panels.
+  const float* packed_fwd = nullptr;
+  const float* packed_bwd = nullptr;
 };
 
 // A handle to a Node. Cheap to copy; valid until the owning tape is reset (parameters: forever).

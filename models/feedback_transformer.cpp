@@ -30,12 +30,12 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg) : cfg_(cfg) {
     ly.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
     layers_.push_back(ly);
   }
-  // The products of the time loop (a few rows each) read these weights transposed when frozen.
+  // The products of the time loop (a few rows each) read these weights packed when frozen.
   for (const Layer& ly : layers_) {
     for (const nn::Linear* lin : {&ly.to_q, &ly.to_kv, &ly.to_out, &ly.ff.w_in, &ly.ff.w_out, &ly.cross.to_q, &ly.cross.to_out})
-      if (lin->W) ps.read_transposed(lin->W);
+      if (lin->W) ps.pack_for_steps(lin->W);
   }
-  if (cfg.shared_kv) ps.read_transposed(shared_kv_);
+  if (cfg.shared_kv) ps.pack_for_steps(shared_kv_);
   out_norm_ = nn::LayerNorm(ps, "out_norm", D);
   to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
   ps.finalize();
@@ -96,7 +96,7 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   const float attn_p = train ? c.attn_dropout : 0.f, ff_p = train ? c.ff_dropout : 0.f;
   const float q_scale = 1.0f / std::sqrt(float(c.dim_head));
   Tape& tp = tape();
-  // Many windows: transposing the step weights once costs less than one window's products gain.
+  // Many windows: packing the step weights once costs less than the products gain.
   std::optional<FrozenWeights> frozen;
   if (T >= 4 * c.seq_len) frozen.emplace(params_);
 

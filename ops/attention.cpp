@@ -109,10 +109,11 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
       if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, g_all, normed.data, B * n, D, KV);
       float* prod = a.alloc_floats(size_t(ND));
       std::memset(prod, 0, sizeof(float) * size_t(ND));
-      cpu::linear_backward_input(prod, g_all, c.P.data(), B * n, D, KV);
+      const float* packed = c.P.node()->packed_bwd;
+      cpu::linear_backward_input_packed(prod, g_all, c.P.data(), packed, B * n, D, KV);
       cpu::axpy(dn_all, 1.f, prod, ND);
       if (!mem.requires_grad()) continue;
-      if (any_const) cpu::linear_backward_input(dn_diff, g_diff, c.P.data(), B * n, D, KV);
+      if (any_const) cpu::linear_backward_input_packed(dn_diff, g_diff, c.P.data(), packed, B * n, D, KV);
       else cpu::axpy(dn_diff, 1.f, prod, ND);  // the same product: no reader held these rows constant
     }
     cpu::layernorm_backward_params(t.grad(norm_w).data, t.grad(norm_b).data, dn_all, mem.data(), mean, rstd, B * n, D);

@@ -14,8 +14,7 @@ namespace fbt {
 
 void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
   const int64_t Out = W.shape()[0], In = W.shape()[1];
-  if (const float* Wt = W.node()->value_t) cpu::linear_forward_t(y, x, Wt, b, N, In, Out);
-  else cpu::linear_forward(y, x, W.data(), b, N, In, Out);
+  cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
 }
 
 Var linear(Var x, Var W, Var b) {
@@ -29,7 +28,7 @@ Var linear(Var x, Var W, Var b) {
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
-      if (x.requires_grad()) cpu::linear_backward_input(t.grad(x).data, y.grad().data, W.data(), N, In, Out);
+      if (x.requires_grad()) cpu::linear_backward_input_packed(t.grad(x).data, y.grad().data, W.data(), W.node()->packed_bwd, N, In, Out);
       if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, y.grad().data, x.data(), N, In, Out);
       if (b && b.requires_grad()) cpu::bias_backward(t.grad(b).data, y.grad().data, N, Out);
     });

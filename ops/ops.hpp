@@ -13,7 +13,7 @@ namespace fbt {
 
 // y = x W^T + b.  x:(...,In)  W:(Out,In)  b:(Out) or empty  ->  (...,Out)
 Var linear(Var x, Var W, Var b = Var());
-// Its forward values alone, no tape: y = x W^T + b for N rows, reading W^T while the
+// Its forward values alone, no tape: y = x W^T + b for N rows, reading W's pack while the
 // parameters are frozen (ParamStore::freeze).
 void linear_values(float* y, const float* x, Var W, const float* b, int64_t N);
 // Batched matrix product.  a:(G,M,K)  b:(G,K,N)  ->  (G,M,N)

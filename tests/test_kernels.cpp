@@ -26,25 +26,39 @@ void check_close(const std::vector<float>& a, const std::vector<float>& b, doubl
 }
 }  // namespace
 
-TEST_CASE("kernel: linear matches the naive loop, with W and with W transposed") {
-  // Few rows (register-blocked kernels, 8-row blocks and remainders, threads past 32k weights)
-  // and many (GEMM).
+TEST_CASE("kernel: linear matches the naive loop, plain and with packed weights") {
+  // Few rows (register blocks of 16/12, 8, 4, 1 rows; partial panels; threads past 32k
+  // weights) and many (GEMM).
   for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {1, 13, 3}, {9, 48, 70},
-                            {16, 256, 200}, {64, 33, 1100}, {65, 130, 257}}) {
-    auto x = randn(N * In, 1), W = randn(Out * In, 2), b = randn(Out, 3);
-    std::vector<float> slow(sz(N * Out)), fast(sz(N * Out)), fast_t(sz(N * Out)), Wt(sz(In * Out));
+                            {16, 256, 200}, {29, 33, 100}, {64, 33, 1100}, {65, 130, 257}}) {
+    auto x = randn(N * In, 1), W = randn(Out * In, 2), b = randn(Out, 3), dy = randn(N * Out, 4);
+    std::vector<float> slow(sz(N * Out)), fast(sz(N * Out)), fast_p(sz(N * Out));
     ref::linear_forward(slow.data(), x.data(), W.data(), b.data(), N, In, Out);
     cpu::linear_forward(fast.data(), x.data(), W.data(), b.data(), N, In, Out);
     check_close(fast, slow);
-    cpu::transpose(Wt.data(), W.data(), Out, In);
-    for (int64_t o = 0; o < Out; ++o)
-      for (int64_t i = 0; i < In; ++i) REQUIRE(Wt[sz(i * Out + o)] == W[sz(o * In + i)]);
-    cpu::linear_forward_t(fast_t.data(), x.data(), Wt.data(), b.data(), N, In, Out);
-    check_close(fast_t, slow);
-    cpu::linear_forward_t(fast_t.data(), x.data(), Wt.data(), nullptr, N, In, Out);
+
+    std::vector<float> fwd(sz(cpu::packed_floats(In, Out))), bwd(sz(cpu::packed_floats(Out, In)));
+    cpu::pack_panels(fwd.data(), W.data(), In, Out, 1, In);  // W^T
+    cpu::pack_panels(bwd.data(), W.data(), Out, In, In, 1);  // W
+    cpu::linear_forward_packed(fast_p.data(), x.data(), W.data(), fwd.data(), b.data(), N, In, Out);
+    check_close(fast_p, slow);
+    cpu::linear_forward_packed(fast_p.data(), x.data(), W.data(), fwd.data(), nullptr, N, In, Out);
     for (int64_t r = 0; r < N; ++r)
       for (int64_t o = 0; o < Out; ++o) slow[sz(r * Out + o)] -= b[sz(o)];
-    check_close(fast_t, slow);
+    check_close(fast_p, slow);
+
+    // dx += dy W: from an offset start, so accumulation is checked too.
+    std::vector<float> dx_slow(sz(N * In), 0.5f), dx_plain(sz(N * In), 0.5f), dx_packed(sz(N * In), 0.5f);
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t i = 0; i < In; ++i) {
+        double s = 0;
+        for (int64_t o = 0; o < Out; ++o) s += double(dy[sz(r * Out + o)]) * W[sz(o * In + i)];
+        dx_slow[sz(r * In + i)] += float(s);
+      }
+    cpu::linear_backward_input(dx_plain.data(), dy.data(), W.data(), N, In, Out);
+    cpu::linear_backward_input_packed(dx_packed.data(), dy.data(), W.data(), bwd.data(), N, In, Out);
+    check_close(dx_plain, dx_slow);
+    check_close(dx_packed, dx_slow);
   }
 }
 

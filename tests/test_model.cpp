@@ -251,7 +251,7 @@ TEST_CASE("model: one call equals two calls with the state carried") {
   }
 }
 
-TEST_CASE("model: frozen weights (transposed step products) give the plain path's values, and no stale copy") {
+TEST_CASE("model: frozen weights (packed step products) give the plain path's values, and no stale copy") {
   ModelConfig cfg = tiny(1, false, false, true);
   FeedbackTransformer model(cfg);
   randomize(model, 8);
@@ -267,7 +267,7 @@ TEST_CASE("model: frozen weights (transposed step products) give the plain path'
   std::vector<float> frozen;
   {
     FrozenWeights scope(model.params());
-    CHECK(model.params().get("layers.0.ff.w_in.weight").node()->value_t != nullptr);
+    CHECK(model.params().get("layers.0.ff.w_in.weight").node()->packed_fwd != nullptr);
     {
       FrozenWeights inner(model.params());  // nested: reuses the outer copies
     }
@@ -275,7 +275,7 @@ TEST_CASE("model: frozen weights (transposed step products) give the plain path'
     frozen = logits();
   }
   CHECK_FALSE(model.params().frozen());
-  CHECK(model.params().get("layers.0.ff.w_in.weight").node()->value_t == nullptr);
+  CHECK(model.params().get("layers.0.ff.w_in.weight").node()->packed_fwd == nullptr);
   REQUIRE(frozen.size() == plain.size());
   for (size_t i = 0; i < plain.size(); ++i) CHECK(frozen[i] == doctest::Approx(plain[i]).epsilon(1e-5));
   // A weight changed after the scope is read as changed (the transposed copy is gone).

@@ -22,8 +22,12 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
   tape().reset();
   model_.params().zero_grad();
   Tensor mem{memory_.data(), Shape{B, rows_, model_.config().dim}, Device::CPU};
-  ForwardOutput o = model_.forward(inputs, B, T, rows_ ? &mem : nullptr, Var(), targets, cfg_.detach, true, &rng_);
-  tape().backward(o.loss);
+  ForwardOutput o;
+  {
+    FrozenWeights frozen(model_.params());  // packed weights for forward and backward, until the optimizer
+    o = model_.forward(inputs, B, T, rows_ ? &mem : nullptr, Var(), targets, cfg_.detach, true, &rng_);
+    tape().backward(o.loss);
+  }
   StepStats s;
   s.loss = o.loss.data()[0];
   s.grad_norm = clip_grad_norm(model_.params(), cfg_.clip);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <omp.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -193,35 +194,121 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
   if (b) Y.rowwise() += CVec(b, Out).transpose();
 }
 
-void linear_forward_t(float* y, const float* x, const float* Wt, const float* b, int64_t N, int64_t In, int64_t Out) {
-  if (N <= kSkinnyRows) {
-    for (int64_t r = 0; r < N; ++r)
-      if (b) std::memcpy(y + r * Out, b, sizeof(float) * size_t(Out));
-      else std::memset(y + r * Out, 0, sizeof(float) * size_t(Out));
-    // y += x Wt is dx += dy W with the roles renamed: Wt is (In, Out) as W is (Out, In) there.
-    split_threads(Out, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(y, x, Wt, N, Out, In, c0, c1); });
-    return;
-  }
-  MapR Y(y, N, Out);
-  Y.noalias() = CMapR(x, N, In) * CMapR(Wt, In, Out);
-  if (b) Y.rowwise() += CVec(b, Out).transpose();
-}
-
-void transpose(float* dst, const float* src, int64_t R, int64_t C) {
-  constexpr int64_t kTile = 32;  // a tile of src and of dst stay in L1 together
-#pragma omp parallel for collapse(2) if (R * C > kParallelMin)
-  for (int64_t r0 = 0; r0 < R; r0 += kTile)
-    for (int64_t c0 = 0; c0 < C; c0 += kTile)
-      for (int64_t c = c0; c < std::min(C, c0 + kTile); ++c)
-        for (int64_t r = r0; r < std::min(R, r0 + kTile); ++r) dst[c * R + r] = src[r * C + c];
-}
-
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out) {
   if (N <= kSkinnyRows) {
     split_threads(In, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
     return;
   }
   MapR(dx, N, In).noalias() += CMapR(dy, N, Out) * CMapR(W, Out, In);
+}
+
+// ---- packed panels ----
+
+namespace {
+#ifdef FBT_SIMD
+constexpr int64_t kPanel = kLanes;
+#else
+constexpr int64_t kPanel = 8;
+#endif
+// Rows per register block: 16 accumulators of 16 lanes with AVX-512 (32 registers), 12 of 8
+// with AVX2 (16 registers), so each panel vector loaded meets that many rows.
+#if defined(__AVX512F__)
+constexpr int kRowBlock = 16;
+#else
+constexpr int kRowBlock = 12;
+#endif
+constexpr int64_t kPrefetch = 32;  // panel rows ahead: a new panel starts before the prefetchers learn it
+// K is taken in chunks of x rows copied at a padded stride (see packed_product).
+constexpr int64_t kChunk = 512;
+constexpr int64_t kChunkStride = kChunk + 16;
+
+// y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel).
+template <int R>
+void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t K, int64_t width, bool acc) {
+#ifdef FBT_SIMD
+  vf a[R];
+  for (int r = 0; r < R; ++r) a[r] = vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(P + (k + kPrefetch) * kPanel), _MM_HINT_T0);
+    const vf w = vload(P + k * kPanel);
+    for (int r = 0; r < R; ++r) a[r] = vfma(vbroadcast(x + r * ldx + k), w, a[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    float* yr = y + r * ldy;
+    if (width == kPanel) {
+      vstore(yr, acc ? vadd(vload(yr), a[r]) : a[r]);
+    } else {
+      alignas(64) float t[kPanel];
+      vstore(t, a[r]);
+      for (int64_t c = 0; c < width; ++c) yr[c] = acc ? yr[c] + t[c] : t[c];
+    }
+  }
+#else
+  for (int r = 0; r < R; ++r)
+    for (int64_t c = 0; c < width; ++c) {
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += x[r * ldx + k] * P[k * kPanel + c];
+      y[r * ldy + c] = acc ? y[r * ldy + c] + s : s;
+    }
+#endif
+}
+
+// All N rows against one panel: full blocks, then the rest in smaller ones.
+void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K,
+                int64_t width, bool acc) {
+  int64_t r = 0;
+  for (; r + kRowBlock <= N; r += kRowBlock) panel_block<kRowBlock>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
+  for (; r + 8 <= N; r += 8) panel_block<8>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
+  for (; r + 4 <= N; r += 4) panel_block<4>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
+  for (; r < N; ++r) panel_block<1>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
+}
+}  // namespace
+
+int64_t packed_floats(int64_t K, int64_t M) { return (M + kPanel - 1) / kPanel * K * kPanel; }
+
+void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms) {
+  const int64_t panels = (M + kPanel - 1) / kPanel;
+#pragma omp parallel for if (K * M > kParallelMin)
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t k = 0; k < K; ++k) {
+      float* d = dst + (p * K + k) * kPanel;
+      for (int64_t c = 0; c < kPanel; ++c) {
+        const int64_t m = p * kPanel + c;
+        d[c] = m < M ? src[k * ks + m * ms] : 0.f;
+      }
+    }
+}
+
+void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate) {
+  const int64_t panels = (M + kPanel - 1) / kPanel;
+  split_threads(panels, 1, N * K * M > (1 << 15), [&](int64_t p0, int64_t p1) {
+    // K in chunks whose x rows are copied to a padded stride: rows of x 4 KB apart would share
+    // one L1 set, and a block reads 16 of them at once. The chunk stays in L1 across panels.
+    thread_local std::vector<float> xc;
+    xc.resize(size_t(N * kChunkStride));
+    for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+      const int64_t kn = std::min(kChunk, K - k0);
+      for (int64_t r = 0; r < N; ++r) std::memcpy(xc.data() + r * kChunkStride, x + r * K + k0, sizeof(float) * size_t(kn));
+      for (int64_t p = p0; p < p1; ++p)
+        panel_rows(y + p * kPanel, M, xc.data(), kChunkStride, A + (p * K + k0) * kPanel, N, kn,
+                   std::min(kPanel, M - p * kPanel), accumulate || k0 > 0);
+    }
+  });
+}
+
+void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
+                           int64_t In, int64_t Out) {
+  if (!Wp_fwd || N > kSkinnyRows) return linear_forward(y, x, W, b, N, In, Out);
+  packed_product(y, x, Wp_fwd, N, In, Out, false);
+  if (b)
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t o = 0; o < Out; ++o) y[r * Out + o] += b[o];
+}
+
+void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
+                                  int64_t In, int64_t Out) {
+  if (!Wp_bwd || N > kSkinnyRows) return linear_backward_input(dx, dy, W, N, In, Out);
+  packed_product(dx, dy, Wp_bwd, N, Out, In, true);
 }
 
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {

@@ -10,11 +10,12 @@ namespace fbt::cpu {
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
                      int64_t N, int64_t In, int64_t Out);
-// The same product with W given transposed, Wt:(In,Out): for few rows (one time step) this is
-// the fast form, each row of Wt added into 8 rows of y at once (ParamStore::freeze keeps Wt).
-void linear_forward_t(float* y, const float* x, const float* Wt, const float* b, int64_t N, int64_t In, int64_t Out);
-// dst = src^T.   src:(R,C)  dst:(C,R)
-void transpose(float* dst, const float* src, int64_t R, int64_t C);
+// The same products with W also packed for few rows (see pack_panels): Wp_fwd packs W^T,
+// Wp_bwd packs W; a null pack, or many rows, takes the plain path above.
+void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
+                           int64_t In, int64_t Out);
+void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
+                                  int64_t In, int64_t Out);
 // The three parts of linear_backward: dx += dy W, dW += dy^T x, db += column sums of dy.
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out);
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
@@ -24,6 +25,16 @@ void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
 void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
 void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
                   int64_t K, int64_t N);
+
+// ---- weights packed for the products of one time step ----
+// A time step multiplies a few rows (batch x window) by every weight, forward and backward, so
+// those products stream the weights. Packed as column panels whose rows are contiguous, a
+// weight streams in order and each vector loaded meets up to 16 rows (ParamStore::freeze).
+// A:(K,M) with element (k,m) at src[k*ks + m*ms] -> dst:(ceil(M/kPanel), K, kPanel), zero-padded.
+int64_t packed_floats(int64_t K, int64_t M);
+void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms);
+// y = x A (accumulate: y += x A).  x:(N,K)  A: packed (K,M)  y:(N,M)
+void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate);
 
 // Elementwise over n values.
 void add_forward(float* y, const float* a, const float* b, int64_t n);
