@@ -54,10 +54,10 @@ class ParamStore {
 };
 
 // Freezes the store for its lifetime (a forward over many steps, an evaluation, sampling);
-// inside an outer scope it does nothing.
+// inactive, or inside an outer scope, it does nothing.
 class FrozenWeights {
  public:
-  explicit FrozenWeights(ParamStore& ps) : ps_(ps.frozen() ? nullptr : &ps) {
+  explicit FrozenWeights(ParamStore& ps, bool active = true) : ps_(active && !ps.frozen() ? &ps : nullptr) {
     if (ps_) ps_->freeze();
   }
   ~FrozenWeights() {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <optional>
 
 #include "ops/check.hpp"
 
@@ -96,9 +95,7 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   const float attn_p = train ? c.attn_dropout : 0.f, ff_p = train ? c.ff_dropout : 0.f;
   const float q_scale = 1.0f / std::sqrt(float(c.dim_head));
   Tape& tp = tape();
-  // Many windows: packing the step weights once costs less than the products gain.
-  std::optional<FrozenWeights> frozen;
-  if (T >= 4 * c.seq_len) frozen.emplace(params_);
+  const FrozenWeights frozen = freeze_for(B, T);
 
   // Memory vectors of this call: rows [0, m0) carried in, then one row per step.
   const int64_t cap = m0 + T;

@@ -49,6 +49,13 @@ class FeedbackTransformer {
                         Var context = Var(), const int32_t* targets = nullptr,
                         const DetachPolicy& policy = DetachPolicy{}, bool train = false, Rng* rng = nullptr);
 
+  // Packs the weights of the time loop's products (ParamStore::freeze) while it lives, when
+  // they will serve `steps` time steps over B streams: windows of few enough rows to read the
+  // packs, and enough of them (4) to repay packing. The weights must not change meanwhile.
+  FrozenWeights freeze_for(int64_t B, int64_t steps) {
+    return FrozenWeights(params_, steps >= 4 * cfg_.seq_len && B * cfg_.seq_len <= linear_packed_max_rows());
+  }
+
   // T5 causal bucket of a distance d >= 1 (MODEL.md).
   static int32_t bucket(int64_t d, int64_t num_buckets, int64_t max_distance);
 

@@ -14,8 +14,9 @@ namespace fbt {
 // y = x W^T + b.  x:(...,In)  W:(Out,In)  b:(Out) or empty  ->  (...,Out)
 Var linear(Var x, Var W, Var b = Var());
 // Its forward values alone, no tape: y = x W^T + b for N rows, reading W's pack while the
-// parameters are frozen (ParamStore::freeze).
+// parameters are frozen (ParamStore::freeze) and N <= linear_packed_max_rows().
 void linear_values(float* y, const float* x, Var W, const float* b, int64_t N);
+int64_t linear_packed_max_rows();
 // Batched matrix product.  a:(G,M,K)  b:(G,K,N)  ->  (G,M,N)
 Var bmm(Var a, Var b);
 // Elementwise, same shapes.

@@ -24,7 +24,7 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
   Tensor mem{memory_.data(), Shape{B, rows_, model_.config().dim}, Device::CPU};
   ForwardOutput o;
   {
-    FrozenWeights frozen(model_.params());  // packed weights for forward and backward, until the optimizer
+    const FrozenWeights frozen = model_.freeze_for(B, T);  // for forward and backward, until the optimizer
     o = model_.forward(inputs, B, T, rows_ ? &mem : nullptr, Var(), targets, cfg_.detach, true, &rng_);
     tape().backward(o.loss);
   }

@@ -35,7 +35,7 @@ std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int3
                               const std::function<void(int32_t)>& on_token) {
   const ModelConfig& c = model.config();
   NoGradScope ng;
-  FrozenWeights frozen(model.params());  // the weights are only read from here on
+  const FrozenWeights frozen = model.freeze_for(1, opt.tokens);
   Rng rng(opt.seed);
   std::vector<float> memory;  // (1, m, D)
   int64_t m = 0;

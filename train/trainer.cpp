@@ -31,7 +31,6 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
                     int64_t max_tokens, bool show_progress) {
   const ModelConfig& c = model.config();
   NoGradScope ng;
-  FrozenWeights frozen(model.params());  // the weights are only read from here on
   StreamBatcher batcher(corpus, streams, bptt);
   std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
   std::vector<float> memory;
@@ -40,6 +39,7 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
   int64_t count = 0;
   const int64_t budget = max_tokens > 0 ? std::min(max_tokens, streams * (batcher.stream_length() - 1))
                                         : streams * (batcher.stream_length() - 1);
+  const FrozenWeights frozen = model.freeze_for(streams, budget / streams);
   Progress bar("eval", budget);
   while (count < budget) {
     const int64_t n = batcher.next(in.data(), tg.data(), true);

@@ -29,10 +29,10 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than they save
 }
 
-// Few rows (one time step of a sequential model): stream W once, each of its rows meeting every
-// x row while in L1. Eigen's GEMM would pack all of W first, which costs as much as the product.
-// Register-blocked with AVX-512 or AVX2/FMA where the compiler targets it; plain loops otherwise.
-constexpr int64_t kSkinnyRows = 64;
+// Few rows (one time step of a sequential model, up to kSkinnyRows): stream W once, each of its
+// rows meeting every x row while in L1. Eigen's GEMM would pack all of W first, which costs as
+// much as the product. Register-blocked with AVX-512 or AVX2/FMA where the compiler targets it;
+// plain loops otherwise.
 
 namespace {
 
@@ -598,8 +598,18 @@ void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t
 }
 
 double sum_squares(const float* x, int64_t n) {
+  // Fixed chunks summed in order: the same result for any thread count.
+  constexpr int64_t kChunkSize = 1 << 16;
+  const int64_t chunks = (n + kChunkSize - 1) / kChunkSize;
+  std::vector<double> part(size_t(chunks), 0.0);
+#pragma omp parallel for if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double s = 0.0;
+    for (int64_t i = c * kChunkSize; i < std::min(n, (c + 1) * kChunkSize); ++i) s += double(x[i]) * double(x[i]);
+    part[size_t(c)] = s;
+  }
   double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
+  for (double p : part) s += p;
   return s;
 }
 
