@@ -95,12 +95,13 @@ void Tape::flush_weight_grads() {
     }
     float* dy = arena_.alloc_floats(size_t(w.rows * w.Out));
     float* x = arena_.alloc_floats(size_t(w.rows * w.In));
-    int64_t at = 0;
+    std::vector<int64_t> at(w.dy_x.size() + 1, 0);  // first stacked row of each part
+    for (size_t k = 0; k < w.dy_x.size(); ++k) at[k + 1] = at[k] + w.part_rows[k];
+#pragma omp parallel for
     for (size_t k = 0; k < w.dy_x.size(); ++k) {
       const int64_t n = w.part_rows[k];
-      std::memcpy(dy + at * w.Out, w.dy_x[k].first, sizeof(float) * size_t(n * w.Out));
-      std::memcpy(x + at * w.In, w.dy_x[k].second, sizeof(float) * size_t(n * w.In));
-      at += n;
+      std::memcpy(dy + at[k] * w.Out, w.dy_x[k].first, sizeof(float) * size_t(n * w.Out));
+      std::memcpy(x + at[k] * w.In, w.dy_x[k].second, sizeof(float) * size_t(n * w.In));
     }
     cpu::linear_backward_weight(w.dW, dy, x, w.rows, w.In, w.Out);
   }
