@@ -5,7 +5,7 @@
 // products over strided row views (keys and values interleave in rows of width 2I), forward over
 // segments merged where they are adjacent rows of one buffer, so values never depend on where a
 // detachment policy splits the memory. Heads own disjoint columns, so the key/value gradients
-// need no atomics; the bias gradient is reduced serially afterwards.
+// need no atomics; the bias gradient is reduced afterwards, one head per thread.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -266,8 +266,10 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
   else attention_backward_gemm(dq, dbias, dlogits, dout, q, segs, nsegs, bucket, probs, drop, d);
   if (!dbias) return;
   const int64_t B = d.B, n = d.n, H = d.H, S = d.S;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
+  // Head h owns column h of dbias: one thread per head, rows in a fixed order.
+#pragma omp parallel for if (B * n * S * H > (1 << 15))
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < n; ++i) {
         const float* dl = dlogits + ((b * H + h) * n + i) * S;
         for (int64_t j = 0; j < S; ++j)
