@@ -17,7 +17,7 @@ void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
   cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
 }
 
-int64_t linear_packed_max_rows() { return cpu::kSkinnyRows; }
+int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
 
 Var linear(Var x, Var W, Var b) {
   const int64_t Out = W.shape()[0], In = W.shape()[1], N = x.value().rows();

@@ -298,7 +298,7 @@ void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t
 
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
                            int64_t In, int64_t Out) {
-  if (!Wp_fwd || N > kSkinnyRows) return linear_forward(y, x, W, b, N, In, Out);
+  if (!Wp_fwd || N > kPackedRows) return linear_forward(y, x, W, b, N, In, Out);
   packed_product(y, x, Wp_fwd, N, In, Out, false);
   if (b)
     for (int64_t r = 0; r < N; ++r)
@@ -307,7 +307,7 @@ void linear_forward_packed(float* y, const float* x, const float* W, const float
 
 void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
                                   int64_t In, int64_t Out) {
-  if (!Wp_bwd || N > kSkinnyRows) return linear_backward_input(dx, dy, W, N, In, Out);
+  if (!Wp_bwd || N > kPackedRows) return linear_backward_input(dx, dy, W, N, In, Out);
   packed_product(dx, dy, Wp_bwd, N, Out, In, true);
 }
 

@@ -10,8 +10,11 @@ namespace fbt::cpu {
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
                      int64_t N, int64_t In, int64_t Out);
-// Products of at most this many rows take the few-row kernels (and read packed weights).
+// Products of at most kSkinnyRows rows take the few-row kernels on W; with packed weights, those
+// of at most kPackedRows read the packs (faster than the GEMM library up to there: a window of
+// a few hundred rows reuses each panel from cache).
 constexpr int64_t kSkinnyRows = 64;
+constexpr int64_t kPackedRows = 512;
 // The same products with W also packed for few rows (see pack_panels): Wp_fwd packs W^T,
 // Wp_bwd packs W; a null pack, or many rows, takes the plain path above.
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
