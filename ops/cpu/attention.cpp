@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/cpu/kernels.hpp"
+#include "ops/cpu/simd.hpp"
 
 namespace fbt::cpu {
 
@@ -44,6 +45,27 @@ struct RowIndex {
   }
 };
 
+// p[0:S] = softmax of the logits p over the keys with bk[j] >= 0 (bias added first when given),
+// 0 elsewhere; returns false, leaving p all zeros, when no key is visible.
+bool masked_softmax_row(float* p, const int32_t* bk, const float* bias, int64_t h, int64_t H, int64_t S) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < S; ++j) {
+    if (bk[j] < 0) continue;
+    if (bias) p[j] += bias[bk[j] * H + h];
+    mx = std::max(mx, p[j]);
+  }
+  if (mx == -INFINITY) {
+    std::fill(p, p + S, 0.f);
+    return false;
+  }
+  Eigen::Map<Eigen::ArrayXf> row(p, S);
+  row = (row - mx).exp();  // vectorized; invisible keys are zeroed next
+  float sum = 0.f;
+  for (int64_t j = 0; j < S; ++j) sum += (p[j] = bk[j] < 0 ? 0.f : p[j]);
+  row *= 1.0f / sum;
+  return true;
+}
+
 // Adjacent segments over the same storage (the two gradient views of one cache) read as one.
 std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I) {
   std::vector<KVRows> out;
@@ -59,62 +81,77 @@ std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I) {
 }
 
 
+// out[0:Dh] += sum_j weight(j) row(j)[0:Dh] over the S keys, skipping zero weights; the sums
+// stay in registers across keys (a single query's output or gradient).
+template <typename Weight, typename Row>
+void add_weighted_rows(float* out, int64_t S, int64_t Dh, Weight weight, Row row) {
+  int64_t c = 0;
+#ifdef FBT_SIMD
+  using namespace simd;
+  for (; c + 4 * kLanes <= Dh; c += 4 * kLanes) {
+    vf a0 = vload(out + c), a1 = vload(out + c + kLanes), a2 = vload(out + c + 2 * kLanes), a3 = vload(out + c + 3 * kLanes);
+    for (int64_t j = 0; j < S; ++j) {
+      const float w = weight(j);
+      if (w == 0.f) continue;
+      const float* r = row(j) + c;
+      const vf vw = vset1(w);
+      a0 = vfma(vw, vload(r), a0), a1 = vfma(vw, vload(r + kLanes), a1);
+      a2 = vfma(vw, vload(r + 2 * kLanes), a2), a3 = vfma(vw, vload(r + 3 * kLanes), a3);
+    }
+    vstore(out + c, a0), vstore(out + c + kLanes, a1), vstore(out + c + 2 * kLanes, a2), vstore(out + c + 3 * kLanes, a3);
+  }
+#endif
+  for (; c < Dh; ++c) {
+    float s = out[c];
+    for (int64_t j = 0; j < S; ++j)
+      if (const float w = weight(j); w != 0.f) s += w * row(j)[c];
+    out[c] = s;
+  }
+}
+
+// A single query per (batch, head): dot products and weighted sums over key rows, vectorized
+// along the head dimension.
 void attention_forward_rows(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+                            const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
   RowIndex idx(segs, nsegs, S);
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
+      // Key j's row for this batch and head (values follow the keys, I further).
+      auto key = [&](int64_t j) {
+        const KVRows& sg = segs[idx.seg[size_t(j)]];
+        return sg.data + b * sg.batch_stride + idx.row[size_t(j)] * 2 * I + h * Dh;
+      };
       for (int64_t i = 0; i < n; ++i) {
         const float* qi = q + (b * n + i) * I + h * Dh;
         float* p = probs + ((b * H + h) * n + i) * S;
         const int32_t* bk = bucket + i * S;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < S; ++j) {
-          if (bk[j] < 0) {
-            p[j] = -INFINITY;
-            continue;
-          }
-          const KVRows& sg = segs[idx.seg[size_t(j)]];
-          const float* kj = sg.data + b * sg.batch_stride + idx.row[size_t(j)] * 2 * I + h * Dh;
-          float s = 0.f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t c = 0; c < Dh; ++c) s += qi[c] * kj[c];
-          if (bias) s += bias[bk[j] * H + h];
-          p[j] = s;
-          mx = std::max(mx, s);
-        }
+        for (int64_t j = 0; j < S; ++j)
+          if (bk[j] >= 0) p[j] = simd::dot(qi, key(j), Dh);
         float* o = out + (b * n + i) * I + h * Dh;
         std::fill(o, o + Dh, 0.f);
-        if (mx == -INFINITY) {  // no visible key: zero output, zero probabilities
-          std::fill(p, p + S, 0.f);
-          continue;
-        }
-        float sum = 0.f;
-        for (int64_t j = 0; j < S; ++j) sum += (p[j] = bk[j] < 0 ? 0.f : std::exp(p[j] - mx));
-        const float inv = 1.0f / sum;
+        if (!masked_softmax_row(p, bk, bias, h, H, S)) continue;  // no visible key: zeros
         const float* dr = drop ? drop + ((b * H + h) * n + i) * S : nullptr;
-        for (int64_t j = 0; j < S; ++j) {
-          p[j] *= inv;
-          float w = dr ? p[j] * dr[j] : p[j];
-          if (w == 0.f) continue;
-          const KVRows& sg = segs[idx.seg[size_t(j)]];
-          const float* vj = sg.data + b * sg.batch_stride + idx.row[size_t(j)] * 2 * I + I + h * Dh;
-          for (int64_t c = 0; c < Dh; ++c) o[c] += w * vj[c];
-        }
+        add_weighted_rows(o, S, Dh, [&](int64_t j) { return dr ? p[j] * dr[j] : p[j]; },
+                          [&](int64_t j) { return key(j) + I; });
       }
     }
 }
 
 void attention_backward_rows(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d) {
+                             const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                             const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
   RowIndex idx(segs, nsegs, S);
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
+      // Offset of key j's row for this batch and head, in its segment's data and grad.
+      auto offset = [&](int64_t j) {
+        return b * segs[idx.seg[size_t(j)]].batch_stride + idx.row[size_t(j)] * 2 * I + h * Dh;
+      };
+      auto seg = [&](int64_t j) -> const KVRows& { return segs[idx.seg[size_t(j)]]; };
       for (int64_t i = 0; i < n; ++i) {
         const float* doi = dout + (b * n + i) * I + h * Dh;
         const float* qi = q + (b * n + i) * I + h * Dh;
@@ -124,37 +161,23 @@ void attention_backward_rows(float* dq, float* dbias, float* dlogits, const floa
         // dP_j = dout . v_j (times the dropout multiplier); dV_j += P~_j dout
         float dot = 0.f;
         for (int64_t j = 0; j < S; ++j) {
-          if (p[j] == 0.f) {
-            dl[j] = 0.f;
-            continue;
-          }
-          const KVRows& sg = segs[idx.seg[size_t(j)]];
-          const int64_t off = b * sg.batch_stride + idx.row[size_t(j)] * 2 * I + I + h * Dh;
-          const float* vj = sg.data + off;
-          float m = dr ? dr[j] : 1.f;
-          float s = 0.f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t c = 0; c < Dh; ++c) s += doi[c] * vj[c];
-          dl[j] = s * m;
+          dl[j] = 0.f;
+          if (p[j] == 0.f) continue;
+          const KVRows& sg = seg(j);
+          const int64_t off = offset(j) + I;
+          const float m = dr ? dr[j] : 1.f;
+          dl[j] = simd::dot(doi, sg.data + off, Dh) * m;
           dot += p[j] * dl[j];
-          if (sg.grad && m != 0.f) {
-            float* dvj = sg.grad + off;
-            const float w = p[j] * m;
-            for (int64_t c = 0; c < Dh; ++c) dvj[c] += w * doi[c];
-          }
+          if (sg.grad && m != 0.f) simd::add_scaled(sg.grad + off, p[j] * m, doi, Dh);
         }
         // softmax backward, then dq += dl_j k_j, dk_j += dl_j q
-        float* dqi = dq ? dq + (b * n + i) * I + h * Dh : nullptr;
-        for (int64_t j = 0; j < S; ++j) {
-          if (p[j] == 0.f) continue;
-          dl[j] = p[j] * (dl[j] - dot);
-          const KVRows& sg = segs[idx.seg[size_t(j)]];
-          const int64_t off = b * sg.batch_stride + idx.row[size_t(j)] * 2 * I + h * Dh;
-          if (dqi)
-            for (int64_t c = 0; c < Dh; ++c) dqi[c] += dl[j] * sg.data[off + c];
-          if (sg.grad)
-            for (int64_t c = 0; c < Dh; ++c) sg.grad[off + c] += dl[j] * qi[c];
-        }
+        for (int64_t j = 0; j < S; ++j)
+          if (p[j] != 0.f) dl[j] = p[j] * (dl[j] - dot);
+        if (dq)
+          add_weighted_rows(dq + (b * n + i) * I + h * Dh, S, Dh, [&](int64_t j) { return dl[j]; },
+                            [&](int64_t j) { return seg(j).data + offset(j); });
+        for (int64_t j = 0; j < S; ++j)
+          if (p[j] != 0.f && seg(j).grad) simd::add_scaled(seg(j).grad + offset(j), dl[j], qi, Dh);
       }
     }
 }
@@ -172,26 +195,8 @@ void attention_forward_gemm(float* out, float* probs, const float* q, const KVRo
         if (segs[k].rows) P.middleCols(off, segs[k].rows).noalias() = Q * head_rows(segs[k], b, h, Dh, I, false).transpose();
         off += segs[k].rows;
       }
-      std::vector<uint8_t> empty_row(size_t(n), 0);
-      for (int64_t i = 0; i < n; ++i) {  // bias, visibility, softmax
-        float* p = probs + ((b * H + h) * n + i) * S;
-        const int32_t* bk = bucket + i * S;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < S; ++j) {
-          if (bk[j] < 0) continue;
-          if (bias) p[j] += bias[bk[j] * H + h];
-          mx = std::max(mx, p[j]);
-        }
-        if (mx == -INFINITY) {  // no visible key: zero probabilities, zero output
-          std::fill(p, p + S, 0.f);
-          empty_row[size_t(i)] = 1;
-          continue;
-        }
-        float sum = 0.f;
-        for (int64_t j = 0; j < S; ++j) sum += (p[j] = bk[j] < 0 ? 0.f : std::exp(p[j] - mx));
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < S; ++j) p[j] *= inv;
-      }
+      for (int64_t i = 0; i < n; ++i)  // bias, visibility, softmax (no visible key: zeros, zero output)
+        masked_softmax_row(probs + ((b * H + h) * n + i) * S, bucket + i * S, bias, h, H, S);
       MatR kept;  // dropped-out probabilities, when dropout is on
       if (drop) kept = P.cwiseProduct(Eigen::Map<const MatR>(drop + (b * H + h) * n * S, n, S));
       Strided O(out + b * n * I + h * Dh, n, Dh, Eigen::OuterStride<>(I));
@@ -265,16 +270,21 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
   if (d.n == 1) attention_backward_rows(dq, dbias, dlogits, dout, q, segs, nsegs, bucket, probs, drop, d);
   else attention_backward_gemm(dq, dbias, dlogits, dout, q, segs, nsegs, bucket, probs, drop, d);
   if (!dbias) return;
-  const int64_t B = d.B, n = d.n, H = d.H, S = d.S;
-  // Head h owns column h of dbias: one thread per head, rows in a fixed order.
-#pragma omp parallel for if (B * n * S * H > (1 << 15))
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < n; ++i) {
-        const float* dl = dlogits + ((b * H + h) * n + i) * S;
-        for (int64_t j = 0; j < S; ++j)
-          if (bucket[i * S + j] >= 0) dbias[bucket[i * S + j] * H + h] += dl[j];
-      }
+  const int64_t B = d.B, n = d.n, H = d.H, S = d.S, nS = n * S;
+  // The bucket table is shared by the batch: sum over it first (vectorized), then scatter once.
+  // Head h owns column h of dbias: one thread per head, a fixed order.
+  std::vector<float> summed(size_t(H * nS), 0.f);
+#pragma omp parallel for if (B * nS * H > (1 << 15))
+  for (int64_t h = 0; h < H; ++h) {
+    float* s = summed.data() + h * nS;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* dl = dlogits + (b * H + h) * nS;
+#pragma omp simd
+      for (int64_t k = 0; k < nS; ++k) s[k] += dl[k];
+    }
+    for (int64_t k = 0; k < nS; ++k)
+      if (bucket[k] >= 0) dbias[bucket[k] * H + h] += s[k];
+  }
 }
 
 }  // namespace fbt::cpu

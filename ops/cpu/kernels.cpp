@@ -11,11 +11,9 @@
 #include <vector>
 
 #include <omp.h>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 #include "autograd/rng.hpp"
+#include "ops/cpu/simd.hpp"
 
 namespace fbt::cpu {
 
@@ -36,35 +34,7 @@ constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than
 
 namespace {
 
-// The widest float vector the compiler targets: 16 lanes with AVX-512, 8 with AVX2/FMA.
-#if defined(__AVX512F__)
-#define FBT_SIMD 1
-using vf = __m512;
-constexpr int64_t kLanes = 16;
-inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
-inline vf vzero() { return _mm512_setzero_ps(); }
-inline vf vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
-inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
-inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
-inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
-#elif defined(__AVX2__) && defined(__FMA__)
-#define FBT_SIMD 1
-using vf = __m256;
-constexpr int64_t kLanes = 8;
-inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
-inline vf vzero() { return _mm256_setzero_ps(); }
-inline vf vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
-inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
-inline float hsum(vf v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-#endif
+using namespace simd;
 
 // y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows: 4 weight rows x 2 input rows in registers.
 void skinny_dots(float* y, const float* x, const float* W, int64_t N, int64_t In, int64_t Out, int64_t o0, int64_t o1) {

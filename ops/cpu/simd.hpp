@@ -1,0 +1,72 @@
+// The widest float vector the compiler targets, for the hand-blocked CPU kernels: 16 lanes with
+// AVX-512, 8 with AVX2/FMA; FBT_SIMD undefined otherwise (the kernels keep plain loops). Internal
+// to ops/cpu.
+#pragma once
+#include <cstdint>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+namespace fbt::cpu::simd {
+
+#if defined(__AVX512F__)
+#define FBT_SIMD 1
+using vf = __m512;
+constexpr int64_t kLanes = 16;
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
+inline vf vset1(float x) { return _mm512_set1_ps(x); }
+inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#define FBT_SIMD 1
+using vf = __m256;
+constexpr int64_t kLanes = 8;
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline vf vset1(float x) { return _mm256_set1_ps(x); }
+inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline float hsum(vf v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+// a . b over n floats: vector accumulators and one horizontal sum (a compiler's simd reduction
+// spills the vector and adds its lanes one by one).
+inline float dot(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#ifdef FBT_SIMD
+  vf acc0 = vzero(), acc1 = vzero();
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    acc0 = vfma(vload(a + i), vload(b + i), acc0);
+    acc1 = vfma(vload(a + i + kLanes), vload(b + i + kLanes), acc1);
+  }
+  for (; i + kLanes <= n; i += kLanes) acc0 = vfma(vload(a + i), vload(b + i), acc0);
+  s = hsum(vadd(acc0, acc1));
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// y += a x over n floats (inlined into the attention kernels).
+inline void add_scaled(float* y, float a, const float* x, int64_t n) {
+  int64_t i = 0;
+#ifdef FBT_SIMD
+  const vf va = vset1(a);
+  for (; i + kLanes <= n; i += kLanes) vstore(y + i, vfma(va, vload(x + i), vload(y + i)));
+#endif
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace fbt::cpu::simd
