@@ -94,18 +94,23 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     for (const KVCache& c : caches) {
       const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
       // This projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
-      Tensor gd = t.grad(c.diff), gc = t.grad(c.cnst);
-      float* g_diff = a.alloc_floats(size_t(B * n * KV));
-      float* g_all = a.alloc_floats(size_t(B * n * KV));
-      bool any_const = false;  // policy none: rows written in the call are never read as constants
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < n * KV; ++i) {
-          const int64_t src = (b * R + row) * KV + i, dst = b * n * KV + i;
-          const float k = gc.data ? gc.data[src] : 0.f;
-          g_diff[dst] = gd.data ? gd.data[src] : 0.f;
-          g_all[dst] = g_diff[dst] + k;
-          any_const = any_const || k != 0.f;
+      // A view no reader wrote has no gradient buffer (policy none: the constant one).
+      const float* gd = c.diff.grad().data;
+      const float* gc = c.cnst.grad().data;
+      const int64_t rows = n * KV;
+      float* g_diff = a.alloc_floats(size_t(B * rows));
+      float* g_all = gc ? a.alloc_floats(size_t(B * rows)) : g_diff;
+      bool any_const = false;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t src = (b * R + row) * KV, dst = b * rows;
+        if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
+        else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
+        if (!gc) continue;
+        for (int64_t i = 0; i < rows; ++i) {
+          g_all[dst + i] = g_diff[dst + i] + gc[src + i];
+          any_const = any_const || gc[src + i] != 0.f;
         }
+      }
       if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, g_all, normed.data, B * n, D, KV);
       float* prod = a.alloc_floats(size_t(ND));
       std::memset(prod, 0, sizeof(float) * size_t(ND));

@@ -47,7 +47,10 @@ double clip_grad_norm(ParamStore& params, double max_norm) {
   const double norm = global_grad_norm(params);
   if (max_norm > 0 && norm > max_norm) {
     const float s = float(max_norm / (norm + 1e-6));
-    for (float& g : params.grads()) g *= s;
+    float* g = params.grads().data();
+    const int64_t n = int64_t(params.grads().size());
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) g[i] *= s;
   }
   return norm;
 }
