@@ -346,11 +346,14 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
 #pragma omp parallel for if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const float* xr = x + r * C;
-    float m = 0.f;
-    for (int64_t c = 0; c < C; ++c) m += xr[c];
-    m /= float(C);
-    float v = 0.f;
-    for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
+    const float m = reduce(C, [&](int64_t c) { return vload(xr + c); }, [&](int64_t c) { return xr[c]; }) / float(C);
+    const float v = reduce(
+        C,
+        [&](int64_t c) {
+          const vf d = vsub(vload(xr + c), vset1(m));
+          return vmul(d, d);
+        },
+        [&](int64_t c) { return (xr[c] - m) * (xr[c] - m); });
     float s = 1.0f / std::sqrt(v / float(C) + 1e-5f);
     float* yr = y + r * C;
     for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s * w[c] + b[c];
@@ -364,15 +367,19 @@ void layernorm_backward_input(float* dx, const float* dy, const float* x, const 
 #pragma omp parallel for if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const float *xr = x + r * C, *dyr = dy + r * C;
-    float m = mean[r], s = rstd[r];
-    float sum_g = 0.f, sum_gx = 0.f;  // mean of dxhat and of dxhat * xhat
-    for (int64_t c = 0; c < C; ++c) {
-      float g = dyr[c] * w[c];
-      sum_g += g;
-      sum_gx += g * (xr[c] - m) * s;
-    }
-    sum_g /= float(C);
-    sum_gx /= float(C);
+    const float m = mean[r], s = rstd[r];
+    // means of dxhat = dy w and of dxhat * xhat
+    const float sum_g =
+        reduce(C, [&](int64_t c) { return vmul(vload(dyr + c), vload(w + c)); }, [&](int64_t c) { return dyr[c] * w[c]; }) /
+        float(C);
+    const float sum_gx = reduce(
+                             C,
+                             [&](int64_t c) {
+                               const vf xhat = vmul(vsub(vload(xr + c), vset1(m)), vset1(s));
+                               return vmul(vmul(vload(dyr + c), vload(w + c)), xhat);
+                             },
+                             [&](int64_t c) { return dyr[c] * w[c] * (xr[c] - m) * s; }) /
+                         float(C);
     float* dxr = dx + r * C;
     for (int64_t c = 0; c < C; ++c) {
       float xhat = (xr[c] - m) * s;

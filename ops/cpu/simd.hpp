@@ -1,6 +1,6 @@
 // The widest float vector the compiler targets, for the hand-blocked CPU kernels: 16 lanes with
-// AVX-512, 8 with AVX2/FMA; FBT_SIMD undefined otherwise (the kernels keep plain loops). Internal
-// to ops/cpu.
+// AVX-512, 8 with AVX2/FMA. Without either, FBT_SIMD is undefined (register-blocked kernels keep
+// plain loops) and vf is a single float. Internal to ops/cpu.
 #pragma once
 #include <cstdint>
 
@@ -21,6 +21,8 @@ inline vf vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
 inline vf vset1(float x) { return _mm512_set1_ps(x); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
 #elif defined(__AVX2__) && defined(__FMA__)
 #define FBT_SIMD 1
@@ -33,12 +35,28 @@ inline vf vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
 inline vf vset1(float x) { return _mm256_set1_ps(x); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline float hsum(vf v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+#else
+// No vector unit targeted: one-lane "vectors", so code written with these still compiles and runs.
+using vf = float;
+constexpr int64_t kLanes = 1;
+inline vf vload(const float* p) { return *p; }
+inline void vstore(float* p, vf v) { *p = v; }
+inline vf vzero() { return 0.f; }
+inline vf vbroadcast(const float* p) { return *p; }
+inline vf vset1(float x) { return x; }
+inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
+inline vf vadd(vf a, vf b) { return a + b; }
+inline vf vsub(vf a, vf b) { return a - b; }
+inline vf vmul(vf a, vf b) { return a * b; }
+inline float hsum(vf v) { return v; }
 #endif
 
 // a . b over n floats: vector accumulators and one horizontal sum (a compiler's simd reduction
@@ -56,6 +74,22 @@ inline float dot(const float* a, const float* b, int64_t n) {
   s = hsum(vadd(acc0, acc1));
 #endif
   for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Sum of f(i) over i in [0, n), where f maps a lane offset to a vector (vector part) or a float
+// (the tail): one vector accumulator per pass instead of a serial float chain.
+template <typename VecF, typename ScalarF>
+inline float reduce(int64_t n, VecF vec_term, ScalarF scalar_term) {
+  int64_t i = 0;
+  vf acc0 = vzero(), acc1 = vzero();
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    acc0 = vadd(acc0, vec_term(i));
+    acc1 = vadd(acc1, vec_term(i + kLanes));
+  }
+  for (; i + kLanes <= n; i += kLanes) acc0 = vadd(acc0, vec_term(i));
+  float s = hsum(vadd(acc0, acc1));
+  for (; i < n; ++i) s += scalar_term(i);
   return s;
 }
 
