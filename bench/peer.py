@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """The PyTorch peer for `fbt bench`: the same Feedback Transformer (../shared/docs/MODEL.md),
 written the way a good PyTorch user writes it (a loop over windows, projected keys/values cached
-and concatenated as the seed does, autograd), timed the same way: one warm-up step, then N full
-training steps (forward, backward, clipping, AdamW) on random tokens. Prints one JSON line.
+and concatenated as the seed does, autograd), timed the same way: two warm-up steps, then the
+median of N full training steps (forward, backward, clipping, AdamW) on random tokens. Prints one
+JSON line.
 
 Usage: /usr/bin/python3 bench/peer.py CONFIG.yaml [--steps N]
        /usr/bin/python3 bench/peer.py CONFIG.yaml --train N   (train on the config's byte corpus like
                                                          fbt train, then print the validation bpc)
 """
-import argparse, json, math, resource, time
+import argparse, json, math, resource, statistics, time
 
 import torch
 import torch.nn as nn
@@ -223,13 +224,16 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.get("clip", 1.0))
         opt.step()
 
+    step()  # two warm-up steps, then the median step, as fbt bench
     step()
-    t0 = time.perf_counter()
+    secs = []
     for _ in range(args.steps):
+        t0 = time.perf_counter()
         step()
-    secs = time.perf_counter() - t0
+        secs.append(time.perf_counter() - t0)
+    median = statistics.median(secs)
     print(json.dumps({"peer": "pytorch " + torch.__version__, "config": args.config, "threads": threads,
-                      "tokens_per_s": B * T * args.steps / secs, "step_ms": 1000 * secs / args.steps,
+                      "tokens_per_s": B * T / median, "step_ms": 1000 * median,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
