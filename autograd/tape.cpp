@@ -1,5 +1,6 @@
 #include "autograd/tape.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "ops/cpu/kernels.hpp"
@@ -88,9 +89,12 @@ void Tape::defer_weight_grad(float* dW, const float* dy, const float* x, int64_t
 }
 
 void Tape::flush_weight_grads() {
+  constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
   for (WeightGrad& w : weight_grads_) {
-    if (w.dy_x.size() == 1) {
-      cpu::linear_backward_weight(w.dW, w.dy_x[0].first, w.dy_x[0].second, w.rows, w.In, w.Out);
+    // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
+    if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
+      for (size_t k = 0; k < w.dy_x.size(); ++k)
+        cpu::linear_backward_weight(w.dW, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
       continue;
     }
     float* dy = arena_.alloc_floats(size_t(w.rows * w.Out));

@@ -72,7 +72,8 @@ class Tape {
 
   // Weight gradients of linears, dW += dy^T x, are not computed one small product per op: the
   // sweep collects the (dy, x) pairs of each weight and, at its end, runs one large GEMM per
-  // weight over all of them (rows stacked in record order, so the result is deterministic).
+  // weight over all of them (rows stacked in record order, so the result is deterministic), or
+  // one GEMM per pair, in order, when every pair is already deep (windows of many rows).
   // dy and x must stay valid until then (arena storage does).
   void defer_weight_grad(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
 
