@@ -63,6 +63,23 @@ TEST_CASE("kernel: linear matches the naive loop, plain and with packed weights"
   }
 }
 
+TEST_CASE("kernel: weight gradient dW += dy^T x matches the naive loop") {
+  // Partial panels and groups, one row, rows past one K chunk, several groups per thread.
+  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{1, 5, 3}, {17, 33, 65}, {64, 16, 64}, {300, 70, 130},
+                            {700, 40, 300}}) {
+    auto dy = randn(N * Out, 5), x = randn(N * In, 6);
+    std::vector<float> fast(sz(Out * In), 0.25f), slow(sz(Out * In), 0.25f);
+    for (int64_t o = 0; o < Out; ++o)
+      for (int64_t i = 0; i < In; ++i) {
+        double s = 0;
+        for (int64_t r = 0; r < N; ++r) s += double(dy[sz(r * Out + o)]) * x[sz(r * In + i)];
+        slow[sz(o * In + i)] += float(s);
+      }
+    cpu::linear_backward_weight(fast.data(), dy.data(), x.data(), N, In, Out);
+    check_close(fast, slow);
+  }
+}
+
 TEST_CASE("kernel: batched matmul matches the naive loop") {
   for (auto [G, M, K, N] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 3, 7, 5}, {1, 1, 1, 1}, {3, 33, 65, 17}}) {
     auto a = randn(G * M * K, 4), b = randn(G * K * N, 5);
