@@ -62,6 +62,7 @@ void ParamStore::freeze() {
     at += cpu::packed_floats(Out, In);
   }
   frozen_ = true;
+  ++freeze_count_;
 }
 
 void ParamStore::thaw() {

@@ -38,6 +38,9 @@ class ParamStore {
   // Values must not change in between: use the scope below around work that only reads them.
   void pack_for_steps(Var W);
   bool frozen() const { return frozen_; }
+  // Which freeze the store is in: a new number for each freeze(), 0 when not frozen. Values
+  // computed from the weights can be reused while this stays the same.
+  uint64_t freeze_id() const { return frozen_ ? freeze_count_ : 0; }
   void freeze();
   void thaw();
 
@@ -51,6 +54,7 @@ class ParamStore {
   std::vector<Node*> packed_nodes_;
   std::vector<float> packed_;  // their packs, one block, kept between freezes
   bool frozen_ = false;
+  uint64_t freeze_count_ = 0;
 };
 
 // Freezes the store for its lifetime (a forward over many steps, an evaluation, sampling);

@@ -8,7 +8,7 @@
 
 namespace fbt {
 
-FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg) : cfg_(cfg) {
+FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize) : cfg_(cfg) {
   cfg_.validate();
   const int64_t D = cfg.dim, I = cfg.inner(), L = cfg.depth;
   ParamStore& ps = params_;
@@ -42,7 +42,7 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg) : cfg_(cfg) {
   bucket_of_.assign(size_t(cfg.mem_len + cfg.seq_len + 1), 0);
   for (int64_t d = 1; d < int64_t(bucket_of_.size()); ++d)
     bucket_of_[size_t(d)] = bucket(d, cfg.num_buckets, cfg.max_distance);
-  init(0);
+  if (initialize) init(0);
 }
 
 int32_t FeedbackTransformer::bucket(int64_t d, int64_t num_buckets, int64_t max_distance) {
@@ -78,7 +78,7 @@ void FeedbackTransformer::init(uint64_t seed) {
 
 ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory,
                                            Var context, const int32_t* targets, const DetachPolicy& policy,
-                                           bool train, Rng* rng) {
+                                           bool train, Rng* rng, ProjectedMemory* projected) {
   const ModelConfig& c = cfg_;
   const int64_t D = c.dim, I = c.inner(), H = c.heads, L = c.depth;
   check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
@@ -111,7 +111,16 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true)});
   }
   auto project = [&](Var vectors, int64_t row) { project_memory(vectors, mem_norm_.w, mem_norm_.b, caches, row); };
-  if (m0) {
+  const uint64_t freeze_id = params_.freeze_id();
+  if (m0 && projected && freeze_id && projected->freeze_id == freeze_id) {
+    check(projected->B == B && projected->rows == m0 && projected->kv.size() == caches.size(),
+          "forward: the projected memory is (B=", projected->B, ", ", projected->rows, " rows, ", projected->kv.size(),
+          " caches), the memory is (B=", B, ", ", m0, " rows) with ", caches.size(), " caches");
+    for (size_t k = 0; k < caches.size(); ++k)  // the previous call's projection, same weights
+      for (int64_t b = 0; b < B; ++b)
+        std::memcpy(caches[k].diff.data() + b * cap * 2 * I, projected->kv[k].data() + b * m0 * 2 * I,
+                    sizeof(float) * size_t(m0 * 2 * I));
+  } else if (m0) {
     Var carried = tp.leaf_copy(*memory);  // a constant: gradients never flow into a received state
     project(carried, 0);
   }
@@ -166,7 +175,8 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     res.written_start.push_back(s);
     for (int64_t b = 0; b < B; ++b)
       std::memcpy(mem_buf.data + (b * cap + p) * D, mem.data() + b * n * D, sizeof(float) * size_t(n * D));
-    if (s + n < T) project(mem, p);  // the last window's memory is read by no one in this call
+    // The last window's memory is read by no one in this call, unless the projection is kept.
+    if (s + n < T || (projected && freeze_id)) project(mem, p);
   }
 
   Var out = outs.size() == 1 ? outs[0] : concat(outs, 1);  // (B,T,D)
@@ -176,6 +186,18 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   res.memory = tp.arena().alloc({B, keep, D});
   for (int64_t b = 0; b < B; ++b)
     std::memcpy(res.memory.data + b * keep * D, mem_buf.data + (b * cap + cap - keep) * D, sizeof(float) * size_t(keep * D));
+  if (projected) {
+    projected->freeze_id = freeze_id;
+    projected->B = B, projected->rows = keep;
+    projected->kv.resize(caches.size());
+    if (freeze_id)
+      for (size_t k = 0; k < caches.size(); ++k) {
+        projected->kv[k].resize(size_t(B * keep * 2 * I));
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(projected->kv[k].data() + b * keep * 2 * I, caches[k].diff.data() + (b * cap + cap - keep) * 2 * I,
+                      sizeof(float) * size_t(keep * 2 * I));
+      }
+  }
   return res;
 }
 

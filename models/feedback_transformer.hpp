@@ -20,6 +20,16 @@
 
 namespace fbt {
 
+// The memory state's keys and values as each key/value cache projects them (one (B, m, 2I) block
+// per cache: one with shared_kv, else one per layer), kept by a caller between calls while the
+// weights are frozen, so a call does not project the carried memory again (sampling,
+// evaluation). Valid only within the freeze that made it (ParamStore::freeze_id).
+struct ProjectedMemory {
+  std::vector<std::vector<float>> kv;
+  int64_t B = 0, rows = 0;
+  uint64_t freeze_id = 0;  // 0: not reusable
+};
+
 struct ForwardOutput {
   Var logits;     // (B,T,V)
   Var loss;       // 0-d mean cross-entropy (only when targets were given)
@@ -32,7 +42,9 @@ struct ForwardOutput {
 
 class FeedbackTransformer {
  public:
-  explicit FeedbackTransformer(const ModelConfig& cfg);
+  // initialize: run init(0); false leaves the parameters zero, for weights loaded right after
+  // (drawing tens of millions of normals only to overwrite them costs a second at start-up).
+  explicit FeedbackTransformer(const ModelConfig& cfg, bool initialize = true);
 
   const ModelConfig& config() const { return cfg_; }
   ParamStore& params() { return params_; }
@@ -45,9 +57,12 @@ class FeedbackTransformer {
 
   // tokens:(B,T) ids.  memory:(B,m,D) or null (m = 0).  context:(B,Tc,D) when cross_attend.
   // targets:(B,T) or null.  train: dropout on (needs rng).  Records on tape() when recording.
+  // projected: in, the projection of `memory` from the previous call, used when it belongs to
+  // the current freeze (else the memory is projected again); out, that of the returned memory.
   ForwardOutput forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory = nullptr,
                         Var context = Var(), const int32_t* targets = nullptr,
-                        const DetachPolicy& policy = DetachPolicy{}, bool train = false, Rng* rng = nullptr);
+                        const DetachPolicy& policy = DetachPolicy{}, bool train = false, Rng* rng = nullptr,
+                        ProjectedMemory* projected = nullptr);
 
   // Packs the weights of the time loop's products (ParamStore::freeze) while it lives, when
   // they will serve `steps` time steps over B streams: windows of few enough rows to read the

@@ -118,7 +118,8 @@ std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file) 
   SafeTensors st = SafeTensors::load(path);
   if (!st.metadata.count("fbt_model_config"))
     throw SafeTensorsError(path + ": no fbt_model_config in __metadata__ (not written by fbt?)");
-  auto model = std::make_unique<FeedbackTransformer>(model_config_from_json(st.metadata.at("fbt_model_config"), path));
+  auto model = std::make_unique<FeedbackTransformer>(model_config_from_json(st.metadata.at("fbt_model_config"), path),
+                                                     /*initialize=*/false);
   load_weights(*model, st, path);
   return model;
 }

@@ -289,6 +289,54 @@ TEST_CASE("model: frozen weights (packed step products) give the plain path's va
   CHECK(changed != plain);
 }
 
+TEST_CASE("model: the projected memory is reused within a freeze, and only there") {
+  for (bool shared : {false, true}) {
+    ModelConfig cfg = tiny(1, shared, false, false);
+    FeedbackTransformer model(cfg);
+    randomize(model, 12);
+    Batch first = make_batch(0, 31, 3), second = make_batch(0, 32, 2);
+    NoGradScope ng;
+    auto logits = [](const ForwardOutput& o) {
+      return std::vector<float>(o.logits.data(), o.logits.data() + o.logits.value().numel());
+    };
+    // Reference: the second call projects the carried memory itself.
+    ForwardOutput a = model.forward(first.tokens.data(), 2, 3, nullptr);
+    std::vector<float> state(a.memory.data, a.memory.data + a.memory.numel());
+    Tensor st{state.data(), a.memory.shape, Device::CPU};
+    const std::vector<float> expect = logits(model.forward(second.tokens.data(), 2, 2, &st));
+
+    ProjectedMemory projected;
+    {
+      FrozenWeights frozen(model.params());
+      model.forward(first.tokens.data(), 2, 3, nullptr, Var(), nullptr, DetachPolicy{}, false, nullptr, &projected);
+      CHECK(projected.freeze_id == model.params().freeze_id());
+      CHECK(projected.rows == 3);
+      REQUIRE(projected.kv.size() == (shared ? 1u : 2u));
+      const std::vector<float> got = logits(
+          model.forward(second.tokens.data(), 2, 2, &st, Var(), nullptr, DetachPolicy{}, false, nullptr, &projected));
+      REQUIRE(got.size() == expect.size());
+      for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(expect[i]).epsilon(1e-5));
+      // A projection of another shape within the same freeze is a caller's error.
+      ProjectedMemory wrong = projected;
+      wrong.rows = 1;
+      CHECK_THROWS_WITH_AS(model.forward(second.tokens.data(), 2, 2, &st, Var(), nullptr, DetachPolicy{}, false, nullptr, &wrong),
+                           doctest::Contains("projected memory"), std::invalid_argument);
+    }
+    // Outside a freeze nothing is kept; a projection from an earlier freeze is not used once
+    // the weights have changed: the result follows the new weights.
+    ProjectedMemory loose;
+    model.forward(first.tokens.data(), 2, 3, nullptr, Var(), nullptr, DetachPolicy{}, false, nullptr, &loose);
+    CHECK(loose.freeze_id == 0);
+    model.params().get("mem_norm.bias").data()[0] += 0.5f;
+    const std::vector<float> changed = logits(model.forward(second.tokens.data(), 2, 2, &st));
+    FrozenWeights frozen(model.params());
+    const std::vector<float> stale = logits(
+        model.forward(second.tokens.data(), 2, 2, &st, Var(), nullptr, DetachPolicy{}, false, nullptr, &projected));
+    for (size_t i = 0; i < stale.size(); ++i) CHECK(stale[i] == doctest::Approx(changed[i]).epsilon(1e-5));
+    CHECK(changed != expect);
+  }
+}
+
 TEST_CASE("model: the state keeps the last mem_len vectors") {
   ModelConfig cfg = tiny(1, true, false, false);
   FeedbackTransformer model(cfg);

@@ -13,7 +13,7 @@ namespace fbt::cli {
 
 int run_forward(const ForwardArgs& a) {
   ModelConfig cfg = load_model_config(a.config);
-  FeedbackTransformer model(cfg);
+  FeedbackTransformer model(cfg, /*initialize=*/false);  // weights loaded next
   load_weights(model, SafeTensors::load(a.weights), a.weights);
   DetachPolicy policy;
   try {

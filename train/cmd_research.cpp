@@ -88,7 +88,7 @@ int run_grads(const GradsArgs& a) {
   if (from_files) {
     check(!a.batch.empty(), "--weights needs --batch");
     cfg = load_model_config(a.config);
-    model = std::make_unique<FeedbackTransformer>(cfg);
+    model = std::make_unique<FeedbackTransformer>(cfg, /*initialize=*/false);
     load_weights(*model, SafeTensors::load(a.weights), a.weights);
     batches = {load_call_batch(a.batch, cfg)};
   } else {
@@ -96,7 +96,7 @@ int run_grads(const GradsArgs& a) {
     if (rc.train.threads > 0) omp_set_num_threads(int(rc.train.threads));
     const std::string path = resolve_weights(a.checkpoint);
     cfg = rc.model;
-    model = std::make_unique<FeedbackTransformer>(cfg);
+    model = std::make_unique<FeedbackTransformer>(cfg, /*initialize=*/false);
     load_weights(*model, SafeTensors::load(path), path);
     batches = batches_from_split(a, rc, *model);
   }

@@ -38,6 +38,7 @@ std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int3
   const FrozenWeights frozen = model.freeze_for(1, opt.tokens);
   Rng rng(opt.seed);
   std::vector<float> memory;  // (1, m, D)
+  ProjectedMemory projected;  // its keys/values: each token projects only its own memory vector
   int64_t m = 0;
   std::vector<int32_t> out;
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt must hold at least one token");
@@ -45,7 +46,8 @@ std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int3
   for (int64_t i = 0; i < opt.tokens; ++i) {
     tape().reset();
     Tensor mem{memory.data(), Shape{1, m, c.dim}, Device::CPU};
-    ForwardOutput o = model.forward(feed.data(), 1, int64_t(feed.size()), m ? &mem : nullptr);
+    ForwardOutput o = model.forward(feed.data(), 1, int64_t(feed.size()), m ? &mem : nullptr, Var(), nullptr,
+                                    DetachPolicy{}, false, nullptr, &projected);
     const float* last = o.logits.data() + (int64_t(feed.size()) - 1) * c.num_tokens;
     const int32_t tok = draw(last, c.num_tokens, opt, rng);
     m = o.memory.shape[1];

@@ -34,6 +34,7 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
   StreamBatcher batcher(corpus, streams, bptt);
   std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
   std::vector<float> memory;
+  ProjectedMemory projected;  // its keys/values, reused by the next call
   int64_t m = 0;
   double total = 0;
   int64_t count = 0;
@@ -46,7 +47,8 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
     if (n == 0) break;
     tape().reset();
     Tensor mem{memory.data(), Shape{streams, m, c.dim}, Device::CPU};
-    ForwardOutput o = model.forward(in.data(), streams, n, m ? &mem : nullptr, Var(), tg.data());
+    ForwardOutput o = model.forward(in.data(), streams, n, m ? &mem : nullptr, Var(), tg.data(), DetachPolicy{}, false,
+                                    nullptr, &projected);
     total += double(o.loss.data()[0]) * double(streams * n);
     count += streams * n;
     m = o.memory.shape[1];
@@ -110,7 +112,7 @@ Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg) {
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
   const LoopConfig lc = loop_config(cfg_);
   policy_ = lc.detach;
-  model_ = std::make_unique<FeedbackTransformer>(cfg_.model);
+  model_ = std::make_unique<FeedbackTransformer>(cfg_.model, /*initialize=*/false);
   model_->init(t.seed);
   loop_ = std::make_unique<TrainLoop>(*model_, lc);
   train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);

@@ -223,6 +223,26 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
 #endif
 }
 
+// One row against 4 full panels (P, P + stride, ...): a single row against one panel would wait
+// on one chain of dependent FMAs; four panels give four chains. Every output is summed in the
+// same k order as in panel_block, so results do not depend on how rows or panels are grouped.
+void row_four_panels(float* y, const float* x, const float* P, int64_t stride, int64_t K, bool acc) {
+#ifdef FBT_SIMD
+  vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    const vf xk = vbroadcast(x + k);
+    a0 = vfma(xk, vload(P + k * kPanel), a0);
+    a1 = vfma(xk, vload(P + stride + k * kPanel), a1);
+    a2 = vfma(xk, vload(P + 2 * stride + k * kPanel), a2);
+    a3 = vfma(xk, vload(P + 3 * stride + k * kPanel), a3);
+  }
+  const vf a[4] = {a0, a1, a2, a3};
+  for (int q = 0; q < 4; ++q) vstore(y + q * kPanel, acc ? vadd(vload(y + q * kPanel), a[q]) : a[q]);
+#else
+  for (int q = 0; q < 4; ++q) panel_block<1>(y + q * kPanel, 0, x, 0, P + q * stride, K, kPanel, acc);
+#endif
+}
+
 // All N rows against one panel: full blocks, then the rest in smaller ones.
 void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K,
                 int64_t width, bool acc) {
@@ -259,7 +279,13 @@ void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t
     for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
       const int64_t kn = std::min(kChunk, K - k0);
       for (int64_t r = 0; r < N; ++r) std::memcpy(xc.data() + r * kChunkStride, x + r * K + k0, sizeof(float) * size_t(kn));
-      for (int64_t p = p0; p < p1; ++p)
+      int64_t p = p0;
+      if (N < 4)  // a row or three (sampling, a single stream): four panels at a time
+        for (; p + 4 <= p1 && (p + 4) * kPanel <= M; p += 4)
+          for (int64_t r = 0; r < N; ++r)
+            row_four_panels(y + r * M + p * kPanel, xc.data() + r * kChunkStride, A + (p * K + k0) * kPanel, K * kPanel,
+                            kn, accumulate || k0 > 0);
+      for (; p < p1; ++p)
         panel_rows(y + p * kPanel, M, xc.data(), kChunkStride, A + (p * K + k0) * kPanel, N, kn,
                    std::min(kPanel, M - p * kPanel), accumulate || k0 > 0);
     }
