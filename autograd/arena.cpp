@@ -20,19 +20,19 @@ void Arena::add_block(size_t min_bytes) {
 }
 
 float* Arena::alloc_floats(size_t n) {
-  size_t bytes = round_up(std::max<size_t>(n, 1) * sizeof(float));
-  Block* b = &blocks_.back();
-  auto base = reinterpret_cast<uintptr_t>(b->mem.get());
-  size_t offset = round_up(base + b->used) - base;
-  if (offset + bytes > b->size) {
-    add_block(std::max(bytes, b->size * 2));
-    b = &blocks_.back();
-    base = reinterpret_cast<uintptr_t>(b->mem.get());
-    offset = round_up(base) - base;
+  const size_t bytes = round_up(std::max<size_t>(n, 1) * sizeof(float));
+  for (;;) {
+    Block& b = blocks_[current_];
+    const auto base = reinterpret_cast<uintptr_t>(b.mem.get());
+    const size_t offset = round_up(base + b.used) - base;
+    if (offset + bytes <= b.size) {
+      b.used = offset + bytes;
+      used_total_ += bytes;
+      return reinterpret_cast<float*>(b.mem.get() + offset);
+    }
+    if (current_ + 1 == blocks_.size()) add_block(std::max(bytes, b.size * 2));
+    ++current_;
   }
-  b->used = offset + bytes;
-  used_total_ += bytes;
-  return reinterpret_cast<float*>(b->mem.get() + offset);
 }
 
 Tensor Arena::alloc(const Shape& s) { return Tensor{alloc_floats(size_t(s.numel())), s, Device::CPU}; }
@@ -50,12 +50,8 @@ size_t Arena::capacity_bytes() const {
 }
 
 void Arena::reset() {
-  if (blocks_.size() > 1) {  // merge: next step fits in one block
-    size_t total = capacity_bytes();
-    blocks_.clear();
-    add_block(total);
-  }
-  blocks_.back().used = 0;
+  for (Block& b : blocks_) b.used = 0;
+  current_ = 0;
   used_total_ = 0;
 }
 

@@ -1,6 +1,6 @@
 // Bump allocator for the activations and gradients of one step. Pointers stay valid until
-// reset(); reset() keeps the capacity (merged into one block), so a steady training loop
-// allocates nothing after its first step.
+// reset(); reset() keeps every block, and the next step fills them again in order, so a steady
+// training loop allocates (and page-faults) nothing after its first step.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -27,6 +27,7 @@ class Arena {
   };
   void add_block(size_t min_bytes);
   std::vector<Block> blocks_;
+  size_t current_ = 0;  // the block allocations come from; earlier ones are full for this step
   size_t used_total_ = 0;
 };
 

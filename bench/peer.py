@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The PyTorch peer for `fbt bench`: the same Feedback Transformer (../shared/docs/MODEL.md),
 written the way a good PyTorch user writes it (a loop over windows, projected keys/values cached
-and concatenated as the seed does, autograd), timed the same way: two warm-up steps, then the
+and concatenated as the seed does, autograd), timed the same way: one warm-up step, then the
 median of N full training steps (forward, backward, clipping, AdamW) on random tokens. Prints one
 JSON line.
 
@@ -224,8 +224,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.get("clip", 1.0))
         opt.step()
 
-    step()  # two warm-up steps, then the median step, as fbt bench
-    step()
+    step()  # one warm-up step, then the median step, as fbt bench
     secs = []
     for _ in range(args.steps):
         t0 = time.perf_counter()

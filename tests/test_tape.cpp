@@ -81,20 +81,29 @@ TEST_CASE("params: values and gradients are contiguous blocks in registration or
   CHECK_THROWS_AS(ps.get("c"), std::out_of_range);
 }
 
-TEST_CASE("arena: aligned allocations survive growth and reset reuses one block") {
+TEST_CASE("arena: aligned allocations survive growth; after reset the same steps reuse the same memory") {
   Arena arena(256);
-  std::vector<float*> ptrs;
-  for (int i = 0; i < 100; ++i) {
-    float* p = arena.alloc_floats(size_t(37 + i));
-    CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
-    for (int k = 0; k < 37 + i; ++k) p[k] = float(i);
-    ptrs.push_back(p);
-  }
-  for (int i = 0; i < 100; ++i) CHECK(ptrs[size_t(i)][36] == float(i));
-  size_t cap = arena.capacity_bytes();
+  auto one_step = [&] {
+    std::vector<float*> ptrs;
+    for (int i = 0; i < 100; ++i) {
+      float* p = arena.alloc_floats(size_t(37 + i));
+      CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+      for (int k = 0; k < 37 + i; ++k) p[k] = float(i);
+      ptrs.push_back(p);
+    }
+    for (int i = 0; i < 100; ++i) CHECK(ptrs[size_t(i)][36] == float(i));
+    return ptrs;
+  };
+  const std::vector<float*> first = one_step();
+  const size_t cap = arena.capacity_bytes();
   arena.reset();
   CHECK(arena.used_bytes() == 0);
-  CHECK(arena.capacity_bytes() >= cap);
+  CHECK(one_step() == first);  // no new block: a steady loop allocates nothing
+  CHECK(arena.capacity_bytes() == cap);
+  arena.reset();
+  float* big = arena.alloc_floats(cap);  // larger than any block: a new one at the end
+  big[cap - 1] = 1.f;
+  CHECK(arena.capacity_bytes() > cap);
 }
 
 TEST_CASE("rng: counter-based draws are reproducible and roughly uniform") {

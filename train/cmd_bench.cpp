@@ -69,9 +69,8 @@ int run_bench(const BenchArgs& a) {
     }
     loop.step(in.data(), tg.data(), B, T);  // memory carried between steps, as in training
   };
-  // Two warm-up steps: the first sizes the arena (and fills the memory), the second touches the
-  // block it was merged into. Then the median step, robust to the other tenants of a shared machine.
-  step();
+  // One warm-up step (it sizes the arena and fills the memory), then the median step: robust to
+  // the other tenants of a shared machine.
   step();
   std::vector<double> secs;
   for (int64_t i = 0; i < a.steps; ++i) {

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   bench->add_option("--config", be.config, "run config (model:, train.batch_size, bptt, threads)")
       ->required()
       ->check(CLI::ExistingFile);
-  bench->add_option("--steps", be.steps, "timed steps after two warm-up steps (the median is reported)")->check(CLI::PositiveNumber);
+  bench->add_option("--steps", be.steps, "timed steps after one warm-up step (the median is reported)")->check(CLI::PositiveNumber);
   bench->add_option("--set", be.overrides, "override a config key");
 
   fbt::cli::GradsArgs ga;
