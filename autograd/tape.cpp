@@ -75,12 +75,12 @@ void Tape::backward(Var out, const Tensor& seed) {
   flush_weight_grads();
 }
 
-void Tape::defer_weight_grad(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
+void Tape::defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
   WeightGrad* wg = nullptr;
   for (WeightGrad& w : weight_grads_)  // a handful of weights per model: a scan is enough
     if (w.dW == dW) wg = &w;
   if (!wg) {
-    weight_grads_.push_back(WeightGrad{dW, In, Out, 0, {}, {}});
+    weight_grads_.push_back(WeightGrad{dW, db, In, Out, 0, {}, {}});
     wg = &weight_grads_.back();
   }
   wg->dy_x.push_back({dy, x});
@@ -93,8 +93,10 @@ void Tape::flush_weight_grads() {
   for (WeightGrad& w : weight_grads_) {
     // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
     if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
-      for (size_t k = 0; k < w.dy_x.size(); ++k)
+      for (size_t k = 0; k < w.dy_x.size(); ++k) {
         cpu::linear_backward_weight(w.dW, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
+        if (w.db) cpu::bias_backward(w.db, w.dy_x[k].first, w.part_rows[k], w.Out);
+      }
       continue;
     }
     float* dy = arena_.alloc_floats(size_t(w.rows * w.Out));
@@ -108,6 +110,7 @@ void Tape::flush_weight_grads() {
       std::memcpy(x + at[k] * w.In, w.dy_x[k].second, sizeof(float) * size_t(n * w.In));
     }
     cpu::linear_backward_weight(w.dW, dy, x, w.rows, w.In, w.Out);
+    if (w.db) cpu::bias_backward(w.db, dy, w.rows, w.Out);
   }
   weight_grads_.clear();
 }

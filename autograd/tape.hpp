@@ -73,9 +73,10 @@ class Tape {
   // Weight gradients of linears, dW += dy^T x, are not computed one small product per op: the
   // sweep collects the (dy, x) pairs of each weight and, at its end, runs one large GEMM per
   // weight over all of them (rows stacked in record order, so the result is deterministic), or
-  // one GEMM per pair, in order, when every pair is already deep (windows of many rows).
+  // one GEMM per pair, in order, when every pair is already deep (windows of many rows). A bias
+  // gradient db (or null), db += column sums of dy, comes along in the same pass.
   // dy and x must stay valid until then (arena storage does).
-  void defer_weight_grad(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
+  void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
 
   // Zeroes the gradients of the step's nodes (parameters: ParamStore::zero_grad), so the
   // same records can be swept again.
@@ -98,6 +99,7 @@ class Tape {
   std::vector<Record> records_;
   struct WeightGrad {
     float* dW;
+    float* db;
     int64_t In, Out, rows = 0;
     std::vector<std::pair<const float*, const float*>> dy_x;  // per part: (dy, x)
     std::vector<int64_t> part_rows;

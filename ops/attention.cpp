@@ -111,7 +111,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
           any_const = any_const || gc[src + i] != 0.f;
         }
       }
-      if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, g_all, normed.data, B * n, D, KV);
+      if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, normed.data, B * n, D, KV);
       float* prod = a.alloc_floats(size_t(ND));
       std::memset(prod, 0, sizeof(float) * size_t(ND));
       const float* packed = c.P.node()->packed_bwd;

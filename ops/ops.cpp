@@ -31,8 +31,9 @@ Var linear(Var x, Var W, Var b) {
     tape().record(y, [=] {
       Tape& t = tape();
       if (x.requires_grad()) cpu::linear_backward_input_packed(t.grad(x).data, y.grad().data, W.data(), W.node()->packed_bwd, N, In, Out);
-      if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, y.grad().data, x.data(), N, In, Out);
-      if (b && b.requires_grad()) cpu::bias_backward(t.grad(b).data, y.grad().data, N, Out);
+      float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
+      if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, db, y.grad().data, x.data(), N, In, Out);
+      else if (db) cpu::bias_backward(db, y.grad().data, N, Out);
     });
   return y;
 }

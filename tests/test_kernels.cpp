@@ -27,9 +27,11 @@ void check_close(const std::vector<float>& a, const std::vector<float>& b, doubl
 }  // namespace
 
 TEST_CASE("kernel: linear matches the naive loop, plain and with packed weights") {
-  // Few rows (register blocks of 16/12, 8, 4, 1 rows; partial panels; threads past 32k
-  // weights; K past one chunk), windows of hundreds (packed or GEMM), and many (GEMM).
-  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {1, 13, 3}, {9, 48, 70},
+  // Few rows (register blocks of 16/12, 8, 4, 1 rows; one to three rows four panels at a time;
+  // partial panels; threads past 32k weights; K past one chunk), windows of hundreds (packed or
+  // GEMM), and many (GEMM).
+  for (auto [N, In, Out] : {std::tuple<int64_t, int64_t, int64_t>{3, 7, 5}, {1, 1, 1}, {1, 13, 3}, {1, 40, 100},
+                            {3, 600, 140}, {9, 48, 70},
                             {16, 256, 200}, {29, 33, 100}, {64, 33, 1100}, {65, 130, 257}, {17, 1100, 40},
                             {300, 40, 50}, {513, 20, 17}}) {
     auto x = randn(N * In, 1), W = randn(Out * In, 2), b = randn(Out, 3), dy = randn(N * Out, 4);

@@ -192,12 +192,14 @@ constexpr int64_t kPrefetch = 32;  // panel rows ahead: a new panel starts befor
 constexpr int64_t kChunk = 512;
 constexpr int64_t kChunkStride = kChunk + 16;
 
-// y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel).
+// y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel); the sums start from init[0:kPanel]
+// (a bias) where given, else from 0.
 template <int R>
-void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t K, int64_t width, bool acc) {
+void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t K, int64_t width, bool acc,
+                 const float* init) {
 #ifdef FBT_SIMD
   vf a[R];
-  for (int r = 0; r < R; ++r) a[r] = vzero();
+  for (int r = 0; r < R; ++r) a[r] = init ? vload(init) : vzero();
   for (int64_t k = 0; k < K; ++k) {
     _mm_prefetch(reinterpret_cast<const char*>(P + (k + kPrefetch) * kPanel), _MM_HINT_T0);
     const vf w = vload(P + k * kPanel);
@@ -216,7 +218,7 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
 #else
   for (int r = 0; r < R; ++r)
     for (int64_t c = 0; c < width; ++c) {
-      float s = 0.f;
+      float s = init ? init[c] : 0.f;
       for (int64_t k = 0; k < K; ++k) s += x[r * ldx + k] * P[k * kPanel + c];
       y[r * ldy + c] = acc ? y[r * ldy + c] + s : s;
     }
@@ -226,9 +228,10 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
 // One row against 4 full panels (P, P + stride, ...): a single row against one panel would wait
 // on one chain of dependent FMAs; four panels give four chains. Every output is summed in the
 // same k order as in panel_block, so results do not depend on how rows or panels are grouped.
-void row_four_panels(float* y, const float* x, const float* P, int64_t stride, int64_t K, bool acc) {
+void row_four_panels(float* y, const float* x, const float* P, int64_t stride, int64_t K, bool acc, const float* init) {
 #ifdef FBT_SIMD
   vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  if (init) a0 = vload(init), a1 = vload(init + kPanel), a2 = vload(init + 2 * kPanel), a3 = vload(init + 3 * kPanel);
   for (int64_t k = 0; k < K; ++k) {
     const vf xk = vbroadcast(x + k);
     a0 = vfma(xk, vload(P + k * kPanel), a0);
@@ -239,18 +242,19 @@ void row_four_panels(float* y, const float* x, const float* P, int64_t stride, i
   const vf a[4] = {a0, a1, a2, a3};
   for (int q = 0; q < 4; ++q) vstore(y + q * kPanel, acc ? vadd(vload(y + q * kPanel), a[q]) : a[q]);
 #else
-  for (int q = 0; q < 4; ++q) panel_block<1>(y + q * kPanel, 0, x, 0, P + q * stride, K, kPanel, acc);
+  for (int q = 0; q < 4; ++q) panel_block<1>(y + q * kPanel, 0, x, 0, P + q * stride, K, kPanel, acc, init ? init + q * kPanel : nullptr);
 #endif
 }
 
 // All N rows against one panel: full blocks, then the rest in smaller ones.
 void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K,
-                int64_t width, bool acc) {
+                int64_t width, bool acc, const float* init) {
   int64_t r = 0;
-  for (; r + kRowBlock <= N; r += kRowBlock) panel_block<kRowBlock>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
-  for (; r + 8 <= N; r += 8) panel_block<8>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
-  for (; r + 4 <= N; r += 4) panel_block<4>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
-  for (; r < N; ++r) panel_block<1>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc);
+  for (; r + kRowBlock <= N; r += kRowBlock)
+    panel_block<kRowBlock>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+  for (; r + 8 <= N; r += 8) panel_block<8>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+  for (; r + 4 <= N; r += 4) panel_block<4>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+  for (; r < N; ++r) panel_block<1>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
 }
 }  // namespace
 
@@ -269,8 +273,14 @@ void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks,
     }
 }
 
-void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate) {
+void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
+                    const float* bias) {
   const int64_t panels = (M + kPanel - 1) / kPanel;
+  std::vector<float> start;  // the bias, padded to whole panels: what the first chunk's sums start from
+  if (bias && !accumulate) {
+    start.assign(size_t(panels * kPanel), 0.f);
+    std::memcpy(start.data(), bias, sizeof(float) * size_t(M));
+  }
   split_threads(panels, 1, N * K * M > (1 << 15), [&](int64_t p0, int64_t p1) {
     // K in chunks whose x rows are copied to a padded stride: rows of x 4 KB apart would share
     // one L1 set, and a block reads 16 of them at once. The chunk stays in L1 across panels.
@@ -279,15 +289,17 @@ void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t
     for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
       const int64_t kn = std::min(kChunk, K - k0);
       for (int64_t r = 0; r < N; ++r) std::memcpy(xc.data() + r * kChunkStride, x + r * K + k0, sizeof(float) * size_t(kn));
+      const bool acc = accumulate || k0 > 0;
+      auto init = [&](int64_t p) { return !acc && !start.empty() ? start.data() + p * kPanel : nullptr; };
       int64_t p = p0;
       if (N < 4)  // a row or three (sampling, a single stream): four panels at a time
         for (; p + 4 <= p1 && (p + 4) * kPanel <= M; p += 4)
           for (int64_t r = 0; r < N; ++r)
             row_four_panels(y + r * M + p * kPanel, xc.data() + r * kChunkStride, A + (p * K + k0) * kPanel, K * kPanel,
-                            kn, accumulate || k0 > 0);
+                            kn, acc, init(p));
       for (; p < p1; ++p)
         panel_rows(y + p * kPanel, M, xc.data(), kChunkStride, A + (p * K + k0) * kPanel, N, kn,
-                   std::min(kPanel, M - p * kPanel), accumulate || k0 > 0);
+                   std::min(kPanel, M - p * kPanel), acc, init(p));
     }
   });
 }
@@ -295,10 +307,7 @@ void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
                            int64_t In, int64_t Out) {
   if (!Wp_fwd || N > kPackedRows) return linear_forward(y, x, W, b, N, In, Out);
-  packed_product(y, x, Wp_fwd, N, In, Out, false);
-  if (b)
-    for (int64_t r = 0; r < N; ++r)
-      for (int64_t o = 0; o < Out; ++o) y[r * Out + o] += b[o];
+  packed_product(y, x, Wp_fwd, N, In, Out, false, b);
 }
 
 void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
@@ -312,9 +321,12 @@ void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t 
 }
 
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out) {
-  // Rows in a fixed order: Eigen's colwise sum changes its order with the pointer's alignment.
-  for (int64_t r = 0; r < N; ++r)
-    for (int64_t o = 0; o < Out; ++o) db[o] += dy[r * Out + o];
+  // Rows in a fixed order for every column (Eigen's colwise sum changes its order with the
+  // pointer's alignment); threads own column ranges, so the thread count does not matter.
+  split_threads(Out, 64, N * Out > kParallelMin, [&](int64_t o0, int64_t o1) {
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t o = o0; o < o1; ++o) db[o] += dy[r * Out + o];
+  });
 }
 
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,

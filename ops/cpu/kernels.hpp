@@ -38,8 +38,9 @@ void bmm_backward(float* da, float* db, const float* dy, const float* a, const f
 // A:(K,M) with element (k,m) at src[k*ks + m*ms] -> dst:(ceil(M/kPanel), K, kPanel), zero-padded.
 int64_t packed_floats(int64_t K, int64_t M);
 void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms);
-// y = x A (accumulate: y += x A).  x:(N,K)  A: packed (K,M)  y:(N,M)
-void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate);
+// y = x A + bias (accumulate: y += x A; no bias).  x:(N,K)  A: packed (K,M)  bias:(M) or null  y:(N,M)
+void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
+                    const float* bias = nullptr);
 
 // Elementwise over n values.
 void add_forward(float* y, const float* a, const float* b, int64_t n);
