@@ -127,8 +127,7 @@ void attention_forward_rows(float* out, float* probs, const float* q, const KVRo
         const float* qi = q + (b * n + i) * I + h * Dh;
         float* p = probs + ((b * H + h) * n + i) * S;
         const int32_t* bk = bucket + i * S;
-        for (int64_t j = 0; j < S; ++j)
-          if (bk[j] >= 0) p[j] = simd::dot(qi, key(j), Dh);
+        for (int64_t j = 0; j < S; ++j) p[j] = bk[j] >= 0 ? simd::dot(qi, key(j), Dh) : 0.f;
         float* o = out + (b * n + i) * I + h * Dh;
         std::fill(o, o + Dh, 0.f);
         if (!masked_softmax_row(p, bk, bias, h, H, S)) continue;  // no visible key: zeros
