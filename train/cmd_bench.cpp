@@ -56,7 +56,7 @@ int run_bench(const BenchArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides);
   const TrainConfig& t = cfg.train;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
-  FeedbackTransformer model(cfg.model);
+  FeedbackTransformer model(cfg.model, /*initialize=*/false);
   model.init(t.seed);
   TrainLoop loop(model, loop_config(cfg));
   const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
