@@ -14,7 +14,38 @@ import argparse, json, math, resource, statistics, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
+try:
+    import yaml
+except ImportError:  # a bare PyTorch image (the GPU machine): the bench configs are flow mappings
+    yaml = None
+
+
+def load_config(path):
+    """The run config; without PyYAML, the one-line flow mappings of bench/*.yaml (key: {k: v, ...})."""
+    if yaml is not None:
+        return yaml.safe_load(open(path))
+    cfg = {}
+    for line in open(path):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, _, body = line.partition(":")
+        body = body.strip()
+        if not (body.startswith("{") and body.endswith("}")):
+            raise SystemExit(f"{path}: '{key}' is not a one-line mapping; install PyYAML to read this config")
+        section = {}
+        for item in body[1:-1].split(","):
+            k, _, v = item.partition(":")
+            v = v.strip()
+            try:
+                section[k.strip()] = int(v)
+            except ValueError:
+                try:
+                    section[k.strip()] = float(v)
+                except ValueError:
+                    section[k.strip()] = {"true": True, "false": False}.get(v, v)
+        cfg[key.strip()] = section
+    return cfg
 
 
 def bucket(d, nb, maxd):
@@ -66,7 +97,7 @@ class FeedbackTransformer(nn.Module):
                 if n > 1:
                     for j in range(i):
                         t[i, M + j] = bucket(i - j, self.nb, self.maxd)
-            self._bias_idx[key] = t
+            self._bias_idx[key] = t.to(self.pos_bias.weight.device)
         return self._bias_idx[key]
 
     def forward(self, x, targets, memory=None):
@@ -196,33 +227,38 @@ def main():
     ap.add_argument("config")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--train", type=int, default=0, help="train this many steps on the corpus, print valid bpc")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU targets: bench/gpu_*.yaml)")
     args = ap.parse_args()
     if args.train:
-        cfg = yaml.safe_load(open(args.config))
+        cfg = load_config(args.config)
         torch.set_num_threads(cfg["train"].get("threads", 0) or torch.get_num_threads())
         loss = train_on_corpus(cfg, args.train)
         print(json.dumps({"peer": "pytorch " + torch.__version__, "steps": args.train, "valid_loss": loss,
                           "valid_bpc": loss / math.log(2)}))
         return
-    cfg = yaml.safe_load(open(args.config))
+    cfg = load_config(args.config)
     m, t = cfg["model"], cfg["train"]
     threads = t.get("threads", 0) or torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(t.get("seed", 1234))
-    model = FeedbackTransformer(m)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    model = FeedbackTransformer(m).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=t.get("lr", 1e-3), weight_decay=t.get("weight_decay", 0.01))
     B, T, V = t.get("batch_size", 16), t.get("bptt", 64), m["num_tokens"]
 
     state = {"memory": None}
 
     def step():
-        x = torch.randint(0, V, (B, T))
-        y = torch.randint(0, V, (B, T))
+        x = torch.randint(0, V, (B, T), device=device)
+        y = torch.randint(0, V, (B, T), device=device)
         opt.zero_grad(set_to_none=True)
         loss, state["memory"] = model(x, y, state["memory"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.get("clip", 1.0))
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()  # the step's kernels have run, not only been queued
 
     step()  # one warm-up step, then the median step, as fbt bench
     secs = []
@@ -231,9 +267,13 @@ def main():
         step()
         secs.append(time.perf_counter() - t0)
     median = statistics.median(secs)
-    print(json.dumps({"peer": "pytorch " + torch.__version__, "config": args.config, "threads": threads,
-                      "tokens_per_s": B * T / median, "step_ms": 1000 * median,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    out = {"peer": "pytorch " + torch.__version__, "config": args.config, "device": str(device), "threads": threads,
+           "tokens_per_s": B * T / median, "step_ms": 1000 * median,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if cuda:
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

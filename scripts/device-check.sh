@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check: on a machine with an NVIDIA H100/H200, run the CUDA parity suite (every CUDA
-# kernel against its CPU twin, forward and backward, and determinism), in one command well under
-# 10 minutes.
+# kernel against its CPU twin, forward and backward, and determinism), then the PyTorch peer on
+# the GPU speed configs (bench/gpu_*.yaml: the numbers fbt's GPU training is to beat), in one
+# command well under 10 minutes.
 #
 #   scripts/device-check.sh            build if needed (Debian 12 + CUDA, as ./run), then test
 #   FBT_LIBS=DIR scripts/device-check.sh
@@ -20,4 +21,12 @@ echo "== cuda parity suite"
 build/tests/test_cuda --duration=true
 rc=$?
 echo "== cuda suite exit status $rc"
+echo "== PyTorch peer on the GPU"
+if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  for c in gpu_exact gpu_windowed; do
+    timeout 150 python3 bench/peer.py "bench/$c.yaml" --device cuda --steps 3 || echo "peer on $c: failed or timed out"
+  done
+else
+  echo "no PyTorch with CUDA here"
+fi
 exit $rc
