@@ -290,8 +290,8 @@ TEST_CASE("model: frozen weights (packed step products) give the plain path's va
 }
 
 TEST_CASE("model: the projected memory is reused within a freeze, and only there") {
-  for (bool shared : {false, true}) {
-    ModelConfig cfg = tiny(1, shared, false, false);
+  for (auto [seq_len, shared] : {std::pair<int64_t, bool>{1, false}, {1, true}, {2, false}}) {
+    ModelConfig cfg = tiny(seq_len, shared, false, false);
     FeedbackTransformer model(cfg);
     randomize(model, 12);
     Batch first = make_batch(0, 31, 3), second = make_batch(0, 32, 2);
