@@ -9,15 +9,14 @@ namespace fbt {
 bool AdamW::decays(const std::string& name, int ndim) { return ndim >= 2 && name != "pos_bias.weight"; }
 
 AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
-    : params_(params), cfg_(cfg), m_(params.numel(), 0.f), v_(params.numel(), 0.f), decay_(params.numel(), 0) {
+    : params_(params), cfg_(cfg), m_(params.numel(), 0.f), v_(params.numel(), 0.f) {
   for (size_t i = 0; i < params.size(); ++i) {
-    const bool d = decays(params.names()[i], params.at(i).shape().nd);
-    std::fill(decay_.begin() + long(params.offset(i)), decay_.begin() + long(params.offset(i)) + params.at(i).value().numel(),
-              uint8_t(d));
+    const int64_t begin = int64_t(params.offset(i));
+    ranges_.push_back({begin, begin + params.at(i).value().numel(), decays(params.names()[i], params.at(i).shape().nd)});
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, float grad_scale) {
   ++t_;
   const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_)), bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
   const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
@@ -25,13 +24,20 @@ void AdamW::step(double lr) {
   const float decay = float(lr * cfg_.weight_decay);
   float* w = params_.values().data();
   const float* g = params_.grads().data();
+  float* m = m_.data();
+  float* v = v_.data();
   const int64_t n = int64_t(params_.numel());
-#pragma omp parallel for simd if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    if (decay_[size_t(i)]) w[i] -= decay * w[i];  // decoupled: p <- p - lr * wd * p
-    m_[size_t(i)] = b1 * m_[size_t(i)] + (1.f - b1) * g[i];
-    v_[size_t(i)] = b2 * v_[size_t(i)] + (1.f - b2) * g[i] * g[i];
-    w[i] -= step_size * m_[size_t(i)] / (std::sqrt(v_[size_t(i)]) * inv_sqrt_bc2 + eps);
+#pragma omp parallel if (n > (1 << 16))
+  for (const Range& r : ranges_) {
+    const bool decays = r.decays;
+#pragma omp for simd schedule(static) nowait
+    for (int64_t i = r.begin; i < r.end; ++i) {
+      const float gi = g[i] * grad_scale;
+      if (decays) w[i] -= decay * w[i];  // decoupled: p <- p - lr * wd * p
+      m[i] = b1 * m[i] + (1.f - b1) * gi;
+      v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+      w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+    }
   }
 }
 
@@ -43,10 +49,13 @@ double learning_rate(int64_t step, int64_t warmup, int64_t total, double lr, dou
   return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
+float clip_scale(double norm, double max_norm) {
+  return max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.f;
+}
+
 double clip_grad_norm(ParamStore& params, double max_norm) {
   const double norm = global_grad_norm(params);
-  if (max_norm > 0 && norm > max_norm) {
-    const float s = float(max_norm / (norm + 1e-6));
+  if (const float s = clip_scale(norm, max_norm); s != 1.f) {
     float* g = params.grads().data();
     const int64_t n = int64_t(params.grads().size());
 #pragma omp parallel for simd if (n > (1 << 16))

@@ -16,8 +16,9 @@ struct AdamWConfig {
 class AdamW {
  public:
   AdamW(ParamStore& params, AdamWConfig cfg);
-  // One update with learning rate lr; step counts from 1 (bias correction).
-  void step(double lr);
+  // One update with learning rate lr; step counts from 1 (bias correction). grad_scale
+  // multiplies the gradients as they are read (clipping without a pass of its own; clip_scale).
+  void step(double lr, float grad_scale = 1.f);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   std::vector<float>& m() { return m_; }
@@ -30,12 +31,20 @@ class AdamW {
   ParamStore& params_;
   AdamWConfig cfg_;
   std::vector<float> m_, v_;
-  std::vector<uint8_t> decay_;  // per element
+  struct Range {
+    int64_t begin, end;
+    bool decays;
+  };
+  std::vector<Range> ranges_;  // one per parameter, in block order
   int64_t t_ = 0;
 };
 
 // Linear warmup over `warmup` steps to lr, then constant or cosine down to min_lr at `total`.
 double learning_rate(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr, bool cosine);
+
+// The factor that brings gradients of global norm `norm` down to max_norm: 1 when they are
+// within it or max_norm <= 0.
+float clip_scale(double norm, double max_norm);
 
 // Scales gradients so their global norm is at most max_norm (no-op for max_norm <= 0).
 // Returns the norm before clipping.
