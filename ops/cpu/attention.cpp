@@ -85,9 +85,8 @@ std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I) {
 // stay in registers across keys (a single query's output or gradient).
 template <typename Weight, typename Row>
 void add_weighted_rows(float* out, int64_t S, int64_t Dh, Weight weight, Row row) {
-  int64_t c = 0;
-#ifdef FBT_SIMD
   using namespace simd;
+  int64_t c = 0;
   for (; c + 4 * kLanes <= Dh; c += 4 * kLanes) {
     vf a0 = vload(out + c), a1 = vload(out + c + kLanes), a2 = vload(out + c + 2 * kLanes), a3 = vload(out + c + 3 * kLanes);
     for (int64_t j = 0; j < S; ++j) {
@@ -100,7 +99,6 @@ void add_weighted_rows(float* out, int64_t S, int64_t Dh, Weight weight, Row row
     }
     vstore(out + c, a0), vstore(out + c + kLanes, a1), vstore(out + c + 2 * kLanes, a2), vstore(out + c + 3 * kLanes, a3);
   }
-#endif
   for (; c < Dh; ++c) {
     float s = out[c];
     for (int64_t j = 0; j < S; ++j)

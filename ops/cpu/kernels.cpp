@@ -24,17 +24,15 @@ using CVec = Eigen::Map<const Eigen::VectorXf>;
 using Vec = Eigen::Map<Eigen::VectorXf>;
 
 namespace {
-constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than they save
-}
-
-// Few rows (one time step of a sequential model, up to kSkinnyRows): stream W once, each of its
-// rows meeting every x row while in L1. Eigen's GEMM would pack all of W first, which costs as
-// much as the product. Register-blocked with AVX-512 or AVX2/FMA where the compiler targets it;
-// plain loops otherwise.
-
-namespace {
 
 using namespace simd;
+
+constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than they save
+
+// Few rows (one time step of a sequential model, up to kSkinnyRows) on W itself: stream W once,
+// each of its rows meeting every x row while in L1. Eigen's GEMM would pack all of W first, which
+// costs as much as the product. Register-blocked with AVX-512 or AVX2/FMA where the compiler
+// targets it; plain loops otherwise.
 
 // y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows: 4 weight rows x 2 input rows in registers.
 void skinny_dots(float* y, const float* x, const float* W, int64_t N, int64_t In, int64_t Out, int64_t o0, int64_t o1) {

@@ -1,6 +1,7 @@
 // The widest float vector the compiler targets, for the hand-blocked CPU kernels: 16 lanes with
 // AVX-512, 8 with AVX2/FMA. Without either, FBT_SIMD is undefined (register-blocked kernels keep
-// plain loops) and vf is a single float. Internal to ops/cpu.
+// plain loops) and vf is a single float, so code written with vf runs either way. Internal to
+// ops/cpu.
 #pragma once
 #include <cstdint>
 
@@ -59,47 +60,42 @@ inline vf vmul(vf a, vf b) { return a * b; }
 inline float hsum(vf v) { return v; }
 #endif
 
-// a . b over n floats: vector accumulators and one horizontal sum (a compiler's simd reduction
-// spills the vector and adds its lanes one by one).
-inline float dot(const float* a, const float* b, int64_t n) {
+// A sum over i in [0, n) with two vector accumulators and one horizontal sum at the end (a
+// compiler's simd reduction spills the vector and adds its lanes one by one): step(acc, i) adds
+// lanes [i, i + kLanes) into acc, tail(i) is the float term of a leftover i.
+template <typename Step, typename Tail>
+inline float accumulate(int64_t n, Step step, Tail tail) {
   int64_t i = 0;
-  float s = 0.f;
-#ifdef FBT_SIMD
   vf acc0 = vzero(), acc1 = vzero();
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
-    acc0 = vfma(vload(a + i), vload(b + i), acc0);
-    acc1 = vfma(vload(a + i + kLanes), vload(b + i + kLanes), acc1);
+    acc0 = step(acc0, i);
+    acc1 = step(acc1, i + kLanes);
   }
-  for (; i + kLanes <= n; i += kLanes) acc0 = vfma(vload(a + i), vload(b + i), acc0);
-  s = hsum(vadd(acc0, acc1));
-#endif
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i + kLanes <= n; i += kLanes) acc0 = step(acc0, i);
+  float s = hsum(vadd(acc0, acc1));
+  for (; i < n; ++i) s += tail(i);
   return s;
 }
 
-// Sum of f(i) over i in [0, n), where f maps a lane offset to a vector (vector part) or a float
-// (the tail): one vector accumulator per pass instead of a serial float chain.
+// a . b over n floats.
+inline float dot(const float* a, const float* b, int64_t n) {
+  return accumulate(
+      n, [&](vf acc, int64_t i) { return vfma(vload(a + i), vload(b + i), acc); }, [&](int64_t i) { return a[i] * b[i]; });
+}
+
+// Sum of terms over i in [0, n): vec_term(i) the vector of lanes [i, i + kLanes), scalar_term(i)
+// one leftover term.
 template <typename VecF, typename ScalarF>
 inline float reduce(int64_t n, VecF vec_term, ScalarF scalar_term) {
-  int64_t i = 0;
-  vf acc0 = vzero(), acc1 = vzero();
-  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
-    acc0 = vadd(acc0, vec_term(i));
-    acc1 = vadd(acc1, vec_term(i + kLanes));
-  }
-  for (; i + kLanes <= n; i += kLanes) acc0 = vadd(acc0, vec_term(i));
-  float s = hsum(vadd(acc0, acc1));
-  for (; i < n; ++i) s += scalar_term(i);
-  return s;
+  return accumulate(n, [&](vf acc, int64_t i) { return vadd(acc, vec_term(i)); }, scalar_term);
 }
 
-// y += a x over n floats (inlined into the attention kernels).
+// y += a x over n floats. Inline for the rows of one attention head (cpu::axpy is a call that
+// opens an OpenMP region, even a one-thread one, which would cost more than these 64 floats).
 inline void add_scaled(float* y, float a, const float* x, int64_t n) {
   int64_t i = 0;
-#ifdef FBT_SIMD
   const vf va = vset1(a);
   for (; i + kLanes <= n; i += kLanes) vstore(y + i, vfma(va, vload(x + i), vload(y + i)));
-#endif
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
