@@ -10,12 +10,13 @@ constexpr size_t kAlign = 64;
 size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
-Arena::Arena(size_t initial_bytes) { add_block(initial_bytes); }
+Arena::Arena(Device device, size_t initial_bytes) : device_(device) { add_block(initial_bytes); }
 
 void Arena::add_block(size_t min_bytes) {
   Block b;
   b.size = round_up(min_bytes) + kAlign;
-  b.mem.reset(new std::byte[b.size]);
+  b.mem = std::unique_ptr<std::byte, Free>(reinterpret_cast<std::byte*>(device_alloc(device_, b.size / sizeof(float))),
+                                          Free{device_});
   blocks_.push_back(std::move(b));
 }
 
@@ -35,11 +36,11 @@ float* Arena::alloc_floats(size_t n) {
   }
 }
 
-Tensor Arena::alloc(const Shape& s) { return Tensor{alloc_floats(size_t(s.numel())), s, Device::CPU}; }
+Tensor Arena::alloc(const Shape& s) { return Tensor{alloc_floats(size_t(s.numel())), s, device_}; }
 
 Tensor Arena::zeros(const Shape& s) {
   Tensor t = alloc(s);
-  std::memset(t.data, 0, sizeof(float) * size_t(s.numel()));
+  fill_zero(device_, t.data, size_t(s.numel()));
   return t;
 }
 

@@ -25,11 +25,43 @@ void ParamStore::finalize() {
   }
   values_.assign(total, 0.0f);
   grads_.assign(total, 0.0f);
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    nodes_[i].value.data = values_.data() + offsets_[i];
-    nodes_[i].grad.data = grads_.data() + offsets_[i];
-  }
+  point_nodes();
   finalized_ = true;
+}
+
+void ParamStore::point_nodes() {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    nodes_[i].value.data = value_block() + offsets_[i];
+    nodes_[i].grad.data = grad_block() + offsets_[i];
+    nodes_[i].value.device = nodes_[i].grad.device = device_;
+  }
+}
+
+void ParamStore::to(Device d) {
+  if (!finalized_) throw std::logic_error("ParamStore::to() before finalize()");
+  if (d == device_) return;
+  if (frozen_) throw std::logic_error("ParamStore::to() while frozen");
+  require_device(d);
+  sync_to_host();
+  if (d == Device::CPU) {
+    dvalues_ = DeviceBuffer(), dgrads_ = DeviceBuffer();
+  } else {
+    dvalues_ = DeviceBuffer(d, values_.size()), dgrads_ = DeviceBuffer(d, grads_.size());
+    dvalues_.copy_from_host(values_.data(), values_.size());
+    dgrads_.copy_from_host(grads_.data(), grads_.size());
+  }
+  device_ = d;
+  point_nodes();
+}
+
+void ParamStore::sync_to_host() {
+  if (device_ == Device::CPU) return;
+  dvalues_.copy_to_host(values_.data());
+  dgrads_.copy_to_host(grads_.data());
+}
+
+void ParamStore::sync_to_device() {
+  if (device_ != Device::CPU) dvalues_.copy_from_host(values_.data(), values_.size());
 }
 
 Var ParamStore::get(const std::string& name) const {
@@ -45,6 +77,9 @@ void ParamStore::pack_for_steps(Var W) {
 }
 
 void ParamStore::freeze() {
+  frozen_ = true;
+  ++freeze_count_;
+  if (device_ != Device::CPU) return;  // the packs serve the CPU kernels only
   size_t total = 0;
   for (const Node* n : packed_nodes_) {
     const int64_t Out = n->value.shape[0], In = n->value.shape[1];
@@ -61,8 +96,6 @@ void ParamStore::freeze() {
     n->packed_bwd = at;
     at += cpu::packed_floats(Out, In);
   }
-  frozen_ = true;
-  ++freeze_count_;
 }
 
 void ParamStore::thaw() {
@@ -70,6 +103,6 @@ void ParamStore::thaw() {
   frozen_ = false;
 }
 
-void ParamStore::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void ParamStore::zero_grad() { fill_zero(device_, grad_block(), grads_.size()); }
 
 }  // namespace fbt

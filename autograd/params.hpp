@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/device.hpp"
 #include "autograd/tape.hpp"
 
 namespace fbt {
@@ -23,12 +24,23 @@ class ParamStore {
   Var at(size_t i) const { return Var(const_cast<Node*>(&nodes_[i])); }
   size_t size() const { return names_.size(); }
 
+  // The blocks on the host. On the CPU they are the parameters' storage; on a device they are
+  // a copy, read back by sync_to_host() and sent by sync_to_device() (checkpoints, loading).
   std::vector<float>& values() { return values_; }
   std::vector<float>& grads() { return grads_; }
   const std::vector<float>& values() const { return values_; }
   const std::vector<float>& grads() const { return grads_; }
   size_t offset(size_t i) const { return offsets_[i]; }
   size_t numel() const { return values_.size(); }
+
+  // The blocks where the parameters live now (the optimizer's and the grad norm's view).
+  float* value_block() const { return device_ == Device::CPU ? const_cast<float*>(values_.data()) : dvalues_.data(); }
+  float* grad_block() const { return device_ == Device::CPU ? const_cast<float*>(grads_.data()) : dgrads_.data(); }
+  Device device() const { return device_; }
+  // Moves values and gradients to d; every handle stays valid and points at the new storage.
+  void to(Device d);
+  void sync_to_host();    // values and gradients -> values(), grads()  (no-op on the CPU)
+  void sync_to_device();  // values() -> the device                     (no-op on the CPU)
 
   void zero_grad();
 
@@ -50,6 +62,9 @@ class ParamStore {
   std::vector<size_t> offsets_;
   std::map<std::string, size_t> index_;
   std::vector<float> values_, grads_;
+  Device device_ = Device::CPU;
+  DeviceBuffer dvalues_, dgrads_;  // the storage while on a device
+  void point_nodes();
   bool finalized_ = false;
   std::vector<Node*> packed_nodes_;
   std::vector<float> packed_;  // their packs, one block, kept between freezes

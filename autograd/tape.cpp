@@ -2,14 +2,23 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "ops/cpu/kernels.hpp"
+#include "ops/cuda/kernels.hpp"
 
 namespace fbt {
 
 Tape& tape() {
   thread_local Tape t;
   return t;
+}
+
+void Tape::set_device(Device d) {
+  if (d == arena_.device()) return;
+  if (!nodes_.empty() || !records_.empty()) throw std::logic_error("Tape::set_device: the tape holds a step; reset() it first");
+  require_device(d);
+  arena_ = Arena(d);
 }
 
 Var Tape::leaf(const Shape& s, bool requires_grad) {
@@ -19,25 +28,25 @@ Var Tape::leaf(const Shape& s, bool requires_grad) {
 
 Var Tape::leaf_copy(const Tensor& src, bool requires_grad) {
   Var v = leaf(src.shape, requires_grad);
-  if (src.numel()) std::memcpy(v.data(), src.data, sizeof(float) * size_t(src.numel()));
+  copy_bytes(v.data(), device(), src.data, src.device, sizeof(float) * size_t(src.numel()));
   return v;
 }
 
-Var Tape::output(const Shape& s, std::initializer_list<Var> inputs) {
+template <class Inputs>
+Var Tape::output_of(const Shape& s, const Inputs& inputs) {
   bool rg = false;
-  if (grad_enabled_)
-    for (const Var& v : inputs) rg = rg || v.requires_grad();
+  for (const Var& v : inputs) {
+    if (v && v.value().device != device())
+      throw std::invalid_argument(std::string("an op's input is on ") + device_name(v.value().device) + ", the tape on " +
+                                  device_name(device()) + ": move the model with FeedbackTransformer::to()");
+    rg = rg || (grad_enabled_ && v.requires_grad());
+  }
   nodes_.push_back(Node{arena_.alloc(s), Tensor{}, rg});
   return Var(&nodes_.back());
 }
 
-Var Tape::output(const Shape& s, const std::vector<Var>& inputs) {
-  bool rg = false;
-  if (grad_enabled_)
-    for (const Var& v : inputs) rg = rg || v.requires_grad();
-  nodes_.push_back(Node{arena_.alloc(s), Tensor{}, rg});
-  return Var(&nodes_.back());
-}
+Var Tape::output(const Shape& s, std::initializer_list<Var> inputs) { return output_of(s, inputs); }
+Var Tape::output(const Shape& s, const std::vector<Var>& inputs) { return output_of(s, inputs); }
 
 Var Tape::detach(Var v) {
   nodes_.push_back(Node{v.value(), Tensor{}, false});
@@ -69,7 +78,13 @@ void Tape::backward(Var out, const Tensor& seed) {
     throw std::invalid_argument("backward(): seed " + seed.shape.str() + " vs output " + out.shape().str());
   if (!out.requires_grad()) return;
   Tensor g = grad(out);
-  for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += seed.data[i];
+  if (g.device == Device::CPU && seed.device == Device::CPU) {
+    for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += seed.data[i];
+  } else {
+    Tensor s = arena_.alloc(seed.shape);
+    copy_bytes(s.data, s.device, seed.data, seed.device, sizeof(float) * size_t(s.numel()));
+    cuda::axpy(g.data, 1.f, s.data, g.numel());
+  }
   for (auto it = records_.rbegin(); it != records_.rend(); ++it)
     if (!it->out || it->out->grad.data) it->backward();
   flush_weight_grads();
@@ -90,6 +105,14 @@ void Tape::defer_weight_grad(float* dW, float* db, const float* dy, const float*
 
 void Tape::flush_weight_grads() {
   constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
+  if (device() == Device::CUDA) {  // cuBLAS runs each part at full speed: no stacking
+    for (WeightGrad& w : weight_grads_)
+      for (size_t k = 0; k < w.dy_x.size(); ++k)
+        cuda::linear_backward(nullptr, w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, nullptr, w.part_rows[k], w.In,
+                              w.Out);
+    weight_grads_.clear();
+    return;
+  }
   for (WeightGrad& w : weight_grads_) {
     // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
     if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
@@ -117,7 +140,7 @@ void Tape::flush_weight_grads() {
 
 void Tape::zero_grad() {
   for (Node& n : nodes_)
-    if (n.grad.data) std::memset(n.grad.data, 0, sizeof(float) * size_t(n.grad.numel()));
+    if (n.grad.data) fill_zero(n.grad.device, n.grad.data, size_t(n.grad.numel()));
 }
 
 void Tape::reset() {

@@ -58,6 +58,11 @@ class Tape {
   // apart (the memory key/value cache, ops/memory.cpp).
   Var alias(Var v, bool requires_grad);
 
+  // The device the step's values and gradients are allocated on; set between steps (the tape
+  // must be empty). FeedbackTransformer::to() sets it with the parameters' device.
+  void set_device(Device d);
+  Device device() const { return arena_.device(); }
+
   bool recording() const { return grad_enabled_; }
   // Records the backward of an op whose output is `out`; the sweep skips it when no gradient
   // reached `out` (an unused output). Pass Var() for ops whose outputs are not single nodes.
@@ -106,6 +111,8 @@ class Tape {
   };
   std::vector<WeightGrad> weight_grads_;
   void flush_weight_grads();
+  template <class Inputs>
+  Var output_of(const Shape& s, const Inputs& inputs);
   bool grad_enabled_ = true;
 };
 

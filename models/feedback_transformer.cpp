@@ -52,14 +52,19 @@ int32_t FeedbackTransformer::bucket(int64_t d, int64_t num_buckets, int64_t max_
   return int32_t(std::min<int64_t>(num_buckets - 1, e + int64_t(std::floor(v))));
 }
 
+void FeedbackTransformer::to(Device d) {
+  params_.to(d);
+  tape().reset();
+  tape().set_device(d);
+}
+
 void FeedbackTransformer::init(uint64_t seed) {
   Rng rng(seed);
   const float out_std = 0.02f / std::sqrt(2.0f * float(cfg_.depth));
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string& name = params_.names()[i];
-    Var p = params_.at(i);
-    float* x = p.data();
-    const int64_t n = p.value().numel();
+    float* x = params_.values().data() + params_.offset(i);  // drawn on the host, then sent
+    const int64_t n = params_.at(i).value().numel();
     auto ends_with = [&](const std::string& s) {
       return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
     };
@@ -74,6 +79,7 @@ void FeedbackTransformer::init(uint64_t seed) {
       for (int64_t k = 0; k < n; ++k) x[k] = std * rng.normal();
     }
   }
+  params_.sync_to_device();
 }
 
 ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory,
@@ -95,13 +101,15 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   const float attn_p = train ? c.attn_dropout : 0.f, ff_p = train ? c.ff_dropout : 0.f;
   const float q_scale = 1.0f / std::sqrt(float(c.dim_head));
   Tape& tp = tape();
+  const Device dev = params_.device();
+  check(tp.device() == dev, "forward: the model is on ", device_name(dev), " but this thread's tape on ",
+        device_name(tp.device()), "; move it with FeedbackTransformer::to()");
   const FrozenWeights frozen = freeze_for(B, T);
 
   // Memory vectors of this call: rows [0, m0) carried in, then one row per step.
   const int64_t cap = m0 + T;
   Tensor mem_buf = tp.arena().alloc({B, cap, D});
-  for (int64_t b = 0; b < B; ++b)
-    if (m0) std::memcpy(mem_buf.data + b * cap * D, memory->data + b * m0 * D, sizeof(float) * size_t(m0 * D));
+  if (m0) copy_rows(mem_buf.data, cap * D, dev, memory->data, m0 * D, memory->device, B, m0 * D);
 
   // Key/value caches, one per distinct projection; see the header for the two gradients.
   std::vector<KVCache> caches;
@@ -117,9 +125,8 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
           "forward: the projected memory is (B=", projected->B, ", ", projected->rows, " rows, ", projected->kv.size(),
           " caches), the memory is (B=", B, ", ", m0, " rows) with ", caches.size(), " caches");
     for (size_t k = 0; k < caches.size(); ++k)  // the previous call's projection, same weights
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(caches[k].diff.data() + b * cap * 2 * I, projected->kv[k].data() + b * m0 * 2 * I,
-                    sizeof(float) * size_t(m0 * 2 * I));
+      copy_rows(caches[k].diff.data(), cap * 2 * I, dev, projected->kv[k].data(), m0 * 2 * I, projected->kv[k].device(),
+                B, m0 * 2 * I);
   } else if (m0) {
     Var carried = tp.leaf_copy(*memory);  // a constant: gradients never flow into a received state
     project(carried, 0);
@@ -173,8 +180,7 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     Var mem = c.keep_last_hidden ? h : weighted_sum(layer_weight_, hs);  // (B,n,D)
     res.written.push_back(mem);
     res.written_start.push_back(s);
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(mem_buf.data + (b * cap + p) * D, mem.data() + b * n * D, sizeof(float) * size_t(n * D));
+    copy_rows(mem_buf.data + p * D, cap * D, dev, mem.data(), n * D, dev, B, n * D);
     // The last window's memory is read by no one in this call, unless the projection is kept.
     if (s + n < T || (projected && freeze_id)) project(mem, p);
   }
@@ -184,18 +190,17 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   if (targets) res.loss = cross_entropy(res.logits, targets);
   const int64_t keep = std::min(c.mem_len, cap);
   res.memory = tp.arena().alloc({B, keep, D});
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(res.memory.data + b * keep * D, mem_buf.data + (b * cap + cap - keep) * D, sizeof(float) * size_t(keep * D));
+  copy_rows(res.memory.data, keep * D, dev, mem_buf.data + (cap - keep) * D, cap * D, dev, B, keep * D);
   if (projected) {
     projected->freeze_id = freeze_id;
     projected->B = B, projected->rows = keep;
     projected->kv.resize(caches.size());
     if (freeze_id)
       for (size_t k = 0; k < caches.size(); ++k) {
-        projected->kv[k].resize(size_t(B * keep * 2 * I));
-        for (int64_t b = 0; b < B; ++b)
-          std::memcpy(projected->kv[k].data() + b * keep * 2 * I, caches[k].diff.data() + (b * cap + cap - keep) * 2 * I,
-                      sizeof(float) * size_t(keep * 2 * I));
+        DeviceBuffer& kv = projected->kv[k];
+        if (kv.size() != size_t(B * keep * 2 * I) || kv.device() != dev) kv = DeviceBuffer(dev, size_t(B * keep * 2 * I));
+        copy_rows(kv.data(), keep * 2 * I, dev, caches[k].diff.data() + (cap - keep) * 2 * I, cap * 2 * I, dev, B,
+                  keep * 2 * I);
       }
   }
   return res;

@@ -25,7 +25,7 @@ namespace fbt {
 // weights are frozen, so a call does not project the carried memory again (sampling,
 // evaluation). Valid only within the freeze that made it (ParamStore::freeze_id).
 struct ProjectedMemory {
-  std::vector<std::vector<float>> kv;
+  std::vector<DeviceBuffer> kv;  // on the model's device
   int64_t B = 0, rows = 0;
   uint64_t freeze_id = 0;  // 0: not reusable
 };
@@ -49,6 +49,12 @@ class FeedbackTransformer {
   const ModelConfig& config() const { return cfg_; }
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }
+
+  // Where the model computes: its parameters and this thread's tape move to d (the one place a
+  // program chooses the device; train.device in a config). Calls take and return host or device
+  // tensors alike; results live on d.
+  void to(Device d);
+  Device device() const { return params_.device(); }
 
   // Initialization for training from scratch (docs/ARCHITECTURE.md): normal(0, 0.02) weights,
   // output projections of residual branches scaled by 1/sqrt(2L), zero biases, unit norms,

@@ -57,7 +57,7 @@ SafeTensors weights_to_safetensors(const FeedbackTransformer& model) {
   const ParamStore& ps = model.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     Var p = ps.at(i);
-    st.tensors[ps.names()[i]] = StTensor::from_f32(p.shape().dims(), p.data());
+    st.tensors[ps.names()[i]] = StTensor::from_f32(p.shape().dims(), to_host(p.value()).data());
   }
   st.metadata["format"] = "pt";
   st.metadata["fbt_model_config"] = model_config_to_json(model.config());
@@ -68,7 +68,7 @@ void add_gradients(SafeTensors& st, const FeedbackTransformer& model) {
   const ParamStore& ps = model.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     Var p = ps.at(i);
-    st.tensors["grad." + ps.names()[i]] = StTensor::from_f32(p.shape().dims(), p.grad().data);
+    st.tensors["grad." + ps.names()[i]] = StTensor::from_f32(p.shape().dims(), to_host(p.grad()).data());
   }
 }
 
@@ -86,8 +86,9 @@ void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::
     if (t.shape != p.shape().dims())
       throw SafeTensorsError(source + ": tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
                              p.shape().str());
-    std::memcpy(p.data(), t.bytes.data(), t.bytes.size());
+    std::memcpy(ps.values().data() + ps.offset(i), t.bytes.data(), t.bytes.size());
   }
+  ps.sync_to_device();
 }
 
 std::string latest_checkpoint(const std::string& out_dir) {

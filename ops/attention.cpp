@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "ops/check.hpp"
-#include "ops/cpu/kernels.hpp"
+#include "ops/dispatch.hpp"
 #include "ops/ops.hpp"
 
 namespace fbt {
@@ -33,14 +33,16 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   const cpu::AttentionDims d{B, n, H, Dh, S};
   Arena& arena = tape().arena();
   float* probs = arena.alloc_floats(size_t(B * H * n * S));
-  float* drop = nullptr;
+  const float* drop = nullptr;
   if (dropout_p > 0.f) {
     check(rng != nullptr, "attention: dropout needs a generator");
-    drop = arena.alloc_floats(size_t(B * H * n * S));
-    cpu::dropout_mask(drop, dropout_p, rng->seed, rng->take(uint64_t(B * H * n * S)), B * H * n * S);
+    drop = dropout_mask(dropout_p, *rng, B * H * n * S);
   }
-  cpu::attention_forward(out.data(), probs, q.data(), rows.data(), int(rows.size()), bucket.data(),
-                         bias ? bias.data() : nullptr, drop, d);
+  // The bucket table where the kernels run (the closure keeps the host copy for the CPU).
+  const int32_t* staged = on_device() ? stage(bucket.data(), bucket.size()) : nullptr;
+  kernel(cpu::attention_forward, cuda::attention_forward)(out.data(), probs, q.data(), rows.data(), int(rows.size()),
+                                                          staged ? staged : bucket.data(), bias ? bias.data() : nullptr,
+                                                          drop, d);
   if (out.requires_grad())
     tape().record(out, [=]() mutable {
       Tape& t = tape();
@@ -49,8 +51,9 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
         rows[k].grad = g.data ? g.data + segs[k].row_begin * 2 * I : nullptr;
       }
       float* dlogits = t.arena().alloc_floats(size_t(B * H * n * S));
-      cpu::attention_backward(t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(),
-                              rows.data(), int(rows.size()), bucket.data(), probs, drop, d);
+      kernel(cpu::attention_backward, cuda::attention_backward)(
+          t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), rows.data(),
+          int(rows.size()), staged ? staged : bucket.data(), probs, drop, d);
     });
   return out;
 }
@@ -69,13 +72,14 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
   Tensor normed = arena.alloc({B * n, D});
   float* mean = arena.alloc_floats(size_t(B * n));
   float* rstd = arena.alloc_floats(size_t(B * n));
-  cpu::layernorm_forward(normed.data, mean, rstd, mem.data(), norm_w.data(), norm_b.data(), B * n, D);
+  kernel(cpu::layernorm_forward, cuda::layernorm_forward)(normed.data, mean, rstd, mem.data(), norm_w.data(),
+                                                          norm_b.data(), B * n, D);
+  const Device dev = arena.device();
   for (const KVCache& c : caches) {
     const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
     Tensor kv = arena.alloc({B * n, KV});
     linear_values(kv.data, normed.data, c.P, nullptr, B * n);
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(c.diff.data() + (b * R + row) * KV, kv.data + b * n * KV, sizeof(float) * size_t(n * KV));
+    copy_rows(c.diff.data() + row * KV, R * KV, dev, kv.data, n * KV, dev, B, n * KV);
   }
 
   bool needs = mem.requires_grad() || norm_w.requires_grad() || norm_b.requires_grad();
@@ -89,8 +93,9 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     // dn_diff: only from readers allowed to differentiate into the memory vectors.
     float* dn_all = a.alloc_floats(size_t(ND));
     float* dn_diff = a.alloc_floats(size_t(ND));
-    std::memset(dn_all, 0, sizeof(float) * size_t(ND));
-    std::memset(dn_diff, 0, sizeof(float) * size_t(ND));
+    fill_zero(dev, dn_all, size_t(ND));
+    fill_zero(dev, dn_diff, size_t(ND));
+    const auto axpy = kernel(cpu::axpy, cuda::axpy);
     for (const KVCache& c : caches) {
       const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
       // This projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
@@ -101,7 +106,16 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
       float* g_diff = a.alloc_floats(size_t(B * rows));
       float* g_all = gc ? a.alloc_floats(size_t(B * rows)) : g_diff;
       bool any_const = false;
-      for (int64_t b = 0; b < B; ++b) {
+      if (on_device()) {  // g_diff and g_all by copies and one add; the second product always runs
+        if (gd) copy_rows(g_diff, rows, dev, gd + row * KV, R * KV, dev, B, rows);
+        else fill_zero(dev, g_diff, size_t(B * rows));
+        if (gc) {
+          copy_rows(g_all, rows, dev, g_diff, rows, dev, B, rows);
+          cuda::add_rows(g_all, rows, gc + row * KV, R * KV, B, rows);
+          any_const = true;
+        }
+      }
+      for (int64_t b = 0; b < B && !on_device(); ++b) {
         const int64_t src = (b * R + row) * KV, dst = b * rows;
         if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
         else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
@@ -113,17 +127,18 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
       }
       if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, normed.data, B * n, D, KV);
       float* prod = a.alloc_floats(size_t(ND));
-      std::memset(prod, 0, sizeof(float) * size_t(ND));
-      const float* packed = c.P.node()->packed_bwd;
-      cpu::linear_backward_input_packed(prod, g_all, c.P.data(), packed, B * n, D, KV);
-      cpu::axpy(dn_all, 1.f, prod, ND);
+      fill_zero(dev, prod, size_t(ND));
+      linear_input_grad(prod, g_all, c.P, B * n);
+      axpy(dn_all, 1.f, prod, ND);
       if (!mem.requires_grad()) continue;
-      if (any_const) cpu::linear_backward_input_packed(dn_diff, g_diff, c.P.data(), packed, B * n, D, KV);
-      else cpu::axpy(dn_diff, 1.f, prod, ND);  // the same product: no reader held these rows constant
+      if (any_const) linear_input_grad(dn_diff, g_diff, c.P, B * n);
+      else axpy(dn_diff, 1.f, prod, ND);  // the same product: no reader held these rows constant
     }
-    cpu::layernorm_backward_params(t.grad(norm_w).data, t.grad(norm_b).data, dn_all, mem.data(), mean, rstd, B * n, D);
+    kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(norm_w).data, t.grad(norm_b).data,
+                                                                            dn_all, mem.data(), mean, rstd, B * n, D);
     if (mem.requires_grad())
-      cpu::layernorm_backward_input(t.grad(mem).data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
+      kernel(cpu::layernorm_backward_input, cuda::layernorm_backward_input)(t.grad(mem).data, dn_diff, mem.data(),
+                                                                            norm_w.data(), mean, rstd, B * n, D);
   });
 }
 

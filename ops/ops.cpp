@@ -8,13 +8,20 @@
 #include <string>
 
 #include "ops/check.hpp"
-#include "ops/cpu/kernels.hpp"
+#include "ops/dispatch.hpp"
 
 namespace fbt {
 
 void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
   const int64_t Out = W.shape()[0], In = W.shape()[1];
-  cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
+  if (on_device()) cuda::linear_forward(y, x, W.data(), b, N, In, Out);
+  else cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
+}
+
+void linear_input_grad(float* dx, const float* dy, Var W, int64_t N) {
+  const int64_t Out = W.shape()[0], In = W.shape()[1];
+  if (on_device()) cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
+  else cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out);
 }
 
 int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
@@ -30,9 +37,10 @@ Var linear(Var x, Var W, Var b) {
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
-      if (x.requires_grad()) cpu::linear_backward_input_packed(t.grad(x).data, y.grad().data, W.data(), W.node()->packed_bwd, N, In, Out);
+      if (x.requires_grad()) linear_input_grad(t.grad(x).data, y.grad().data, W, N);
       float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
       if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, db, y.grad().data, x.data(), N, In, Out);
+      else if (db && on_device()) cuda::linear_backward(nullptr, nullptr, db, y.grad().data, nullptr, nullptr, N, In, Out);
       else if (db) cpu::bias_backward(db, y.grad().data, N, Out);
     });
   return y;
@@ -43,11 +51,12 @@ Var bmm(Var a, Var b) {
         "bmm: shapes ", a.shape(), " and ", b.shape(), " do not chain");
   const int64_t G = a.shape()[0], M = a.shape()[1], K = a.shape()[2], N = b.shape()[2];
   Var y = tape().output({G, M, N}, {a, b});
-  cpu::bmm_forward(y.data(), a.data(), b.data(), G, M, K, N);
+  kernel(cpu::bmm_forward, cuda::bmm_forward)(y.data(), a.data(), b.data(), G, M, K, N);
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
-      cpu::bmm_backward(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), G, M, K, N);
+      kernel(cpu::bmm_backward, cuda::bmm_backward)(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), G,
+                                                    M, K, N);
     });
   return y;
 }
@@ -56,12 +65,13 @@ Var add(Var a, Var b) {
   check(a.shape() == b.shape(), "add: shapes ", a.shape(), " and ", b.shape(), " differ");
   Var y = tape().output(a.shape(), {a, b});
   const int64_t n = a.value().numel();
-  cpu::add_forward(y.data(), a.data(), b.data(), n);
+  kernel(cpu::add_forward, cuda::add_forward)(y.data(), a.data(), b.data(), n);
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
-      if (a.requires_grad()) cpu::axpy(t.grad(a).data, 1.f, y.grad().data, n);
-      if (b.requires_grad()) cpu::axpy(t.grad(b).data, 1.f, y.grad().data, n);
+      const auto axpy = kernel(cpu::axpy, cuda::axpy);
+      if (a.requires_grad()) axpy(t.grad(a).data, 1.f, y.grad().data, n);
+      if (b.requires_grad()) axpy(t.grad(b).data, 1.f, y.grad().data, n);
     });
   return y;
 }
@@ -70,11 +80,11 @@ Var mul(Var a, Var b) {
   check(a.shape() == b.shape(), "mul: shapes ", a.shape(), " and ", b.shape(), " differ");
   Var y = tape().output(a.shape(), {a, b});
   const int64_t n = a.value().numel();
-  cpu::mul_forward(y.data(), a.data(), b.data(), n);
+  kernel(cpu::mul_forward, cuda::mul_forward)(y.data(), a.data(), b.data(), n);
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
-      cpu::mul_backward(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), n);
+      kernel(cpu::mul_backward, cuda::mul_backward)(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), n);
     });
   return y;
 }
@@ -82,8 +92,9 @@ Var mul(Var a, Var b) {
 Var scale(Var x, float s) {
   Var y = tape().output(x.shape(), {x});
   const int64_t n = x.value().numel();
-  cpu::scale_forward(y.data(), x.data(), s, n);
-  if (y.requires_grad()) tape().record(y, [=] { cpu::axpy(tape().grad(x).data, s, y.grad().data, n); });
+  kernel(cpu::scale_forward, cuda::scale_forward)(y.data(), x.data(), s, n);
+  if (y.requires_grad())
+    tape().record(y, [=] { kernel(cpu::axpy, cuda::axpy)(tape().grad(x).data, s, y.grad().data, n); });
   return y;
 }
 
@@ -91,13 +102,12 @@ Var mask_rows(Var x, const std::vector<uint8_t>& keep) {
   const int64_t N = x.value().rows(), C = x.value().cols();
   check(int64_t(keep.size()) == N, "mask_rows: ", keep.size(), " flags for ", N, " rows of ", x.shape());
   Var y = tape().output(x.shape(), {x});
-  for (int64_t r = 0; r < N; ++r)
-    for (int64_t c = 0; c < C; ++c) y.data()[r * C + c] = keep[size_t(r)] ? x.data()[r * C + c] : 0.f;
+  const uint8_t* flags = on_device() ? stage(keep.data(), keep.size()) : keep.data();
+  kernel(cpu::mask_rows_forward, cuda::mask_rows_forward)(y.data(), x.data(), flags, N, C);
   if (y.requires_grad())
-    tape().record(y, [=] {
-      float* dx = tape().grad(x).data;
-      for (int64_t r = 0; r < N; ++r)
-        if (keep[size_t(r)]) cpu::axpy(dx + r * C, 1.f, y.grad().data + r * C, C);
+    tape().record(y, [=, keep = keep] {  // the host flags live on in the closure
+      const uint8_t* f = on_device() ? flags : keep.data();
+      kernel(cpu::mask_rows_backward, cuda::mask_rows_backward)(tape().grad(x).data, y.grad().data, f, N, C);
     });
   return y;
 }
@@ -109,14 +119,16 @@ Var layernorm(Var x, Var w, Var b) {
   Var y = tape().output(x.shape(), {x, w, b});
   float* mean = tape().arena().alloc_floats(size_t(N));
   float* rstd = tape().arena().alloc_floats(size_t(N));
-  cpu::layernorm_forward(y.data(), mean, rstd, x.data(), w.data(), b.data(), N, C);
+  kernel(cpu::layernorm_forward, cuda::layernorm_forward)(y.data(), mean, rstd, x.data(), w.data(), b.data(), N, C);
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
       if (x.requires_grad())
-        cpu::layernorm_backward_input(t.grad(x).data, y.grad().data, x.data(), w.data(), mean, rstd, N, C);
+        kernel(cpu::layernorm_backward_input, cuda::layernorm_backward_input)(t.grad(x).data, y.grad().data, x.data(),
+                                                                              w.data(), mean, rstd, N, C);
       if (w.requires_grad() || b.requires_grad())
-        cpu::layernorm_backward_params(t.grad(w).data, t.grad(b).data, y.grad().data, x.data(), mean, rstd, N, C);
+        kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(w).data, t.grad(b).data,
+                                                                                y.grad().data, x.data(), mean, rstd, N, C);
     });
   return y;
 }
@@ -124,8 +136,11 @@ Var layernorm(Var x, Var w, Var b) {
 Var gelu(Var x) {
   Var y = tape().output(x.shape(), {x});
   const int64_t n = x.value().numel();
-  cpu::gelu_forward(y.data(), x.data(), n);
-  if (y.requires_grad()) tape().record(y, [=] { cpu::gelu_backward(tape().grad(x).data, y.grad().data, x.data(), n); });
+  kernel(cpu::gelu_forward, cuda::gelu_forward)(y.data(), x.data(), n);
+  if (y.requires_grad())
+    tape().record(y, [=] {
+      kernel(cpu::gelu_backward, cuda::gelu_backward)(tape().grad(x).data, y.grad().data, x.data(), n);
+    });
   return y;
 }
 
@@ -135,9 +150,11 @@ Var geglu(Var u) {
   Shape ys = u.shape();
   ys[-1] = F;
   Var y = tape().output(ys, {u});
-  cpu::geglu_forward(y.data(), u.data(), N, F);
+  kernel(cpu::geglu_forward, cuda::geglu_forward)(y.data(), u.data(), N, F);
   if (y.requires_grad())
-    tape().record(y, [=] { cpu::geglu_backward(tape().grad(u).data, y.grad().data, u.data(), N, F); });
+    tape().record(y, [=] {
+      kernel(cpu::geglu_backward, cuda::geglu_backward)(tape().grad(u).data, y.grad().data, u.data(), N, F);
+    });
   return y;
 }
 
@@ -145,9 +162,13 @@ Var masked_softmax(Var x, const std::vector<uint8_t>& mask) {
   const int64_t N = x.value().rows(), C = x.value().cols();
   check(int64_t(mask.size()) == N * C, "masked_softmax: mask of ", mask.size(), " for ", x.shape());
   Var y = tape().output(x.shape(), {x});
-  cpu::masked_softmax_forward(y.data(), x.data(), mask.data(), N, C);
+  const uint8_t* m = on_device() ? stage(mask.data(), mask.size()) : mask.data();
+  kernel(cpu::masked_softmax_forward, cuda::masked_softmax_forward)(y.data(), x.data(), m, N, C);
   if (y.requires_grad())
-    tape().record(y, [=] { cpu::masked_softmax_backward(tape().grad(x).data, y.grad().data, y.data(), N, C); });
+    tape().record(y, [=] {
+      kernel(cpu::masked_softmax_backward, cuda::masked_softmax_backward)(tape().grad(x).data, y.grad().data, y.data(),
+                                                                          N, C);
+    });
   return y;
 }
 
@@ -160,12 +181,13 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   Shape ys = ids_shape;
   ys.d[size_t(ys.nd++)] = D;
   Var y = tape().output(ys, {W});
-  cpu::embedding_forward(y.data(), W.data(), ids, N, D);
-  if (y.requires_grad()) {
-    int32_t* saved = reinterpret_cast<int32_t*>(tape().arena().alloc_floats(size_t(N)));
-    std::memcpy(saved, ids, sizeof(int32_t) * size_t(N));
-    tape().record(y, [=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, saved, N, D); });
-  }
+  const int32_t* staged = stage(ids, size_t(N));  // kept for the backward
+  kernel(cpu::embedding_forward, cuda::embedding_forward)(y.data(), W.data(), staged, N, D);
+  if (y.requires_grad())
+    tape().record(y, [=] {
+      if (on_device()) cuda::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D, V);
+      else cpu::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D);
+    });
   return y;
 }
 
@@ -176,15 +198,16 @@ Var cross_entropy(Var logits, const int32_t* targets) {
           " outside [0, ", V, ")");
   Var y = tape().output(Shape{}, {logits});
   float* lse = tape().arena().alloc_floats(size_t(N));
-  y.data()[0] = float(cpu::cross_entropy_forward(lse, logits.data(), targets, N, V) / double(N));
-  if (y.requires_grad()) {
-    int32_t* saved = reinterpret_cast<int32_t*>(tape().arena().alloc_floats(size_t(N)));
-    std::memcpy(saved, targets, sizeof(int32_t) * size_t(N));
+  const int32_t* staged = stage(targets, size_t(N));  // kept for the backward
+  const float loss =
+      float(kernel(cpu::cross_entropy_forward, cuda::cross_entropy_forward)(lse, logits.data(), staged, N, V) / double(N));
+  copy_bytes(y.data(), y.value().device, &loss, Device::CPU, sizeof(float));
+  if (y.requires_grad())
     tape().record(y, [=] {
-      cpu::cross_entropy_backward(tape().grad(logits).data, y.grad().data[0] / float(N), logits.data(), lse, saved,
-                                  N, V);
+      const float g = to_host(y.grad())[0] / float(N);
+      kernel(cpu::cross_entropy_backward, cuda::cross_entropy_backward)(tape().grad(logits).data, g, logits.data(), lse,
+                                                                        staged, N, V);
     });
-  }
   return y;
 }
 
@@ -199,13 +222,17 @@ Var weighted_sum(Var w, const std::vector<Var>& xs) {
   float* a = tape().arena().alloc_floats(size_t(K));
   std::vector<const float*> ptrs;
   for (const Var& x : xs) ptrs.push_back(x.data());
-  cpu::weighted_sum_forward(y.data(), a, w.data(), ptrs.data(), K, n);
+  // The kernels read the pointer arrays where they run.
+  const float* const* xp = on_device() ? stage(ptrs.data(), ptrs.size()) : nullptr;
+  kernel(cpu::weighted_sum_forward, cuda::weighted_sum_forward)(y.data(), a, w.data(), xp ? xp : ptrs.data(), K, n);
   if (y.requires_grad())
     tape().record(y, [=] {
       Tape& t = tape();
       std::vector<float*> dxs;
       for (const Var& x : xs) dxs.push_back(t.grad(x).data);
-      cpu::weighted_sum_backward(dxs.data(), t.grad(w).data, y.grad().data, a, ptrs.data(), K, n);
+      float* const* dxp = on_device() ? stage(dxs.data(), dxs.size()) : dxs.data();
+      kernel(cpu::weighted_sum_backward, cuda::weighted_sum_backward)(dxp, t.grad(w).data, y.grad().data, a,
+                                                                      xp ? xp : ptrs.data(), K, n);
     });
   return y;
 }
@@ -235,11 +262,11 @@ Var concat(const std::vector<Var>& xs, int axis) {
   Var y = tape().output(ys, xs);
   int64_t outer, inner;
   split_axis(ys, axis, outer, inner);
+  const Device dev = tape().device();
   int64_t at = 0;
   for (const Var& x : xs) {
     const int64_t len = x.shape()[axis] * inner;
-    for (int64_t o = 0; o < outer; ++o)
-      std::memcpy(y.data() + o * total * inner + at, x.data() + o * len, sizeof(float) * size_t(len));
+    copy_rows(y.data() + at, total * inner, dev, x.data(), len, dev, outer, len);
     at += len;
   }
   if (y.requires_grad())
@@ -247,10 +274,8 @@ Var concat(const std::vector<Var>& xs, int axis) {
       int64_t at2 = 0;
       for (const Var& x : xs) {
         const int64_t len = x.shape()[axis] * inner;
-        if (x.requires_grad()) {
-          float* dx = tape().grad(x).data;
-          for (int64_t o = 0; o < outer; ++o) cpu::axpy(dx + o * len, 1.f, y.grad().data + o * total * inner + at2, len);
-        }
+        if (x.requires_grad())
+          kernel(cpu::add_rows, cuda::add_rows)(tape().grad(x).data, len, y.grad().data + at2, total * inner, outer, len);
         at2 += len;
       }
     });
@@ -267,13 +292,12 @@ Var slice(Var x, int axis, int64_t begin, int64_t len) {
   Var y = tape().output(ys, {x});
   int64_t outer, inner;
   split_axis(ys, axis, outer, inner);
-  for (int64_t o = 0; o < outer; ++o)
-    std::memcpy(y.data() + o * len * inner, x.data() + (o * full + begin) * inner, sizeof(float) * size_t(len * inner));
+  const Device dev = tape().device();
+  copy_rows(y.data(), len * inner, dev, x.data() + begin * inner, full * inner, dev, outer, len * inner);
   if (y.requires_grad())
     tape().record(y, [=] {
-      float* dx = tape().grad(x).data;
-      for (int64_t o = 0; o < outer; ++o)
-        cpu::axpy(dx + (o * full + begin) * inner, 1.f, y.grad().data + o * len * inner, len * inner);
+      kernel(cpu::add_rows, cuda::add_rows)(tape().grad(x).data + begin * inner, full * inner, y.grad().data, len * inner,
+                                            outer, len * inner);
     });
   return y;
 }
@@ -282,17 +306,32 @@ Var dropout(Var x, float p, Rng& rng) {
   check(p >= 0.f && p < 1.f, "dropout: p = ", p, " outside [0, 1)");
   if (p == 0.f) return x;
   const int64_t n = x.value().numel();
-  float* mask = tape().arena().alloc_floats(size_t(n));
-  cpu::dropout_mask(mask, p, rng.seed, rng.take(uint64_t(n)), n);
+  const float* mask = dropout_mask(p, rng, n);
   Var y = tape().output(x.shape(), {x});
-  cpu::mul_forward(y.data(), x.data(), mask, n);
+  kernel(cpu::mul_forward, cuda::mul_forward)(y.data(), x.data(), mask, n);
   if (y.requires_grad())
-    tape().record(y, [=] { cpu::mul_backward(tape().grad(x).data, nullptr, y.grad().data, x.data(), mask, n); });
+    tape().record(y, [=] {
+      kernel(cpu::mul_backward, cuda::mul_backward)(tape().grad(x).data, nullptr, y.grad().data, x.data(), mask, n);
+    });
   return y;
 }
 
+const float* dropout_mask(float p, Rng& rng, int64_t n) {
+  // Drawn on the host from the counter-based generator (the same mask on every device).
+  float* mask = tape().arena().alloc_floats(size_t(n));
+  if (!on_device()) {
+    cpu::dropout_mask(mask, p, rng.seed, rng.take(uint64_t(n)), n);
+    return mask;
+  }
+  std::vector<float> host(static_cast<size_t>(n));
+  cpu::dropout_mask(host.data(), p, rng.seed, rng.take(uint64_t(n)), n);
+  copy_bytes(mask, tape().device(), host.data(), Device::CPU, sizeof(float) * host.size());
+  return mask;
+}
+
 double global_grad_norm(const ParamStore& params) {
-  return std::sqrt(cpu::sum_squares(params.grads().data(), int64_t(params.grads().size())));
+  const auto sum_squares = params.device() == Device::CPU ? cpu::sum_squares : cuda::sum_squares;
+  return std::sqrt(sum_squares(params.grad_block(), int64_t(params.numel())));
 }
 
 }  // namespace fbt

@@ -82,7 +82,7 @@ TEST_CASE("params: values and gradients are contiguous blocks in registration or
 }
 
 TEST_CASE("arena: aligned allocations survive growth; after reset the same steps reuse the same memory") {
-  Arena arena(256);
+  Arena arena(Device::CPU, 256);
   auto one_step = [&] {
     std::vector<float*> ptrs;
     for (int i = 0; i < 100; ++i) {

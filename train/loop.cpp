@@ -29,11 +29,11 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     tape().backward(o.loss);
   }
   StepStats s;
-  s.loss = o.loss.data()[0];
+  s.loss = to_host(o.loss.value())[0];
   s.grad_norm = global_grad_norm(model_.params());  // logged before clipping
   s.lr = learning_rate(step, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
   opt_.step(s.lr, clip_scale(s.grad_norm, cfg_.clip));  // clipping applied as AdamW reads the gradients
-  memory_.assign(o.memory.data, o.memory.data + o.memory.numel());
+  memory_ = to_host(o.memory);
   rows_ = o.memory.shape[1], batch_ = B;
   tape().reset();
   return s;

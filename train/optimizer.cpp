@@ -1,7 +1,9 @@
 #include "train/optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
 
+#include "ops/cuda/kernels.hpp"
 #include "ops/ops.hpp"
 
 namespace fbt {
@@ -16,8 +18,44 @@ AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
   }
 }
 
+void AdamW::follow_params() {
+  const Device d = params_.device();
+  if (d == device_) return;
+  sync_to_host();
+  device_ = d;
+  if (d == Device::CPU) {
+    dm_ = dv_ = ddecay_ = DeviceBuffer();
+    return;
+  }
+  dm_ = DeviceBuffer(d, m_.size()), dv_ = DeviceBuffer(d, v_.size());
+  std::vector<uint8_t> flags(m_.size() + 3, 0);  // whole floats of bytes
+  for (const Range& r : ranges_) std::fill(flags.begin() + r.begin, flags.begin() + r.end, uint8_t(r.decays));
+  ddecay_ = DeviceBuffer(d, flags.size() / 4);
+  copy_bytes(ddecay_.data(), d, flags.data(), Device::CPU, ddecay_.size() * sizeof(float));
+  sync_to_device();
+}
+
+void AdamW::sync_to_host() {
+  if (device_ == Device::CPU) return;
+  dm_.copy_to_host(m_.data());
+  dv_.copy_to_host(v_.data());
+}
+
+void AdamW::sync_to_device() {
+  if (device_ == Device::CPU) return;
+  dm_.copy_from_host(m_.data(), m_.size());
+  dv_.copy_from_host(v_.data(), v_.size());
+}
+
 void AdamW::step(double lr, float grad_scale) {
+  follow_params();
   ++t_;
+  if (device_ != Device::CPU) {
+    cuda::adamw_step(params_.value_block(), dm_.data(), dv_.data(), params_.grad_block(),
+                     reinterpret_cast<const uint8_t*>(ddecay_.data()), int64_t(params_.numel()), lr, cfg_.beta1,
+                     cfg_.beta2, cfg_.eps, cfg_.weight_decay, t_, grad_scale);
+    return;
+  }
   const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_)), bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
   const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
   const float step_size = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
@@ -56,10 +94,14 @@ float clip_scale(double norm, double max_norm) {
 double clip_grad_norm(ParamStore& params, double max_norm) {
   const double norm = global_grad_norm(params);
   if (const float s = clip_scale(norm, max_norm); s != 1.f) {
-    float* g = params.grads().data();
-    const int64_t n = int64_t(params.grads().size());
+    float* g = params.grad_block();
+    const int64_t n = int64_t(params.numel());
+    if (params.device() != Device::CPU) {
+      cuda::scale_forward(g, g, s, n);
+    } else {
 #pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) g[i] *= s;
+      for (int64_t i = 0; i < n; ++i) g[i] *= s;
+    }
   }
   return norm;
 }

@@ -21,8 +21,12 @@ class AdamW {
   void step(double lr, float grad_scale = 1.f);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
+  // The moments on the host. With the parameters on a device they live there during training:
+  // sync_to_host() reads them back (checkpoints), sync_to_device() sends m(), v() (resume).
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }
+  void sync_to_host();
+  void sync_to_device();
   // Which parameters decay: matrices and embeddings (2-D) except the position-bias table;
   // biases, norm weights and layer_weight (1-D) do not.
   static bool decays(const std::string& name, int ndim);
@@ -37,6 +41,10 @@ class AdamW {
   };
   std::vector<Range> ranges_;  // one per parameter, in block order
   int64_t t_ = 0;
+  // The moments and a per-element decay flag on the parameters' device (not the CPU's).
+  Device device_ = Device::CPU;
+  DeviceBuffer dm_, dv_, ddecay_;
+  void follow_params();  // moves the moments to where the parameters are
 };
 
 // Linear warmup over `warmup` steps to lr, then constant or cosine down to min_lr at `total`.

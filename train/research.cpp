@@ -23,18 +23,16 @@ ForwardOutput run(FeedbackTransformer& model, const CallBatch& b, const DetachPo
                        with_loss ? b.targets.data() : nullptr, policy);
 }
 
-// Row b of call step u's memory vector gradient (after a backward).
-const float* vector_grad(const ForwardOutput& o, int64_t u, int64_t b, int64_t D) {
+// The squared norm of row b of call step u's memory vector gradient (after a backward).
+double vector_grad_norm_sq(const ForwardOutput& o, int64_t u, int64_t b, int64_t D) {
   size_t w = size_t(std::upper_bound(o.written_start.begin(), o.written_start.end(), u) - o.written_start.begin()) - 1;
   const Var& v = o.written[w];
   const int64_t n = v.shape()[1];
   Tensor g = tape().grad(v);
-  return g.data + (b * n + (u - o.written_start[w])) * D;
-}
-
-double norm_sq(const float* x, int64_t n) {
+  std::vector<float> x(static_cast<size_t>(D));
+  copy_bytes(x.data(), Device::CPU, g.data + (b * n + (u - o.written_start[w])) * D, g.device, sizeof(float) * x.size());
   double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
+  for (float e : x) s += double(e) * e;
   return s;
 }
 
@@ -50,7 +48,7 @@ std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, co
   tape().backward(cross_entropy(last, tg.data()));
   std::vector<std::vector<double>> out(size_t(std::max<int64_t>(0, T - 1)), std::vector<double>(size_t(B)));
   for (int64_t u = 0; u + 1 < T; ++u)
-    for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] = std::sqrt(norm_sq(vector_grad(o, u, r, D), D));
+    for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] = std::sqrt(vector_grad_norm_sq(o, u, r, D));
   tape().reset();
   return out;
 }
@@ -58,6 +56,7 @@ std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, co
 std::vector<double> parameter_gradient(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy) {
   ForwardOutput o = run(model, b, policy, true);
   tape().backward(o.loss);
+  model.params().sync_to_host();
   std::vector<double> g(model.params().grads().begin(), model.params().grads().end());
   tape().reset();
   return g;
@@ -117,7 +116,7 @@ std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, c
     tape().zero_grad();
     tape().backward(target, Tensor{seed_grad.data(), target.shape(), Device::CPU});
     for (int64_t u = 0; u + 1 < T; ++u)
-      for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] += norm_sq(vector_grad(o, u, r, D), D);
+      for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] += vector_grad_norm_sq(o, u, r, D);
   }
   if (!exact)
     for (auto& row : out)
@@ -127,12 +126,12 @@ std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, c
 }
 
 std::vector<double> layer_mix(const FeedbackTransformer& model) {
-  Var w = model.params().get("layer_weight");
-  const int64_t K = w.value().numel();
+  const std::vector<float> w = to_host(model.params().get("layer_weight").value());
+  const int64_t K = int64_t(w.size());
   double mx = -1e300, sum = 0;
-  for (int64_t k = 0; k < K; ++k) mx = std::max(mx, double(w.data()[k]));
+  for (int64_t k = 0; k < K; ++k) mx = std::max(mx, double(w[size_t(k)]));
   std::vector<double> a(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) sum += (a[size_t(k)] = std::exp(double(w.data()[k]) - mx));
+  for (int64_t k = 0; k < K; ++k) sum += (a[size_t(k)] = std::exp(double(w[size_t(k)]) - mx));
   for (double& v : a) v /= sum;
   return a;
 }

@@ -48,10 +48,12 @@ std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int3
     Tensor mem{memory.data(), Shape{1, m, c.dim}, Device::CPU};
     ForwardOutput o = model.forward(feed.data(), 1, int64_t(feed.size()), m ? &mem : nullptr, Var(), nullptr,
                                     DetachPolicy{}, false, nullptr, &projected);
-    const float* last = o.logits.data() + (int64_t(feed.size()) - 1) * c.num_tokens;
-    const int32_t tok = draw(last, c.num_tokens, opt, rng);
+    std::vector<float> last(size_t(c.num_tokens));  // the last position's logits
+    copy_bytes(last.data(), Device::CPU, o.logits.data() + (int64_t(feed.size()) - 1) * c.num_tokens,
+               o.logits.value().device, sizeof(float) * last.size());
+    const int32_t tok = draw(last.data(), c.num_tokens, opt, rng);
     m = o.memory.shape[1];
-    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    memory = to_host(o.memory);
     out.push_back(tok);
     if (on_token) on_token(tok);
     feed.assign(1, tok);

@@ -49,10 +49,10 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
     Tensor mem{memory.data(), Shape{streams, m, c.dim}, Device::CPU};
     ForwardOutput o = model.forward(in.data(), streams, n, m ? &mem : nullptr, Var(), tg.data(), DetachPolicy{}, false,
                                     nullptr, &projected);
-    total += double(o.loss.data()[0]) * double(streams * n);
+    total += double(to_host(o.loss.value())[0]) * double(streams * n);
     count += streams * n;
     m = o.memory.shape[1];
-    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    memory = to_host(o.memory);
     if (show_progress) bar.update(count);
   }
   tape().reset();
@@ -197,6 +197,7 @@ void Trainer::save_checkpoint() {
 
   SafeTensors state;
   const int64_t P = int64_t(model_->params().numel());
+  loop_->optimizer().sync_to_host();
   state.tensors["adam.m"] = StTensor::from_f32({P}, loop_->optimizer().m().data());
   state.tensors["adam.v"] = StTensor::from_f32({P}, loop_->optimizer().v().data());
   state.tensors["memory"] =
@@ -251,6 +252,7 @@ bool Trainer::load_latest_checkpoint() {
     throw SafeTensorsError(spath + ": optimizer state size differs from the model's parameter count");
   opt.m() = m;
   opt.v() = v;
+  opt.sync_to_device();
   if (meta("adam_steps") != meta("step")) throw SafeTensorsError(spath + ": step and optimizer step disagree");
   opt.set_steps_taken(meta("adam_steps"));
   const StTensor& mem = st.at("memory");

@@ -375,6 +375,22 @@ void axpy(float* y, float s, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
 }
 
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) axpy(dst + r * dst_stride, 1.f, src + r * src_stride, cols);
+}
+
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r)
+    if (keep[r]) std::memcpy(y + r * C, x + r * C, sizeof(float) * size_t(C));
+    else std::memset(y + r * C, 0, sizeof(float) * size_t(C));
+}
+
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r)
+    if (keep[r])
+      for (int64_t c = 0; c < C; ++c) dx[r * C + c] += dy[r * C + c];
+}
+
 // ---- layer norm ----
 
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,

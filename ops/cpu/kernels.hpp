@@ -48,6 +48,11 @@ void mul_forward(float* y, const float* a, const float* b, int64_t n);
 void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n);
 void scale_forward(float* y, const float* x, float s, int64_t n);
 void axpy(float* y, float s, const float* x, int64_t n);  // y += s x
+// dst[r*dst_stride + c] += src[r*src_stride + c] for rows x cols (slice and concat gradients).
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols);
+// Row r of x:(N,C) times keep[r] in {0,1}: y overwritten, dx accumulated.
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C);
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C);
 
 // Layer norm over the last axis, eps 1e-5, biased variance.  x,y:(N,C)  w,b:(C)  mean,rstd:(N)
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,

@@ -4,6 +4,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <dlfcn.h>
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -26,22 +28,64 @@
                                " failed with cuBLAS status " + std::to_string(int(st_)));                 \
   } while (0)
 
+#define FBT_STR2(x) #x
+#define FBT_STR(x) FBT_STR2(x)
+
 namespace fbt::cuda {
 
 namespace {
 constexpr int kThreads = 256;
 inline int blocks(int64_t n) { return int((n + kThreads - 1) / kThreads); }
 
-cublasHandle_t blas() {
-  static cublasHandle_t h = [] {
-    cublasHandle_t x;
-    CUBLAS_CHECK(cublasCreate(&x));
+// cuBLAS is opened on first use (dlopen), not linked: mapping it costs every process ~200 MB of
+// resident pages, CPU-only runs included. These are the entry points fbt calls.
+struct Blas {
+  decltype(&cublasCreate_v2) create;
+  decltype(&cublasSetMathMode) set_math_mode;
+  decltype(&cublasSetAtomicsMode) set_atomics_mode;
+  decltype(&cublasSgemm_v2) sgemm;
+  decltype(&cublasSgemmStridedBatched) sgemm_strided_batched;
+  cublasHandle_t handle;
+};
+
+const Blas& blas_api() {
+  static const Blas b = [] {
+    void* lib = dlopen("libcublas.so." FBT_STR(CUBLAS_VER_MAJOR), RTLD_NOW | RTLD_LOCAL);
+    if (!lib) lib = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) throw std::runtime_error(std::string("cannot open cuBLAS: ") + dlerror());
+    auto sym = [&](const char* name) {
+      void* f = dlsym(lib, name);
+      if (!f) throw std::runtime_error(std::string("cuBLAS lacks ") + name);
+      return f;
+    };
+    Blas x{};
+    x.create = reinterpret_cast<decltype(x.create)>(sym("cublasCreate_v2"));
+    x.set_math_mode = reinterpret_cast<decltype(x.set_math_mode)>(sym("cublasSetMathMode"));
+    x.set_atomics_mode = reinterpret_cast<decltype(x.set_atomics_mode)>(sym("cublasSetAtomicsMode"));
+    x.sgemm = reinterpret_cast<decltype(x.sgemm)>(sym("cublasSgemm_v2"));
+    x.sgemm_strided_batched = reinterpret_cast<decltype(x.sgemm_strided_batched)>(sym("cublasSgemmStridedBatched"));
+    CUBLAS_CHECK(x.create(&x.handle));
     // Deterministic: no atomics-based split-K, plain FP32 math.
-    CUBLAS_CHECK(cublasSetMathMode(x, CUBLAS_PEDANTIC_MATH));
-    CUBLAS_CHECK(cublasSetAtomicsMode(x, CUBLAS_ATOMICS_NOT_ALLOWED));
+    CUBLAS_CHECK(x.set_math_mode(x.handle, CUBLAS_PEDANTIC_MATH));
+    CUBLAS_CHECK(x.set_atomics_mode(x.handle, CUBLAS_ATOMICS_NOT_ALLOWED));
     return x;
   }();
-  return h;
+  return b;
+}
+
+// C = op(A) op(B) (column-major), one product or G of them at fixed strides.
+void sgemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const float one = 1.f;
+  CUBLAS_CHECK(blas_api().sgemm(blas_api().handle, ta, tb, int(m), int(n), int(k), &one, A, int(lda), B, int(ldb), &beta,
+                                C, int(ldc)));
+}
+void sgemm_batched(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* A,
+                   int64_t lda, int64_t sa, const float* B, int64_t ldb, int64_t sb, float beta, float* C, int64_t ldc,
+                   int64_t sc, int64_t G) {
+  const float one = 1.f;
+  CUBLAS_CHECK(blas_api().sgemm_strided_batched(blas_api().handle, ta, tb, int(m), int(n), int(k), &one, A, int(lda), sa,
+                                                B, int(ldb), sb, &beta, C, int(ldc), sc, int(G)));
 }
 
 __device__ inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
@@ -81,6 +125,96 @@ void to_device_i32(int32_t* dst, const int32_t* src, size_t n) {
   CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
 }
 void memset_zero(float* p, size_t n) { CUDA_CHECK(cudaMemset(p, 0, n * 4)); }
+
+namespace {
+cudaMemcpyKind kind_of(CopyKind k) {
+  return k == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
+         : k == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
+                                       : cudaMemcpyDeviceToDevice;
+}
+}  // namespace
+
+void copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind_of(kind)));
+}
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t row_bytes, size_t rows,
+             CopyKind kind) {
+  if (row_bytes && rows) CUDA_CHECK(cudaMemcpy2D(dst, dst_pitch, src, src_pitch, row_bytes, rows, kind_of(kind)));
+}
+
+// ---- elementwise ----
+
+namespace {
+__global__ void add_k(float* y, const float* a, const float* b, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = a[i] + b[i];
+}
+__global__ void mul_k(float* y, const float* a, const float* b, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = a[i] * b[i];
+}
+__global__ void mul_backward_k(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  if (da) da[i] += dy[i] * b[i];
+  if (db) db[i] += dy[i] * a[i];
+}
+__global__ void scale_k(float* y, const float* x, float s, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = s * x[i];
+}
+__global__ void axpy_k(float* y, float s, const float* x, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] += s * x[i];
+}
+__global__ void add_rows_k(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
+                           int64_t cols) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= rows * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  dst[r * dst_stride + c] += src[r * src_stride + c];
+}
+__global__ void mask_rows_k(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C, bool accumulate) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * C) return;
+  const float v = keep[i / C] ? x[i] : 0.f;
+  if (accumulate) y[i] += v;
+  else y[i] = v;
+}
+}  // namespace
+
+void add_forward(float* y, const float* a, const float* b, int64_t n) {
+  add_k<<<blocks(n), kThreads>>>(y, a, b, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mul_forward(float* y, const float* a, const float* b, int64_t n) {
+  mul_k<<<blocks(n), kThreads>>>(y, a, b, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  mul_backward_k<<<blocks(n), kThreads>>>(da, db, dy, a, b, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void scale_forward(float* y, const float* x, float s, int64_t n) {
+  scale_k<<<blocks(n), kThreads>>>(y, x, s, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void axpy(float* y, float s, const float* x, int64_t n) {
+  axpy_k<<<blocks(n), kThreads>>>(y, s, x, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
+  add_rows_k<<<blocks(rows * cols), kThreads>>>(dst, dst_stride, src, src_stride, rows, cols);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
+  mask_rows_k<<<blocks(N * C), kThreads>>>(y, x, keep, N, C, false);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C) {
+  mask_rows_k<<<blocks(N * C), kThreads>>>(dx, dy, keep, N, C, true);
+  CUDA_CHECK(cudaGetLastError());
+}
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 // ---- linear (row-major via cuBLAS's column-major view: a row-major (r x c) is a col-major (c x r)) ----
@@ -100,25 +234,33 @@ __global__ void bias_backward_k(float* db, const float* dy, int64_t N, int64_t O
 }  // namespace
 
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
-  const float one = 1.f, zero = 0.f;
   // y^T (Out x N, col-major) = W (Out x In, i.e. W^T col-major In x Out transposed) * x^T
-  CUBLAS_CHECK(cublasSgemm(blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(Out), int(N), int(In), &one, W, int(In), x, int(In),
-                           &zero, y, int(Out)));
+  sgemm(CUBLAS_OP_T, CUBLAS_OP_N, Out, N, In, W, In, x, In, 0.f, y, Out);
   if (b) add_bias_k<<<blocks(N * Out), kThreads>>>(y, b, N, Out);
   CUDA_CHECK(cudaGetLastError());
 }
 
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
                      int64_t In, int64_t Out) {
-  const float one = 1.f;
   if (dx)  // dx (N x In) += dy (N x Out) W (Out x In): col-major dx^T = W^T dy^T
-    CUBLAS_CHECK(cublasSgemm(blas(), CUBLAS_OP_N, CUBLAS_OP_N, int(In), int(N), int(Out), &one, W, int(In), dy,
-                             int(Out), &one, dx, int(In)));
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_N, In, N, Out, W, In, dy, Out, 1.f, dx, In);
   if (dW)  // dW (Out x In) += dy^T x: col-major dW^T (In x Out) = x^T dy
-    CUBLAS_CHECK(cublasSgemm(blas(), CUBLAS_OP_N, CUBLAS_OP_T, int(In), int(Out), int(N), &one, x, int(In), dy,
-                             int(Out), &one, dW, int(In)));
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, In, Out, N, x, In, dy, Out, 1.f, dW, In);
   if (db) bias_backward_k<<<blocks(Out), kThreads>>>(db, dy, N, Out);
   CUDA_CHECK(cudaGetLastError());
+}
+
+// y[g] (M x N) = a[g] (M x K) b[g] (K x N), row-major: col-major y^T = b^T a^T.
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
+  sgemm_batched(CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, b, N, K * N, a, K, M * K, 0.f, y, N, M * N, G);
+}
+
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N) {
+  if (da)  // da (M x K) += dy (M x N) b^T: col-major da^T = b dy^T, b^T stored as col-major (N x K)
+    sgemm_batched(CUBLAS_OP_T, CUBLAS_OP_N, K, M, N, b, N, K * N, dy, N, M * N, 1.f, da, K, M * K, G);
+  if (db)  // db (K x N) += a^T dy: col-major db^T = dy^T a
+    sgemm_batched(CUBLAS_OP_N, CUBLAS_OP_T, N, K, M, dy, N, M * N, a, K, M * K, 1.f, db, N, K * N, G);
 }
 
 // ---- layer norm: a warp per row ----
@@ -578,14 +720,15 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
 // ---- optimizer and norm ----
 
 namespace {
-__global__ void adamw_k(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, float lr,
-                        float b1, float b2, float eps, float wd, float bc1, float inv_sqrt_bc2) {
+__global__ void adamw_k(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, float decay_step,
+                        float b1, float b2, float eps, float step_size, float inv_sqrt_bc2, float grad_scale) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= n) return;
-  if (decay[i]) w[i] -= lr * wd * w[i];
-  m[i] = b1 * m[i] + (1.f - b1) * g[i];
-  v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
-  w[i] -= (lr / bc1) * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+  const float gi = g[i] * grad_scale;
+  if (decay[i]) w[i] -= decay_step * w[i];
+  m[i] = b1 * m[i] + (1.f - b1) * gi;
+  v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+  w[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
 }
 __global__ void sum_squares_k(double* part, const float* x, int64_t n) {
   double acc = 0.0;
@@ -597,10 +740,11 @@ __global__ void sum_squares_k(double* part, const float* x, int64_t n) {
 }  // namespace
 
 void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
-                double beta2, double eps, double weight_decay, int64_t t) {
+                double beta2, double eps, double weight_decay, int64_t t, float grad_scale) {
+  // The scalars rounded as train/optimizer.cpp rounds them, so both devices take the same step.
   const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
-  adamw_k<<<blocks(n), kThreads>>>(w, m, v, g, decay, n, float(lr), float(beta1), float(beta2), float(eps),
-                                    float(weight_decay), float(bc1), float(1.0 / std::sqrt(bc2)));
+  adamw_k<<<blocks(n), kThreads>>>(w, m, v, g, decay, n, float(lr * weight_decay), float(beta1), float(beta2),
+                                    float(eps), float(lr / bc1), float(1.0 / std::sqrt(bc2)), grad_scale);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -18,12 +18,33 @@ std::string device_name();
 // Device memory and copies (errors throw std::runtime_error with file and line).
 float* alloc(size_t n);
 void free(void* p);
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+void copy(void* dst, const void* src, size_t bytes, CopyKind kind);
+// `rows` rows of row_bytes each; row r starts at dst + r*dst_pitch and src + r*src_pitch (bytes).
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t row_bytes, size_t rows,
+             CopyKind kind);
 void to_device(float* dst, const float* src, size_t n);
 void to_host(float* dst, const float* src, size_t n);
 int32_t* alloc_i32(size_t n);
 void to_device_i32(int32_t* dst, const int32_t* src, size_t n);
 void memset_zero(float* p, size_t n);
 void synchronize();
+
+// Elementwise over n values, as the CPU kernels.
+void add_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n);
+void scale_forward(float* y, const float* x, float s, int64_t n);
+void axpy(float* y, float s, const float* x, int64_t n);
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols);
+// keep: N flags on the device.
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C);
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C);
+
+// y[g] = a[g] b[g] (cuBLAS strided batched).  a:(G,M,K)  b:(G,K,N)
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N);
 
 // y = x W^T + b (cuBLAS); backward accumulates dx += dy W, dW += dy^T x, db += colsum(dy).
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
@@ -65,9 +86,10 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
                         const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const cpu::AttentionDims& d);
 
-// One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags.
+// One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags; the gradients
+// are multiplied by grad_scale as they are read (clipping).
 void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr,
-                double beta1, double beta2, double eps, double weight_decay, int64_t t);
+                double beta1, double beta2, double eps, double weight_decay, int64_t t, float grad_scale = 1.f);
 // Sum of squares in a fixed order (double accumulation), for the global grad norm.
 double sum_squares(const float* x, int64_t n);
 

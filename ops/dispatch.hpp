@@ -1,0 +1,39 @@
+// Which kernel family runs an op: the twin on the tape's device. The CPU and CUDA kernels of a
+// family share one signature (ops/cpu/kernels.hpp, ops/cuda/kernels.hpp), so an op names both
+// and calls the one returned:  kernel(cpu::gelu_forward, cuda::gelu_forward)(y, x, n);
+// Ops whose twins differ (the CPU's packed products) branch on on_device() themselves.
+#pragma once
+#include <cstddef>
+
+#include "autograd/device.hpp"
+#include "autograd/rng.hpp"
+#include "autograd/tape.hpp"
+#include "ops/cpu/kernels.hpp"
+#include "ops/cuda/kernels.hpp"
+
+namespace fbt {
+
+inline bool on_device() { return tape().device() != Device::CPU; }
+
+template <class F>
+F kernel(F cpu_twin, F cuda_twin) {
+  return on_device() ? cuda_twin : cpu_twin;
+}
+
+// n host values copied into the step's arena on the tape's device, where kernels read them.
+template <class T>
+const T* stage(const T* host, size_t n) {
+  Arena& a = tape().arena();
+  T* p = reinterpret_cast<T*>(a.alloc_floats((n * sizeof(T) + sizeof(float) - 1) / sizeof(float)));
+  copy_bytes(p, a.device(), host, Device::CPU, n * sizeof(T));
+  return p;
+}
+
+// dx += dy W for N rows of a linear with weight W (the weight's gradient is deferred:
+// Tape::defer_weight_grad); reads W's pack while frozen on the CPU.
+void linear_input_grad(float* dx, const float* dy, Var W, int64_t N);
+
+// Inverted-dropout multipliers for n values in the step's arena (attention and dropout share it).
+const float* dropout_mask(float p, Rng& rng, int64_t n);
+
+}  // namespace fbt
