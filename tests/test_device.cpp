@@ -1,2 +1,253 @@
+// The device path on the emulated CUDA device (ops/cuda/emulated.cpp): every op, the model, the
+// training loop, sampling and checkpoints run with their tensors on "cuda" and must agree with
+// the CPU. Device pointers fault when host code dereferences them, so a host access that would
+// crash on a GPU crashes here too. (On a GPU, tests/test_cuda.cpp checks the kernels themselves.)
 #include <doctest/doctest.h>
-TEST_CASE("device: placeholder") {}
+
+#include <cmath>
+#include <functional>
+
+#include "gradcheck.hpp"
+#include "autograd/params.hpp"
+#include "ops/cuda/kernels.hpp"
+#include "ops/ops.hpp"
+#include "train/loop.hpp"
+#include "train/sample.hpp"
+
+using namespace fbt;
+using fbt::testing::fill_normal;
+using fbt::testing::sz;
+
+namespace {
+
+// Runs f with this thread's tape on d, and leaves the tape empty on the CPU afterwards.
+template <class F>
+auto on(Device d, F f) {
+  struct Restore {
+    ~Restore() {
+      tape().reset();
+      tape().set_device(Device::CPU);
+    }
+  } restore;
+  tape().reset();
+  tape().set_device(d);
+  return f();
+}
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
+  std::vector<float> v(n);
+  fill_normal(v.data(), int64_t(n), seed, scale);
+  return v;
+}
+
+void close(const std::vector<float>& dev, const std::vector<float>& cpu, double tol = 1e-5) {
+  REQUIRE(dev.size() == cpu.size());
+  double worst = 0;
+  for (size_t i = 0; i < dev.size(); ++i) worst = std::max(worst, std::abs(double(dev[i]) - cpu[i]) / (1 + std::abs(cpu[i])));
+  INFO("worst relative difference " << worst);
+  CHECK(worst < tol);
+}
+
+// An op under test: builds its output from leaves made on the tape's device.
+struct Case {
+  const char* name;
+  std::vector<std::pair<std::vector<float>, Shape>> inputs;
+  std::function<Var(const std::vector<Var>&)> op;
+};
+
+// The op's output and every input's gradient under a fixed random seed gradient, on the host.
+std::vector<std::vector<float>> run_case(const Case& c) {
+  std::vector<Var> leaves;
+  for (const auto& [values, shape] : c.inputs)
+    leaves.push_back(tape().leaf_copy(Tensor{const_cast<float*>(values.data()), shape, Device::CPU}, true));
+  Var y = c.op(leaves);
+  std::vector<float> seed = randn(sz(y.value().numel()), 77);
+  tape().backward(y, Tensor{seed.data(), y.shape(), Device::CPU});
+  std::vector<std::vector<float>> out{to_host(y.value())};
+  for (Var v : leaves) out.push_back(to_host(tape().grad(v)));
+  return out;
+}
+
+ModelConfig small(int64_t seq_len, bool shared_kv, bool cross) {
+  ModelConfig c;
+  c.num_tokens = 11;
+  c.dim = 8;
+  c.depth = 2;
+  c.heads = 2;
+  c.dim_head = 4;
+  c.ff_mult = 2;
+  c.seq_len = seq_len;
+  c.mem_len = 5;
+  c.num_buckets = 6;
+  c.max_distance = 12;
+  c.shared_kv = shared_kv;
+  c.cross_attend = cross;
+  return c;
+}
+
+std::vector<int32_t> tokens(int64_t n, uint64_t seed, int32_t V) {
+  Rng r(seed);
+  std::vector<int32_t> t;
+  for (int64_t i = 0; i < n; ++i) t.push_back(int32_t(r.uniform() * float(V)) % V);
+  return t;
+}
+
+struct Call {
+  std::vector<float> logits, memory, grads;
+  float loss = 0;
+};
+
+// One recorded call with carried memory (and a context when the model cross-attends), then its
+// backward; everything read back to the host.
+Call forward_backward(FeedbackTransformer& model, const DetachPolicy& pol) {
+  const ModelConfig& c = model.config();
+  const int64_t B = 2, T = 9, m = 3;
+  const std::vector<int32_t> in = tokens(B * T, 1, int32_t(c.num_tokens)), tg = tokens(B * T, 2, int32_t(c.num_tokens));
+  std::vector<float> mem = randn(sz(B * m * c.dim), 3), ctx = randn(sz(B * 4 * c.dim), 4);
+  Tensor mt{mem.data(), Shape{B, m, c.dim}, Device::CPU};
+  Var context = c.cross_attend ? tape().leaf_copy(Tensor{ctx.data(), Shape{B, 4, c.dim}, Device::CPU}) : Var();
+  model.params().zero_grad();
+  ForwardOutput o = model.forward(in.data(), B, T, &mt, context, tg.data(), pol);
+  tape().backward(o.loss);
+  model.params().sync_to_host();
+  return {to_host(o.logits.value()), to_host(o.memory), model.params().grads(), to_host(o.loss.value())[0]};
+}
+
+}  // namespace
+
+TEST_CASE("device: the emulated device is in use and keeps host and device pointers apart") {
+  std::string why;
+  REQUIRE(device_available(Device::CUDA, &why));
+  CHECK(cuda::device_name().find("emulated") != std::string::npos);
+  DeviceBuffer d(Device::CUDA, 5);
+  std::vector<float> h{1, 2, 3, 4, 5}, back(5);
+  d.copy_from_host(h.data(), 5);
+  d.copy_to_host(back.data());
+  CHECK(back == h);
+  // A host pointer handed to a device kernel, or a device pointer to a host copy, is refused.
+  CHECK_THROWS_AS(cuda::axpy(h.data(), 1.f, d.data(), 5), std::logic_error);
+  CHECK_THROWS_AS(cuda::copy(d.data(), d.data(), 4, cuda::CopyKind::HostToDevice), std::logic_error);
+  // Mixing devices in one op names both.
+  ParamStore ps;  // parameters left on the CPU
+  Var w = ps.add("w", {2, 3});
+  ps.finalize();
+  on(Device::CUDA, [&] {
+    Var x = tape().leaf({2, 3});
+    CHECK_THROWS_WITH_AS(add(x, w), doctest::Contains("input is on cpu, the tape on cuda"), std::invalid_argument);
+    return 0;
+  });
+}
+
+TEST_CASE("device: every op's values and gradients agree with the CPU") {
+  const int64_t B = 2, n = 3, H = 2, Dh = 4, I = H * Dh, R = 5;
+  std::vector<uint8_t> keep{1, 0, 1, 1, 0, 1};
+  std::vector<uint8_t> mask(24, 1);
+  mask[3] = mask[7] = mask[8] = 0;
+  std::vector<int32_t> ids{3, 0, 3, 5, 1, 2}, bucket;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < R + n; ++j) bucket.push_back(j < R ? int32_t((i + j) % 4) : (j - R < i ? 1 : -1));
+  std::vector<Case> cases = {
+      {"linear", {{randn(15, 1), {5, 3}}, {randn(12, 2), {4, 3}}, {randn(4, 3), {4}}},
+       [](auto& v) { return linear(v[0], v[1], v[2]); }},
+      {"bmm", {{randn(24, 4), {2, 3, 4}}, {randn(40, 5), {2, 4, 5}}}, [](auto& v) { return bmm(v[0], v[1]); }},
+      {"add mul scale", {{randn(12, 6), {3, 4}}, {randn(12, 7), {3, 4}}},
+       [](auto& v) { return scale(mul(add(v[0], v[1]), v[1]), 0.7f); }},
+      {"mask_rows", {{randn(24, 8), {6, 4}}}, [&](auto& v) { return mask_rows(v[0], keep); }},
+      {"layernorm", {{randn(21, 9), {3, 7}}, {randn(7, 10), {7}}, {randn(7, 11), {7}}},
+       [](auto& v) { return layernorm(v[0], v[1], v[2]); }},
+      {"gelu geglu", {{randn(24, 12), {3, 8}}}, [](auto& v) { return geglu(gelu(v[0])); }},
+      {"masked_softmax", {{randn(24, 13), {4, 6}}}, [&](auto& v) { return masked_softmax(v[0], mask); }},
+      {"embedding", {{randn(28, 14), {7, 4}}}, [&](auto& v) { return embedding(v[0], ids.data(), Shape{2, 3}); }},
+      {"cross_entropy", {{randn(42, 15), {6, 7}}}, [&](auto& v) { return cross_entropy(v[0], ids.data()); }},
+      {"weighted_sum", {{randn(3, 16), {3}}, {randn(10, 17), {2, 5}}, {randn(10, 18), {2, 5}}, {randn(10, 19), {2, 5}}},
+       [](auto& v) { return weighted_sum(v[0], {v[1], v[2], v[3]}); }},
+      {"concat slice", {{randn(24, 20), {2, 3, 4}}, {randn(16, 21), {2, 2, 4}}},
+       [](auto& v) { return slice(concat({v[0], v[1]}, 1), 1, 1, 3); }},
+      {"dropout", {{randn(40, 22), {5, 8}}}, [](auto& v) {
+         Rng rng(5);
+         return dropout(v[0], 0.3f, rng);
+       }},
+      {"attention with bias and dropout",
+       {{randn(sz(B * n * I), 23), {B, n, I}}, {randn(sz(B * R * 2 * I), 24), {B, R, 2 * I}},
+        {randn(sz(B * n * 2 * I), 25), {B, n, 2 * I}}, {randn(sz(4 * H), 26), {4, H}}},
+       [&](auto& v) {
+         Rng rng(6);
+         return attention(v[0], {{v[1], 0, R}, {v[2], 0, n}}, bucket, v[3], H, 0.2f, &rng);
+       }},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const auto cpu = on(Device::CPU, [&] { return run_case(c); });
+    const auto dev = on(Device::CUDA, [&] { return run_case(c); });
+    REQUIRE(cpu.size() == dev.size());
+    for (size_t k = 0; k < cpu.size(); ++k) {
+      INFO("output 0, then the inputs' gradients: " << k);
+      close(dev[k], cpu[k]);
+    }
+  }
+}
+
+TEST_CASE("device: the model's loss, logits, memory and gradients agree with the CPU") {
+  struct Variant {
+    int64_t seq_len;
+    bool shared_kv, cross;
+    const char* policy;
+  };
+  for (const Variant& v : {Variant{1, false, false, "none"}, Variant{3, true, false, "every:6"},
+                           Variant{2, false, true, "horizon:4"}, Variant{4, false, false, "all"}}) {
+    INFO("seq_len " << v.seq_len << ", shared_kv " << v.shared_kv << ", cross " << v.cross << ", " << v.policy);
+    FeedbackTransformer model(small(v.seq_len, v.shared_kv, v.cross));
+    fill_normal(model.params().values().data(), int64_t(model.params().numel()), 9, 0.3f);
+    const DetachPolicy pol = DetachPolicy::parse(v.policy, v.seq_len);
+    const Call cpu = on(Device::CPU, [&] { return forward_backward(model, pol); });
+    model.to(Device::CUDA);
+    const Call dev = forward_backward(model, pol);
+    model.to(Device::CPU);
+    CHECK(dev.loss == doctest::Approx(cpu.loss).epsilon(1e-5));
+    close(dev.logits, cpu.logits);
+    close(dev.memory, cpu.memory);
+    close(dev.grads, cpu.grads, 1e-4);
+  }
+}
+
+TEST_CASE("device: training steps with dropout, clipping and decay agree with the CPU") {
+  ModelConfig c = small(2, false, false);
+  c.attn_dropout = 0.1f, c.ff_dropout = 0.1f;
+  LoopConfig lc;
+  lc.lr = 3e-3, lc.warmup = 1, lc.clip = 0.5, lc.adam.weight_decay = 0.1, lc.seed = 4;
+  lc.detach = DetachPolicy::parse("horizon:4", c.seq_len);
+  auto train = [&](Device d) {
+    FeedbackTransformer model(c);
+    model.to(d);
+    TrainLoop loop(model, lc);
+    std::vector<double> losses;
+    for (int step = 0; step < 4; ++step) {  // memory carried between the steps
+      const auto in = tokens(3 * 5, 10 + step, 11), tg = tokens(3 * 5, 20 + step, 11);
+      losses.push_back(loop.step(in.data(), tg.data(), 3, 5).loss);
+    }
+    model.params().sync_to_host();
+    loop.optimizer().sync_to_host();
+    std::vector<float> state = model.params().values();
+    state.insert(state.end(), loop.optimizer().v().begin(), loop.optimizer().v().end());
+    state.insert(state.end(), loop.memory().begin(), loop.memory().end());
+    model.to(Device::CPU);
+    return std::make_pair(losses, state);
+  };
+  const auto cpu = train(Device::CPU);
+  const auto dev = train(Device::CUDA);
+  for (size_t i = 0; i < cpu.first.size(); ++i) CHECK(dev.first[i] == doctest::Approx(cpu.first[i]).epsilon(1e-5));
+  close(dev.second, cpu.second, 1e-4);
+}
+
+TEST_CASE("device: sampling keeps its projected memory on the device and draws the CPU's tokens") {
+  FeedbackTransformer model(small(1, false, false));
+  fill_normal(model.params().values().data(), int64_t(model.params().numel()), 12, 0.5f);
+  SampleOptions opt;
+  opt.tokens = 12, opt.temperature = 0.f, opt.seed = 3;
+  const std::vector<int32_t> prompt{1, 4, 2};
+  const auto cpu = generate(model, prompt, opt);
+  model.to(Device::CUDA);
+  const auto dev = generate(model, prompt, opt);
+  model.to(Device::CPU);
+  CHECK(dev == cpu);
+}
