@@ -160,6 +160,9 @@ TEST_CASE("cli: bad input gets one clear error and a non-zero exit") {
   r = fbt_cli("train " + d / "run.yaml --set train.optimizer=sgd");
   CHECK(r.status != 0);
   CHECK(r.output.find("train.optimizer: unknown key") != std::string::npos);
+  r = fbt_cli("train " + d / "run.yaml --set train.device=gpu");
+  CHECK(r.status != 0);
+  CHECK(r.output.find("train.device: unknown device 'gpu' (expected cpu or cuda)") != std::string::npos);
   r = fbt_cli("train " + d / "nope.yaml");
   CHECK(r.status != 0);
   r = fbt_cli("sample --checkpoint " + d / "nothing-here");
@@ -171,4 +174,23 @@ TEST_CASE("cli: version says which backends are compiled in") {
   Run r = fbt_cli("--version");
   CHECK(r.status == 0);
   CHECK(r.output.find("backends: cpu") != std::string::npos);
+}
+
+TEST_CASE("cli: the cuda device trains where it is usable and is refused by name where it is not") {
+  Dir d;
+  const std::vector<uint16_t> ids(32, 3);  // unused: bench draws its own tokens
+  std::ofstream(d / "tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(ids.data()), 64);
+  std::ofstream(d / "bench.yaml") << kModelYaml << "data: {format: u16, train: " << d / "tokens.bin"
+                                  << ", valid: " << d / "tokens.bin" << "}\n"
+                                  << "train: {batch_size: 2, bptt: 6, threads: 1, device: cuda}\n";
+  Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2");
+  const bool usable = fbt_cli("--version").output.find("device: ") != std::string::npos;
+  INFO(r.output);
+  if (usable) {  // a GPU machine: the step ran there
+    CHECK(r.status == 0);
+    CHECK(r.output.find("\"peak_device_mb\"") != std::string::npos);
+  } else {
+    CHECK(r.status != 0);
+    CHECK(r.output.find("fbt: error: device cuda is not available: ") != std::string::npos);
+  }
 }

@@ -8,11 +8,13 @@
 #include <functional>
 
 #include "gradcheck.hpp"
+#include "run_fixture.hpp"
 #include "autograd/params.hpp"
 #include "ops/cuda/kernels.hpp"
 #include "ops/ops.hpp"
 #include "train/loop.hpp"
 #include "train/sample.hpp"
+#include "train/trainer.hpp"
 
 using namespace fbt;
 using fbt::testing::fill_normal;
@@ -250,4 +252,20 @@ TEST_CASE("device: sampling keeps its projected memory on the device and draws t
   const auto dev = generate(model, prompt, opt);
   model.to(Device::CPU);
   CHECK(dev == cpu);
+}
+
+TEST_CASE("device: a run on the device trains as on the CPU, and resumes bit-identically") {
+  using fbt::testing::TempDir;
+  const std::string dropout = "  attn_dropout: 0.2\n  ff_dropout: 0.1\n";
+  TempDir cpu_dir, dev_dir, resumed_dir;
+  Trainer(load_run_config(fbt::testing::write_config(cpu_dir, "", dropout))).run(false);
+  Trainer(load_run_config(fbt::testing::write_config(dev_dir, "  device: cuda\n", dropout))).run(false);
+  tape().set_device(Device::CPU);  // the trainer left this thread's tape on the device
+  close(fbt::testing::final_weights(dev_dir / "out"), fbt::testing::final_weights(cpu_dir / "out"), 1e-4);
+
+  RunConfig cr = load_run_config(fbt::testing::write_config(resumed_dir, "  device: cuda\n", dropout));
+  Trainer(cr).run(false, 5);  // a session that ends after step 5
+  Trainer(cr).run(true);
+  tape().set_device(Device::CPU);
+  CHECK(fbt::testing::final_weights(resumed_dir / "out") == fbt::testing::final_weights(dev_dir / "out"));
 }

@@ -1,6 +1,8 @@
 // `fbt bench`: times full training steps (TrainLoop: forward, backward, clipping, AdamW) on random tokens with a
 // config's model and train.batch_size / bptt / threads, and measures this machine's SGEMM peak
-// in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line.
+// in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line. With
+// train.device: cuda the step runs on the GPU, the peak is cuBLAS's, and peak_device_mb is the
+// most device memory the run held.
 #include <fmt/core.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -10,6 +12,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "ops/cuda/kernels.hpp"
 #include "train/commands.hpp"
 #include "train/config.hpp"
 #include "train/trainer.hpp"
@@ -56,8 +59,10 @@ int run_bench(const BenchArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides);
   const TrainConfig& t = cfg.train;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  const Device device = parse_device(t.device);
   FeedbackTransformer model(cfg.model, /*initialize=*/false);
   model.init(t.seed);
+  model.to(device);
   TrainLoop loop(model, loop_config(cfg));
   const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
   Rng data_rng(t.seed);
@@ -68,6 +73,7 @@ int run_bench(const BenchArgs& a) {
       tg[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
     }
     loop.step(in.data(), tg.data(), B, T);  // memory carried between steps, as in training
+    if (device != Device::CPU) cuda::synchronize();  // (reading the loss already waits; be explicit)
   };
   // One warm-up step (it sizes the arena and fills the memory), then the median step: robust to
   // the other tenants of a shared machine.
@@ -84,8 +90,9 @@ int run_bench(const BenchArgs& a) {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   const double gflops = step_flops(cfg.model, B, T) / median / 1e9;
-  const double peak = sgemm_peak_gflops();
+  const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
   nlohmann::json j = {{"config", a.config},
+                      {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
                       {"threads", omp_get_max_threads()},
                       {"batch_size", B},
                       {"bptt", T},
@@ -96,6 +103,7 @@ int run_bench(const BenchArgs& a) {
                       {"gflops", gflops},
                       {"sgemm_peak_gflops", peak},
                       {"fraction_of_peak", gflops / peak}};
+  if (device != Device::CPU) j["peak_device_mb"] = double(cuda::peak_allocated_bytes()) / (1024.0 * 1024.0);
   fmt::print("{}\n", j.dump());
   return 0;
 }

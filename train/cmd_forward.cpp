@@ -22,6 +22,7 @@ int run_forward(const ForwardArgs& a) {
     throw std::invalid_argument(std::string("--detach: ") + e.what());
   }
 
+  model.to(parse_device(a.device));
   const CallBatch b = load_call_batch(a.batch, cfg);
   const int64_t B = b.B, T = b.T;
   Tensor memory{const_cast<float*>(b.memory.data()), Shape{B, b.memory_rows, cfg.dim}, Device::CPU};
@@ -40,10 +41,11 @@ int run_forward(const ForwardArgs& a) {
       tape().backward(r.loss);
       add_gradients(out, model);
     }
-    out.tensors["logits"] = StTensor::from_f32(r.logits.shape().dims(), r.logits.data());
-    out.tensors["loss"] = StTensor::from_f32({}, r.loss.data());
-    out.tensors["memory"] = StTensor::from_f32(r.memory.shape.dims(), r.memory.data);
-    fmt::print("loss {:.6f}  logits [{}, {}, {}]  memory [{}, {}, {}]{}\n", r.loss.data()[0], B, T, cfg.num_tokens, B,
+    const std::vector<float> loss = to_host(r.loss.value());
+    out.tensors["logits"] = StTensor::from_f32(r.logits.shape().dims(), to_host(r.logits.value()).data());
+    out.tensors["loss"] = StTensor::from_f32({}, loss.data());
+    out.tensors["memory"] = StTensor::from_f32(r.memory.shape.dims(), to_host(r.memory).data());
+    fmt::print("loss {:.6f}  logits [{}, {}, {}]  memory [{}, {}, {}]{}\n", loss[0], B, T, cfg.num_tokens, B,
                r.memory.shape[1], cfg.dim, a.grads ? fmt::format("  grads under detach {}", policy.str()) : "");
   }
   out.metadata["detach"] = policy.str();

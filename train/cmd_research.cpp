@@ -51,7 +51,7 @@ std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& r
     Tensor mem{memory.data(), Shape{B, m, rc.model.dim}, Device::CPU};
     ForwardOutput o = model.forward(b.tokens.data(), B, b.T, m ? &mem : nullptr);
     m = o.memory.shape[1];
-    memory.assign(o.memory.data, o.memory.data + o.memory.numel());
+    memory = to_host(o.memory);
     out.push_back(std::move(b));
   }
   tape().reset();
@@ -90,6 +90,7 @@ int run_grads(const GradsArgs& a) {
     cfg = load_model_config(a.config);
     model = std::make_unique<FeedbackTransformer>(cfg, /*initialize=*/false);
     load_weights(*model, SafeTensors::load(a.weights), a.weights);
+    model->to(parse_device(a.device.empty() ? "cpu" : a.device));
     batches = {load_call_batch(a.batch, cfg)};
   } else {
     RunConfig rc = load_run_config(a.config);
@@ -98,6 +99,7 @@ int run_grads(const GradsArgs& a) {
     cfg = rc.model;
     model = std::make_unique<FeedbackTransformer>(cfg, /*initialize=*/false);
     load_weights(*model, SafeTensors::load(path), path);
+    model->to(parse_device(a.device.empty() ? rc.train.device : a.device));
     batches = batches_from_split(a, rc, *model);
   }
   const DetachPolicy policy = [&] {

@@ -28,6 +28,7 @@ int run_eval(const EvalArgs& a) {
   const std::string& path = cfg.data.split(a.split);
   if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
   auto model = load_model(a.checkpoint);
+  model->to(parse_device(cfg.train.device));
   if (model->config().num_tokens != cfg.model.num_tokens)
     throw std::runtime_error(a.checkpoint + ": model vocabulary differs from the config's");
   Corpus corpus(path, cfg.data.format, cfg.model.num_tokens);
@@ -42,6 +43,7 @@ int run_sample(const SampleArgs& a) {
   if (model->config().num_tokens != 256)
     throw std::runtime_error(a.checkpoint + ": text prompts need a byte-level model (num_tokens 256)");
   if (a.prompt.empty()) throw std::invalid_argument("--prompt must not be empty");
+  model->to(parse_device(a.device));
   std::vector<int32_t> ids;
   for (unsigned char ch : a.prompt) ids.push_back(ch);
   SampleOptions so{a.tokens, a.temperature, a.top_k, a.seed};

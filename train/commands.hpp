@@ -6,7 +6,7 @@
 namespace fbt::cli {
 
 struct ForwardArgs {
-  std::string config, weights, batch, out, detach = "none";
+  std::string config, weights, batch, out, detach = "none", device = "cpu";
   bool grads = false;
 };
 int run_forward(const ForwardArgs& a);
@@ -34,6 +34,7 @@ struct SampleArgs {
   int64_t tokens = 200, top_k = 200;
   float temperature = 0.8f;
   uint64_t seed = 1;
+  std::string device = "cpu";
 };
 int run_sample(const SampleArgs& a);
 
@@ -68,6 +69,7 @@ struct GradsArgs {
   bool exact_jacobian = false, per_row = false;
   uint64_t seed = 1;
   std::string out;
+  std::string device;  // empty: the run config's train.device, else cpu
 };
 int run_grads(const GradsArgs& a);
 

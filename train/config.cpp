@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "autograd/device.hpp"
 #include "models/config_section.hpp"
 #include "models/detach_policy.hpp"
 
@@ -76,6 +77,12 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   }
   tc.seed = uint64_t(positive("seed", t.get<int64_t>("seed", int64_t(tc.seed)), 0));
   tc.threads = positive("threads", t.get<int64_t>("threads", tc.threads), 0);
+  tc.device = t.get<std::string>("device", tc.device);
+  try {
+    parse_device(tc.device);
+  } catch (const std::invalid_argument& e) {
+    t.fail("device", e.what());
+  }
   tc.eval_every = positive("eval_every", t.get<int64_t>("eval_every", tc.eval_every), 0);
   tc.eval_batch_size = positive("eval_batch_size", t.get<int64_t>("eval_batch_size", tc.eval_batch_size), 0);
   tc.eval_tokens = positive("eval_tokens", t.get<int64_t>("eval_tokens", tc.eval_tokens), 0);
@@ -123,7 +130,8 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "beta1" << YAML::Value << t.beta1 << YAML::Key << "beta2" << YAML::Value << t.beta2;
   e << YAML::Key << "eps" << YAML::Value << t.eps << YAML::Key << "clip" << YAML::Value << t.clip;
   e << YAML::Key << "detach" << YAML::Value << t.detach << YAML::Key << "seed" << YAML::Value << t.seed;
-  e << YAML::Key << "threads" << YAML::Value << t.threads << YAML::Key << "eval_every" << YAML::Value << t.eval_every;
+  e << YAML::Key << "threads" << YAML::Value << t.threads << YAML::Key << "device" << YAML::Value << t.device;
+  e << YAML::Key << "eval_every" << YAML::Value << t.eval_every;
   e << YAML::Key << "eval_batch_size" << YAML::Value << t.eval_batch_size << YAML::Key << "eval_tokens" << YAML::Value
     << t.eval_tokens;
   e << YAML::Key << "log_every" << YAML::Value << t.log_every << YAML::Key << "checkpoint_every" << YAML::Value

@@ -34,6 +34,7 @@ struct TrainConfig {
   std::string detach = "none";
   uint64_t seed = 1234;
   int64_t threads = 0;       // 0: all cores
+  std::string device = "cpu";  // cpu | cuda: where the model trains, evaluates and samples
   int64_t eval_every = 200;  // 0: only at the end
   int64_t eval_batch_size = 0;  // 0: batch_size
   int64_t eval_tokens = 0;      // periodic evals: 0 = the whole split, else about N tokens; the final one is whole

@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "autograd/device.hpp"
+#include "ops/cuda/kernels.hpp"
 #include "train/commands.hpp"
 
 int main(int argc, char** argv) {
@@ -22,6 +24,7 @@ int main(int argc, char** argv) {
   forward->add_option("--out", fwd.out, "output safetensors: logits, loss, memory [, grad.*]")->required();
   forward->add_flag("--grads", fwd.grads, "also write grad.<name> for every parameter");
   forward->add_option("--detach", fwd.detach, "detachment policy: none | all | every:N | horizon:N");
+  forward->add_option("--device", fwd.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
 
   fbt::cli::TrainArgs tr;
   auto* train = app.add_subcommand("train", "train a model from a YAML config");
@@ -46,6 +49,7 @@ int main(int argc, char** argv) {
   sample->add_option("--temperature", sa.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
   sample->add_option("--top-k", sa.top_k, "keep the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
   sample->add_option("--seed", sa.seed, "random seed");
+  sample->add_option("--device", sa.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
 
   fbt::cli::BenchArgs be;
   auto* bench = app.add_subcommand("bench", "time training steps on random tokens; one JSON line");
@@ -72,6 +76,8 @@ int main(int argc, char** argv) {
   grads->add_flag("--exact-jacobian", ga.exact_jacobian, "probe with the D unit vectors: the exact norm");
   grads->add_flag("--per-row", ga.per_row, "also write every batch row's value");
   grads->add_option("--seed", ga.seed, "probe seed");
+  grads->add_option("--device", ga.device, "cpu | cuda (default: the run config's train.device, else cpu)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   grads->add_option("--out", ga.out, "output JSONL")->required();
 
   fbt::cli::PlotArgs pa;
@@ -92,9 +98,12 @@ int main(int argc, char** argv) {
   try {
     if (version) {
 #ifdef FBT_HAVE_CUDA
-      fmt::print("fbt {} (backends: cpu; cuda kernels built for sm_90, not yet used by training)\n", FBT_VERSION);
+      std::string why;
+      const bool gpu = fbt::device_available(fbt::Device::CUDA, &why);
+      fmt::print("fbt {} (backends: cpu, cuda built for sm_90; {})\n", FBT_VERSION,
+                 gpu ? "device: " + fbt::cuda::device_name() : "no usable device here: " + why);
 #else
-      fmt::print("fbt {} (backends: cpu)\n", FBT_VERSION);
+      fmt::print("fbt {} (backends: cpu; built without CUDA)\n", FBT_VERSION);
 #endif
       return 0;
     }

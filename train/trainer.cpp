@@ -17,6 +17,7 @@
 
 #include "data/safetensors.hpp"
 #include "models/weights.hpp"
+#include "ops/cuda/kernels.hpp"
 #include "train/progress.hpp"
 #include "train/sample.hpp"
 
@@ -114,6 +115,7 @@ Trainer::Trainer(const RunConfig& cfg) : cfg_(cfg) {
   policy_ = lc.detach;
   model_ = std::make_unique<FeedbackTransformer>(cfg_.model, /*initialize=*/false);
   model_->init(t.seed);
+  model_->to(parse_device(t.device));
   loop_ = std::make_unique<TrainLoop>(*model_, lc);
   train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data.format, cfg_.model.num_tokens);
@@ -293,8 +295,10 @@ void Trainer::run(bool resume, int64_t stop_at) {
   fmt::print("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n", double(P) / 1e6,
              cfg_.model.dim, cfg_.model.depth, cfg_.model.heads, cfg_.model.dim_head, cfg_.model.seq_len,
              cfg_.model.mem_len, policy_.str());
-  fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} threads | out_dir {}\n", train_data_->size(),
-             t.batch_size, batcher_->stream_length(), valid_data_->size(), omp_get_max_threads(), t.out_dir);
+  const std::string where = model_->device() == Device::CPU ? fmt::format("cpu, {} threads", omp_get_max_threads())
+                                                             : "cuda: " + cuda::device_name();
+  fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} | out_dir {}\n", train_data_->size(),
+             t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir);
 
   Progress bar("train", t.steps, step());
   auto window_start = std::chrono::steady_clock::now();

@@ -8,6 +8,8 @@
 //    the whole device path of the tape, the model and the trainer runs and is compared with the
 //    CPU path on a machine without a GPU.
 #include <algorithm>
+#include <chrono>
+#include <unordered_map>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -56,17 +58,36 @@ bool available(std::string* why) {
 
 std::string device_name() { return kStub ? "none" : "emulated CUDA device (host memory)"; }
 
+namespace {
+std::unordered_map<const void*, size_t> sizes;  // tests run the emulation on one thread
+size_t now_bytes = 0, peak_bytes = 0;
+}  // namespace
+
 float* alloc(size_t n) {
   enter();
   const size_t bytes = (std::max<size_t>(n, 1) * sizeof(float) + 255) / 256 * 256;
   void* p = std::aligned_alloc(256, bytes);
   if (!p) throw std::bad_alloc();
+  sizes[p] = bytes;
+  peak_bytes = std::max(peak_bytes, now_bytes += bytes);
   return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(p) | kTag);
 }
 int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
 void free(void* p) {
   enter();
-  std::free(h(p));
+  void* q = h(p);
+  now_bytes -= sizes[q];
+  sizes.erase(q);
+  std::free(q);
+}
+size_t peak_allocated_bytes() { return peak_bytes; }
+double sgemm_peak_gflops() {
+  enter();
+  const int64_t n = 512;
+  std::vector<float> a(size_t(n * n), 1.f), c(size_t(n * n));
+  const auto t0 = std::chrono::steady_clock::now();
+  cpu::linear_forward(c.data(), a.data(), a.data(), nullptr, n, n, n);
+  return 2.0 * double(n * n * n) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
 }
 
 void copy(void* dst, const void* src, size_t bytes, CopyKind kind) {

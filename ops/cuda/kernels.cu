@@ -6,7 +6,10 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <unordered_map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -99,7 +102,7 @@ bool available(std::string* why) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
-    if (why) *why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device";
+    if (why) *why = e != cudaSuccess ? std::string("no CUDA device (") + cudaGetErrorString(e) + ")" : "no CUDA device";
     cudaGetLastError();  // clear the sticky error
     return false;
   }
@@ -112,13 +115,41 @@ std::string device_name() {
   return p.name;
 }
 
+namespace {
+struct Usage {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> sizes;
+  size_t now = 0, peak = 0;
+};
+Usage& usage() {
+  static Usage u;
+  return u;
+}
+}  // namespace
+
 float* alloc(size_t n) {
   void* p = nullptr;
-  CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(float)));
+  const size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
+  CUDA_CHECK(cudaMalloc(&p, bytes));
+  Usage& u = usage();
+  std::lock_guard<std::mutex> lock(u.mu);
+  u.sizes[p] = bytes;
+  u.peak = std::max(u.peak, u.now += bytes);
   return static_cast<float*>(p);
 }
 int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
-void free(void* p) { CUDA_CHECK(cudaFree(p)); }
+void free(void* p) {
+  if (!p) return;
+  CUDA_CHECK(cudaFree(p));
+  Usage& u = usage();
+  std::lock_guard<std::mutex> lock(u.mu);
+  u.now -= u.sizes[p];
+  u.sizes.erase(p);
+}
+size_t peak_allocated_bytes() {
+  std::lock_guard<std::mutex> lock(usage().mu);
+  return usage().peak;
+}
 void to_device(float* dst, const float* src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice)); }
 void to_host(float* dst, const float* src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost)); }
 void to_device_i32(int32_t* dst, const int32_t* src, size_t n) {
@@ -746,6 +777,29 @@ void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* dec
   adamw_k<<<blocks(n), kThreads>>>(w, m, v, g, decay, n, float(lr * weight_decay), float(beta1), float(beta2),
                                     float(eps), float(lr / bc1), float(1.0 / std::sqrt(bc2)), grad_scale);
   CUDA_CHECK(cudaGetLastError());
+}
+
+double sgemm_peak_gflops() {
+  const int64_t n = 4096;
+  float *a = alloc(size_t(n * n)), *b = alloc(size_t(n * n)), *c = alloc(size_t(n * n));
+  memset_zero(a, size_t(n * n)), memset_zero(b, size_t(n * n));
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {  // the first one also loads cuBLAS's kernels
+    CUDA_CHECK(cudaEventRecord(start));
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, a, n, b, n, 0.f, c, n);
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    best = std::max(best, 2.0 * double(n * n * n) / (double(ms) * 1e-3) / 1e9);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  free(a), free(b), free(c);
+  return best;
 }
 
 double sum_squares(const float* x, int64_t n) {

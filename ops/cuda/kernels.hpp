@@ -29,6 +29,10 @@ int32_t* alloc_i32(size_t n);
 void to_device_i32(int32_t* dst, const int32_t* src, size_t n);
 void memset_zero(float* p, size_t n);
 void synchronize();
+// The most device memory fbt's allocations held at once (bytes), and the device's SGEMM rate
+// (best of a few large products, GFLOP/s): `fbt bench` reports both.
+size_t peak_allocated_bytes();
+double sgemm_peak_gflops();
 
 // Elementwise over n values, as the CPU kernels.
 void add_forward(float* y, const float* a, const float* b, int64_t n);
