@@ -1,16 +1,17 @@
 #!/usr/bin/python3
-"""fbt against the PyTorch peer on the CPU speed targets (docs/PERFORMANCE.md): `./run bench`.
+"""fbt against the PyTorch peer on the speed targets (docs/PERFORMANCE.md): `./run bench`.
 
 Shared machines change speed from minute to minute, so each config runs in rounds that alternate
 fbt and the peer (same threads), and the ratio is taken between the medians of the rounds. The
 peer runs at its best: OpenBLAS picks its own kernels (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset).
 
 Usage: /usr/bin/python3 bench/compare.py [CONFIG_NAME ...]   (default: exact windowed long)
+       ... compare.py gpu_exact gpu_windowed                 (on a GPU machine: both on the GPU)
 """
 import json, os, statistics, subprocess, sys
 
 # config -> (timed steps per run, rounds); the long peer needs ~20 GB and ~45 s a step: one round
-PLAN = {"exact": (5, 3), "windowed": (3, 3), "long": (1, 1)}
+PLAN = {"exact": (5, 3), "windowed": (3, 3), "long": (1, 1), "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
 
 
 def run(cmd, env=None):
@@ -24,10 +25,14 @@ def main():
     for name in names:
         steps, rounds = PLAN[name]
         config = f"bench/{name}.yaml"
+        gpu = name.startswith("gpu_")
+        fbt_cmd = ["build/fbt", "bench", "--config", config, "--steps", str(steps)] + (["--set", "train.device=cuda"] if gpu else [])
+        peer_cmd = [sys.executable if gpu else "/usr/bin/python3", "bench/peer.py", config, "--steps", str(steps),
+                    "--device", "cuda" if gpu else "cpu"]
         fbt, peer = [], []
         for r in range(rounds):
-            fbt.append(run(["build/fbt", "bench", "--config", config, "--steps", str(steps)]))
-            peer.append(run(["/usr/bin/python3", "bench/peer.py", config, "--steps", str(steps)], peer_env))
+            fbt.append(run(fbt_cmd))
+            peer.append(run(peer_cmd, peer_env))
             print(f"{name} round {r + 1}: fbt {fbt[-1]['tokens_per_s']:.0f} tok/s ({fbt[-1]['gflops']:.0f} GFLOP/s, "
                   f"{fbt[-1]['fraction_of_peak']:.2f} of a {fbt[-1]['sgemm_peak_gflops']:.0f} GFLOP/s SGEMM), "
                   f"pytorch {peer[-1]['tokens_per_s']:.0f} tok/s", flush=True)
@@ -37,6 +42,10 @@ def main():
         p_rss = max(x["peak_rss_mb"] for x in peer)
         print(f"{name:<9} tokens/s {f:.0f} vs {p:.0f}: {f / p:.2f}x   peak RSS {f_rss:.0f} MB vs {p_rss:.0f} MB: "
               f"{p_rss / f_rss:.2f}x less", flush=True)
+        if gpu:
+            f_dev = max(x["peak_device_mb"] for x in fbt)
+            p_dev = max(x["peak_gpu_mb"] for x in peer)
+            print(f"{name:<9} peak GPU memory {f_dev:.0f} MB vs {p_dev:.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

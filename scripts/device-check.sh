@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The device check: on a machine with an NVIDIA H100/H200, run the CUDA parity suite (every CUDA
-# kernel against its CPU twin, forward and backward, and determinism), then the PyTorch peer on
-# the GPU speed configs (bench/gpu_*.yaml: the numbers fbt's GPU training is to beat), in one
+# The device check: on a machine with an NVIDIA H100/H200, run the cuda suite (every CUDA kernel
+# against its CPU twin, forward and backward, and determinism; then the device suite on the GPU:
+# every op, the model, training steps, sampling, a run with bit-identical resume, all against the
+# CPU), then fbt against the PyTorch peer on the GPU speed configs (bench/gpu_*.yaml), in one
 # command well under 10 minutes.
 #
 #   scripts/device-check.sh            build if needed (Debian 12 + CUDA, as ./run), then test
@@ -11,20 +12,25 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
-if [ ! -x build/tests/test_cuda ]; then
+if [ ! -x build/tests/test_cuda ] || [ ! -x build/fbt ]; then
   ./run build || exit 1
 fi
 cuda_libs=$(dirname "$(find / -name 'libcublas.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)" 2>/dev/null)
 export LD_LIBRARY_PATH="${FBT_LIBS:-}:${cuda_libs:-}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
-echo "== cuda parity suite"
-build/tests/test_cuda --duration=true
+build/fbt --version
+echo "== cuda suite"
+timeout 240 build/tests/test_cuda --duration=true
 rc=$?
 echo "== cuda suite exit status $rc"
+echo "== fbt on the GPU"
+for c in gpu_exact gpu_windowed; do
+  timeout 120 build/fbt bench --config "bench/$c.yaml" --set train.device=cuda --steps 3 || echo "fbt on $c: failed or timed out"
+done
 echo "== PyTorch peer on the GPU"
 if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   for c in gpu_exact gpu_windowed; do
-    timeout 150 python3 bench/peer.py "bench/$c.yaml" --device cuda --steps 3 || echo "peer on $c: failed or timed out"
+    timeout 120 python3 bench/peer.py "bench/$c.yaml" --device cuda --steps 3 || echo "peer on $c: failed or timed out"
   done
 else
   echo "no PyTorch with CUDA here"

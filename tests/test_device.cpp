@@ -1,7 +1,8 @@
-// The device path on the emulated CUDA device (ops/cuda/emulated.cpp): every op, the model, the
-// training loop, sampling and checkpoints run with their tensors on "cuda" and must agree with
-// the CPU. Device pointers fault when host code dereferences them, so a host access that would
-// crash on a GPU crashes here too. (On a GPU, tests/test_cuda.cpp checks the kernels themselves.)
+// The device path: every op, the model, the training loop, sampling and checkpoints run with
+// their tensors on "cuda" and must agree with the CPU. Built twice: in the `device` suite on the
+// emulated CUDA device (ops/cuda/emulated.cpp), which runs anywhere and whose device pointers
+// fault when host code dereferences them, so a host access that would crash on a GPU crashes
+// here too; and in the `cuda` suite on a real GPU, beside the kernel parity tests.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -42,12 +43,24 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   return v;
 }
 
-void close(const std::vector<float>& dev, const std::vector<float>& cpu, double tol = 1e-5) {
+bool emulated() { return cuda::device_name().find("emulated") != std::string::npos; }
+
+void close(const std::vector<float>& dev, const std::vector<float>& cpu, double tol = 2e-5) {
   REQUIRE(dev.size() == cpu.size());
   double worst = 0;
   for (size_t i = 0; i < dev.size(); ++i) worst = std::max(worst, std::abs(double(dev[i]) - cpu[i]) / (1 + std::abs(cpu[i])));
   INFO("worst relative difference " << worst);
   CHECK(worst < tol);
+}
+
+// After optimizer steps: Adam divides by the gradients' running RMS, so an element whose gradient
+// is ~0 can move by a whole step on one device and not the other; compare the whole state.
+void close_overall(const std::vector<float>& dev, const std::vector<float>& cpu, double tol) {
+  REQUIRE(dev.size() == cpu.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < dev.size(); ++i) diff += (double(dev[i]) - cpu[i]) * (double(dev[i]) - cpu[i]), norm += double(cpu[i]) * cpu[i];
+  INFO("relative difference of the norms " << std::sqrt(diff / norm));
+  CHECK(std::sqrt(diff / norm) < tol);
 }
 
 // An op under test: builds its output from leaves made on the tape's device.
@@ -117,18 +130,19 @@ Call forward_backward(FeedbackTransformer& model, const DetachPolicy& pol) {
 
 }  // namespace
 
-TEST_CASE("device: the emulated device is in use and keeps host and device pointers apart") {
+TEST_CASE("device: buffers round-trip, the emulation keeps host and device pointers apart, devices do not mix") {
   std::string why;
   REQUIRE(device_available(Device::CUDA, &why));
-  CHECK(cuda::device_name().find("emulated") != std::string::npos);
   DeviceBuffer d(Device::CUDA, 5);
   std::vector<float> h{1, 2, 3, 4, 5}, back(5);
   d.copy_from_host(h.data(), 5);
-  d.copy_to_host(back.data());
+  DeviceBuffer copy = d;
+  copy.copy_to_host(back.data());
   CHECK(back == h);
-  // A host pointer handed to a device kernel, or a device pointer to a host copy, is refused.
-  CHECK_THROWS_AS(cuda::axpy(h.data(), 1.f, d.data(), 5), std::logic_error);
-  CHECK_THROWS_AS(cuda::copy(d.data(), d.data(), 4, cuda::CopyKind::HostToDevice), std::logic_error);
+  if (emulated()) {  // a host pointer handed to a device kernel, or a device pointer to a host copy, is refused
+    CHECK_THROWS_AS(cuda::axpy(h.data(), 1.f, d.data(), 5), std::logic_error);
+    CHECK_THROWS_AS(cuda::copy(d.data(), d.data(), 4, cuda::CopyKind::HostToDevice), std::logic_error);
+  }
   // Mixing devices in one op names both.
   ParamStore ps;  // parameters left on the CPU
   Var w = ps.add("w", {2, 3});
@@ -238,7 +252,7 @@ TEST_CASE("device: training steps with dropout, clipping and decay agree with th
   const auto cpu = train(Device::CPU);
   const auto dev = train(Device::CUDA);
   for (size_t i = 0; i < cpu.first.size(); ++i) CHECK(dev.first[i] == doctest::Approx(cpu.first[i]).epsilon(1e-5));
-  close(dev.second, cpu.second, 1e-4);
+  close_overall(dev.second, cpu.second, 1e-4);
 }
 
 TEST_CASE("device: sampling keeps its projected memory on the device and draws the CPU's tokens") {
@@ -261,7 +275,7 @@ TEST_CASE("device: a run on the device trains as on the CPU, and resumes bit-ide
   Trainer(load_run_config(fbt::testing::write_config(cpu_dir, "", dropout))).run(false);
   Trainer(load_run_config(fbt::testing::write_config(dev_dir, "  device: cuda\n", dropout))).run(false);
   tape().set_device(Device::CPU);  // the trainer left this thread's tape on the device
-  close(fbt::testing::final_weights(dev_dir / "out"), fbt::testing::final_weights(cpu_dir / "out"), 1e-4);
+  close_overall(fbt::testing::final_weights(dev_dir / "out"), fbt::testing::final_weights(cpu_dir / "out"), 1e-4);
 
   RunConfig cr = load_run_config(fbt::testing::write_config(resumed_dir, "  device: cuda\n", dropout));
   Trainer(cr).run(false, 5);  // a session that ends after step 5
