@@ -30,7 +30,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     inputs.push_back(bias);
   }
   Var out = tape().output({B, n, I}, inputs);
-  const cpu::AttentionDims d{B, n, H, Dh, S};
+  const cpu::AttentionDims d{B, n, H, Dh, S, bias ? bias.shape()[0] : 0};
   Arena& arena = tape().arena();
   float* probs = arena.alloc_floats(size_t(B * H * n * S));
   const float* drop = nullptr;

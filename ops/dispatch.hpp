@@ -4,6 +4,7 @@
 // Ops whose twins differ (the CPU's packed products) branch on on_device() themselves.
 #pragma once
 #include <cstddef>
+#include <cstring>
 
 #include "autograd/device.hpp"
 #include "autograd/rng.hpp"
@@ -25,7 +26,8 @@ template <class T>
 const T* stage(const T* host, size_t n) {
   Arena& a = tape().arena();
   T* p = reinterpret_cast<T*>(a.alloc_floats((n * sizeof(T) + sizeof(float) - 1) / sizeof(float)));
-  copy_bytes(p, a.device(), host, Device::CPU, n * sizeof(T));
+  if (a.device() == Device::CPU) std::memcpy(p, host, n * sizeof(T));
+  else cuda::upload(p, host, n * sizeof(T));
   return p;
 }
 

@@ -201,7 +201,8 @@ Var cross_entropy(Var logits, const int32_t* targets) {
   const int32_t* staged = stage(targets, size_t(N));  // kept for the backward
   const float loss =
       float(kernel(cpu::cross_entropy_forward, cuda::cross_entropy_forward)(lse, logits.data(), staged, N, V) / double(N));
-  copy_bytes(y.data(), y.value().device, &loss, Device::CPU, sizeof(float));
+  if (on_device()) cuda::upload(y.data(), &loss, sizeof(float));
+  else y.data()[0] = loss;
   if (y.requires_grad())
     tape().record(y, [=] {
       const float g = to_host(y.grad())[0] / float(N);
@@ -317,15 +318,9 @@ Var dropout(Var x, float p, Rng& rng) {
 }
 
 const float* dropout_mask(float p, Rng& rng, int64_t n) {
-  // Drawn on the host from the counter-based generator (the same mask on every device).
+  // The counter-based generator draws the same mask on every device.
   float* mask = tape().arena().alloc_floats(size_t(n));
-  if (!on_device()) {
-    cpu::dropout_mask(mask, p, rng.seed, rng.take(uint64_t(n)), n);
-    return mask;
-  }
-  std::vector<float> host(static_cast<size_t>(n));
-  cpu::dropout_mask(host.data(), p, rng.seed, rng.take(uint64_t(n)), n);
-  copy_bytes(mask, tape().device(), host.data(), Device::CPU, sizeof(float) * host.size());
+  kernel(cpu::dropout_mask, cuda::dropout_mask)(mask, p, rng.seed, rng.take(uint64_t(n)), n);
   return mask;
 }
 

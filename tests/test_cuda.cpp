@@ -207,7 +207,7 @@ TEST_CASE("cuda: attention over segments with bias mask and dropout") {
         for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
         for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t((i - j) % NB) : -1);
       }
-      const cpu::AttentionDims d{B, n, H, Dh, S};
+      const cpu::AttentionDims d{B, n, H, Dh, S, NB};
       // CPU
       std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(sz(B * H * n * S)),
           dq(sz(B * n * I), 0.f), dmem(mem.size(), 0.f), dloc(loc.size(), 0.f), dbias(bias.size(), 0.f);
@@ -271,7 +271,7 @@ TEST_CASE("cuda: backward reductions are deterministic") {
         gdq(sz(B * n * I)), gdkv(kv.size()), gdb(bias.size());
     DevI gt(table);
     cpu::KVRows s{gkv.p, gdkv.p, S * 2 * I, S};
-    const cpu::AttentionDims d{B, n, H, Dh, S};
+    const cpu::AttentionDims d{B, n, H, Dh, S, NB};
     cuda::attention_forward(gout.p, gp.p, gq.p, &s, 1, gt.p, gbias.p, nullptr, d);
     cuda::attention_backward(gdq.p, gdb.p, gdl.p, gdout.p, gq.p, &s, 1, gt.p, gp.p, nullptr, d);
     auto a = gdkv.host(), b = gdb.host(), c = gdq.host();
@@ -280,4 +280,13 @@ TEST_CASE("cuda: backward reductions are deterministic") {
     runs.push_back(a);
   }
   CHECK(runs[0] == runs[1]);
+}
+
+TEST_CASE("cuda: dropout masks are the CPU's, bit for bit") {
+  const int64_t n = 100003;
+  std::vector<float> cpu_mask(sz(n));
+  cpu::dropout_mask(cpu_mask.data(), 0.3f, 42, 1000, n);
+  Dev g(sz(n));
+  cuda::dropout_mask(g.p, 0.3f, 42, 1000, n);
+  CHECK(g.host() == cpu_mask);
 }

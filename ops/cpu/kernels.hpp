@@ -108,6 +108,7 @@ struct KVRows {
 };
 struct AttentionDims {
   int64_t B, n, H, Dh, S;  // S = total key rows over all segments
+  int64_t NB = 0;          // rows of the bias table (0: no bias)
 };
 // q:(B,n,I), already scaled.  bucket:(n,S) int32: -1 = key invisible to the query, else the
 // position-bias bucket (any >= 0 with bias == null).  bias:(NB,H) or null.

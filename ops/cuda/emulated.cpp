@@ -105,12 +105,16 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
 void to_device(float* dst, const float* src, size_t n) { copy(dst, src, n * 4, CopyKind::HostToDevice); }
 void to_host(float* dst, const float* src, size_t n) { copy(dst, src, n * 4, CopyKind::DeviceToHost); }
 void to_device_i32(int32_t* dst, const int32_t* src, size_t n) { copy(dst, src, n * 4, CopyKind::HostToDevice); }
+void upload(void* dst, const void* src, size_t bytes) { copy(dst, src, bytes, CopyKind::HostToDevice); }
 void memset_zero(float* p, size_t n) {
   enter();
   if (n) std::memset(h(p), 0, n * sizeof(float));
 }
 void synchronize() { enter(); }
 
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
+  enter(), cpu::dropout_mask(h(mask), p, seed, counter, n);
+}
 void add_forward(float* y, const float* a, const float* b, int64_t n) { enter(), cpu::add_forward(h(y), h(a), h(b), n); }
 void mul_forward(float* y, const float* a, const float* b, int64_t n) { enter(), cpu::mul_forward(h(y), h(a), h(b), n); }
 void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {

@@ -8,12 +8,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "autograd/rng.hpp"
 #include "ops/cuda/kernels.hpp"
 
 #define CUDA_CHECK(expr)                                                                                  \
@@ -158,6 +160,43 @@ void to_device_i32(int32_t* dst, const int32_t* src, size_t n) {
 void memset_zero(float* p, size_t n) { CUDA_CHECK(cudaMemset(p, 0, n * 4)); }
 
 namespace {
+// Device scratch for a kernel's temporaries, grown on demand and kept: no cudaMalloc/cudaFree
+// (which waits for the device) per call. One stream, so one user at a time.
+float* scratch(size_t n) {
+  static float* p = nullptr;
+  static size_t cap = 0;
+  if (n > cap) {
+    free(p);
+    cap = std::max(n, 2 * cap);
+    p = alloc(cap);
+  }
+  return p;
+}
+
+// Pinned host memory that small uploads are staged through, so they are queued behind the
+// kernels (cudaMemcpyAsync) instead of waiting for them. A ring: before a region is reused,
+// the device has drained every copy queued from it.
+struct Staging {
+  char* base = nullptr;
+  size_t size = size_t(64) << 20, at = 0;
+};
+}  // namespace
+
+void upload(void* dst, const void* src, size_t bytes) {
+  static Staging st;
+  if (bytes == 0) return;
+  if (bytes > st.size / 4) return copy(dst, src, bytes, CopyKind::HostToDevice);  // large: a plain copy
+  if (!st.base) CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&st.base), st.size));
+  if (st.at + bytes > st.size) {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    st.at = 0;
+  }
+  std::memcpy(st.base + st.at, src, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, st.base + st.at, bytes, cudaMemcpyHostToDevice, 0));
+  st.at = (st.at + bytes + 255) / 256 * 256;
+}
+
+namespace {
 cudaMemcpyKind kind_of(CopyKind k) {
   return k == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
          : k == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
@@ -176,6 +215,10 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
 // ---- elementwise ----
 
 namespace {
+__global__ void dropout_mask_k(float* mask, float p, float keep, uint64_t seed, uint64_t counter, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) mask[i] = Rng::uniform_at(seed, counter + uint64_t(i)) < p ? 0.f : keep;
+}
 __global__ void add_k(float* y, const float* a, const float* b, int64_t n) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i < n) y[i] = a[i] + b[i];
@@ -214,6 +257,10 @@ __global__ void mask_rows_k(float* y, const float* x, const uint8_t* keep, int64
 }
 }  // namespace
 
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
+  dropout_mask_k<<<blocks(n), kThreads>>>(mask, p, 1.0f / (1.0f - p), seed, counter, n);
+  CUDA_CHECK(cudaGetLastError());
+}
 void add_forward(float* y, const float* a, const float* b, int64_t n) {
   add_k<<<blocks(n), kThreads>>>(y, a, b, n);
   CUDA_CHECK(cudaGetLastError());
@@ -512,12 +559,11 @@ void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t 
   CUDA_CHECK(cudaGetLastError());
 }
 double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
-  float* loss = alloc(size_t(N));
+  float* loss = scratch(size_t(N));
   cross_entropy_forward_k<<<blocks(N), kThreads>>>(lse, loss, logits, targets, N, V);
   CUDA_CHECK(cudaGetLastError());
   std::vector<float> h(static_cast<size_t>(N));
   to_host(h.data(), loss, size_t(N));
-  free(loss);
   double total = 0.0;
   for (float v : h) total += v;
   return total;
@@ -576,11 +622,9 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
                            int64_t K, int64_t n) {
   weighted_sum_dx_k<<<blocks(n), kThreads>>>(dxs, dy, a, K, n);
   if (dw) {
-    double* da = nullptr;
-    CUDA_CHECK(cudaMalloc(&da, size_t(K) * sizeof(double)));
+    double* da = reinterpret_cast<double*>(scratch(size_t(2 * K)));
     weighted_sum_dots_k<<<int(K), kThreads>>>(da, dy, xs, n);
     weighted_sum_dw_k<<<1, 1>>>(dw, da, a, K);
-    CUDA_CHECK(cudaFree(da));
   }
   CUDA_CHECK(cudaGetLastError());
 }
@@ -738,12 +782,7 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
   attention_dkv_k<<<blocks(d.B * d.H * d.S * d.Dh), kThreads>>>(dlogits, dout, q, sg, probs, drop, d);
   CUDA_CHECK(cudaGetLastError());
   if (dbias) {
-    // The bias table's size is not passed: buckets are bounded by the largest id in the table.
-    std::vector<int32_t> host(size_t(d.n * d.S));
-    CUDA_CHECK(cudaMemcpy(host.data(), bucket, host.size() * 4, cudaMemcpyDeviceToHost));
-    int64_t NB = 0;
-    for (int32_t v : host) NB = std::max<int64_t>(NB, v + 1);
-    attention_dbias_k<<<blocks(NB * d.H), kThreads>>>(dbias, dlogits, bucket, NB, d);
+    attention_dbias_k<<<blocks(d.NB * d.H), kThreads>>>(dbias, dlogits, bucket, d.NB, d);
     CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -804,13 +843,11 @@ double sgemm_peak_gflops() {
 
 double sum_squares(const float* x, int64_t n) {
   const int nb = 64;  // a fixed grid: the same partial sums in the same order every time
-  double* part = nullptr;
-  CUDA_CHECK(cudaMalloc(&part, nb * sizeof(double)));
+  double* part = reinterpret_cast<double*>(scratch(2 * nb));
   sum_squares_k<<<nb, kThreads>>>(part, x, n);
   CUDA_CHECK(cudaGetLastError());
   double h[nb];
   CUDA_CHECK(cudaMemcpy(h, part, sizeof(h), cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaFree(part));
   double s = 0.0;
   for (double v : h) s += v;
   return s;

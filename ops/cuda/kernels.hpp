@@ -28,6 +28,9 @@ void to_host(float* dst, const float* src, size_t n);
 int32_t* alloc_i32(size_t n);
 void to_device_i32(int32_t* dst, const int32_t* src, size_t n);
 void memset_zero(float* p, size_t n);
+// Host to device, queued behind the kernels already launched (small copies go through pinned
+// staging memory, so the host does not wait for the device); src may be reused at once.
+void upload(void* dst, const void* src, size_t bytes);
 void synchronize();
 // The most device memory fbt's allocations held at once (bytes), and the device's SGEMM rate
 // (best of a few large products, GFLOP/s): `fbt bench` reports both.
@@ -35,6 +38,7 @@ size_t peak_allocated_bytes();
 double sgemm_peak_gflops();
 
 // Elementwise over n values, as the CPU kernels.
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n);
 void add_forward(float* y, const float* a, const float* b, int64_t n);
 void mul_forward(float* y, const float* a, const float* b, int64_t n);
 void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n);
