@@ -142,7 +142,9 @@ float* alloc(size_t n) {
 int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
 void free(void* p) {
   if (!p) return;
-  CUDA_CHECK(cudaFree(p));
+  // At process exit the runtime may be unloaded before the last buffers are released: nothing to do.
+  if (const cudaError_t e = cudaFree(p); e == cudaErrorCudartUnloading) return;
+  else CUDA_CHECK(e);
   Usage& u = usage();
   std::lock_guard<std::mutex> lock(u.mu);
   u.now -= u.sizes[p];
