@@ -1,5 +1,6 @@
 #include "autograd/device.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>

@@ -1,7 +1,7 @@
 // Where tensors live, and the memory primitives every layer above uses: allocation, copies
-// between and within devices, zeroing. This file and the ops' dispatch (ops/) are the only
-// places that tell the devices apart; nn/ and models/ move bytes through these helpers and
-// never name a device.
+// between and within devices, zeroing. Devices are told apart here, in the ops' dispatch
+// (ops/dispatch.hpp) and by the owners of device state (Tape, ParamStore, AdamW); nn/ and
+// models/ move bytes through these helpers and never name a device.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -114,15 +114,16 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
           cuda::add_rows(g_all, rows, gc + row * KV, R * KV, B, rows);
           any_const = true;
         }
-      }
-      for (int64_t b = 0; b < B && !on_device(); ++b) {
-        const int64_t src = (b * R + row) * KV, dst = b * rows;
-        if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
-        else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
-        if (!gc) continue;
-        for (int64_t i = 0; i < rows; ++i) {
-          g_all[dst + i] = g_diff[dst + i] + gc[src + i];
-          any_const = any_const || gc[src + i] != 0.f;
+      } else {  // one pass, noting whether any reader held these rows constant
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t src = (b * R + row) * KV, dst = b * rows;
+          if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
+          else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
+          if (!gc) continue;
+          for (int64_t i = 0; i < rows; ++i) {
+            g_all[dst + i] = g_diff[dst + i] + gc[src + i];
+            any_const = any_const || gc[src + i] != 0.f;
+          }
         }
       }
       if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, normed.data, B * n, D, KV);

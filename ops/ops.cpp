@@ -105,7 +105,7 @@ Var mask_rows(Var x, const std::vector<uint8_t>& keep) {
   const uint8_t* flags = on_device() ? stage(keep.data(), keep.size()) : keep.data();
   kernel(cpu::mask_rows_forward, cuda::mask_rows_forward)(y.data(), x.data(), flags, N, C);
   if (y.requires_grad())
-    tape().record(y, [=, keep = keep] {  // the host flags live on in the closure
+    tape().record(y, [=] {  // the closure holds its own copy of the host flags
       const uint8_t* f = on_device() ? flags : keep.data();
       kernel(cpu::mask_rows_backward, cuda::mask_rows_backward)(tape().grad(x).data, y.grad().data, f, N, C);
     });

@@ -4,6 +4,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -25,6 +26,16 @@ inline Var random_leaf(const Shape& s, uint64_t seed, float scale = 1.f, bool re
   Var v = tape().leaf(s, requires_grad);
   fill_normal(v.data(), s.numel(), seed, scale);
   return v;
+}
+
+// Every element of `got` within tol of `want`, relative to 1 + |want| (one device against another).
+inline void check_close(const std::vector<float>& got, const std::vector<float>& want, double tol = 2e-5) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, std::abs(double(got[i]) - want[i]) / (1 + std::abs(double(want[i]))));
+  INFO("worst relative difference " << worst);
+  CHECK(worst < tol);
 }
 
 struct GradCheckResult {

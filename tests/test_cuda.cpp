@@ -12,6 +12,7 @@
 #include "train/optimizer.hpp"
 
 using namespace fbt;
+using fbt::testing::check_close;
 using fbt::testing::fill_normal;
 using fbt::testing::sz;
 
@@ -42,14 +43,6 @@ std::vector<float> randn(size_t n, uint64_t seed) {
   return v;
 }
 
-void close(const std::vector<float>& gpu, const std::vector<float>& cpu, double tol = 2e-5) {
-  REQUIRE(gpu.size() == cpu.size());
-  double worst = 0;
-  for (size_t i = 0; i < gpu.size(); ++i) worst = std::max(worst, std::abs(double(gpu[i]) - cpu[i]) / (1 + std::abs(cpu[i])));
-  INFO("worst relative difference " << worst);
-  CHECK(worst < tol);
-}
-
 }  // namespace
 
 TEST_CASE("cuda: linear forward and backward") {
@@ -59,10 +52,10 @@ TEST_CASE("cuda: linear forward and backward") {
     Dev gx(x), gW(W), gb(b), gy(sz(N * Out)), gdy(dy), gdx(dx), gdW(dW), gdb(db);
     cpu::linear_forward(y.data(), x.data(), W.data(), b.data(), N, In, Out);
     cuda::linear_forward(gy.p, gx.p, gW.p, gb.p, N, In, Out);
-    close(gy.host(), y);
+    check_close(gy.host(), y);
     cpu::linear_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), N, In, Out);
     cuda::linear_backward(gdx.p, gdW.p, gdb.p, gdy.p, gx.p, gW.p, N, In, Out);
-    close(gdx.host(), dx), close(gdW.host(), dW), close(gdb.host(), db);
+    check_close(gdx.host(), dx), check_close(gdW.host(), dW), check_close(gdb.host(), db);
   }
 }
 
@@ -75,12 +68,12 @@ TEST_CASE("cuda: layernorm forward and backward") {
         gdb(sz(C));
     cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
     cuda::layernorm_forward(gy.p, gm.p, gr.p, gx.p, gw.p, gb.p, N, C);
-    close(gy.host(), y), close(gm.host(), mean), close(gr.host(), rstd);
+    check_close(gy.host(), y), check_close(gm.host(), mean), check_close(gr.host(), rstd);
     cpu::layernorm_backward_input(dx.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
     cpu::layernorm_backward_params(dw.data(), db.data(), dy.data(), x.data(), mean.data(), rstd.data(), N, C);
     cuda::layernorm_backward_input(gdx.p, gdy.p, gx.p, gw.p, gm.p, gr.p, N, C);
     cuda::layernorm_backward_params(gdw.p, gdb.p, gdy.p, gx.p, gm.p, gr.p, N, C);
-    close(gdx.host(), dx, 1e-4), close(gdw.host(), dw, 1e-4), close(gdb.host(), db, 1e-4);
+    check_close(gdx.host(), dx, 1e-4), check_close(gdw.host(), dw, 1e-4), check_close(gdb.host(), db, 1e-4);
   }
 }
 
@@ -91,18 +84,18 @@ TEST_CASE("cuda: gelu and geglu forward and backward") {
   Dev gu(u), gyv(sz(N * F)), gdy(dy), gdu(sz(N * 2 * F)), gg(sz(N * 2 * F)), gdg(sz(N * 2 * F));
   cpu::geglu_forward(y.data(), u.data(), N, F);
   cuda::geglu_forward(gyv.p, gu.p, N, F);
-  close(gyv.host(), y);
+  check_close(gyv.host(), y);
   cpu::geglu_backward(du.data(), dy.data(), u.data(), N, F);
   cuda::geglu_backward(gdu.p, gdy.p, gu.p, N, F);
-  close(gdu.host(), du);
+  check_close(gdu.host(), du);
   cpu::gelu_forward(g.data(), u.data(), N * 2 * F);
   cuda::gelu_forward(gg.p, gu.p, N * 2 * F);
-  close(gg.host(), g);
+  check_close(gg.host(), g);
   Dev gones(std::vector<float>(sz(N * 2 * F), 1.f));
   std::vector<float> ones(sz(N * 2 * F), 1.f);
   cpu::gelu_backward(dg.data(), ones.data(), u.data(), N * 2 * F);
   cuda::gelu_backward(gdg.p, gones.p, gu.p, N * 2 * F);
-  close(gdg.host(), dg);
+  check_close(gdg.host(), dg);
 }
 
 TEST_CASE("cuda: masked softmax with a fully masked row") {
@@ -117,10 +110,10 @@ TEST_CASE("cuda: masked softmax with a fully masked row") {
   Dev gx(x), gy(sz(N * C)), gdy(dy), gdx(sz(N * C));
   cpu::masked_softmax_forward(y.data(), x.data(), mask.data(), N, C);
   cuda::masked_softmax_forward(gy.p, gx.p, gmask, N, C);
-  close(gy.host(), y);
+  check_close(gy.host(), y);
   cpu::masked_softmax_backward(dx.data(), dy.data(), y.data(), N, C);
   cuda::masked_softmax_backward(gdx.p, gdy.p, gy.p, N, C);
-  close(gdx.host(), dx);
+  check_close(gdx.host(), dx);
   cuda::free(gmask);
 }
 
@@ -133,10 +126,10 @@ TEST_CASE("cuda: embedding gather and scatter-add") {
   DevI gids(ids);
   cpu::embedding_forward(y.data(), W.data(), ids.data(), N, D);
   cuda::embedding_forward(gy.p, gW.p, gids.p, N, D);
-  close(gy.host(), y);
+  check_close(gy.host(), y);
   cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
   cuda::embedding_backward(gdW.p, gdy.p, gids.p, N, D, V);
-  close(gdW.host(), dW);
+  check_close(gdW.host(), dW);
 }
 
 TEST_CASE("cuda: softmax cross-entropy forward and backward") {
@@ -151,7 +144,7 @@ TEST_CASE("cuda: softmax cross-entropy forward and backward") {
   CHECK(gpu_loss == doctest::Approx(cpu_loss).epsilon(1e-6));
   cpu::cross_entropy_backward(dl.data(), 0.2f, logits.data(), lse.data(), tg.data(), N, V);
   cuda::cross_entropy_backward(gdl.p, 0.2f, glog.p, glse.p, gtg.p, N, V);
-  close(gdl.host(), dl);
+  check_close(gdl.host(), dl);
 }
 
 TEST_CASE("cuda: memory mix weighted sum forward and backward") {
@@ -184,11 +177,11 @@ TEST_CASE("cuda: memory mix weighted sum forward and backward") {
   cuda::to_device(xs_arr, reinterpret_cast<const float*>(hx.data()), sz(2 * K));
   cuda::to_device(dxs_arr, reinterpret_cast<const float*>(hdx.data()), sz(2 * K));
   cuda::weighted_sum_forward(gy.p, ga.p, gw.p, reinterpret_cast<const float* const*>(xs_arr), K, n);
-  close(gy.host(), y), close(ga.host(), a);
+  check_close(gy.host(), y), check_close(ga.host(), a);
   cuda::weighted_sum_backward(reinterpret_cast<float* const*>(dxs_arr), gdw.p, gdy.p, ga.p,
                               reinterpret_cast<const float* const*>(xs_arr), K, n);
-  close(gdw.host(), dw);
-  for (int k = 0; k < K; ++k) close(gdx[sz(k)]->host(), dxs[sz(k)]);
+  check_close(gdw.host(), dw);
+  for (int k = 0; k < K; ++k) check_close(gdx[sz(k)]->host(), dxs[sz(k)]);
   cuda::free(xs_arr), cuda::free(dxs_arr);
 }
 
@@ -226,9 +219,9 @@ TEST_CASE("cuda: attention over segments with bias mask and dropout") {
       cuda::attention_backward(gdq.p, gdbias.p, gdl.p, gdout.p, gq.p, gs, 2, gtable.p, gprobs.p,
                                with_drop ? gdrop.p : nullptr, d);
       INFO("B " << B << " n " << n << " M " << M << " dropout " << with_drop);
-      close(gout.host(), out, 1e-4), close(gprobs.host(), probs, 1e-4);
-      close(gdq.host(), dq, 1e-4), close(gdmem.host(), dmem, 1e-4), close(gdloc.host(), dloc, 1e-4);
-      close(gdbias.host(), dbias, 1e-4);
+      check_close(gout.host(), out, 1e-4), check_close(gprobs.host(), probs, 1e-4);
+      check_close(gdq.host(), dq, 1e-4), check_close(gdmem.host(), dmem, 1e-4), check_close(gdloc.host(), dloc, 1e-4);
+      check_close(gdbias.host(), dbias, 1e-4);
     }
   }
 }
@@ -254,7 +247,7 @@ TEST_CASE("cuda: AdamW step and grad norm match the CPU optimizer") {
     opt.step(0.01);
     cuda::adamw_step(gw.p, gm.p, gv.p, gg.p, gdecay, int64_t(P), 0.01, 0.9, 0.999, 1e-8, 0.1, t);
   }
-  close(gw.host(), ps.values(), 1e-6);
+  check_close(gw.host(), ps.values(), 1e-6);
   cuda::free(gdecay);
 }
 

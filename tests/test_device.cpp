@@ -18,6 +18,7 @@
 #include "train/trainer.hpp"
 
 using namespace fbt;
+using fbt::testing::check_close;
 using fbt::testing::fill_normal;
 using fbt::testing::sz;
 
@@ -45,17 +46,9 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
 
 bool emulated() { return cuda::device_name().find("emulated") != std::string::npos; }
 
-void close(const std::vector<float>& dev, const std::vector<float>& cpu, double tol = 2e-5) {
-  REQUIRE(dev.size() == cpu.size());
-  double worst = 0;
-  for (size_t i = 0; i < dev.size(); ++i) worst = std::max(worst, std::abs(double(dev[i]) - cpu[i]) / (1 + std::abs(cpu[i])));
-  INFO("worst relative difference " << worst);
-  CHECK(worst < tol);
-}
-
 // After optimizer steps: Adam divides by the gradients' running RMS, so an element whose gradient
 // is ~0 can move by a whole step on one device and not the other; compare the whole state.
-void close_overall(const std::vector<float>& dev, const std::vector<float>& cpu, double tol) {
+void check_close_overall(const std::vector<float>& dev, const std::vector<float>& cpu, double tol) {
   REQUIRE(dev.size() == cpu.size());
   double diff = 0, norm = 0;
   for (size_t i = 0; i < dev.size(); ++i) diff += (double(dev[i]) - cpu[i]) * (double(dev[i]) - cpu[i]), norm += double(cpu[i]) * cpu[i];
@@ -198,7 +191,7 @@ TEST_CASE("device: every op's values and gradients agree with the CPU") {
     REQUIRE(cpu.size() == dev.size());
     for (size_t k = 0; k < cpu.size(); ++k) {
       INFO("output 0, then the inputs' gradients: " << k);
-      close(dev[k], cpu[k]);
+      check_close(dev[k], cpu[k]);
     }
   }
 }
@@ -220,9 +213,9 @@ TEST_CASE("device: the model's loss, logits, memory and gradients agree with the
     const Call dev = forward_backward(model, pol);
     model.to(Device::CPU);
     CHECK(dev.loss == doctest::Approx(cpu.loss).epsilon(1e-5));
-    close(dev.logits, cpu.logits);
-    close(dev.memory, cpu.memory);
-    close(dev.grads, cpu.grads, 1e-4);
+    check_close(dev.logits, cpu.logits);
+    check_close(dev.memory, cpu.memory);
+    check_close(dev.grads, cpu.grads, 1e-4);
   }
 }
 
@@ -252,7 +245,7 @@ TEST_CASE("device: training steps with dropout, clipping and decay agree with th
   const auto cpu = train(Device::CPU);
   const auto dev = train(Device::CUDA);
   for (size_t i = 0; i < cpu.first.size(); ++i) CHECK(dev.first[i] == doctest::Approx(cpu.first[i]).epsilon(1e-5));
-  close_overall(dev.second, cpu.second, 1e-4);
+  check_close_overall(dev.second, cpu.second, 1e-4);
 }
 
 TEST_CASE("device: sampling keeps its projected memory on the device and draws the CPU's tokens") {
@@ -275,7 +268,7 @@ TEST_CASE("device: a run on the device trains as on the CPU, and resumes bit-ide
   Trainer(load_run_config(fbt::testing::write_config(cpu_dir, "", dropout))).run(false);
   Trainer(load_run_config(fbt::testing::write_config(dev_dir, "  device: cuda\n", dropout))).run(false);
   tape().set_device(Device::CPU);  // the trainer left this thread's tape on the device
-  close_overall(fbt::testing::final_weights(dev_dir / "out"), fbt::testing::final_weights(cpu_dir / "out"), 1e-4);
+  check_close_overall(fbt::testing::final_weights(dev_dir / "out"), fbt::testing::final_weights(cpu_dir / "out"), 1e-4);
 
   RunConfig cr = load_run_config(fbt::testing::write_config(resumed_dir, "  device: cuda\n", dropout));
   Trainer(cr).run(false, 5);  // a session that ends after step 5
