@@ -13,16 +13,14 @@ using fbt::testing::fill_normal;
 using fbt::testing::sz;
 
 namespace {
+// Fast kernels sum in other orders than the double-precision references.
+void check_close(const std::vector<float>& a, const std::vector<float>& b, double tol = 1e-4) {
+  fbt::testing::check_close(a, b, tol);
+}
 std::vector<float> randn(int64_t n, uint64_t seed) {
   std::vector<float> v(sz(n));
   fill_normal(v.data(), n, seed);
   return v;
-}
-void check_close(const std::vector<float>& a, const std::vector<float>& b, double tol = 1e-4) {
-  REQUIRE(a.size() == b.size());
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - b[i]) / (1 + std::abs(b[i])));
-  CHECK(worst < tol);
 }
 }  // namespace
 
@@ -134,6 +132,41 @@ TEST_CASE("kernel: attention matches the naive loop") {
     cpu::attention_forward(fast.data(), probs.data(), q.data(), segs, 2, table.data(), bias.data(), nullptr, d);
     ref::attention_forward(slow.data(), q.data(), segs, 2, table.data(), bias.data(), d);
     check_close(fast, slow);
+  }
+}
+
+TEST_CASE("kernel: attention gradients match the naive loop, single queries and windows, with dropout") {
+  for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 3, 2, 3, 4},
+                                {1, 1, 2, 16, 9},
+                                {2, 7, 3, 19, 37},
+                                {2, 32, 2, 64, 256}}) {
+    for (bool with_drop : {false, true}) {
+      INFO("B " << B << " n " << n << " Dh " << Dh << " M " << M << " dropout " << with_drop);
+      const int64_t I = H * Dh, S = M + n, NB = 6;
+      auto q = randn(B * n * I, 20), mem = randn(B * (M + 1) * 2 * I, 21), loc = randn(B * n * 2 * I, 22),
+           bias = randn(NB * H, 23), dout = randn(B * n * I, 24);
+      std::vector<int32_t> table;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
+        for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t(i - j) % NB : -1);
+      }
+      std::vector<float> drop(sz(B * H * n * S));
+      cpu::dropout_mask(drop.data(), 0.25f, 7, 0, int64_t(drop.size()));
+      const float* dr = with_drop ? drop.data() : nullptr;
+      const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+      std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(probs.size());
+      std::vector<float> dq(sz(B * n * I), 0.5f), dmem(mem.size(), 0.25f), dloc(loc.size(), 0.f), db(bias.size(), 1.f);
+      std::vector<float> rq = dq, rmem = dmem, rloc = dloc, rb = db;
+      cpu::KVRows fast[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
+                             {loc.data(), dloc.data(), n * 2 * I, n}};
+      cpu::KVRows slow[2] = {{mem.data() + 2 * I, rmem.data() + 2 * I, (M + 1) * 2 * I, M},
+                             {loc.data(), rloc.data(), n * 2 * I, n}};
+      cpu::attention_forward(out.data(), probs.data(), q.data(), fast, 2, table.data(), bias.data(), dr, d);
+      cpu::attention_backward(dq.data(), db.data(), dl.data(), dout.data(), q.data(), fast, 2, table.data(), probs.data(),
+                              dr, d);
+      ref::attention_backward(rq.data(), rb.data(), dout.data(), q.data(), slow, 2, table.data(), probs.data(), dr, d);
+      check_close(dq, rq, 1e-4), check_close(dmem, rmem, 1e-4), check_close(dloc, rloc, 1e-4), check_close(db, rb, 1e-4);
+    }
   }
 }
 

@@ -131,4 +131,8 @@ void layernorm_forward(float* y, const float* x, const float* w, const float* b,
 double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V);
 void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs, int nsegs, const int32_t* bucket,
                        const float* bias, const fbt::cpu::AttentionDims& d);
+// Gradients (accumulated) from the saved probabilities, one query and key at a time.
+void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::cpu::KVRows* segs,
+                        int nsegs, const int32_t* bucket, const float* probs, const float* drop,
+                        const fbt::cpu::AttentionDims& d);
 }  // namespace fbt::ref

@@ -77,4 +77,44 @@ void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs,
       }
 }
 
+void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::cpu::KVRows* segs,
+                        int nsegs, const int32_t* bucket, const float* probs, const float* drop,
+                        const fbt::cpu::AttentionDims& d) {
+  const int64_t I = d.H * d.Dh;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t i = 0; i < d.n; ++i) {
+        const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
+        const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+        const int64_t at = ((b * d.H + h) * d.n + i) * d.S;
+        // Row j's key (its value follows I further) and key gradient, for every global j.
+        std::vector<const float*> key;
+        std::vector<float*> key_grad;
+        for (int k = 0; k < nsegs; ++k)
+          for (int64_t r = 0; r < segs[k].rows; ++r) {
+            const int64_t off = b * segs[k].batch_stride + r * 2 * I + h * d.Dh;
+            key.push_back(segs[k].data + off);
+            key_grad.push_back(segs[k].grad ? segs[k].grad + off : nullptr);
+          }
+        std::vector<double> dp(size_t(d.S), 0.0);
+        double dot = 0.0;
+        for (int64_t j = 0; j < d.S; ++j) {
+          const double m = drop ? drop[at + j] : 1.0;
+          for (int64_t c = 0; c < d.Dh; ++c) dp[size_t(j)] += double(doi[c]) * key[size_t(j)][I + c];
+          dp[size_t(j)] *= m;
+          dot += probs[at + j] * dp[size_t(j)];
+          if (key_grad[size_t(j)])
+            for (int64_t c = 0; c < d.Dh; ++c) key_grad[size_t(j)][I + c] += float(probs[at + j] * m * doi[c]);
+        }
+        for (int64_t j = 0; j < d.S; ++j) {
+          const double dl = probs[at + j] * (dp[size_t(j)] - dot);
+          for (int64_t c = 0; c < d.Dh; ++c) {
+            if (dq) dq[(b * d.n + i) * I + h * d.Dh + c] += float(dl * key[size_t(j)][c]);
+            if (key_grad[size_t(j)]) key_grad[size_t(j)][c] += float(dl * qi[c]);
+          }
+          if (dbias && bucket[i * d.S + j] >= 0) dbias[bucket[i * d.S + j] * d.H + h] += float(dl);
+        }
+      }
+}
+
 }  // namespace fbt::ref
