@@ -631,7 +631,7 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
   CUDA_CHECK(cudaGetLastError());
 }
 
-// ---- attention: a thread per (batch, head, query); segments passed by value ----
+// ---- attention over segments (passed by value) ----
 
 namespace {
 constexpr int kMaxSegs = 4;
@@ -650,79 +650,133 @@ __device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int
   return nullptr;
 }
 
-__global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
-                                    const float* bias, const float* drop, cpu::AttentionDims d) {
-  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (t >= d.B * d.H * d.n) return;
-  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
-  const int64_t I = d.H * d.Dh, S = d.S;
-  const float* qi = q + (b * d.n + i) * I + h * d.Dh;
-  float* p = probs + ((b * d.H + h) * d.n + i) * S;
-  const int32_t* bk = bucket + i * S;
-  float mx = -INFINITY;
-  int seg;
-  int64_t r;
-  for (int64_t j = 0; j < S; ++j) {
-    if (bk[j] < 0) continue;
-    const float* kj = row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+// One block of kAttnThreads per (batch, head, query). Warps take the keys, a warp's lanes split
+// the head dimension and a fixed-order shuffle sums each dot product; the block reduces the
+// softmax in shared memory (fixed trees); for the weighted sum over keys, thread (column c, group
+// g) sums the keys j = g, g + G, ... so that a warp reads a value row contiguously, and the G
+// partial sums are added in order. Shared memory: S floats, then G * Dh partials.
+constexpr int kAttnThreads = 128;
+
+__device__ inline float block_reduce(float v, float* red, bool take_max) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o)
+      red[threadIdx.x] = take_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o]) : red[threadIdx.x] + red[threadIdx.x + o];
+    __syncthreads();
+  }
+  const float r = red[0];
+  __syncthreads();  // red is reused by the next reduction
+  return r;
+}
+
+// out[c] (+)= sum_j w[j] rows(j)[c] for the Dh columns, w in shared memory; see above.
+template <typename Row>
+__device__ void weighted_rows(float* out, bool accumulate, const float* w, float* part, int64_t S, int64_t Dh, Row row) {
+  const int64_t G = blockDim.x >= Dh ? blockDim.x / Dh : 1;
+  for (int64_t idx = threadIdx.x; idx < G * Dh; idx += blockDim.x) {
+    const int64_t c = idx % Dh, g = idx / Dh;
     float s = 0.f;
-    for (int64_t c = 0; c < d.Dh; ++c) s += qi[c] * kj[c];
-    if (bias) s += bias[bk[j] * d.H + h];
-    p[j] = s;
-    mx = fmaxf(mx, s);
+    for (int64_t j = g; j < S; j += G)
+      if (w[j] != 0.f) s += w[j] * row(j)[c];
+    part[idx] = s;
   }
-  float* o = out + (b * d.n + i) * I + h * d.Dh;
-  for (int64_t c = 0; c < d.Dh; ++c) o[c] = 0.f;
-  if (mx == -INFINITY) {
-    for (int64_t j = 0; j < S; ++j) p[j] = 0.f;
-    return;
-  }
-  float sum = 0.f;
-  for (int64_t j = 0; j < S; ++j) sum += (p[j] = bk[j] < 0 ? 0.f : expf(p[j] - mx));
-  const float* dr = drop ? drop + ((b * d.H + h) * d.n + i) * S : nullptr;
-  for (int64_t j = 0; j < S; ++j) {
-    p[j] /= sum;
-    const float w = dr ? p[j] * dr[j] : p[j];
-    if (w == 0.f) continue;
-    const float* vj = row_ptr(sg, j, b, I, &seg, &r) + I + h * d.Dh;
-    for (int64_t c = 0; c < d.Dh; ++c) o[c] += w * vj[c];
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < Dh; c += blockDim.x) {
+    float s = accumulate ? out[c] : 0.f;
+    for (int64_t g = 0; g < G; ++g) s += part[g * Dh + c];
+    out[c] = s;
   }
 }
 
-// dlogits and dq per (b, h, i); key/value gradients then per (b, h, key row, column) summing the
-// queries in order, so nothing is written by two threads.
+// sm[j] = rows(j) . x over the Dh columns for the keys with keep(j), else `otherwise`.
+template <typename Row, typename Keep>
+__device__ void dots(float* sm, const float* x, int64_t S, int64_t Dh, Row row, Keep keep, float otherwise) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int64_t j = warp; j < S; j += warps) {
+    if (!keep(j)) {
+      if (lane == 0) sm[j] = otherwise;
+      continue;
+    }
+    const float* rj = row(j);
+    float s = 0.f;
+    for (int64_t c = lane; c < Dh; c += 32) s += x[c] * rj[c];
+    s = warp_sum(s);
+    if (lane == 0) sm[j] = s;
+  }
+  __syncthreads();
+}
+
+size_t attention_shared_bytes(const cpu::AttentionDims& d) {
+  return sizeof(float) * size_t(d.S + std::max<int64_t>(kAttnThreads, d.Dh));
+}
+
+__global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
+                                    const float* bias, const float* drop, cpu::AttentionDims d) {
+  extern __shared__ float sm[];
+  __shared__ float red[kAttnThreads];
+  const int64_t t = blockIdx.x;  // = (b * H + h) * n + i
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+  const int32_t* bk = bucket + i * S;
+  auto key = [&](int64_t j) {
+    int seg;
+    int64_t r;
+    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+  };
+  dots(sm, qi, S, d.Dh, key, [&](int64_t j) { return bk[j] >= 0; }, -INFINITY);
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x)
+    if (bk[j] >= 0) mx = fmaxf(mx, sm[j] += bias ? bias[bk[j] * d.H + h] : 0.f);
+  mx = block_reduce(mx, red, true);
+  float* p = probs + t * S;
+  float* o = out + (b * d.n + i) * I + h * d.Dh;
+  if (mx == -INFINITY) {  // no visible key: zero probabilities, zero output
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j] = 0.f;
+    for (int64_t c = threadIdx.x; c < d.Dh; c += blockDim.x) o[c] = 0.f;
+    return;
+  }
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) sum += (sm[j] = bk[j] < 0 ? 0.f : expf(sm[j] - mx));
+  const float inv = 1.0f / block_reduce(sum, red, false);
+  const float* dr = drop ? drop + t * S : nullptr;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    p[j] = sm[j] * inv;
+    sm[j] = dr ? p[j] * dr[j] : p[j];  // the weight of value j
+  }
+  __syncthreads();
+  weighted_rows(o, false, sm, sm + S, S, d.Dh, [&](int64_t j) { return key(j) + I; });
+}
+
+// dlogits and dq, one block per (b, h, i) as the forward; key/value gradients then per (b, h,
+// key row, column) summing the queries in order, so nothing is written by two threads.
 __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout, const float* q, Segs sg,
                                     const float* probs, const float* drop, cpu::AttentionDims d) {
-  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (t >= d.B * d.H * d.n) return;
+  extern __shared__ float sm[];
+  __shared__ float red[kAttnThreads];
+  const int64_t t = blockIdx.x;
   const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
   const int64_t I = d.H * d.Dh, S = d.S;
   const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
-  const float* p = probs + ((b * d.H + h) * d.n + i) * S;
-  const float* dr = drop ? drop + ((b * d.H + h) * d.n + i) * S : nullptr;
-  float* dl = dlogits + ((b * d.H + h) * d.n + i) * S;
-  int seg;
-  int64_t r;
+  const float* p = probs + t * S;
+  const float* dr = drop ? drop + t * S : nullptr;
+  float* dl = dlogits + t * S;
+  auto key = [&](int64_t j) {
+    int seg;
+    int64_t r;
+    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+  };
+  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j] != 0.f; }, 0.f);
   float dot = 0.f;
-  for (int64_t j = 0; j < S; ++j) {
-    if (p[j] == 0.f) {
-      dl[j] = 0.f;
-      continue;
-    }
-    const float* vj = row_ptr(sg, j, b, I, &seg, &r) + I + h * d.Dh;
-    float s = 0.f;
-    for (int64_t c = 0; c < d.Dh; ++c) s += doi[c] * vj[c];
-    dl[j] = s * (dr ? dr[j] : 1.f);
-    dot += p[j] * dl[j];
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    if (dr) sm[j] *= dr[j];
+    dot += p[j] * sm[j];
   }
-  for (int64_t j = 0; j < S; ++j) dl[j] = p[j] == 0.f ? 0.f : p[j] * (dl[j] - dot);
-  if (!dq) return;
-  float* dqi = dq + (b * d.n + i) * I + h * d.Dh;
-  for (int64_t j = 0; j < S; ++j) {
-    if (dl[j] == 0.f) continue;
-    const float* kj = row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
-    for (int64_t c = 0; c < d.Dh; ++c) dqi[c] += dl[j] * kj[c];
-  }
+  dot = block_reduce(dot, red, false);
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j] = sm[j] = p[j] == 0.f ? 0.f : p[j] * (sm[j] - dot);
+  __syncthreads();
+  if (dq) weighted_rows(dq + (b * d.n + i) * I + h * d.Dh, true, sm, sm + S, S, d.Dh, key);
 }
 
 __global__ void attention_dkv_k(const float* dlogits, const float* dout, const float* q, Segs sg, const float* probs,
@@ -748,17 +802,28 @@ __global__ void attention_dkv_k(const float* dlogits, const float* dout, const f
   row[I + h * d.Dh + c] += dv;
 }
 
-__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, int64_t NB,
-                                  cpu::AttentionDims d) {
-  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;  // one thread per (bucket, head)
-  if (t >= NB * d.H) return;
-  const int64_t bk = t / d.H, h = t % d.H;
+// One block per (bucket, head): its threads walk (batch, query, key) in a fixed order and the
+// block sums them in a fixed tree.
+__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, cpu::AttentionDims d) {
+  __shared__ float red[kAttnThreads];
+  const int64_t bk = blockIdx.x / d.H, h = blockIdx.x % d.H, nS = d.n * d.S;
   float s = 0.f;
-  for (int64_t b = 0; b < d.B; ++b)
-    for (int64_t i = 0; i < d.n; ++i)
-      for (int64_t j = 0; j < d.S; ++j)
-        if (bucket[i * d.S + j] == bk) s += dlogits[((b * d.H + h) * d.n + i) * d.S + j];
-  dbias[t] += s;
+  for (int64_t e = threadIdx.x; e < d.B * nS; e += blockDim.x) {
+    const int64_t b = e / nS, k = e % nS;
+    if (bucket[k] == bk) s += dlogits[(b * d.H + h) * nS + k];
+  }
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) dbias[blockIdx.x] += s;  // dbias is (NB, H): row bk, column h
+}
+
+// The dynamic shared memory a per-query attention kernel needs, allowed beyond the default 48 KB
+// (long memories) where the device has it.
+template <typename Kernel>
+size_t shared_for(Kernel k, const cpu::AttentionDims& d) {
+  const size_t bytes = attention_shared_bytes(d);
+  if (bytes > (size_t(48) << 10))
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  return bytes;
 }
 
 Segs pack(const cpu::KVRows* segs, int nsegs) {
@@ -772,7 +837,9 @@ Segs pack(const cpu::KVRows* segs, int nsegs) {
 
 void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
-  attention_forward_k<<<blocks(d.B * d.H * d.n), kThreads>>>(out, probs, q, pack(segs, nsegs), bucket, bias, drop, d);
+  const size_t smem = shared_for(attention_forward_k, d);
+  attention_forward_k<<<int(d.B * d.H * d.n), kAttnThreads, smem>>>(out, probs, q, pack(segs, nsegs), bucket, bias,
+                                                                     drop, d);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -780,11 +847,12 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
                         const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const cpu::AttentionDims& d) {
   const Segs sg = pack(segs, nsegs);
-  attention_dlogits_k<<<blocks(d.B * d.H * d.n), kThreads>>>(dq, dlogits, dout, q, sg, probs, drop, d);
+  attention_dlogits_k<<<int(d.B * d.H * d.n), kAttnThreads, shared_for(attention_dlogits_k, d)>>>(dq, dlogits, dout, q,
+                                                                                                sg, probs, drop, d);
   attention_dkv_k<<<blocks(d.B * d.H * d.S * d.Dh), kThreads>>>(dlogits, dout, q, sg, probs, drop, d);
   CUDA_CHECK(cudaGetLastError());
-  if (dbias) {
-    attention_dbias_k<<<blocks(d.NB * d.H), kThreads>>>(dbias, dlogits, bucket, d.NB, d);
+  if (dbias && d.NB > 0) {
+    attention_dbias_k<<<int(d.NB * d.H), kAttnThreads>>>(dbias, dlogits, bucket, d);
     CUDA_CHECK(cudaGetLastError());
   }
 }
