@@ -103,37 +103,48 @@ void Tape::defer_weight_grad(float* dW, float* db, const float* dy, const float*
   wg->rows += N;
 }
 
+namespace {
+// dW += dy^T x and db += column sums of dy over N rows, on the tape's device.
+void weight_grad(Device d, float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
+  if (d == Device::CUDA) return cuda::linear_backward(nullptr, dW, db, dy, x, nullptr, N, In, Out);
+  cpu::linear_backward_weight(dW, dy, x, N, In, Out);
+  if (db) cpu::bias_backward(db, dy, N, Out);
+}
+}  // namespace
+
+float* Tape::stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols) {
+  std::vector<int64_t> at(parts.size() + 1, 0);  // first float of each part in the stack
+  for (size_t k = 0; k < parts.size(); ++k) at[k + 1] = at[k] + part_rows[k] * cols;
+  float* dst = arena_.alloc_floats(size_t(at.back()));
+  if (device() == Device::CUDA) {  // one gather kernel; its tables staged on the device
+    auto staged = [&](const void* host, size_t bytes) {
+      void* p = arena_.alloc_floats((bytes + sizeof(float) - 1) / sizeof(float));
+      cuda::upload(p, host, bytes);
+      return p;
+    };
+    cuda::gather(dst, static_cast<const float* const*>(staged(parts.data(), parts.size() * sizeof(float*))),
+                 static_cast<const int64_t*>(staged(at.data(), at.size() * sizeof(int64_t))), int64_t(parts.size()),
+                 at.back());
+    return dst;
+  }
+#pragma omp parallel for
+  for (size_t k = 0; k < parts.size(); ++k)
+    std::memcpy(dst + at[k], parts[k], sizeof(float) * size_t(at[k + 1] - at[k]));
+  return dst;
+}
+
 void Tape::flush_weight_grads() {
   constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
-  if (device() == Device::CUDA) {  // cuBLAS runs each part at full speed: no stacking
-    for (WeightGrad& w : weight_grads_)
-      for (size_t k = 0; k < w.dy_x.size(); ++k)
-        cuda::linear_backward(nullptr, w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, nullptr, w.part_rows[k], w.In,
-                              w.Out);
-    weight_grads_.clear();
-    return;
-  }
   for (WeightGrad& w : weight_grads_) {
     // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
     if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
-      for (size_t k = 0; k < w.dy_x.size(); ++k) {
-        cpu::linear_backward_weight(w.dW, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
-        if (w.db) cpu::bias_backward(w.db, w.dy_x[k].first, w.part_rows[k], w.Out);
-      }
+      for (size_t k = 0; k < w.dy_x.size(); ++k)
+        weight_grad(device(), w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
       continue;
     }
-    float* dy = arena_.alloc_floats(size_t(w.rows * w.Out));
-    float* x = arena_.alloc_floats(size_t(w.rows * w.In));
-    std::vector<int64_t> at(w.dy_x.size() + 1, 0);  // first stacked row of each part
-    for (size_t k = 0; k < w.dy_x.size(); ++k) at[k + 1] = at[k] + w.part_rows[k];
-#pragma omp parallel for
-    for (size_t k = 0; k < w.dy_x.size(); ++k) {
-      const int64_t n = w.part_rows[k];
-      std::memcpy(dy + at[k] * w.Out, w.dy_x[k].first, sizeof(float) * size_t(n * w.Out));
-      std::memcpy(x + at[k] * w.In, w.dy_x[k].second, sizeof(float) * size_t(n * w.In));
-    }
-    cpu::linear_backward_weight(w.dW, dy, x, w.rows, w.In, w.Out);
-    if (w.db) cpu::bias_backward(w.db, dy, w.rows, w.Out);
+    std::vector<const float*> dys, xs;
+    for (const auto& [dy, x] : w.dy_x) dys.push_back(dy), xs.push_back(x);
+    weight_grad(device(), w.dW, w.db, stack(dys, w.part_rows, w.Out), stack(xs, w.part_rows, w.In), w.rows, w.In, w.Out);
   }
   weight_grads_.clear();
 }

@@ -111,6 +111,8 @@ class Tape {
   };
   std::vector<WeightGrad> weight_grads_;
   void flush_weight_grads();
+  // The parts (part_rows[k] x cols each) laid end to end in the arena.
+  float* stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols);
   template <class Inputs>
   Var output_of(const Shape& s, const Inputs& inputs);
   bool grad_enabled_ = true;

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <deque>
 #include <vector>
 
 #include "autograd/params.hpp"
@@ -282,4 +283,27 @@ TEST_CASE("cuda: dropout masks are the CPU's, bit for bit") {
   Dev g(sz(n));
   cuda::dropout_mask(g.p, 0.3f, 42, 1000, n);
   CHECK(g.host() == cpu_mask);
+}
+
+TEST_CASE("cuda: gather lays parts end to end") {
+  std::vector<std::vector<float>> parts{randn(5, 60), randn(0, 61), randn(300, 62), randn(1, 63)};
+  std::vector<float> want;
+  std::deque<Dev> dev;  // Dev owns its memory: no relocation
+  std::vector<const float*> ptrs;
+  std::vector<int64_t> offsets{0};
+  for (const auto& p : parts) {
+    want.insert(want.end(), p.begin(), p.end());
+    dev.emplace_back(p);
+    ptrs.push_back(dev.back().p);
+    offsets.push_back(offsets.back() + int64_t(p.size()));
+  }
+  float* gp = cuda::alloc(ptrs.size() * 2);  // 4 pointers: 8 floats' worth
+  float* go = cuda::alloc(offsets.size() * 2);
+  cuda::copy(gp, ptrs.data(), ptrs.size() * sizeof(float*), cuda::CopyKind::HostToDevice);
+  cuda::copy(go, offsets.data(), offsets.size() * sizeof(int64_t), cuda::CopyKind::HostToDevice);
+  Dev out(want.size());
+  cuda::gather(out.p, reinterpret_cast<const float* const*>(gp), reinterpret_cast<const int64_t*>(go),
+               int64_t(parts.size()), int64_t(want.size()));
+  CHECK(out.host() == want);
+  cuda::free(gp), cuda::free(go);
 }

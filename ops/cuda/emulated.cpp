@@ -125,6 +125,13 @@ void axpy(float* y, float s, const float* x, int64_t n) { enter(), cpu::axpy(h(y
 void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
   enter(), cpu::add_rows(h(dst), dst_stride, h(src), src_stride, rows, cols);
 }
+void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
+  enter();
+  const int64_t* at = h(offsets);
+  if (total != at[nparts]) throw std::logic_error("emulated CUDA: gather offsets do not end at the total");
+  for (int64_t k = 0; k < nparts; ++k)
+    std::memcpy(h(dst) + at[k], h(h(parts)[k]), sizeof(float) * size_t(at[k + 1] - at[k]));
+}
 void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
   enter(), cpu::mask_rows_forward(h(y), h(x), h(keep), N, C);
 }

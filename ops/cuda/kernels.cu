@@ -250,6 +250,17 @@ __global__ void add_rows_k(float* dst, int64_t dst_stride, const float* src, int
   const int64_t r = i / cols, c = i % cols;
   dst[r * dst_stride + c] += src[r * src_stride + c];
 }
+__global__ void gather_k(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t lo = 0, hi = nparts - 1;  // the part holding e: offsets[lo] <= e < offsets[lo + 1]
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (offsets[mid] <= e) lo = mid;
+      else hi = mid - 1;
+    }
+    dst[e] = parts[lo][e - offsets[lo]];
+  }
+}
 __global__ void mask_rows_k(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C, bool accumulate) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= N * C) return;
@@ -285,6 +296,11 @@ void axpy(float* y, float s, const float* x, int64_t n) {
 }
 void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
   add_rows_k<<<blocks(rows * cols), kThreads>>>(dst, dst_stride, src, src_stride, rows, cols);
+  CUDA_CHECK(cudaGetLastError());
+}
+void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
+  if (total == 0) return;
+  gather_k<<<int(std::min<int64_t>(blocks(total), 4096)), kThreads>>>(dst, parts, offsets, nparts, total);
   CUDA_CHECK(cudaGetLastError());
 }
 void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {

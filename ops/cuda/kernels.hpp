@@ -45,6 +45,9 @@ void mul_backward(float* da, float* db, const float* dy, const float* a, const f
 void scale_forward(float* y, const float* x, float s, int64_t n);
 void axpy(float* y, float s, const float* x, int64_t n);
 void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols);
+// dst = the parts end to end: part k is parts[k][0, offsets[k+1] - offsets[k]); parts (device
+// pointers) and offsets (nparts + 1 prefix sums, offsets[nparts] = total) live on the device.
+void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total);
 // keep: N flags on the device.
 void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C);
 void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C);
