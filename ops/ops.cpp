@@ -183,11 +183,17 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   Var y = tape().output(ys, {W});
   const int32_t* staged = stage(ids, size_t(N));  // kept for the backward
   kernel(cpu::embedding_forward, cuda::embedding_forward)(y.data(), W.data(), staged, N, D);
-  if (y.requires_grad())
-    tape().record(y, [=] {
-      if (on_device()) cuda::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D, V);
-      else cpu::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D);
-    });
+  if (!y.requires_grad()) return y;
+  if (!on_device()) {
+    tape().record(y, [=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D); });
+    return y;
+  }
+  // The device sums each token's rows in one block: the rows grouped by token, staged now.
+  const cuda::TokenRows g = cuda::group_by_token(ids, N);
+  const int64_t U = int64_t(g.tokens.size());
+  const int32_t *rows = stage(g.rows.data(), g.rows.size()), *tokens = stage(g.tokens.data(), g.tokens.size()),
+                *starts = stage(g.starts.data(), g.starts.size());
+  tape().record(y, [=] { cuda::embedding_backward(tape().grad(W).data, y.grad().data, rows, tokens, starts, U, D); });
   return y;
 }
 

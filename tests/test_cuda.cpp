@@ -129,7 +129,30 @@ TEST_CASE("cuda: embedding gather and scatter-add") {
   cuda::embedding_forward(gy.p, gW.p, gids.p, N, D);
   check_close(gy.host(), y);
   cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
-  cuda::embedding_backward(gdW.p, gdy.p, gids.p, N, D, V);
+  const cuda::TokenRows g = cuda::group_by_token(ids.data(), N);
+  CHECK(g.tokens == std::vector<int32_t>{0, 1, 3, 4});
+  CHECK(g.rows == std::vector<int32_t>{3, 0, 2, 4, 5, 1});
+  CHECK(g.starts == std::vector<int32_t>{0, 1, 4, 5, 6});
+  DevI rows(g.rows), tokens(g.tokens), starts(g.starts);
+  cuda::embedding_backward(gdW.p, gdy.p, rows.p, tokens.p, starts.p, int64_t(g.tokens.size()), D);
+  check_close(gdW.host(), dW);
+}
+
+TEST_CASE("cuda: cross-entropy over a large vocabulary, and many rows of the embedding gradient") {
+  const int64_t N = 37, V = 50257, D = 96;
+  auto logits = randn(sz(N * V), 70), W = randn(sz(V * D), 71), dy = randn(sz(N * D), 72);
+  std::vector<int32_t> tg, ids;
+  for (int64_t r = 0; r < N; ++r) tg.push_back(int32_t((r * 7919) % V)), ids.push_back(int32_t((r * r) % 11));
+  std::vector<float> lse(sz(N)), dW(W.size(), 0.f);
+  Dev glog(logits), glse(sz(N)), gdW(W.size()), gdy(dy);
+  DevI gtg(tg);
+  const double cpu_loss = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
+  CHECK(cuda::cross_entropy_forward(glse.p, glog.p, gtg.p, N, V) == doctest::Approx(cpu_loss).epsilon(1e-5));
+  check_close(glse.host(), lse);
+  cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
+  const cuda::TokenRows g = cuda::group_by_token(ids.data(), N);
+  DevI rows(g.rows), tokens(g.tokens), starts(g.starts);
+  cuda::embedding_backward(gdW.p, gdy.p, rows.p, tokens.p, starts.p, int64_t(g.tokens.size()), D);
   check_close(gdW.host(), dW);
 }
 

@@ -185,8 +185,12 @@ void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
   enter(), cpu::embedding_forward(h(y), h(W), h(ids), N, D);
 }
-void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t) {
-  enter(), cpu::embedding_backward(h(dW), h(dy), h(ids), N, D);
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D) {
+  enter();
+  const int32_t *r = h(rows), *t = h(tokens), *st = h(starts);
+  for (int64_t u = 0; u < U; ++u)  // the kernel's grouping, summed as the CPU kernel sums (row order)
+    for (int32_t k = st[u]; k < st[u + 1]; ++k) cpu::axpy(h(dW) + int64_t(t[u]) * D, 1.f, h(dy) + int64_t(r[k]) * D, D);
 }
 
 double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {

@@ -380,6 +380,21 @@ __device__ inline float warp_sum(float v) {
   return v;
 }
 
+// Sum (or max) of one value per thread over a power-of-two block in a fixed tree order; every
+// thread gets the result. red: blockDim.x floats of shared memory.
+__device__ inline float block_reduce(float v, float* red, bool take_max) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o)
+      red[threadIdx.x] = take_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o]) : red[threadIdx.x] + red[threadIdx.x + o];
+    __syncthreads();
+  }
+  const float r = red[0];
+  __syncthreads();  // red is reused by the next reduction
+  return r;
+}
+
 __global__ void layernorm_forward_k(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
                                     int64_t N, int64_t C) {
   int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
@@ -535,29 +550,35 @@ __global__ void embedding_forward_k(float* y, const float* W, const int32_t* ids
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i < N * D) y[i] = W[int64_t(ids[i / D]) * D + i % D];
 }
-// One thread per (token id, column): it walks the rows in order, so the sum is deterministic.
-__global__ void embedding_backward_k(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t V) {
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= V * D) return;
-  const int64_t v = i / D, c = i % D;
-  float s = 0.f;
-  bool any = false;
-  for (int64_t r = 0; r < N; ++r)
-    if (ids[r] == v) s += dy[r * D + c], any = true;
-  if (any) dW[i] += s;
+// One block per distinct token: its threads take columns and sum the token's rows in row order.
+__global__ void embedding_backward_k(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens,
+                                     const int32_t* starts, int64_t D) {
+  const int64_t u = blockIdx.x;
+  float* dwr = dW + int64_t(tokens[u]) * D;
+  for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+    float s = 0.f;
+    for (int32_t k = starts[u]; k < starts[u + 1]; ++k) s += dy[int64_t(rows[k]) * D + c];
+    dwr[c] += s;
+  }
 }
+// One block per row: max and sum of exponentials in fixed trees.
+constexpr int kRowThreads = 256;
 __global__ void cross_entropy_forward_k(float* lse, float* loss, const float* logits, const int32_t* targets, int64_t N,
                                         int64_t V) {
-  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (r >= N) return;
+  __shared__ float red[kRowThreads];
+  const int64_t r = blockIdx.x;
   const float* lr = logits + r * V;
-  float mx = lr[0];
-  for (int64_t c = 1; c < V; ++c) mx = fmaxf(mx, lr[c]);
-  double s = 0.0;
-  for (int64_t c = 0; c < V; ++c) s += exp(double(lr[c] - mx));
-  const double l = double(mx) + log(s);
-  lse[r] = float(l);
-  loss[r] = float(l - double(lr[targets[r]]));
+  float mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < V; c += blockDim.x) mx = fmaxf(mx, lr[c]);
+  mx = block_reduce(mx, red, true);
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < V; c += blockDim.x) s += expf(lr[c] - mx);
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) {
+    const float l = mx + logf(s);
+    lse[r] = l;
+    loss[r] = l - lr[targets[r]];
+  }
 }
 __global__ void cross_entropy_backward_k(float* dlogits, float g, const float* logits, const float* lse,
                                          const int32_t* targets, int64_t N, int64_t V) {
@@ -572,13 +593,15 @@ void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, 
   embedding_forward_k<<<blocks(N * D), kThreads>>>(y, W, ids, N, D);
   CUDA_CHECK(cudaGetLastError());
 }
-void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t V) {
-  embedding_backward_k<<<blocks(V * D), kThreads>>>(dW, dy, ids, N, D, V);
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D) {
+  if (U == 0) return;
+  embedding_backward_k<<<int(U), 128>>>(dW, dy, rows, tokens, starts, D);
   CUDA_CHECK(cudaGetLastError());
 }
 double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
   float* loss = scratch(size_t(N));
-  cross_entropy_forward_k<<<blocks(N), kThreads>>>(lse, loss, logits, targets, N, V);
+  cross_entropy_forward_k<<<int(N), kRowThreads>>>(lse, loss, logits, targets, N, V);
   CUDA_CHECK(cudaGetLastError());
   std::vector<float> h(static_cast<size_t>(N));
   to_host(h.data(), loss, size_t(N));
@@ -672,19 +695,6 @@ __device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int
 // g) sums the keys j = g, g + G, ... so that a warp reads a value row contiguously, and the G
 // partial sums are added in order. Shared memory: S floats, then G * Dh partials.
 constexpr int kAttnThreads = 128;
-
-__device__ inline float block_reduce(float v, float* red, bool take_max) {
-  red[threadIdx.x] = v;
-  __syncthreads();
-  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-    if (int(threadIdx.x) < o)
-      red[threadIdx.x] = take_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o]) : red[threadIdx.x] + red[threadIdx.x + o];
-    __syncthreads();
-  }
-  const float r = red[0];
-  __syncthreads();  // red is reused by the next reduction
-  return r;
-}
 
 // out[c] (+)= sum_j w[j] rows(j)[c] for the Dh columns, w in shared memory; see above.
 template <typename Row>

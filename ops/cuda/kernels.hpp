@@ -5,7 +5,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "ops/cpu/kernels.hpp"  // KVRows, AttentionDims
 
@@ -78,7 +80,28 @@ void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64
 void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
 
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
-void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D, int64_t V);
+// Rows 0..N-1 grouped by token id, for the embedding gradient (host side, O(N log N)): distinct
+// tokens in increasing order, each token's rows in row order.
+struct TokenRows {
+  std::vector<int32_t> rows, tokens, starts;  // starts: tokens.size() + 1 offsets into rows
+};
+inline TokenRows group_by_token(const int32_t* ids, int64_t N) {
+  TokenRows g;
+  g.rows.resize(size_t(N));
+  for (int64_t r = 0; r < N; ++r) g.rows[size_t(r)] = int32_t(r);
+  std::stable_sort(g.rows.begin(), g.rows.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
+  for (int64_t k = 0; k < N; ++k)
+    if (k == 0 || ids[g.rows[size_t(k)]] != ids[g.rows[size_t(k - 1)]]) {
+      g.tokens.push_back(ids[g.rows[size_t(k)]]);
+      g.starts.push_back(int32_t(k));
+    }
+  g.starts.push_back(int32_t(N));
+  return g;
+}
+// The rows grouped by token (group_by_token): token tokens[u] gets the rows
+// rows[starts[u] .. starts[u+1]), summed in that (row) order; all three arrays on the device.
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D);
 
 // Returns the summed loss (copied to the host); lse:(N) saved on the device.
 double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
