@@ -7,8 +7,11 @@
 //   fbt::tape().reset();                                               // ... across steps
 //   out = model.forward(more.data(), B, T, mem.tensor());              // and carry it
 //
+//   model.to(fbt::Device::CUDA);                                       // on a GPU (fbt --version says)
+//
 // The surface, by header:
-//   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad, reset), NoGradScope, detach, ParamStore, Rng
+//   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad, reset), NoGradScope, detach, ParamStore, Rng,
+//              Device, to_host, DeviceBuffer
 //   ops/       the differentiable ops (linear, layernorm, attention, cross_entropy, ...)
 //   models/    ModelConfig (MODEL.md names), FeedbackTransformer, DetachPolicy, load_model / save_model
 //   data/      SafeTensors, Corpus and StreamBatcher for token files
@@ -18,6 +21,7 @@
 #pragma once
 #include <vector>
 
+#include "autograd/device.hpp"
 #include "autograd/params.hpp"
 #include "autograd/rng.hpp"
 #include "autograd/tape.hpp"
@@ -44,7 +48,7 @@ namespace fbt {
 class Memory {
  public:
   Memory() = default;
-  explicit Memory(const Tensor& t) : data_(t.data, t.data + t.numel()), shape_(t.shape) {}
+  explicit Memory(const Tensor& t) : data_(to_host(t)), shape_(t.shape) {}  // from either device
   // For FeedbackTransformer::forward's memory argument (null while empty).
   const Tensor* tensor() {
     view_ = Tensor{data_.data(), shape_, Device::CPU};
@@ -65,8 +69,8 @@ inline Var from_host(const std::vector<float>& values, const Shape& shape, bool 
   return tape().leaf_copy(Tensor{const_cast<float*>(values.data()), shape, Device::CPU}, requires_grad);
 }
 
-// A copy of a value (or of its gradient) on the host.
-inline std::vector<float> to_host(const Tensor& t) { return std::vector<float>(t.data, t.data + t.numel()); }
+// A copy of a value on the host, from either device (to_host(Tensor) is autograd/device.hpp's;
+// a gradient: to_host(v.grad())).
 inline std::vector<float> to_host(Var v) { return to_host(v.value()); }
 
 }  // namespace fbt
