@@ -8,6 +8,26 @@
 
 namespace fbt {
 
+void Memory::store(const float* src, Device src_dev, const Shape& shape, Device d) {
+  const size_t n = size_t(shape.numel());
+  if (buf_.device() != d || buf_.size() < n) buf_ = DeviceBuffer(d, n);
+  copy_bytes(buf_.data(), d, src, src_dev, sizeof(float) * n);
+  shape_ = shape;
+}
+
+void Memory::assign(const Tensor& t) { store(t.data, t.device, t.shape, t.device); }
+
+void Memory::assign_host(const std::vector<float>& values, const Shape& shape, Device d) {
+  check(int64_t(values.size()) == shape.numel(), "Memory: ", values.size(), " values for ", shape);
+  store(values.data(), Device::CPU, shape, d);
+}
+
+std::vector<float> Memory::values() const {
+  std::vector<float> h(rows() ? size_t(shape_.numel()) : 0);
+  copy_bytes(h.data(), Device::CPU, buf_.data(), buf_.device(), sizeof(float) * h.size());
+  return h;
+}
+
 FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize) : cfg_(cfg) {
   cfg_.validate();
   const int64_t D = cfg.dim, I = cfg.inner(), L = cfg.depth;

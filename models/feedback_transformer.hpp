@@ -30,6 +30,33 @@ struct ProjectedMemory {
   uint64_t freeze_id = 0;  // 0: not reusable
 };
 
+// A memory state (B, m, D) kept across calls, where the model computes: ForwardOutput::memory
+// lives in the tape's arena and is gone at the next tape().reset(); this owns a copy (on the
+// same device). Between calls the state is always a constant (MODEL.md): gradients never flow
+// into a state a call received, so carrying it is the same as carrying it detached.
+class Memory {
+ public:
+  Memory() = default;
+  explicit Memory(const Tensor& t) { assign(t); }
+  void assign(const Tensor& t);  // copies t (either device), reusing the storage when it fits
+  void assign_host(const std::vector<float>& values, const Shape& shape, Device d);
+  void clear() { shape_ = Shape{}; }
+  // For FeedbackTransformer::forward's memory argument (null while empty).
+  const Tensor* tensor() {
+    view_ = Tensor{buf_.data(), shape_, buf_.device()};
+    return rows() ? &view_ : nullptr;
+  }
+  const Shape& shape() const { return shape_; }
+  int64_t rows() const { return shape_.nd == 3 ? shape_[1] : 0; }
+  std::vector<float> values() const;  // on the host
+
+ private:
+  void store(const float* src, Device src_dev, const Shape& shape, Device d);
+  DeviceBuffer buf_;
+  Shape shape_;
+  Tensor view_;
+};
+
 struct ForwardOutput {
   Var logits;     // (B,T,V)
   Var loss;       // 0-d mean cross-entropy (only when targets were given)

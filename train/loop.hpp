@@ -34,14 +34,15 @@ class TrainLoop {
   // One optimizer step on inputs/targets (B,T). Row b continues from the memory row b ended
   // with in the previous call (the batch size must not change without reset_memory()).
   StepStats step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
-  void reset_memory() { memory_.clear(), rows_ = 0, batch_ = 0; }
+  void reset_memory() { memory_.clear(), batch_ = 0; }
 
   int64_t steps_done() const { return opt_.steps_taken(); }
   AdamW& optimizer() { return opt_; }
   Rng& dropout_rng() { return rng_; }
-  // The carried state (B, rows, D), for checkpoints and probes.
-  const std::vector<float>& memory() const { return memory_; }
-  int64_t memory_rows() const { return rows_; }
+  // The carried state (B, rows, D) on the host, for checkpoints and probes (it is kept on the
+  // model's device between steps).
+  std::vector<float> memory() const { return memory_.values(); }
+  int64_t memory_rows() const { return memory_.rows(); }
   void set_memory(std::vector<float> data, int64_t B, int64_t rows);
 
  private:
@@ -49,8 +50,8 @@ class TrainLoop {
   LoopConfig cfg_;
   AdamW opt_;
   Rng rng_;
-  std::vector<float> memory_;
-  int64_t rows_ = 0, batch_ = 0;
+  Memory memory_;
+  int64_t batch_ = 0;
 };
 
 }  // namespace fbt

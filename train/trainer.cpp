@@ -30,13 +30,11 @@ double EvalResult::perplexity() const { return std::exp(loss); }
 
 EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t streams, int64_t bptt,
                     int64_t max_tokens, bool show_progress) {
-  const ModelConfig& c = model.config();
   NoGradScope ng;
   StreamBatcher batcher(corpus, streams, bptt);
   std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
-  std::vector<float> memory;
+  Memory memory;
   ProjectedMemory projected;  // its keys/values, reused by the next call
-  int64_t m = 0;
   double total = 0;
   int64_t count = 0;
   const int64_t budget = max_tokens > 0 ? std::min(max_tokens, streams * (batcher.stream_length() - 1))
@@ -47,13 +45,11 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
     const int64_t n = batcher.next(in.data(), tg.data(), true);
     if (n == 0) break;
     tape().reset();
-    Tensor mem{memory.data(), Shape{streams, m, c.dim}, Device::CPU};
-    ForwardOutput o = model.forward(in.data(), streams, n, m ? &mem : nullptr, Var(), tg.data(), DetachPolicy{}, false,
+    ForwardOutput o = model.forward(in.data(), streams, n, memory.tensor(), Var(), tg.data(), DetachPolicy{}, false,
                                     nullptr, &projected);
     total += double(to_host(o.loss.value())[0]) * double(streams * n);
     count += streams * n;
-    m = o.memory.shape[1];
-    memory = to_host(o.memory);
+    memory.assign(o.memory);
     if (show_progress) bar.update(count);
   }
   tape().reset();

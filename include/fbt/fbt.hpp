@@ -41,28 +41,6 @@
 
 namespace fbt {
 
-// A memory state (B, m, D) kept across calls: ForwardOutput::memory lives in the tape's arena and
-// is gone at the next tape().reset(); this owns a copy. Between calls the state is always a
-// constant (MODEL.md): gradients never flow into a state a call received, so carrying it is
-// the same as carrying it detached.
-class Memory {
- public:
-  Memory() = default;
-  explicit Memory(const Tensor& t) : data_(to_host(t)), shape_(t.shape) {}  // from either device
-  // For FeedbackTransformer::forward's memory argument (null while empty).
-  const Tensor* tensor() {
-    view_ = Tensor{data_.data(), shape_, Device::CPU};
-    return data_.empty() ? nullptr : &view_;
-  }
-  const Shape& shape() const { return shape_; }
-  const std::vector<float>& values() const { return data_; }
-
- private:
-  std::vector<float> data_;
-  Shape shape_;
-  Tensor view_;
-};
-
 // A value on the tape from host data (e.g. a context for cross-attention).
 inline Var from_host(const std::vector<float>& values, const Shape& shape, bool requires_grad = false) {
   if (int64_t(values.size()) != shape.numel()) throw std::invalid_argument("from_host: size does not match " + shape.str());
