@@ -154,7 +154,20 @@ void Tape::zero_grad() {
     if (n.grad.data) fill_zero(n.grad.device, n.grad.data, size_t(n.grad.numel()));
 }
 
+const void* Tape::stage_on_device(const void* host, size_t bytes) {
+  constexpr size_t kKept = 8;
+  for (const Staged& s : staged_)
+    if (s.bytes.size() == bytes && std::memcmp(s.bytes.data(), host, bytes) == 0) return s.device;
+  void* p = arena_.alloc_floats((bytes + sizeof(float) - 1) / sizeof(float));
+  cuda::upload(p, host, bytes);
+  if (staged_.size() == kKept) staged_.pop_front();
+  const char* h = static_cast<const char*>(host);
+  staged_.push_back({std::vector<char>(h, h + bytes), p});
+  return p;
+}
+
 void Tape::reset() {
+  staged_.clear();
   records_.clear();
   nodes_.clear();
   arena_.reset();

@@ -91,6 +91,10 @@ class Tape {
   void reset();
 
   Arena& arena() { return arena_; }
+  // n host bytes copied into the step's arena on a device, for kernels to read. Contents staged
+  // earlier in the step are reused, not copied again (a window's bucket table, read by every
+  // layer): staged copies are read-only.
+  const void* stage_on_device(const void* host, size_t bytes);
   size_t num_records() const { return records_.size(); }
 
  private:
@@ -110,6 +114,11 @@ class Tape {
     std::vector<int64_t> part_rows;
   };
   std::vector<WeightGrad> weight_grads_;
+  struct Staged {
+    std::vector<char> bytes;
+    const void* device;
+  };
+  std::deque<Staged> staged_;  // the last few staged copies of this step
   void flush_weight_grads();
   // The parts (part_rows[k] x cols each) laid end to end in the arena.
   float* stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols);

@@ -21,13 +21,14 @@ F kernel(F cpu_twin, F cuda_twin) {
   return on_device() ? cuda_twin : cpu_twin;
 }
 
-// n host values copied into the step's arena on the tape's device, where kernels read them.
+// n host values copied into the step's arena on the tape's device, where kernels read them
+// (read-only; see Tape::stage_on_device).
 template <class T>
 const T* stage(const T* host, size_t n) {
-  Arena& a = tape().arena();
-  T* p = reinterpret_cast<T*>(a.alloc_floats((n * sizeof(T) + sizeof(float) - 1) / sizeof(float)));
-  if (a.device() == Device::CPU) std::memcpy(p, host, n * sizeof(T));
-  else cuda::upload(p, host, n * sizeof(T));
+  Tape& t = tape();
+  if (t.device() != Device::CPU) return static_cast<const T*>(t.stage_on_device(host, n * sizeof(T)));
+  T* p = reinterpret_cast<T*>(t.arena().alloc_floats((n * sizeof(T) + sizeof(float) - 1) / sizeof(float)));
+  std::memcpy(p, host, n * sizeof(T));
   return p;
 }
 
