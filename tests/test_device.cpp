@@ -251,7 +251,8 @@ TEST_CASE("device: training steps with dropout, clipping and decay agree with th
     loop.optimizer().sync_to_host();
     std::vector<float> state = model.params().values();
     state.insert(state.end(), loop.optimizer().v().begin(), loop.optimizer().v().end());
-    state.insert(state.end(), loop.memory().begin(), loop.memory().end());
+    const std::vector<float> memory = loop.memory();  // a copy from the device
+    state.insert(state.end(), memory.begin(), memory.end());
     model.to(Device::CPU);
     return std::make_pair(losses, state);
   };
