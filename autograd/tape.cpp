@@ -82,7 +82,9 @@ void Tape::backward(Var out, const Tensor& seed) {
     for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += seed.data[i];
   } else {
     Tensor s = arena_.alloc(seed.shape);
-    copy_bytes(s.data, s.device, seed.data, seed.device, sizeof(float) * size_t(s.numel()));
+    const size_t bytes = sizeof(float) * size_t(s.numel());
+    if (seed.device == Device::CPU) cuda::upload(s.data, seed.data, bytes);  // queued: no wait for the forward
+    else copy_bytes(s.data, s.device, seed.data, seed.device, bytes);
     cuda::axpy(g.data, 1.f, s.data, g.numel());
   }
   for (auto it = records_.rbegin(); it != records_.rend(); ++it)

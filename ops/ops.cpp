@@ -205,15 +205,14 @@ Var cross_entropy(Var logits, const int32_t* targets) {
   Var y = tape().output(Shape{}, {logits});
   float* lse = tape().arena().alloc_floats(size_t(N));
   const int32_t* staged = stage(targets, size_t(N));  // kept for the backward
-  const float loss =
-      float(kernel(cpu::cross_entropy_forward, cuda::cross_entropy_forward)(lse, logits.data(), staged, N, V) / double(N));
-  if (on_device()) cuda::upload(y.data(), &loss, sizeof(float));
-  else y.data()[0] = loss;
+  // On a device the loss stays there (read once the step is done) and so does its gradient.
+  if (on_device()) cuda::cross_entropy_forward(y.data(), lse, logits.data(), staged, N, V);
+  else y.data()[0] = float(cpu::cross_entropy_forward(lse, logits.data(), staged, N, V) / double(N));
   if (y.requires_grad())
     tape().record(y, [=] {
-      const float g = to_host(y.grad())[0] / float(N);
-      kernel(cpu::cross_entropy_backward, cuda::cross_entropy_backward)(tape().grad(logits).data, g, logits.data(), lse,
-                                                                        staged, N, V);
+      float* dl = tape().grad(logits).data;
+      if (on_device()) cuda::cross_entropy_backward(dl, y.grad().data, 1.f / float(N), logits.data(), lse, staged, N, V);
+      else cpu::cross_entropy_backward(dl, y.grad().data[0] / float(N), logits.data(), lse, staged, N, V);
     });
   return y;
 }

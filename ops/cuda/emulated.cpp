@@ -193,13 +193,13 @@ void embedding_backward(float* dW, const float* dy, const int32_t* rows, const i
     for (int32_t k = st[u]; k < st[u + 1]; ++k) cpu::axpy(h(dW) + int64_t(t[u]) * D, 1.f, h(dy) + int64_t(r[k]) * D, D);
 }
 
-double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
   enter();
-  return cpu::cross_entropy_forward(h(lse), h(logits), h(targets), N, V);
+  h(loss)[0] = float(cpu::cross_entropy_forward(h(lse), h(logits), h(targets), N, V) / double(N));
 }
-void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse, const int32_t* targets,
-                            int64_t N, int64_t V) {
-  enter(), cpu::cross_entropy_backward(h(dlogits), g, h(logits), h(lse), h(targets), N, V);
+void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V) {
+  enter(), cpu::cross_entropy_backward(h(dlogits), h(g)[0] * scale, h(logits), h(lse), h(targets), N, V);
 }
 
 void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {

@@ -580,12 +580,20 @@ __global__ void cross_entropy_forward_k(float* lse, float* loss, const float* lo
     loss[r] = l - lr[targets[r]];
   }
 }
-__global__ void cross_entropy_backward_k(float* dlogits, float g, const float* logits, const float* lse,
-                                         const int32_t* targets, int64_t N, int64_t V) {
+// loss[0] = the mean of the N row losses, summed in a fixed tree by one block.
+__global__ void mean_k(float* loss, const float* rows, int64_t N) {
+  __shared__ float red[kRowThreads];
+  float s = 0.f;
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) s += rows[r];
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) loss[0] = s / float(N);
+}
+__global__ void cross_entropy_backward_k(float* dlogits, const float* g, float scale, const float* logits,
+                                         const float* lse, const int32_t* targets, int64_t N, int64_t V) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= N * V) return;
   const int64_t r = i / V, c = i % V;
-  dlogits[i] += g * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
+  dlogits[i] += g[0] * scale * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
 }
 }  // namespace
 
@@ -599,19 +607,15 @@ void embedding_backward(float* dW, const float* dy, const int32_t* rows, const i
   embedding_backward_k<<<int(U), 128>>>(dW, dy, rows, tokens, starts, D);
   CUDA_CHECK(cudaGetLastError());
 }
-double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
-  float* loss = scratch(size_t(N));
-  cross_entropy_forward_k<<<int(N), kRowThreads>>>(lse, loss, logits, targets, N, V);
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  float* rows = scratch(size_t(N));
+  cross_entropy_forward_k<<<int(N), kRowThreads>>>(lse, rows, logits, targets, N, V);
+  mean_k<<<1, kRowThreads>>>(loss, rows, N);
   CUDA_CHECK(cudaGetLastError());
-  std::vector<float> h(static_cast<size_t>(N));
-  to_host(h.data(), loss, size_t(N));
-  double total = 0.0;
-  for (float v : h) total += v;
-  return total;
 }
-void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse, const int32_t* targets,
-                            int64_t N, int64_t V) {
-  cross_entropy_backward_k<<<blocks(N * V), kThreads>>>(dlogits, g, logits, lse, targets, N, V);
+void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V) {
+  cross_entropy_backward_k<<<blocks(N * V), kThreads>>>(dlogits, g, scale, logits, lse, targets, N, V);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -104,9 +104,12 @@ void embedding_backward(float* dW, const float* dy, const int32_t* rows, const i
                         int64_t U, int64_t D);
 
 // Returns the summed loss (copied to the host); lse:(N) saved on the device.
-double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
-void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse, const int32_t* targets,
-                            int64_t N, int64_t V);
+// As the CPU kernels, but nothing crosses to the host: the forward writes the mean loss over the
+// N rows to loss[0] (one float on the device), and the backward reads its upstream gradient from
+// g[0] on the device, scaled by `scale` (1/N for the mean).
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V);
 
 // xs: a device array of K device pointers (and dxs likewise); a:(K) saved, on the device.
 void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n);
