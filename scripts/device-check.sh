@@ -6,26 +6,32 @@
 # command well under 10 minutes.
 #
 #   scripts/device-check.sh            build if needed (Debian 12 + CUDA, as ./run), then test
-#   FBT_LIBS=DIR scripts/device-check.sh
-#                                      use binaries built elsewhere (build/ carried to the device),
-#                                      with the shared libraries they need from DIR
+#   FBT_BUNDLE=device-bundle scripts/device-check.sh
+#                                      use the binaries and libraries scripts/device-bundle.sh packed
+#                                      (a machine that cannot install the build's packages)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
-if [ ! -x build/tests/test_cuda ] || [ ! -x build/fbt ]; then
-  ./run build || exit 1
+if [ -n "${FBT_BUNDLE:-}" ]; then
+  bin="$FBT_BUNDLE/bin" suite="$FBT_BUNDLE/bin/test_cuda"
+  export LD_LIBRARY_PATH="$FBT_BUNDLE/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+else
+  bin=build suite=build/tests/test_cuda
+  if [ ! -x "$suite" ] || [ ! -x build/fbt ]; then
+    ./run build || exit 1
+  fi
 fi
 cuda_libs=$(dirname "$(find / -name 'libcublas.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)" 2>/dev/null)
-export LD_LIBRARY_PATH="${FBT_LIBS:-}:${cuda_libs:-}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="${cuda_libs:-}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
-build/fbt --version
+"$bin/fbt" --version
 echo "== cuda suite"
-timeout 240 build/tests/test_cuda --duration=true
+timeout 240 "$suite" --duration=true
 rc=$?
 echo "== cuda suite exit status $rc"
 echo "== fbt on the GPU"
 for c in gpu_exact gpu_windowed; do
-  timeout 120 build/fbt bench --config "bench/$c.yaml" --set train.device=cuda --steps 3 || echo "fbt on $c: failed or timed out"
+  timeout 120 "$bin/fbt" bench --config "bench/$c.yaml" --set train.device=cuda --steps 3 || echo "fbt on $c: failed or timed out"
 done
 echo "== PyTorch peer on the GPU"
 if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
