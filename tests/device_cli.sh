@@ -2,7 +2,7 @@
 # The command line on a device, end to end, with the emulated CUDA device (fbt-emulated: the fbt
 # binary linked with ops/cuda/emulated.cpp, built for this test only): `train.device: cuda` trains
 # with the CPU's losses, stops and resumes bit-identically; eval, greedy sample, forward --grads
-# and grads with --device cuda agree with the CPU.  Usage: device_cli.sh FBT_EMULATED FBT
+# and grads with --device cuda agree with the CPU; bench runs there.  Usage: device_cli.sh FBT_EMULATED FBT
 set -euo pipefail
 dev=$(realpath "$1")
 cpu=$(realpath "$2")
@@ -71,4 +71,5 @@ done
 agree f_dev f_cpu 1e-5 || fail "forward losses differ between the devices"
 [ -s g_dev ] || fail "grads wrote no lag measurements"
 agree g_dev g_cpu 1e-3 || fail "gradient norms by lag differ between the devices"
-echo "device CLI: training, resume, eval, sample, forward and grads agree with the CPU"
+"$dev" bench --config run.yaml --steps 2 | grep -q '"peak_device_mb"' || fail "bench on the device reports no device memory"
+echo "device CLI: training, resume, eval, sample, forward and grads agree with the CPU; bench runs"
