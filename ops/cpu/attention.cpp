@@ -1,14 +1,15 @@
 // Attention of a window of n queries over S key/value rows gathered from several segments
 // (memory rows of a cache, the window's own rows), with an additive per-head bucket bias and
 // a visibility table. One (batch, head) pair per work item. A single query (the exact model)
-// walks the key rows with vectorized dot products; a window of queries uses small Eigen matrix
-// products over strided row views (keys and values interleave in rows of width 2I), forward over
-// segments merged where they are adjacent rows of one buffer, so values never depend on where a
-// detachment policy splits the memory. Heads own disjoint columns, so the key/value gradients
+// walks the key rows with vectorized dot products; a window of queries uses register-blocked
+// products in a key-major layout (below) over strided row views (keys and values interleave in
+// rows of width 2I), forward over segments merged where they are adjacent rows of one buffer, so
+// values never depend on where a detachment policy splits the memory. Heads own disjoint columns, so the key/value gradients
 // need no atomics; the bias gradient is reduced afterwards, one head per thread.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "ops/cpu/kernels.hpp"
@@ -17,19 +18,6 @@
 namespace fbt::cpu {
 
 namespace {
-
-using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Strided = Eigen::Map<MatR, 0, Eigen::OuterStride<>>;
-using CStrided = Eigen::Map<const MatR, 0, Eigen::OuterStride<>>;
-using MapR = Eigen::Map<MatR>;
-
-// The keys (or values) of head h in segment k for batch b: (rows x Dh), row stride 2I.
-CStrided head_rows(const KVRows& s, int64_t b, int64_t h, int64_t Dh, int64_t I, bool values) {
-  return CStrided(s.data + b * s.batch_stride + (values ? I : 0) + h * Dh, s.rows, Dh, Eigen::OuterStride<>(2 * I));
-}
-Strided head_grad_rows(const KVRows& s, int64_t b, int64_t h, int64_t Dh, int64_t I, bool values) {
-  return Strided(s.grad + b * s.batch_stride + (values ? I : 0) + h * Dh, s.rows, Dh, Eigen::OuterStride<>(2 * I));
-}
 
 // Row pointer of global key index j (0..S-1) for batch b: walks the segment list.
 struct RowIndex {
@@ -179,76 +167,229 @@ void attention_backward_rows(float* dq, float* dbias, float* dlogits, const floa
     }
 }
 
+// ---- a window of queries: register-blocked products in the key-major layout ----
+// Per (batch, head) every product of the window is C (M x N) (+)= A (M x K) B (K x N) with B's
+// rows contiguous vectors (key, value or query rows) and A read element by element at any
+// strides: the logits come out key-major as K Q^T, the layout the softmax, the saved
+// probabilities and every backward product read as they are. Only Q and dO (n x Dh) are
+// transposed. Blocks of up to 6 rows of C by up to 4 vectors: each B vector loaded once per k
+// meets 6 broadcast A elements.
+struct Strides {
+  int64_t row, col;  // A(r, k) = A[r * row + k * col]
+};
+
+template <int RB, int CV>
+void nn_block(float* C, int64_t ldc, const float* A, Strides as, const float* B, int64_t ldb, int64_t K, bool acc) {
+  using namespace simd;
+  vf c[RB][CV];
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < CV; ++v) c[r][v] = acc ? vload(C + r * ldc + v * kLanes) : vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    vf bv[CV];
+    for (int v = 0; v < CV; ++v) bv[v] = vload(B + k * ldb + v * kLanes);
+    for (int r = 0; r < RB; ++r) {
+      const vf a = vbroadcast(A + r * as.row + k * as.col);
+      for (int v = 0; v < CV; ++v) c[r][v] = vfma(a, bv[v], c[r][v]);
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < CV; ++v) vstore(C + r * ldc + v * kLanes, c[r][v]);
+}
+
+template <int RB>
+void nn_rows(float* C, int64_t ldc, const float* A, Strides as, const float* B, int64_t ldb, int64_t N, int64_t K,
+             bool acc) {
+  using simd::kLanes;
+  int64_t j = 0;
+  for (; j + 4 * kLanes <= N; j += 4 * kLanes) nn_block<RB, 4>(C + j, ldc, A, as, B + j, ldb, K, acc);
+  for (; j + 2 * kLanes <= N; j += 2 * kLanes) nn_block<RB, 2>(C + j, ldc, A, as, B + j, ldb, K, acc);
+  for (; j + kLanes <= N; j += kLanes) nn_block<RB, 1>(C + j, ldc, A, as, B + j, ldb, K, acc);
+  for (; j < N; ++j)  // the columns past whole vectors
+    for (int r = 0; r < RB; ++r) {
+      float s = acc ? C[r * ldc + j] : 0.f;
+      for (int64_t k = 0; k < K; ++k) s += A[r * as.row + k * as.col] * B[k * ldb + j];
+      C[r * ldc + j] = s;
+    }
+}
+
+// C (M x N) = A B, or C += A B with acc.
+void small_nn(float* C, int64_t ldc, const float* A, Strides as, const float* B, int64_t ldb, int64_t M, int64_t N,
+              int64_t K, bool acc) {
+  int64_t i = 0;
+  for (; i + 6 <= M; i += 6) nn_rows<6>(C + i * ldc, ldc, A + i * as.row, as, B, ldb, N, K, acc);
+  const float* Ai = A + i * as.row;
+  switch (M - i) {
+    case 5: nn_rows<5>(C + i * ldc, ldc, Ai, as, B, ldb, N, K, acc); break;
+    case 4: nn_rows<4>(C + i * ldc, ldc, Ai, as, B, ldb, N, K, acc); break;
+    case 3: nn_rows<3>(C + i * ldc, ldc, Ai, as, B, ldb, N, K, acc); break;
+    case 2: nn_rows<2>(C + i * ldc, ldc, Ai, as, B, ldb, N, K, acc); break;
+    case 1: nn_rows<1>(C + i * ldc, ldc, Ai, as, B, ldb, N, K, acc); break;
+    default: break;
+  }
+}
+
+// Queries per row of a key-major product, padded to whole vectors: a window of 8 queries would
+// otherwise leave the products of N = n columns to the scalar tail.
+int64_t padded(int64_t n) { return (n + simd::kLanes - 1) / simd::kLanes * simd::kLanes; }
+
+// dst (Dh x np) = the head's rows of x (n rows of stride I) transposed, zero past column n.
+void head_transposed(float* dst, const float* x, int64_t n, int64_t np, int64_t Dh, int64_t I) {
+  for (int64_t c = 0; c < Dh; ++c) {
+    for (int64_t i = 0; i < n; ++i) dst[c * np + i] = x[i * I + c];
+    std::fill(dst + c * np + n, dst + (c + 1) * np, 0.f);
+  }
+}
+
+// C (S x n) = K X^T for the head's rows K (S x Dh, contiguous) and X^T (Dh x np) padded: the
+// product runs on whole vectors into scratch and the first n columns are kept.
+void key_major_product(float* C, const float* K, const float* Xt, int64_t S, int64_t n, int64_t np, int64_t Dh,
+                       std::vector<float>& scratch_buf) {
+  if (np == n) return small_nn(C, n, K, {Dh, 1}, Xt, n, S, n, Dh, false);
+  if (int64_t(scratch_buf.size()) < S * np) scratch_buf.resize(size_t(S * np));
+  small_nn(scratch_buf.data(), np, K, {Dh, 1}, Xt, np, S, np, Dh, false);
+  for (int64_t j = 0; j < S; ++j) std::copy_n(scratch_buf.data() + j * np, n, C + j * n);
+}
+
+// dst (S x Dh) = the head's keys (or values) of batch b over all segments, contiguous: rows
+// 2I apart alias in the L1 cache (4 KB for I = 512), and the products read them many times.
+void head_rows(float* dst, const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t Dh, int64_t I, bool values) {
+  for (int k = 0; k < nsegs; ++k) {
+    const float* src = segs[k].data + b * segs[k].batch_stride + (values ? I : 0) + h * Dh;
+    for (int64_t r = 0; r < segs[k].rows; ++r, dst += Dh) {  // inline: a call per 64 floats costs more
+      const float* row = src + r * 2 * I;
+      int64_t c = 0;
+      for (; c + simd::kLanes <= Dh; c += simd::kLanes) simd::vstore(dst + c, simd::vload(row + c));
+      for (; c < Dh; ++c) dst[c] = row[c];
+    }
+  }
+}
+
+// The reverse for gradients: src (S x Dh) added to the head's key (or value) gradient rows of
+// the segments that have one, row by row (streaming, where the products' blocks would stall on
+// rows 2I apart).
+void add_head_rows(const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t Dh, int64_t I, bool values,
+                   const float* src) {
+  for (int k = 0; k < nsegs; ++k) {
+    if (segs[k].grad) {
+      float* dst = segs[k].grad + b * segs[k].batch_stride + (values ? I : 0) + h * Dh;
+      for (int64_t r = 0; r < segs[k].rows; ++r) {
+        float* row = dst + r * 2 * I;
+        const float* g = src + r * Dh;
+        int64_t c = 0;
+        for (; c + simd::kLanes <= Dh; c += simd::kLanes) simd::vstore(row + c, simd::vadd(simd::vload(row + c), simd::vload(g + c)));
+        for (; c < Dh; ++c) row[c] += g[c];
+      }
+    }
+    src += segs[k].rows * Dh;
+  }
+}
+
+// Per head, the additive term of every (key j, query i) logit, key-major: the bias where the
+// key is visible, -inf where it is not (its exponential is then exactly 0).
+std::vector<float> bias_terms(const int32_t* bucket, const float* bias, int64_t H, int64_t n, int64_t S) {
+  std::vector<float> t(size_t(H * S * n));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t j = 0; j < S; ++j)
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t bk = bucket[i * S + j];
+        t[size_t((h * S + j) * n + i)] = bk < 0 ? -INFINITY : bias ? bias[bk * H + h] : 0.f;
+      }
+  return t;
+}
+
+// Softmax over the keys of each query column of L:(S x n) after adding the bias terms; a query
+// with no visible key gets zeros. mx and inv: n floats of scratch.
+void softmax_columns(float* L, const float* terms, int64_t S, int64_t n, float* mx, float* inv) {
+  std::fill(mx, mx + n, -INFINITY);
+  std::fill(inv, inv + n, 0.f);
+  for (int64_t j = 0; j < S; ++j)
+    for (int64_t i = 0; i < n; ++i) mx[i] = std::max(mx[i], L[j * n + i] += terms[j * n + i]);
+  for (int64_t i = 0; i < n; ++i)
+    if (mx[i] == -INFINITY) mx[i] = 0.f;  // all terms -inf: their exponentials are 0
+  for (int64_t j = 0; j < S; ++j)
+    for (int64_t i = 0; i < n; ++i) L[j * n + i] -= mx[i];
+  Eigen::Map<Eigen::ArrayXf> all(L, S * n);
+  all = all.exp();  // vectorized
+  for (int64_t j = 0; j < S; ++j)
+    for (int64_t i = 0; i < n; ++i) inv[i] += L[j * n + i];
+  for (int64_t i = 0; i < n; ++i) inv[i] = inv[i] > 0.f ? 1.f / inv[i] : 0.f;
+  for (int64_t j = 0; j < S; ++j)
+    for (int64_t i = 0; i < n; ++i) L[j * n + i] *= inv[i];
+}
+
+// Per-thread scratch of the window path, grown as needed and kept.
+float* scratch(std::vector<float>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+  return v.data();
+}
+
 void attention_forward_gemm(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+                            const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
+  const std::vector<float> terms = bias_terms(bucket, bias, H, n, S);
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      CStrided Q(q + b * n * I + h * Dh, n, Dh, Eigen::OuterStride<>(I));
-      MapR P(probs + (b * H + h) * n * S, n, S);
-      int64_t off = 0;
-      for (int k = 0; k < nsegs; ++k) {  // logits = Q K^T
-        if (segs[k].rows) P.middleCols(off, segs[k].rows).noalias() = Q * head_rows(segs[k], b, h, Dh, I, false).transpose();
-        off += segs[k].rows;
+      thread_local std::vector<float> qt_buf, w_buf, col_buf, kv_buf, pad_buf;
+      const int64_t np = padded(n);
+      float* qt = scratch(qt_buf, Dh * np);
+      float* col = scratch(col_buf, 2 * n);
+      float* kv = scratch(kv_buf, S * Dh);  // the head's keys, then its values: (S x Dh)
+      float* P = probs + (b * H + h) * S * n;  // (S x n)
+      head_transposed(qt, q + b * n * I + h * Dh, n, np, Dh, I);
+      head_rows(kv, segs, nsegs, b, h, Dh, I, false);
+      key_major_product(P, kv, qt, S, n, np, Dh, pad_buf);  // logits^T = K Q^T
+      softmax_columns(P, terms.data() + h * S * n, S, n, col, col + n);
+      const float* W = P;  // the weights of the values: P, or P times the dropout multipliers
+      if (drop) {
+        float* w = scratch(w_buf, S * n);
+        const float* dr = drop + (b * H + h) * S * n;
+        for (int64_t e = 0; e < S * n; ++e) w[e] = P[e] * dr[e];
+        W = w;
       }
-      for (int64_t i = 0; i < n; ++i)  // bias, visibility, softmax (no visible key: zeros, zero output)
-        masked_softmax_row(probs + ((b * H + h) * n + i) * S, bucket + i * S, bias, h, H, S);
-      MatR kept;  // dropped-out probabilities, when dropout is on
-      if (drop) kept = P.cwiseProduct(Eigen::Map<const MatR>(drop + (b * H + h) * n * S, n, S));
-      Strided O(out + b * n * I + h * Dh, n, Dh, Eigen::OuterStride<>(I));
-      O.setZero();
-      off = 0;
-      for (int k = 0; k < nsegs; ++k) {  // out = P V
-        if (segs[k].rows) {
-          if (drop) O.noalias() += kept.middleCols(off, segs[k].rows) * head_rows(segs[k], b, h, Dh, I, true);
-          else O.noalias() += P.middleCols(off, segs[k].rows) * head_rows(segs[k], b, h, Dh, I, true);
-        }
-        off += segs[k].rows;
-      }
+      head_rows(kv, segs, nsegs, b, h, Dh, I, true);
+      small_nn(out + b * n * I + h * Dh, I, W, {1, n}, kv, Dh, n, Dh, S, false);  // out = W V: A(i, j) = W^T[j][i]
     }
 }
 
 void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d) {
+                             const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                             const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      CStrided dO(dout + b * n * I + h * Dh, n, Dh, Eigen::OuterStride<>(I));
-      CStrided Q(q + b * n * I + h * Dh, n, Dh, Eigen::OuterStride<>(I));
-      Eigen::Map<const MatR> P(probs + (b * H + h) * n * S, n, S);
-      MapR dL(dlogits + (b * H + h) * n * S, n, S);
-      MatR kept;
-      if (drop) kept = P.cwiseProduct(Eigen::Map<const MatR>(drop + (b * H + h) * n * S, n, S));
-      int64_t off = 0;
-      for (int k = 0; k < nsegs; ++k) {  // d(kept P) = dO V^T; dV += (kept P)^T dO
-        const int64_t r = segs[k].rows;
-        if (r) {
-          dL.middleCols(off, r).noalias() = dO * head_rows(segs[k], b, h, Dh, I, true).transpose();
-          if (segs[k].grad) {
-            if (drop) head_grad_rows(segs[k], b, h, Dh, I, true).noalias() += kept.middleCols(off, r).transpose() * dO;
-            else head_grad_rows(segs[k], b, h, Dh, I, true).noalias() += P.middleCols(off, r).transpose() * dO;
-          }
-        }
-        off += r;
+      thread_local std::vector<float> dot_buf, w_buf, col_buf, kv_buf, pad_buf;
+      const int64_t np = padded(n);
+      const float* dO = dout + b * n * I + h * Dh;
+      const float* Q = q + b * n * I + h * Dh;
+      const float* P = probs + (b * H + h) * S * n;
+      const float* dr = drop ? drop + (b * H + h) * S * n : nullptr;
+      float* dL = dlogits + (b * H + h) * S * n;  // (S x n): d(weights), then d(logits)
+      float* dot = scratch(dot_buf, Dh * np);
+      float* col = scratch(col_buf, n);
+      float* kv = scratch(kv_buf, S * Dh);  // the head's values, then its keys: (S x Dh)
+      head_transposed(dot, dO, n, np, Dh, I);
+      head_rows(kv, segs, nsegs, b, h, Dh, I, true);
+      key_major_product(dL, kv, dot, S, n, np, Dh, pad_buf);  // d(weights)^T = V dO^T
+      const float* W = P;
+      if (dr) {
+        float* w = scratch(w_buf, S * n);
+        for (int64_t e = 0; e < S * n; ++e) w[e] = P[e] * dr[e], dL[e] *= dr[e];
+        W = w;
       }
-      if (drop) dL.array() *= Eigen::Map<const MatR>(drop + (b * H + h) * n * S, n, S).array();
-      for (int64_t i = 0; i < n; ++i) {  // softmax backward: dlogit = P (dP - <P, dP>)
-        const float dot = P.row(i).dot(dL.row(i));
-        dL.row(i) = (P.row(i).array() * (dL.row(i).array() - dot)).matrix();
-      }
-      Strided dQ(dq ? dq + b * n * I + h * Dh : nullptr, dq ? n : 0, Dh, Eigen::OuterStride<>(I));
-      off = 0;
-      for (int k = 0; k < nsegs; ++k) {  // dQ += dL K; dK += dL^T Q
-        const int64_t r = segs[k].rows;
-        if (r) {
-          if (dq) dQ.noalias() += dL.middleCols(off, r) * head_rows(segs[k], b, h, Dh, I, false);
-          if (segs[k].grad) head_grad_rows(segs[k], b, h, Dh, I, false).noalias() += dL.middleCols(off, r).transpose() * Q;
-        }
-        off += r;
-      }
+      small_nn(kv, Dh, W, {n, 1}, dO, I, S, Dh, n, false);  // dV = W^T dO, then added to the rows
+      add_head_rows(segs, nsegs, b, h, Dh, I, true, kv);
+      // softmax backward per query column: dlogit = P (dP - <P, dP>)
+      std::fill(col, col + n, 0.f);
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t i = 0; i < n; ++i) col[i] += P[j * n + i] * dL[j * n + i];
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t i = 0; i < n; ++i) dL[j * n + i] = P[j * n + i] * (dL[j * n + i] - col[i]);
+      head_rows(kv, segs, nsegs, b, h, Dh, I, false);
+      if (dq) small_nn(dq + b * n * I + h * Dh, I, dL, {1, n}, kv, Dh, n, Dh, S, true);  // dQ += dL K
+      small_nn(kv, Dh, dL, {n, 1}, Q, I, S, Dh, n, false);  // dK = dL^T Q, then added to the rows
+      add_head_rows(segs, nsegs, b, h, Dh, I, false, kv);
     }
 }
 
@@ -269,7 +410,8 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
   if (!dbias) return;
   const int64_t B = d.B, n = d.n, H = d.H, S = d.S, nS = n * S;
   // The bucket table is shared by the batch: sum over it first (vectorized), then scatter once.
-  // Head h owns column h of dbias: one thread per head, a fixed order.
+  // Head h owns column h of dbias: one thread per head, a fixed order. dlogits are key-major:
+  // element j * n + i is query i's logit of key j.
   std::vector<float> summed(size_t(H * nS), 0.f);
 #pragma omp parallel for if (B * nS * H > (1 << 15))
   for (int64_t h = 0; h < H; ++h) {
@@ -279,8 +421,9 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
 #pragma omp simd
       for (int64_t k = 0; k < nS; ++k) s[k] += dl[k];
     }
-    for (int64_t k = 0; k < nS; ++k)
-      if (bucket[k] >= 0) dbias[bucket[k] * H + h] += s[k];
+    for (int64_t j = 0; j < S; ++j)
+      for (int64_t i = 0; i < n; ++i)
+        if (const int32_t bk = bucket[i * S + j]; bk >= 0) dbias[bk * H + h] += s[j * n + i];
   }
 }
 

@@ -112,11 +112,13 @@ struct AttentionDims {
 };
 // q:(B,n,I), already scaled.  bucket:(n,S) int32: -1 = key invisible to the query, else the
 // position-bias bucket (any >= 0 with bias == null).  bias:(NB,H) or null.
-// probs:(B,H,n,S) saved softmax (zeros where invisible).  drop:(B,H,n,S) dropout multipliers or null.
+// probs:(B,H,S,n) saved softmax, key-major (zeros where invisible): the layout the window's
+// products read without transposing; with one query it is (B,H,n,S) too.
+// drop:(B,H,S,n) dropout multipliers or null.
 // out:(B,n,I); a query with no visible key gets zeros.
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
-// dlogits:(B,H,n,S) scratch. dq:(B,n,I) or null; dbias:(NB,H) or null; segment grads from segs[k].grad.
+// dlogits:(B,H,S,n) scratch. dq:(B,n,I) or null; dbias:(NB,H) or null; segment grads from segs[k].grad.
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const AttentionDims& d);

@@ -86,7 +86,8 @@ void attention_backward(float* dq, float* dbias, const float* dout, const float*
       for (int64_t i = 0; i < d.n; ++i) {
         const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
         const float* qi = q + (b * d.n + i) * I + h * d.Dh;
-        const int64_t at = ((b * d.H + h) * d.n + i) * d.S;
+        // probs and drop are key-major: query i's entry for key j at at + j * n.
+        const int64_t at = (b * d.H + h) * d.S * d.n + i, stride = d.n;
         // Row j's key (its value follows I further) and key gradient, for every global j.
         std::vector<const float*> key;
         std::vector<float*> key_grad;
@@ -99,15 +100,15 @@ void attention_backward(float* dq, float* dbias, const float* dout, const float*
         std::vector<double> dp(size_t(d.S), 0.0);
         double dot = 0.0;
         for (int64_t j = 0; j < d.S; ++j) {
-          const double m = drop ? drop[at + j] : 1.0;
+          const double m = drop ? drop[at + j * stride] : 1.0;
           for (int64_t c = 0; c < d.Dh; ++c) dp[size_t(j)] += double(doi[c]) * key[size_t(j)][I + c];
           dp[size_t(j)] *= m;
-          dot += probs[at + j] * dp[size_t(j)];
+          dot += probs[at + j * stride] * dp[size_t(j)];
           if (key_grad[size_t(j)])
-            for (int64_t c = 0; c < d.Dh; ++c) key_grad[size_t(j)][I + c] += float(probs[at + j] * m * doi[c]);
+            for (int64_t c = 0; c < d.Dh; ++c) key_grad[size_t(j)][I + c] += float(probs[at + j * stride] * m * doi[c]);
         }
         for (int64_t j = 0; j < d.S; ++j) {
-          const double dl = probs[at + j] * (dp[size_t(j)] - dot);
+          const double dl = probs[at + j * stride] * (dp[size_t(j)] - dot);
           for (int64_t c = 0; c < d.Dh; ++c) {
             if (dq) dq[(b * d.n + i) * I + h * d.Dh + c] += float(dl * key[size_t(j)][c]);
             if (key_grad[size_t(j)]) key_grad[size_t(j)][c] += float(dl * qi[c]);

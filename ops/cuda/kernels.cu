@@ -760,20 +760,22 @@ __global__ void attention_forward_k(float* out, float* probs, const float* q, Se
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x)
     if (bk[j] >= 0) mx = fmaxf(mx, sm[j] += bias ? bias[bk[j] * d.H + h] : 0.f);
   mx = block_reduce(mx, red, true);
-  float* p = probs + t * S;
+  // probs, drop and dlogits are key-major (B, H, S, n): this query's entry for key j at [j * n].
+  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;
+  float* p = probs + at;
   float* o = out + (b * d.n + i) * I + h * d.Dh;
   if (mx == -INFINITY) {  // no visible key: zero probabilities, zero output
-    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j] = 0.f;
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j * kn] = 0.f;
     for (int64_t c = threadIdx.x; c < d.Dh; c += blockDim.x) o[c] = 0.f;
     return;
   }
   float sum = 0.f;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) sum += (sm[j] = bk[j] < 0 ? 0.f : expf(sm[j] - mx));
   const float inv = 1.0f / block_reduce(sum, red, false);
-  const float* dr = drop ? drop + t * S : nullptr;
+  const float* dr = drop ? drop + at : nullptr;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
-    p[j] = sm[j] * inv;
-    sm[j] = dr ? p[j] * dr[j] : p[j];  // the weight of value j
+    p[j * kn] = sm[j] * inv;
+    sm[j] = dr ? p[j * kn] * dr[j * kn] : p[j * kn];  // the weight of value j
   }
   __syncthreads();
   weighted_rows(o, false, sm, sm + S, S, d.Dh, [&](int64_t j) { return key(j) + I; });
@@ -789,22 +791,23 @@ __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout
   const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
   const int64_t I = d.H * d.Dh, S = d.S;
   const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
-  const float* p = probs + t * S;
-  const float* dr = drop ? drop + t * S : nullptr;
-  float* dl = dlogits + t * S;
+  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;  // key-major, as the forward
+  const float* p = probs + at;
+  const float* dr = drop ? drop + at : nullptr;
+  float* dl = dlogits + at;
   auto key = [&](int64_t j) {
     int seg;
     int64_t r;
     return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
   };
-  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j] != 0.f; }, 0.f);
+  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j * kn] != 0.f; }, 0.f);
   float dot = 0.f;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
-    if (dr) sm[j] *= dr[j];
-    dot += p[j] * sm[j];
+    if (dr) sm[j] *= dr[j * kn];
+    dot += p[j * kn] * sm[j];
   }
   dot = block_reduce(dot, red, false);
-  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j] = sm[j] = p[j] == 0.f ? 0.f : p[j] * (sm[j] - dot);
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j * kn] = sm[j] = p[j * kn] == 0.f ? 0.f : p[j * kn] * (sm[j] - dot);
   __syncthreads();
   if (dq) weighted_rows(dq + (b * d.n + i) * I + h * d.Dh, true, sm, sm + S, S, d.Dh, key);
 }
@@ -822,7 +825,7 @@ __global__ void attention_dkv_k(const float* dlogits, const float* dout, const f
   if (!g) return;
   float dk = 0.f, dv = 0.f;
   for (int64_t i = 0; i < d.n; ++i) {
-    const int64_t pi = ((b * d.H + h) * d.n + i) * S + j;
+    const int64_t pi = ((b * d.H + h) * S + j) * d.n + i;  // key-major
     dk += dlogits[pi] * q[(b * d.n + i) * I + h * d.Dh + c];
     const float w = drop ? probs[pi] * drop[pi] : probs[pi];
     dv += w * dout[(b * d.n + i) * I + h * d.Dh + c];
@@ -840,7 +843,7 @@ __global__ void attention_dbias_k(float* dbias, const float* dlogits, const int3
   float s = 0.f;
   for (int64_t e = threadIdx.x; e < d.B * nS; e += blockDim.x) {
     const int64_t b = e / nS, k = e % nS;
-    if (bucket[k] == bk) s += dlogits[(b * d.H + h) * nS + k];
+    if (bucket[(k % d.n) * d.S + k / d.n] == bk) s += dlogits[(b * d.H + h) * nS + k];  // k = j * n + i
   }
   s = block_reduce(s, red, false);
   if (threadIdx.x == 0) dbias[blockIdx.x] += s;  // dbias is (NB, H): row bk, column h
