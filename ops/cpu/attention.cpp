@@ -9,7 +9,6 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "ops/cpu/kernels.hpp"
@@ -276,7 +275,8 @@ void add_head_rows(const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t 
         float* row = dst + r * 2 * I;
         const float* g = src + r * Dh;
         int64_t c = 0;
-        for (; c + simd::kLanes <= Dh; c += simd::kLanes) simd::vstore(row + c, simd::vadd(simd::vload(row + c), simd::vload(g + c)));
+        for (; c + simd::kLanes <= Dh; c += simd::kLanes)
+          simd::vstore(row + c, simd::vadd(simd::vload(row + c), simd::vload(g + c)));
         for (; c < Dh; ++c) row[c] += g[c];
       }
     }
