@@ -97,14 +97,16 @@ int main(int argc, char** argv) {
   }
   try {
     if (version) {
-#ifdef FBT_HAVE_CUDA
+      // What the run time finds, so the emulated-device test build reports its device too.
       std::string why;
-      const bool gpu = fbt::device_available(fbt::Device::CUDA, &why);
-      fmt::print("fbt {} (backends: cpu, cuda built for sm_90; {})\n", FBT_VERSION,
-                 gpu ? "device: " + fbt::cuda::device_name() : "no usable device here: " + why);
+      const bool usable = fbt::device_available(fbt::Device::CUDA, &why);
+#ifdef FBT_HAVE_CUDA
+      const char* built = "cuda built for sm_90";
 #else
-      fmt::print("fbt {} (backends: cpu; built without CUDA)\n", FBT_VERSION);
+      const char* built = "cuda";
 #endif
+      if (usable) fmt::print("fbt {} (backends: cpu, {}; device: {})\n", FBT_VERSION, built, fbt::cuda::device_name());
+      else fmt::print("fbt {} (backends: cpu; {}: {})\n", FBT_VERSION, built, why);
       return 0;
     }
     if (forward->parsed()) return fbt::cli::run_forward(fwd);
