@@ -23,13 +23,14 @@ cat > run.yaml <<YAML
 model: {num_tokens: 256, dim: 32, depth: 2, heads: 2, dim_head: 16, mem_len: 8, seq_len: 2, ff_dropout: 0.1}
 data: {format: bytes, train: data/train.bin, valid: data/valid.bin}
 train: {batch_size: 3, bptt: 8, steps: 12, checkpoint_every: 5, eval_every: 0, eval_tokens: 300,
-        sample_tokens: 0, threads: 1, log_every: 2, out_dir: OUT, device: cuda}
+        sample_tokens: 0, threads: 1, log_every: 2, probe_every: 4, out_dir: OUT, device: cuda}
 YAML
 
 # Training: the CPU's losses; a session stopped at step 5 and resumed ends bit-identical.
 "$dev" train run.yaml --set train.out_dir=dev > dev.log
 "$cpu" train run.yaml --set train.out_dir=cpu --set train.device=cpu > cpu.log
 grep -q "cuda: emulated" dev.log || fail "the device run does not say where it runs"
+[ "$(grep -c '"split":"probe"' dev/metrics.jsonl)" -eq 3 ] || fail "the device run wrote no gradient probes"
 for f in dev cpu; do sed -n 's/^step .*| loss \([0-9.]*\) .*/\1/p' $f.log > $f.loss; done
 [ "$(wc -l < dev.loss)" -eq 6 ] || fail "expected 6 log lines, got $(wc -l < dev.loss)"
 agree dev.loss cpu.loss 1e-4 || fail "training losses differ between the devices"
