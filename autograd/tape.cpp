@@ -78,14 +78,14 @@ void Tape::backward(Var out, const Tensor& seed) {
     throw std::invalid_argument("backward(): seed " + seed.shape.str() + " vs output " + out.shape().str());
   if (!out.requires_grad()) return;
   Tensor g = grad(out);
-  if (g.device == Device::CPU && seed.device == Device::CPU) {
-    for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += seed.data[i];
-  } else {
-    Tensor s = arena_.alloc(seed.shape);
-    const size_t bytes = sizeof(float) * size_t(s.numel());
-    if (seed.device == Device::CPU) cuda::upload(s.data, seed.data, bytes);  // queued: no wait for the forward
-    else copy_bytes(s.data, s.device, seed.data, seed.device, bytes);
-    cuda::axpy(g.data, 1.f, s.data, g.numel());
+  if (g.device == Device::CPU) {
+    const std::vector<float> s = to_host(seed);
+    for (int64_t i = 0; i < g.numel(); ++i) g.data[i] += s[size_t(i)];
+  } else {  // a host seed is staged (queued: no wait for the forward); a device seed is read in place
+    const float* s = seed.device == Device::CPU
+                         ? static_cast<const float*>(stage_on_device(seed.data, sizeof(float) * size_t(seed.numel())))
+                         : seed.data;
+    cuda::axpy(g.data, 1.f, s, g.numel());
   }
   for (auto it = records_.rbegin(); it != records_.rend(); ++it)
     if (!it->out || it->out->grad.data) it->backward();
@@ -119,14 +119,9 @@ float* Tape::stack(const std::vector<const float*>& parts, const std::vector<int
   for (size_t k = 0; k < parts.size(); ++k) at[k + 1] = at[k] + part_rows[k] * cols;
   float* dst = arena_.alloc_floats(size_t(at.back()));
   if (device() == Device::CUDA) {  // one gather kernel; its tables staged on the device
-    auto staged = [&](const void* host, size_t bytes) {
-      void* p = arena_.alloc_floats((bytes + sizeof(float) - 1) / sizeof(float));
-      cuda::upload(p, host, bytes);
-      return p;
-    };
-    cuda::gather(dst, static_cast<const float* const*>(staged(parts.data(), parts.size() * sizeof(float*))),
-                 static_cast<const int64_t*>(staged(at.data(), at.size() * sizeof(int64_t))), int64_t(parts.size()),
-                 at.back());
+    cuda::gather(dst, static_cast<const float* const*>(stage_on_device(parts.data(), parts.size() * sizeof(float*))),
+                 static_cast<const int64_t*>(stage_on_device(at.data(), at.size() * sizeof(int64_t))),
+                 int64_t(parts.size()), at.back());
     return dst;
   }
 #pragma omp parallel for

@@ -463,14 +463,19 @@ constexpr float kSqrtHalf = float(M_SQRT1_2);
 constexpr float kInvSqrt2Pi = float(0.5 * M_2_SQRTPI * M_SQRT1_2);
 constexpr int64_t kActivationParallelMin = 1 << 12;  // erf per element: threads pay off sooner
 
-// y (op)= gelu(x), y (op)= gelu'(x) * d over n values.
+// gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) and its derivative Phi(x) + x phi(x), as
+// Eigen expressions of an array map (one formula for every caller).
+auto twice_cdf(const ArrC& x) { return 1.f + (x * kSqrtHalf).erf(); }
+auto gelu_grad(const ArrC& x) { return 0.5f * twice_cdf(x) + x * kInvSqrt2Pi * (-0.5f * x.square()).exp(); }
+
+// y = gelu(x), dx += gelu'(x) * d over n values.
 void gelu_values(float* y, const float* x, int64_t n) {
   ArrC X(x, n);
-  Arr(y, n) = 0.5f * X * (1.f + (X * kSqrtHalf).erf());
+  Arr(y, n) = 0.5f * X * twice_cdf(X);
 }
 void add_gelu_grad(float* dx, const float* d, const float* x, int64_t n) {
   ArrC X(x, n);
-  Arr(dx, n) += ArrC(d, n) * (0.5f * (1.f + (X * kSqrtHalf).erf()) + X * kInvSqrt2Pi * (-0.5f * X.square()).exp());
+  Arr(dx, n) += ArrC(d, n) * gelu_grad(X);
 }
 }  // namespace
 
@@ -503,8 +508,8 @@ void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64
     float* dur = du + r * 2 * F;
     ArrC value(ur, F), gate(ur + F, F), d(dy + r * F, F);
     // d value = dy * gelu(gate);  d gate = dy * value * gelu'(gate)
-    Arr(dur, F) += d * 0.5f * gate * (1.f + (gate * kSqrtHalf).erf());
-    Arr(dur + F, F) += d * value * (0.5f * (1.f + (gate * kSqrtHalf).erf()) + gate * kInvSqrt2Pi * (-0.5f * gate.square()).exp());
+    Arr(dur, F) += d * 0.5f * gate * twice_cdf(gate);
+    Arr(dur + F, F) += d * value * gelu_grad(gate);
   }
 }
 
