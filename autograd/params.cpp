@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "autograd/profile.hpp"
 #include "ops/cpu/kernels.hpp"
 
 namespace fbt {
@@ -80,6 +81,7 @@ void ParamStore::freeze() {
   frozen_ = true;
   ++freeze_count_;
   if (device_ != Device::CPU) return;  // the packs serve the CPU kernels only
+  const profile::Scope prof("pack step weights", profile::Phase::Optimizer);
   size_t total = 0;
   for (const Node* n : packed_nodes_) {
     const int64_t Out = n->value.shape[0], In = n->value.shape[1];
@@ -103,6 +105,9 @@ void ParamStore::thaw() {
   frozen_ = false;
 }
 
-void ParamStore::zero_grad() { fill_zero(device_, grad_block(), grads_.size()); }
+void ParamStore::zero_grad() {
+  const profile::Scope prof("zero gradients", profile::Phase::Optimizer);
+  fill_zero(device_, grad_block(), grads_.size());
+}
 
 }  // namespace fbt

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "autograd/profile.hpp"
 #include "ops/cpu/kernels.hpp"
 #include "ops/cuda/kernels.hpp"
 
@@ -88,7 +89,10 @@ void Tape::backward(Var out, const Tensor& seed) {
     cuda::axpy(g.data, 1.f, s, g.numel());
   }
   for (auto it = records_.rbegin(); it != records_.rend(); ++it)
-    if (!it->out || it->out->grad.data) it->backward();
+    if (!it->out || it->out->grad.data) {
+      const profile::Scope prof(it->op, profile::Phase::Backward);
+      it->backward();
+    }
   flush_weight_grads();
 }
 
@@ -131,6 +135,7 @@ float* Tape::stack(const std::vector<const float*>& parts, const std::vector<int
 }
 
 void Tape::flush_weight_grads() {
+  const profile::Scope prof("weight gradients", profile::Phase::Backward);
   constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
   for (WeightGrad& w : weight_grads_) {
     // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.

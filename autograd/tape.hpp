@@ -64,9 +64,12 @@ class Tape {
   Device device() const { return arena_.device(); }
 
   bool recording() const { return grad_enabled_; }
-  // Records the backward of an op whose output is `out`; the sweep skips it when no gradient
-  // reached `out` (an unused output). Pass Var() for ops whose outputs are not single nodes.
-  void record(Var out, std::function<void()> backward) { records_.push_back({out.node(), std::move(backward)}); }
+  // Records the backward of op `op` (a string literal, its name in profiles) whose output is
+  // `out`; the sweep skips it when no gradient reached `out` (an unused output). Pass Var() for
+  // ops whose outputs are not single nodes.
+  void record(const char* op, Var out, std::function<void()> backward) {
+    records_.push_back({out.node(), op, std::move(backward)});
+  }
 
   // Gradient storage of v, allocated and zeroed on first use. Undefined when !requires_grad.
   Tensor grad(Var v);
@@ -103,6 +106,7 @@ class Tape {
   std::deque<Node> nodes_;
   struct Record {
     Node* out;
+    const char* op;
     std::function<void()> backward;
   };
   std::vector<Record> records_;

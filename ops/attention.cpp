@@ -2,6 +2,7 @@
 // cache that attention reads. Kernels: ops/cpu/attention.cpp, ops/cpu/kernels.cpp.
 #include <cstring>
 
+#include "autograd/profile.hpp"
 #include "ops/check.hpp"
 #include "ops/dispatch.hpp"
 #include "ops/ops.hpp"
@@ -10,6 +11,7 @@ namespace fbt {
 
 Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
               float dropout_p, Rng* rng) {
+  const profile::Scope prof("attention", profile::Phase::Forward);
   check(q.shape().nd == 3 && q.shape()[2] % H == 0, "attention: q ", q.shape(), " is not (B, n, H*Dh) with H = ", H);
   const int64_t B = q.shape()[0], n = q.shape()[1], I = q.shape()[2], Dh = I / H;
   int64_t S = 0;
@@ -44,7 +46,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
                                                           staged ? staged : bucket.data(), bias ? bias.data() : nullptr,
                                                           drop, d);
   if (out.requires_grad())
-    tape().record(out, [=]() mutable {
+    tape().record("attention", out, [=]() mutable {
       Tape& t = tape();
       for (size_t k = 0; k < segs.size(); ++k) {
         Tensor g = t.grad(segs[k].src);
@@ -59,6 +61,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
 }
 
 void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>& caches, int64_t row) {
+  const profile::Scope prof("project_memory", profile::Phase::Forward);
   const int64_t B = mem.shape()[0], n = mem.shape()[1], D = mem.shape()[2];
   for (const KVCache& c : caches) {
     const Shape& cs = c.diff.shape();
@@ -85,7 +88,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
   bool needs = mem.requires_grad() || norm_w.requires_grad() || norm_b.requires_grad();
   for (const KVCache& c : caches) needs = needs || c.P.requires_grad();
   if (!tape().recording() || !needs) return;
-  tape().record(Var(), [=] {
+  tape().record("project_memory", Var(), [=] {
     Tape& t = tape();
     Arena& a = t.arena();
     const int64_t ND = B * n * D;

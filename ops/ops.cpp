@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/profile.hpp"
 #include "ops/check.hpp"
 #include "ops/dispatch.hpp"
 
@@ -27,6 +28,7 @@ void linear_input_grad(float* dx, const float* dy, Var W, int64_t N) {
 int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
 
 Var linear(Var x, Var W, Var b) {
+  const profile::Scope prof("linear", profile::Phase::Forward);
   const int64_t Out = W.shape()[0], In = W.shape()[1], N = x.value().rows();
   check(W.shape().nd == 2 && x.shape()[-1] == In, "linear: x ", x.shape(), " does not match W ", W.shape());
   check(!b || (b.shape().nd == 1 && b.shape()[0] == Out), "linear: bias ", b ? b.shape() : Shape{}, " vs W ", W.shape());
@@ -35,7 +37,7 @@ Var linear(Var x, Var W, Var b) {
   Var y = tape().output(ys, {x, W, b});
   linear_values(y.data(), x.data(), W, b ? b.data() : nullptr, N);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("linear", y, [=] {
       Tape& t = tape();
       if (x.requires_grad()) linear_input_grad(t.grad(x).data, y.grad().data, W, N);
       float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
@@ -47,13 +49,14 @@ Var linear(Var x, Var W, Var b) {
 }
 
 Var bmm(Var a, Var b) {
+  const profile::Scope prof("bmm", profile::Phase::Forward);
   check(a.shape().nd == 3 && b.shape().nd == 3 && a.shape()[0] == b.shape()[0] && a.shape()[2] == b.shape()[1],
         "bmm: shapes ", a.shape(), " and ", b.shape(), " do not chain");
   const int64_t G = a.shape()[0], M = a.shape()[1], K = a.shape()[2], N = b.shape()[2];
   Var y = tape().output({G, M, N}, {a, b});
   kernel(cpu::bmm_forward, cuda::bmm_forward)(y.data(), a.data(), b.data(), G, M, K, N);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("bmm", y, [=] {
       Tape& t = tape();
       kernel(cpu::bmm_backward, cuda::bmm_backward)(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), G,
                                                     M, K, N);
@@ -62,12 +65,13 @@ Var bmm(Var a, Var b) {
 }
 
 Var add(Var a, Var b) {
+  const profile::Scope prof("add", profile::Phase::Forward);
   check(a.shape() == b.shape(), "add: shapes ", a.shape(), " and ", b.shape(), " differ");
   Var y = tape().output(a.shape(), {a, b});
   const int64_t n = a.value().numel();
   kernel(cpu::add_forward, cuda::add_forward)(y.data(), a.data(), b.data(), n);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("add", y, [=] {
       Tape& t = tape();
       const auto axpy = kernel(cpu::axpy, cuda::axpy);
       if (a.requires_grad()) axpy(t.grad(a).data, 1.f, y.grad().data, n);
@@ -77,12 +81,13 @@ Var add(Var a, Var b) {
 }
 
 Var mul(Var a, Var b) {
+  const profile::Scope prof("mul", profile::Phase::Forward);
   check(a.shape() == b.shape(), "mul: shapes ", a.shape(), " and ", b.shape(), " differ");
   Var y = tape().output(a.shape(), {a, b});
   const int64_t n = a.value().numel();
   kernel(cpu::mul_forward, cuda::mul_forward)(y.data(), a.data(), b.data(), n);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("mul", y, [=] {
       Tape& t = tape();
       kernel(cpu::mul_backward, cuda::mul_backward)(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), n);
     });
@@ -90,22 +95,24 @@ Var mul(Var a, Var b) {
 }
 
 Var scale(Var x, float s) {
+  const profile::Scope prof("scale", profile::Phase::Forward);
   Var y = tape().output(x.shape(), {x});
   const int64_t n = x.value().numel();
   kernel(cpu::scale_forward, cuda::scale_forward)(y.data(), x.data(), s, n);
   if (y.requires_grad())
-    tape().record(y, [=] { kernel(cpu::axpy, cuda::axpy)(tape().grad(x).data, s, y.grad().data, n); });
+    tape().record("scale", y, [=] { kernel(cpu::axpy, cuda::axpy)(tape().grad(x).data, s, y.grad().data, n); });
   return y;
 }
 
 Var mask_rows(Var x, const std::vector<uint8_t>& keep) {
+  const profile::Scope prof("mask_rows", profile::Phase::Forward);
   const int64_t N = x.value().rows(), C = x.value().cols();
   check(int64_t(keep.size()) == N, "mask_rows: ", keep.size(), " flags for ", N, " rows of ", x.shape());
   Var y = tape().output(x.shape(), {x});
   const uint8_t* flags = on_device() ? stage(keep.data(), keep.size()) : keep.data();
   kernel(cpu::mask_rows_forward, cuda::mask_rows_forward)(y.data(), x.data(), flags, N, C);
   if (y.requires_grad())
-    tape().record(y, [=] {  // the closure holds its own copy of the host flags
+    tape().record("mask_rows", y, [=] {  // the closure holds its own copy of the host flags
       const uint8_t* f = on_device() ? flags : keep.data();
       kernel(cpu::mask_rows_backward, cuda::mask_rows_backward)(tape().grad(x).data, y.grad().data, f, N, C);
     });
@@ -113,6 +120,7 @@ Var mask_rows(Var x, const std::vector<uint8_t>& keep) {
 }
 
 Var layernorm(Var x, Var w, Var b) {
+  const profile::Scope prof("layernorm", profile::Phase::Forward);
   const int64_t N = x.value().rows(), C = x.value().cols();
   check(w.shape() == Shape{C} && b.shape() == Shape{C}, "layernorm: x ", x.shape(), " with weight ", w.shape(),
         " and bias ", b.shape());
@@ -121,7 +129,7 @@ Var layernorm(Var x, Var w, Var b) {
   float* rstd = tape().arena().alloc_floats(size_t(N));
   kernel(cpu::layernorm_forward, cuda::layernorm_forward)(y.data(), mean, rstd, x.data(), w.data(), b.data(), N, C);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("layernorm", y, [=] {
       Tape& t = tape();
       if (x.requires_grad())
         kernel(cpu::layernorm_backward_input, cuda::layernorm_backward_input)(t.grad(x).data, y.grad().data, x.data(),
@@ -134,17 +142,19 @@ Var layernorm(Var x, Var w, Var b) {
 }
 
 Var gelu(Var x) {
+  const profile::Scope prof("gelu", profile::Phase::Forward);
   Var y = tape().output(x.shape(), {x});
   const int64_t n = x.value().numel();
   kernel(cpu::gelu_forward, cuda::gelu_forward)(y.data(), x.data(), n);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("gelu", y, [=] {
       kernel(cpu::gelu_backward, cuda::gelu_backward)(tape().grad(x).data, y.grad().data, x.data(), n);
     });
   return y;
 }
 
 Var geglu(Var u) {
+  const profile::Scope prof("geglu", profile::Phase::Forward);
   check(u.shape()[-1] % 2 == 0, "geglu: last dimension of ", u.shape(), " is odd");
   const int64_t N = u.value().rows(), F = u.value().cols() / 2;
   Shape ys = u.shape();
@@ -152,20 +162,21 @@ Var geglu(Var u) {
   Var y = tape().output(ys, {u});
   kernel(cpu::geglu_forward, cuda::geglu_forward)(y.data(), u.data(), N, F);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("geglu", y, [=] {
       kernel(cpu::geglu_backward, cuda::geglu_backward)(tape().grad(u).data, y.grad().data, u.data(), N, F);
     });
   return y;
 }
 
 Var masked_softmax(Var x, const std::vector<uint8_t>& mask) {
+  const profile::Scope prof("masked_softmax", profile::Phase::Forward);
   const int64_t N = x.value().rows(), C = x.value().cols();
   check(int64_t(mask.size()) == N * C, "masked_softmax: mask of ", mask.size(), " for ", x.shape());
   Var y = tape().output(x.shape(), {x});
   const uint8_t* m = on_device() ? stage(mask.data(), mask.size()) : mask.data();
   kernel(cpu::masked_softmax_forward, cuda::masked_softmax_forward)(y.data(), x.data(), m, N, C);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("masked_softmax", y, [=] {
       kernel(cpu::masked_softmax_backward, cuda::masked_softmax_backward)(tape().grad(x).data, y.grad().data, y.data(),
                                                                           N, C);
     });
@@ -173,6 +184,7 @@ Var masked_softmax(Var x, const std::vector<uint8_t>& mask) {
 }
 
 Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
+  const profile::Scope prof("embedding", profile::Phase::Forward);
   check(W.shape().nd == 2, "embedding: table ", W.shape(), " is not 2-D");
   const int64_t V = W.shape()[0], D = W.shape()[1], N = ids_shape.numel();
   for (int64_t i = 0; i < N; ++i)
@@ -185,7 +197,7 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   kernel(cpu::embedding_forward, cuda::embedding_forward)(y.data(), W.data(), staged, N, D);
   if (!y.requires_grad()) return y;
   if (!on_device()) {
-    tape().record(y, [=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D); });
+    tape().record("embedding", y, [=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D); });
     return y;
   }
   // The device sums each token's rows in one block: the rows grouped by token, staged now.
@@ -193,11 +205,12 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   const int64_t U = int64_t(g.tokens.size());
   const int32_t *rows = stage(g.rows.data(), g.rows.size()), *tokens = stage(g.tokens.data(), g.tokens.size()),
                 *starts = stage(g.starts.data(), g.starts.size());
-  tape().record(y, [=] { cuda::embedding_backward(tape().grad(W).data, y.grad().data, rows, tokens, starts, U, D); });
+  tape().record("embedding", y, [=] { cuda::embedding_backward(tape().grad(W).data, y.grad().data, rows, tokens, starts, U, D); });
   return y;
 }
 
 Var cross_entropy(Var logits, const int32_t* targets) {
+  const profile::Scope prof("cross_entropy", profile::Phase::Forward);
   const int64_t N = logits.value().rows(), V = logits.value().cols();
   for (int64_t i = 0; i < N; ++i)
     check(targets[i] >= 0 && targets[i] < V, "cross_entropy: target ", targets[i], " at row ", i,
@@ -209,7 +222,7 @@ Var cross_entropy(Var logits, const int32_t* targets) {
   if (on_device()) cuda::cross_entropy_forward(y.data(), lse, logits.data(), staged, N, V);
   else y.data()[0] = float(cpu::cross_entropy_forward(lse, logits.data(), staged, N, V) / double(N));
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("cross_entropy", y, [=] {
       float* dl = tape().grad(logits).data;
       if (on_device()) cuda::cross_entropy_backward(dl, y.grad().data, 1.f / float(N), logits.data(), lse, staged, N, V);
       else cpu::cross_entropy_backward(dl, y.grad().data[0] / float(N), logits.data(), lse, staged, N, V);
@@ -218,6 +231,7 @@ Var cross_entropy(Var logits, const int32_t* targets) {
 }
 
 Var weighted_sum(Var w, const std::vector<Var>& xs) {
+  const profile::Scope prof("weighted_sum", profile::Phase::Forward);
   const int64_t K = int64_t(xs.size());
   check(w.shape() == Shape{K}, "weighted_sum: ", K, " values but weights ", w.shape());
   for (const Var& x : xs) check(x.shape() == xs[0].shape(), "weighted_sum: shapes ", x.shape(), " and ", xs[0].shape());
@@ -232,7 +246,7 @@ Var weighted_sum(Var w, const std::vector<Var>& xs) {
   const float* const* xp = on_device() ? stage(ptrs.data(), ptrs.size()) : nullptr;
   kernel(cpu::weighted_sum_forward, cuda::weighted_sum_forward)(y.data(), a, w.data(), xp ? xp : ptrs.data(), K, n);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("weighted_sum", y, [=] {
       Tape& t = tape();
       std::vector<float*> dxs;
       for (const Var& x : xs) dxs.push_back(t.grad(x).data);
@@ -253,6 +267,7 @@ void split_axis(const Shape& s, int axis, int64_t& outer, int64_t& inner) {
 }  // namespace
 
 Var concat(const std::vector<Var>& xs, int axis) {
+  const profile::Scope prof("concat", profile::Phase::Forward);
   check(!xs.empty(), "concat: no inputs");
   Shape ys = xs[0].shape();
   if (axis < 0) axis += ys.nd;
@@ -276,7 +291,7 @@ Var concat(const std::vector<Var>& xs, int axis) {
     at += len;
   }
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("concat", y, [=] {
       int64_t at2 = 0;
       for (const Var& x : xs) {
         const int64_t len = x.shape()[axis] * inner;
@@ -289,6 +304,7 @@ Var concat(const std::vector<Var>& xs, int axis) {
 }
 
 Var slice(Var x, int axis, int64_t begin, int64_t len) {
+  const profile::Scope prof("slice", profile::Phase::Forward);
   Shape ys = x.shape();
   if (axis < 0) axis += ys.nd;
   check(begin >= 0 && len >= 0 && begin + len <= ys[axis], "slice [", begin, ", ", begin + len, ") of axis ", axis,
@@ -301,7 +317,7 @@ Var slice(Var x, int axis, int64_t begin, int64_t len) {
   const Device dev = tape().device();
   copy_rows(y.data(), len * inner, dev, x.data() + begin * inner, full * inner, dev, outer, len * inner);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("slice", y, [=] {
       kernel(cpu::add_rows, cuda::add_rows)(tape().grad(x).data + begin * inner, full * inner, y.grad().data, len * inner,
                                             outer, len * inner);
     });
@@ -309,6 +325,7 @@ Var slice(Var x, int axis, int64_t begin, int64_t len) {
 }
 
 Var dropout(Var x, float p, Rng& rng) {
+  const profile::Scope prof("dropout", profile::Phase::Forward);
   check(p >= 0.f && p < 1.f, "dropout: p = ", p, " outside [0, 1)");
   if (p == 0.f) return x;
   const int64_t n = x.value().numel();
@@ -316,7 +333,7 @@ Var dropout(Var x, float p, Rng& rng) {
   Var y = tape().output(x.shape(), {x});
   kernel(cpu::mul_forward, cuda::mul_forward)(y.data(), x.data(), mask, n);
   if (y.requires_grad())
-    tape().record(y, [=] {
+    tape().record("dropout", y, [=] {
       kernel(cpu::mul_backward, cuda::mul_backward)(tape().grad(x).data, nullptr, y.grad().data, x.data(), mask, n);
     });
   return y;
@@ -330,6 +347,7 @@ const float* dropout_mask(float p, Rng& rng, int64_t n) {
 }
 
 double global_grad_norm(const ParamStore& params) {
+  const profile::Scope prof("gradient norm", profile::Phase::Optimizer);
   const auto sum_squares = params.device() == Device::CPU ? cpu::sum_squares : cuda::sum_squares;
   return std::sqrt(sum_squares(params.grad_block(), int64_t(params.numel())));
 }

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "data/safetensors.hpp"
 #include "models/config.hpp"
 #include "models/weights.hpp"
@@ -174,6 +176,48 @@ TEST_CASE("cli: version says which backends are compiled in") {
   Run r = fbt_cli("--version");
   CHECK(r.status == 0);
   CHECK(r.output.find("backends: cpu") != std::string::npos);
+}
+
+TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows that cover the step") {
+  Dir d;
+  const std::vector<uint16_t> ids(32, 3);  // unused: bench draws its own tokens
+  std::ofstream(d / "tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(ids.data()), 64);
+  std::ofstream(d / "bench.yaml") << kModelYaml << "data: {format: u16, train: " << d / "tokens.bin"
+                                  << ", valid: " << d / "tokens.bin" << "}\n"
+                                  << "train: {batch_size: 2, bptt: 6, threads: 1}\n";
+  const std::string cmd = std::string(FBT_BIN) + " bench --config " + d / "bench.yaml" + " --steps 3 --profile 2>" +
+                          d / "table.txt";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  REQUIRE(::pclose(p) == 0);
+  INFO(out);
+  const nlohmann::json j = nlohmann::json::parse(out);
+  for (const char* key : {"tokens_per_s", "step_ms", "peak_rss_mb", "gflops", "sgemm_peak_gflops", "fraction_of_peak"})
+    CHECK(j.at(key).get<double>() > 0);
+  CHECK(j.at("tokens_per_s").get<double>() == doctest::Approx(12 / (j.at("step_ms").get<double>() / 1000)));
+  double linear_fwd = 0, attention_bwd = 0, adamw = 0, total = 0;
+  for (const auto& r : j.at("profile")) {
+    const std::string op = r.at("op"), phase = r.at("phase");
+    const double ms = r.at("ms_per_step");
+    total += ms;
+    if (op == "linear" && phase == "forward") {
+      linear_fwd = ms;
+      CHECK(r.at("calls_per_step").get<double>() > 0);
+    }
+    if (op == "attention" && phase == "backward") attention_bwd = ms;
+    if (op == "adamw" && phase == "optimizer") adamw = ms;
+  }
+  CHECK(linear_fwd > 0);
+  CHECK(attention_bwd > 0);
+  CHECK(adamw > 0);
+  CHECK(total > 0);
+  std::ifstream table(d / "table.txt");
+  const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
+  CHECK(text.find("ms/step") != std::string::npos);
+  CHECK(text.find("(outside any op)") != std::string::npos);
 }
 
 TEST_CASE("cli: the cuda device trains where it is usable and is refused by name where it is not") {

@@ -1,7 +1,10 @@
 // Tape semantics: accumulation, detach, no-grad, repeated backward, arena and parameter blocks.
 #include <doctest/doctest.h>
 
+#include <chrono>
+
 #include "autograd/params.hpp"
+#include "autograd/profile.hpp"
 #include "gradcheck.hpp"
 #include "ops/ops.hpp"
 
@@ -131,4 +134,46 @@ TEST_CASE("ops: shape errors name both shapes") {
     CHECK(m.find("[3, 7]") != std::string::npos);
     CHECK(m.find("[5, 6]") != std::string::npos);
   }
+}
+
+TEST_CASE("tape: the profile times each op's forward and backward, nested scopes excluded") {
+  tape().reset();
+  Var x = random_leaf({4, 6}, 11), W = random_leaf({5, 6}, 12);
+  W.node()->requires_grad = true;
+  profile::start();
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    const profile::Scope outer("step", profile::Phase::Optimizer);
+    Var y = gelu(linear(x, W, Var()));
+    float ones[20];
+    for (float& v : ones) v = 1.f;
+    tape().backward(y, Tensor{ones, y.shape(), Device::CPU});
+  }
+  const double span = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::vector<profile::Row> rows = profile::stop();
+  auto find = [&](const std::string& op, profile::Phase ph) -> const profile::Row* {
+    for (const profile::Row& r : rows)
+      if (r.op == op && r.phase == ph) return &r;
+    return nullptr;
+  };
+  using profile::Phase;
+  for (const char* op : {"linear", "gelu"})
+    for (Phase ph : {Phase::Forward, Phase::Backward}) {
+      INFO(op, " ", profile::phase_name(ph));
+      const profile::Row* r = find(op, ph);
+      REQUIRE(r != nullptr);
+      CHECK(r->calls == 1);
+      CHECK(r->seconds >= 0);
+    }
+  REQUIRE(find("weight gradients", Phase::Backward) != nullptr);
+  // The outer scope's own time excludes the ops inside it: all rows add up to its span, which
+  // lies inside the span timed here (counting the inner ops twice would double the sum).
+  REQUIRE(find("step", Phase::Optimizer) != nullptr);
+  double total = 0;
+  for (const profile::Row& r : rows) total += r.seconds;
+  CHECK(total > 0);
+  CHECK(total <= span);
+  // Closed: nothing more is collected.
+  { const profile::Scope s("late", Phase::Forward); }
+  CHECK(profile::stop().empty());
 }

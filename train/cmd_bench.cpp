@@ -2,7 +2,8 @@
 // config's model and train.batch_size / bptt / threads, and measures this machine's SGEMM peak
 // in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line. With
 // train.device: cuda the step runs on the GPU, the peak is cuBLAS's, and peak_device_mb is the
-// most device memory the run held.
+// most device memory the run held. --profile adds op-by-op timings of further steps (the timed
+// steps run without the timers).
 #include <fmt/core.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "autograd/profile.hpp"
 #include "ops/cuda/kernels.hpp"
 #include "train/commands.hpp"
 #include "train/config.hpp"
@@ -47,10 +49,38 @@ double step_flops(const ModelConfig& c, int64_t B, int64_t T) {
   per_token += L * (2 * D * I + 2 * I * D + 2 * D * 2 * F + 2 * F * D);     // to_q, to_out, w_in, w_out
   per_token += (c.shared_kv ? 1.0 : L) * 2 * D * 2 * I;                    // memory key/value projection
   if (c.seq_len > 1) per_token += L * 2 * D * 2 * I;                       // window-local keys/values
-  const double visible = std::min<double>(double(c.mem_len), double(T)) + (n > 1 ? n / 2 : 0);
+  // Keys a query sees once the carried memory is full (the steps bench times): every memory slot,
+  // and on average half of its own window.
+  const double visible = double(c.mem_len) + (n - 1) / 2;
   per_token += L * 2 * 2 * visible * I;                                    // scores and weighted values
   per_token += 2 * D * V;                                                  // logits
   return 3.0 * per_token * double(B * T);
+}
+
+// Runs `steps` more steps with the op timers on; prints where a step's time goes to stderr and
+// returns the rows (ms and calls per step) for the JSON line.
+template <class Step>
+nlohmann::json profile_steps(Step&& step, int64_t steps, bool on_device) {
+  profile::start(/*sync_device=*/on_device);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) step();
+  const double step_ms = 1000.0 * seconds_since(t0) / double(steps);
+  const std::vector<profile::Row> rows = profile::stop();
+  nlohmann::json out = nlohmann::json::array();
+  fmt::print(stderr, "{:<10} {:<28} {:>10} {:>8} {:>8}\n", "phase", "op", "ms/step", "share", "calls");
+  double covered = 0;
+  auto line = [&](const std::string& phase, const std::string& op, double ms, double calls) {
+    fmt::print(stderr, "{:<10} {:<28} {:>10.2f} {:>7.1f}% {:>8.0f}\n", phase, op, ms, 100.0 * ms / step_ms, calls);
+    out.push_back({{"phase", phase}, {"op", op}, {"ms_per_step", ms}, {"calls_per_step", calls}});
+  };
+  for (const profile::Row& r : rows) {
+    const double ms = 1000.0 * r.seconds / double(steps);
+    covered += ms;
+    line(profile::phase_name(r.phase), r.op, ms, double(r.calls) / double(steps));
+  }
+  line("", "(outside any op)", step_ms - covered, 0);  // model glue, memory hand-over, the tape's bookkeeping
+  fmt::print(stderr, "{:<10} {:<28} {:>10.2f}   (profiled steps; the timers add a little)\n", "", "step", step_ms);
+  return out;
 }
 
 }  // namespace
@@ -84,6 +114,8 @@ int run_bench(const BenchArgs& a) {
     step();
     secs.push_back(seconds_since(t0));
   }
+  nlohmann::json profile_rows = nlohmann::json::array();
+  if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
   std::sort(secs.begin(), secs.end());
   const size_t mid = secs.size() / 2;
   const double median = secs.size() % 2 ? secs[mid] : 0.5 * (secs[mid - 1] + secs[mid]);
@@ -103,6 +135,7 @@ int run_bench(const BenchArgs& a) {
                       {"gflops", gflops},
                       {"sgemm_peak_gflops", peak},
                       {"fraction_of_peak", gflops / peak}};
+  if (a.profile) j["profile"] = profile_rows;
   if (device != Device::CPU) j["peak_device_mb"] = double(cuda::peak_allocated_bytes()) / (1024.0 * 1024.0);
   fmt::print("{}\n", j.dump());
   return 0;

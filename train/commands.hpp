@@ -49,6 +49,7 @@ struct BenchArgs {
   std::string config;
   std::vector<std::string> overrides;
   int64_t steps = 10;
+  bool profile = false;  // then as many steps again with op timers: a table on stderr, "profile" in the JSON
 };
 int run_bench(const BenchArgs& a);
 

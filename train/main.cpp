@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   bench->add_option("--steps", be.steps, "timed steps after one warm-up step (the median is reported)")->check(CLI::PositiveNumber);
   bench->add_option("--set", be.overrides, "override a config key");
+  bench->add_flag("--profile", be.profile,
+                  "then time as many steps again op by op (forward, backward, optimizer): a table on stderr, "
+                  "\"profile\" rows in the JSON");
 
   fbt::cli::GradsArgs ga;
   auto* grads = app.add_subcommand("grads", "measure gradient flow through the memory; JSONL out");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "autograd/profile.hpp"
 #include "ops/cuda/kernels.hpp"
 #include "ops/ops.hpp"
 
@@ -48,6 +49,7 @@ void AdamW::sync_to_device() {
 }
 
 void AdamW::step(double lr, float grad_scale) {
+  const profile::Scope prof("adamw", profile::Phase::Optimizer);
   follow_params();
   ++t_;
   if (device_ != Device::CPU) {
