@@ -87,7 +87,7 @@ void ParamStore::freeze() {
     const int64_t Out = n->value.shape[0], In = n->value.shape[1];
     total += size_t(cpu::packed_floats(In, Out) + cpu::packed_floats(Out, In));
   }
-  packed_.resize(total);
+  if (packed_.size() != total) packed_ = DeviceBuffer(Device::CPU, total);  // vector-aligned: see pack_panels
   float* at = packed_.data();
   for (Node* n : packed_nodes_) {
     const int64_t Out = n->value.shape[0], In = n->value.shape[1];

@@ -67,7 +67,7 @@ class ParamStore {
   void point_nodes();
   bool finalized_ = false;
   std::vector<Node*> packed_nodes_;
-  std::vector<float> packed_;  // their packs, one block, kept between freezes
+  DeviceBuffer packed_;  // their packs, one block, kept between freezes
   bool frozen_ = false;
   uint64_t freeze_count_ = 0;
 };

@@ -2,9 +2,11 @@
 // on odd shapes and on shapes big enough to take the threaded paths.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "autograd/device.hpp"
 #include "gradcheck.hpp"
 #include "ops/cpu/kernels.hpp"
 
@@ -41,6 +43,13 @@ TEST_CASE("kernel: linear matches the naive loop, plain and with packed weights"
     std::vector<float> fwd(sz(cpu::packed_floats(In, Out))), bwd(sz(cpu::packed_floats(Out, In)));
     cpu::pack_panels(fwd.data(), W.data(), In, Out, 1, In);  // W^T
     cpu::pack_panels(bwd.data(), W.data(), Out, In, In, 1);  // W
+    {  // into vector-aligned storage the packs are streamed: the same floats
+      DeviceBuffer fwd_a(Device::CPU, fwd.size()), bwd_a(Device::CPU, bwd.size());
+      cpu::pack_panels(fwd_a.data(), W.data(), In, Out, 1, In);
+      cpu::pack_panels(bwd_a.data(), W.data(), Out, In, In, 1);
+      CHECK(std::equal(fwd.begin(), fwd.end(), fwd_a.data()));
+      CHECK(std::equal(bwd.begin(), bwd.end(), bwd_a.data()));
+    }
     cpu::linear_forward_packed(fast_p.data(), x.data(), W.data(), fwd.data(), b.data(), N, In, Out);
     check_close(fast_p, slow);
     cpu::linear_forward_packed(fast_p.data(), x.data(), W.data(), fwd.data(), nullptr, N, In, Out);

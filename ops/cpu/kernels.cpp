@@ -259,16 +259,31 @@ void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float*
 int64_t packed_floats(int64_t K, int64_t M) { return (M + kPanel - 1) / kPanel * K * kPanel; }
 
 void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms) {
+  // The packs (two copies of every step weight, rewritten each step) go past the caches where
+  // the panel rows are vector-aligned: nothing reads them before the next forward pass.
+  constexpr int64_t kRows = 16;  // panel rows gathered at a time (a 16 x kPanel tile in L1)
   const int64_t panels = (M + kPanel - 1) / kPanel;
+  const bool stream = kPanel == simd::kLanes && reinterpret_cast<uintptr_t>(dst) % sizeof(simd::vf) == 0;
 #pragma omp parallel for if (K * M > kParallelMin)
-  for (int64_t p = 0; p < panels; ++p)
-    for (int64_t k = 0; k < K; ++k) {
-      float* d = dst + (p * K + k) * kPanel;
-      for (int64_t c = 0; c < kPanel; ++c) {
-        const int64_t m = p * kPanel + c;
-        d[c] = m < M ? src[k * ks + m * ms] : 0.f;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t m0 = p * kPanel, width = std::min(kPanel, M - m0);
+    alignas(64) float tile[kRows][kPanel];
+    for (int64_t k0 = 0; k0 < K; k0 += kRows) {
+      const int64_t kn = std::min(kRows, K - k0);
+      if (ms == 1 && width == kPanel) {  // panel rows are contiguous in src (W for the input gradient)
+        for (int64_t k = 0; k < kn; ++k) std::memcpy(tile[k], src + (k0 + k) * ks + m0, sizeof(float) * kPanel);
+      } else {  // column by column, each read along k (W^T for the forward: ks = 1)
+        for (int64_t c = 0; c < kPanel; ++c)
+          for (int64_t k = 0; k < kn; ++k) tile[k][c] = c < width ? src[(k0 + k) * ks + (m0 + c) * ms] : 0.f;
+      }
+      float* d = dst + (p * K + k0) * kPanel;
+      for (int64_t k = 0; k < kn; ++k, d += kPanel) {
+        if (stream) simd::vstream(d, simd::vload(tile[k]));
+        else std::memcpy(d, tile[k], sizeof(float) * kPanel);
       }
     }
+    if (stream) simd::stream_fence();
+  }
 }
 
 void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
@@ -466,7 +481,10 @@ constexpr int64_t kActivationParallelMin = 1 << 12;  // erf per element: threads
 // gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) and its derivative Phi(x) + x phi(x), as
 // Eigen expressions of an array map (one formula for every caller).
 auto twice_cdf(const ArrC& x) { return 1.f + (x * kSqrtHalf).erf(); }
-auto gelu_grad(const ArrC& x) { return 0.5f * twice_cdf(x) + x * kInvSqrt2Pi * (-0.5f * x.square()).exp(); }
+// gelu'(x) given cdf2 = twice_cdf(x) already computed (geglu's backward needs both).
+template <class Cdf2>
+auto gelu_grad_from_cdf(const ArrC& x, const Cdf2& cdf2) { return 0.5f * cdf2 + x * kInvSqrt2Pi * (-0.5f * x.square()).exp(); }
+auto gelu_grad(const ArrC& x) { return gelu_grad_from_cdf(x, twice_cdf(x)); }
 
 // y = gelu(x), dx += gelu'(x) * d over n values.
 void gelu_values(float* y, const float* x, int64_t n) {
@@ -504,12 +522,16 @@ void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
 #pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
   for (int64_t r = 0; r < N; ++r) {
+    thread_local std::vector<float> cdf_buf;  // 2 Phi(gate): one erf per element for both terms
+    if (int64_t(cdf_buf.size()) < F) cdf_buf.resize(size_t(F));
     const float* ur = u + r * 2 * F;
     float* dur = du + r * 2 * F;
     ArrC value(ur, F), gate(ur + F, F), d(dy + r * F, F);
+    Arr cdf2(cdf_buf.data(), F);
+    cdf2 = twice_cdf(gate);
     // d value = dy * gelu(gate);  d gate = dy * value * gelu'(gate)
-    Arr(dur, F) += d * 0.5f * gate * twice_cdf(gate);
-    Arr(dur + F, F) += d * value * gelu_grad(gate);
+    Arr(dur, F) += d * 0.5f * gate * cdf2;
+    Arr(dur + F, F) += d * value * gelu_grad_from_cdf(gate, cdf2);
   }
 }
 
@@ -632,14 +654,23 @@ void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t
 }
 
 double sum_squares(const float* x, int64_t n) {
-  // Fixed chunks summed in order: the same result for any thread count.
-  constexpr int64_t kChunkSize = 1 << 16;
+  // Fixed chunks summed in order, each in kLanesD interleaved double sums (lane l takes elements
+  // l, l + kLanesD, ...; vectorized, where one running sum would wait on every addition): the
+  // same result for any thread count.
+  constexpr int64_t kChunkSize = 1 << 16, kLanesD = 16;
   const int64_t chunks = (n + kChunkSize - 1) / kChunkSize;
   std::vector<double> part(size_t(chunks), 0.0);
 #pragma omp parallel for if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunkSize, end = std::min(n, begin + kChunkSize);
+    double lane[kLanesD] = {};
+    int64_t i = begin;
+    for (; i + kLanesD <= end; i += kLanesD)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanesD; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
     double s = 0.0;
-    for (int64_t i = c * kChunkSize; i < std::min(n, (c + 1) * kChunkSize); ++i) s += double(x[i]) * double(x[i]);
+    for (; i < end; ++i) s += double(x[i]) * double(x[i]);
+    for (double v : lane) s += v;
     part[size_t(c)] = s;
   }
   double s = 0.0;

@@ -17,6 +17,7 @@ using vf = __m512;
 constexpr int64_t kLanes = 16;
 inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline void vstream(float* p, vf v) { _mm512_stream_ps(p, v); }  // p aligned to a vector; past the caches
 inline vf vzero() { return _mm512_setzero_ps(); }
 inline vf vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
 inline vf vset1(float x) { return _mm512_set1_ps(x); }
@@ -31,6 +32,7 @@ using vf = __m256;
 constexpr int64_t kLanes = 8;
 inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline void vstream(float* p, vf v) { _mm256_stream_ps(p, v); }
 inline vf vzero() { return _mm256_setzero_ps(); }
 inline vf vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
 inline vf vset1(float x) { return _mm256_set1_ps(x); }
@@ -50,6 +52,7 @@ using vf = float;
 constexpr int64_t kLanes = 1;
 inline vf vload(const float* p) { return *p; }
 inline void vstore(float* p, vf v) { *p = v; }
+inline void vstream(float* p, vf v) { *p = v; }
 inline vf vzero() { return 0.f; }
 inline vf vbroadcast(const float* p) { return *p; }
 inline vf vset1(float x) { return x; }
@@ -59,6 +62,13 @@ inline vf vsub(vf a, vf b) { return a - b; }
 inline vf vmul(vf a, vf b) { return a * b; }
 inline float hsum(vf v) { return v; }
 #endif
+
+// Orders this thread's streamed stores before whatever it writes next (a barrier's flag).
+inline void stream_fence() {
+#ifdef FBT_SIMD
+  _mm_sfence();
+#endif
+}
 
 // A sum over i in [0, n) with two vector accumulators and one horizontal sum at the end (a
 // compiler's simd reduction spills the vector and adds its lanes one by one): step(acc, i) adds
