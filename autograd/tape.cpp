@@ -66,6 +66,14 @@ Tensor Tape::grad(Var v) {
   return n->grad;
 }
 
+Tape::GradSink Tape::grad_sink(Var v) {
+  Node* n = v.node();
+  if (!n->requires_grad) return {nullptr, true};
+  if (n->grad.data || device() != Device::CPU || !n->value.numel()) return {grad(v).data, true};
+  n->grad = arena_.alloc(n->value.shape);  // unzeroed: the caller writes all of it
+  return {n->grad.data, false};
+}
+
 void Tape::backward(Var out) {
   if (out.value().numel() != 1)
     throw std::invalid_argument("backward(): output has shape " + out.shape().str() +

@@ -73,6 +73,15 @@ class Tape {
 
   // Gradient storage of v, allocated and zeroed on first use. Undefined when !requires_grad.
   Tensor grad(Var v);
+  // Gradient storage of v for a kernel that writes every element of it. On its first use on the
+  // CPU it is handed out unzeroed with accumulate = false, and the kernel must overwrite it; after
+  // that (and always on a device) accumulate = true and the kernel adds. Saves zeroing, then
+  // re-reading, the step's largest gradients. data is null when !requires_grad.
+  struct GradSink {
+    float* data;
+    bool accumulate;
+  };
+  GradSink grad_sink(Var v);
 
   // Seeds d(out) = 1 (out must have one element) or = seed, then runs the records in reverse.
   void backward(Var out);

@@ -94,12 +94,13 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     const int64_t ND = B * n * D;
     // dn_all: what the normalized vectors receive from every reader (trains P and the norm);
     // dn_diff: only from readers allowed to differentiate into the memory vectors.
+    // The first cache's products write them, later caches add theirs.
     float* dn_all = a.alloc_floats(size_t(ND));
     float* dn_diff = a.alloc_floats(size_t(ND));
-    fill_zero(dev, dn_all, size_t(ND));
-    fill_zero(dev, dn_diff, size_t(ND));
+    if (caches.empty()) fill_zero(dev, dn_all, size_t(ND)), fill_zero(dev, dn_diff, size_t(ND));
     const auto axpy = kernel(cpu::axpy, cuda::axpy);
     for (const KVCache& c : caches) {
+      const bool first = &c == &caches.front();
       const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
       // This projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
       // A view no reader wrote has no gradient buffer (policy none: the constant one).
@@ -130,19 +131,20 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
         }
       }
       if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, normed.data, B * n, D, KV);
-      float* prod = a.alloc_floats(size_t(ND));
-      fill_zero(dev, prod, size_t(ND));
-      linear_input_grad(prod, g_all, c.P, B * n);
-      axpy(dn_all, 1.f, prod, ND);
+      float* prod = first ? dn_all : a.alloc_floats(size_t(ND));  // g_all P
+      linear_input_grad(prod, g_all, c.P, B * n, /*accumulate=*/false);
+      if (!first) axpy(dn_all, 1.f, prod, ND);
       if (!mem.requires_grad()) continue;
-      if (any_const) linear_input_grad(dn_diff, g_diff, c.P, B * n);
-      else axpy(dn_diff, 1.f, prod, ND);  // the same product: no reader held these rows constant
+      if (any_const) linear_input_grad(dn_diff, g_diff, c.P, B * n, /*accumulate=*/!first);
+      else if (first) copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));  // no reader held these rows constant
+      else axpy(dn_diff, 1.f, prod, ND);
     }
     kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(norm_w).data, t.grad(norm_b).data,
                                                                             dn_all, mem.data(), mean, rstd, B * n, D);
-    if (mem.requires_grad())
-      kernel(cpu::layernorm_backward_input, cuda::layernorm_backward_input)(t.grad(mem).data, dn_diff, mem.data(),
-                                                                            norm_w.data(), mean, rstd, B * n, D);
+    if (const Tape::GradSink dm = t.grad_sink(mem); dm.data && on_device())
+      cuda::layernorm_backward_input(dm.data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
+    else if (dm.data)
+      cpu::layernorm_backward_input(dm.data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D, dm.accumulate);
   });
 }
 

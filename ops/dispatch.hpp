@@ -32,9 +32,9 @@ const T* stage(const T* host, size_t n) {
   return p;
 }
 
-// dx += dy W for N rows of a linear with weight W (the weight's gradient is deferred:
-// Tape::defer_weight_grad); reads W's pack while frozen on the CPU.
-void linear_input_grad(float* dx, const float* dy, Var W, int64_t N);
+// dx += dy W (dx = dy W without accumulate) for N rows of a linear with weight W (the weight's
+// gradient is deferred: Tape::defer_weight_grad); reads W's pack while frozen on the CPU.
+void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate = true);
 
 // Inverted-dropout multipliers for n values in the step's arena (attention and dropout share it).
 const float* dropout_mask(float p, Rng& rng, int64_t n);

@@ -19,10 +19,11 @@ void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
   else cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
 }
 
-void linear_input_grad(float* dx, const float* dy, Var W, int64_t N) {
+void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate) {
   const int64_t Out = W.shape()[0], In = W.shape()[1];
-  if (on_device()) cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
-  else cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out);
+  if (!on_device()) return cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out, accumulate);
+  if (!accumulate) fill_zero(Device::CUDA, dx, size_t(N * In));  // the device kernels add
+  cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
 }
 
 int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
@@ -39,7 +40,7 @@ Var linear(Var x, Var W, Var b) {
   if (y.requires_grad())
     tape().record("linear", y, [=] {
       Tape& t = tape();
-      if (x.requires_grad()) linear_input_grad(t.grad(x).data, y.grad().data, W, N);
+      if (const Tape::GradSink dx = t.grad_sink(x); dx.data) linear_input_grad(dx.data, y.grad().data, W, N, dx.accumulate);
       float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
       if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, db, y.grad().data, x.data(), N, In, Out);
       else if (db && on_device()) cuda::linear_backward(nullptr, nullptr, db, y.grad().data, nullptr, nullptr, N, In, Out);
@@ -131,9 +132,10 @@ Var layernorm(Var x, Var w, Var b) {
   if (y.requires_grad())
     tape().record("layernorm", y, [=] {
       Tape& t = tape();
-      if (x.requires_grad())
-        kernel(cpu::layernorm_backward_input, cuda::layernorm_backward_input)(t.grad(x).data, y.grad().data, x.data(),
-                                                                              w.data(), mean, rstd, N, C);
+      if (const Tape::GradSink dx = t.grad_sink(x); dx.data && on_device())
+        cuda::layernorm_backward_input(dx.data, y.grad().data, x.data(), w.data(), mean, rstd, N, C);
+      else if (dx.data)  // (the CPU kernel may overwrite a fresh gradient; a device one always adds)
+        cpu::layernorm_backward_input(dx.data, y.grad().data, x.data(), w.data(), mean, rstd, N, C, dx.accumulate);
       if (w.requires_grad() || b.requires_grad())
         kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(w).data, t.grad(b).data,
                                                                                 y.grad().data, x.data(), mean, rstd, N, C);
@@ -163,7 +165,9 @@ Var geglu(Var u) {
   kernel(cpu::geglu_forward, cuda::geglu_forward)(y.data(), u.data(), N, F);
   if (y.requires_grad())
     tape().record("geglu", y, [=] {
-      kernel(cpu::geglu_backward, cuda::geglu_backward)(tape().grad(u).data, y.grad().data, u.data(), N, F);
+      const Tape::GradSink du = tape().grad_sink(u);
+      if (on_device()) cuda::geglu_backward(du.data, y.grad().data, u.data(), N, F);
+      else cpu::geglu_backward(du.data, y.grad().data, u.data(), N, F, du.accumulate);
     });
   return y;
 }

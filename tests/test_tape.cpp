@@ -177,3 +177,32 @@ TEST_CASE("tape: the profile times each op's forward and backward, nested scopes
   { const profile::Scope s("late", Phase::Forward); }
   CHECK(profile::stop().empty());
 }
+
+TEST_CASE("tape: a gradient sink is handed out unzeroed once, then accumulates") {
+  tape().reset();
+  Var x = random_leaf({4, 6}, 21);
+  const Tape::GradSink first = tape().grad_sink(x);
+  CHECK_FALSE(first.accumulate);
+  const Tape::GradSink second = tape().grad_sink(x);
+  CHECK(second.accumulate);
+  CHECK(second.data == first.data);
+  CHECK(tape().grad_sink(random_leaf({2}, 1, 1.f, /*requires_grad=*/false)).data == nullptr);
+
+  // x read by two linears and a layernorm (each backward may be the one that overwrites): its
+  // gradient is the sum of what each reader alone gives.
+  auto grad_of_x = [](int readers) {
+    tape().reset();
+    Var xx = random_leaf({4, 6}, 21), W1 = random_leaf({5, 6}, 22), W2 = random_leaf({6, 6}, 23);
+    Var lw = random_leaf({6}, 24), lb = random_leaf({6}, 25), dy = random_leaf({4, 6}, 26);
+    Var out;
+    auto plus = [&](Var v) { out = out ? add(out, v) : v; };
+    if (readers & 1) plus(linear(linear(xx, W1, Var()), random_leaf({6, 5}, 27), Var()));
+    if (readers & 2) plus(linear(xx, W2, Var()));
+    if (readers & 4) plus(layernorm(xx, lw, lb));
+    tape().backward(out, dy.value());
+    const float* g = tape().grad(xx).data;
+    return std::vector<float>(g, g + 24);
+  };
+  const std::vector<float> all = grad_of_x(7), a = grad_of_x(1), b = grad_of_x(2), c = grad_of_x(4);
+  for (size_t i = 0; i < all.size(); ++i) CHECK(all[i] == doctest::Approx(a[i] + b[i] + c[i]).epsilon(1e-5));
+}

@@ -162,12 +162,15 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
   if (b) Y.rowwise() += CVec(b, Out).transpose();
 }
 
-void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out) {
+void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out,
+                           bool accumulate) {
   if (N <= kSkinnyRows) {
+    if (!accumulate) std::memset(dx, 0, sizeof(float) * size_t(N * In));  // few rows: the kernel adds
     split_threads(In, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
     return;
   }
-  MapR(dx, N, In).noalias() += CMapR(dy, N, Out) * CMapR(W, Out, In);
+  if (accumulate) MapR(dx, N, In).noalias() += CMapR(dy, N, Out) * CMapR(W, Out, In);
+  else MapR(dx, N, In).noalias() = CMapR(dy, N, Out) * CMapR(W, Out, In);
 }
 
 // ---- packed panels ----
@@ -324,9 +327,9 @@ void linear_forward_packed(float* y, const float* x, const float* W, const float
 }
 
 void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
-                                  int64_t In, int64_t Out) {
-  if (!Wp_bwd || N > kPackedRows) return linear_backward_input(dx, dy, W, N, In, Out);
-  packed_product(dx, dy, Wp_bwd, N, Out, In, true);
+                                  int64_t In, int64_t Out, bool accumulate) {
+  if (!Wp_bwd || N > kPackedRows) return linear_backward_input(dx, dy, W, N, In, Out, accumulate);
+  packed_product(dx, dy, Wp_bwd, N, Out, In, accumulate);
 }
 
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
@@ -430,7 +433,7 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
 }
 
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                              const float* rstd, int64_t N, int64_t C) {
+                              const float* rstd, int64_t N, int64_t C, bool accumulate) {
 #pragma omp parallel for if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const float *xr = x + r * C, *dyr = dy + r * C;
@@ -449,8 +452,8 @@ void layernorm_backward_input(float* dx, const float* dy, const float* x, const 
                          float(C);
     float* dxr = dx + r * C;
     for (int64_t c = 0; c < C; ++c) {
-      float xhat = (xr[c] - m) * s;
-      dxr[c] += s * (dyr[c] * w[c] - sum_g - xhat * sum_gx);
+      const float xhat = (xr[c] - m) * s, g = s * (dyr[c] * w[c] - sum_g - xhat * sum_gx);
+      dxr[c] = accumulate ? dxr[c] + g : g;
     }
   }
 }
@@ -519,7 +522,7 @@ void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
   }
 }
 
-void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate) {
 #pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     thread_local std::vector<float> cdf_buf;  // 2 Phi(gate): one erf per element for both terms
@@ -530,8 +533,13 @@ void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64
     Arr cdf2(cdf_buf.data(), F);
     cdf2 = twice_cdf(gate);
     // d value = dy * gelu(gate);  d gate = dy * value * gelu'(gate)
-    Arr(dur, F) += d * 0.5f * gate * cdf2;
-    Arr(dur + F, F) += d * value * gelu_grad_from_cdf(gate, cdf2);
+    if (accumulate) {
+      Arr(dur, F) += d * 0.5f * gate * cdf2;
+      Arr(dur + F, F) += d * value * gelu_grad_from_cdf(gate, cdf2);
+    } else {
+      Arr(dur, F) = d * 0.5f * gate * cdf2;
+      Arr(dur + F, F) = d * value * gelu_grad_from_cdf(gate, cdf2);
+    }
   }
 }
 

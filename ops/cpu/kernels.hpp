@@ -20,9 +20,11 @@ constexpr int64_t kPackedRows = 512;
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
                            int64_t In, int64_t Out);
 void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
-                                  int64_t In, int64_t Out);
+                                  int64_t In, int64_t Out, bool accumulate = true);
 // The three parts of linear_backward: dx += dy W, dW += dy^T x, db += column sums of dy.
-void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out);
+// dx (+)= dy W: accumulate false overwrites dx.
+void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out,
+                           bool accumulate = true);
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
 
@@ -60,7 +62,7 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
 // The input and parameter halves of the backward are separate because the memory projection
 // feeds them different upstream gradients (see ops/memory.cpp).
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                              const float* rstd, int64_t N, int64_t C);
+                              const float* rstd, int64_t N, int64_t C, bool accumulate = true);
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                const float* rstd, int64_t N, int64_t C);
 
@@ -69,7 +71,8 @@ void gelu_forward(float* y, const float* x, int64_t n);
 void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
 // GEGLU: y = u[:, :F] * gelu(u[:, F:]).   u:(N,2F)  y:(N,F)
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
-void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F);
+// du (+)= ...: accumulate false overwrites du (as for every "accumulate" flag of this file).
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate = true);
 
 // Softmax over rows where mask != 0; a row with nothing visible is all zeros.  x,y,mask:(N,C)
 void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
