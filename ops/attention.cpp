@@ -99,6 +99,17 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     float* dn_diff = a.alloc_floats(size_t(ND));
     if (caches.empty()) fill_zero(dev, dn_all, size_t(ND)), fill_zero(dev, dn_diff, size_t(ND));
     const auto axpy = kernel(cpu::axpy, cuda::axpy);
+    // Rows of constant memory vectors (a received state): no gradient goes back into them, so the
+    // product g_all P exists only for the norm's parameters, and those (and P's) gradients come
+    // cheaper from M = g_all^T xhat (kv x D), the product P's gradient needs anyway:
+    // g_all^T normed = M diag(w) + colsum(g_all) b^T, dw = colsum(P o M), db = P^T colsum(g_all).
+    // (The device keeps the general path.)
+    const bool constant_rows = !mem.requires_grad() && !on_device();
+    float* xhat = nullptr;
+    if (constant_rows) {
+      xhat = a.alloc_floats(size_t(ND));
+      cpu::layernorm_xhat(xhat, mem.data(), mean, rstd, B * n, D);
+    }
     for (const KVCache& c : caches) {
       const bool first = &c == &caches.front();
       const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
@@ -130,6 +141,18 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
           }
         }
       }
+      if (constant_rows) {
+        float* M = a.alloc_floats(size_t(KV * D));
+        float* colsum = a.alloc_floats(size_t(KV));
+        std::memset(M, 0, sizeof(float) * size_t(KV * D));
+        std::memset(colsum, 0, sizeof(float) * size_t(KV));
+        cpu::linear_backward_weight(M, g_all, xhat, B * n, D, KV);
+        cpu::bias_backward(colsum, g_all, B * n, KV);
+        cpu::constant_rows_projection_backward(c.P.requires_grad() ? t.grad(c.P).data : nullptr, t.grad(norm_w).data,
+                                               t.grad(norm_b).data, M, colsum, c.P.data(), norm_w.data(),
+                                               norm_b.data(), KV, D);
+        continue;
+      }
       if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, normed.data, B * n, D, KV);
       float* prod = first ? dn_all : a.alloc_floats(size_t(ND));  // g_all P
       linear_input_grad(prod, g_all, c.P, B * n, /*accumulate=*/false);
@@ -139,6 +162,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
       else if (first) copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));  // no reader held these rows constant
       else axpy(dn_diff, 1.f, prod, ND);
     }
+    if (constant_rows) return;
     kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(norm_w).data, t.grad(norm_b).data,
                                                                             dn_all, mem.data(), mean, rstd, B * n, D);
     if (const Tape::GradSink dm = t.grad_sink(mem); dm.data && on_device())

@@ -259,6 +259,44 @@ TEST_CASE("grad: memory projection treats constant rows as constants") {
   for (size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == doctest::Approx(composed[i]).epsilon(1e-5));
 }
 
+TEST_CASE("grad: memory projection of constant memory vectors still trains the projection and the norm") {
+  // A received state: the memory vectors need no gradient, which takes the path that gets P's and
+  // the norm's gradients from g^T xhat (ops/attention.cpp). Finite differences, one and two
+  // caches, rows read through both views; then equal to the general path's gradients.
+  const int64_t B = 2, n = 3, D = 5, I = 4, R = 4;
+  auto run = [&](bool mem_grad, int caches_n, bool check_fd) {
+    tape().reset();
+    Var mem = random_leaf({B, n, D}, 70, 1.f, mem_grad), w = random_leaf({D}, 71), b = random_leaf({D}, 72),
+        P1 = random_leaf({2 * I, D}, 73), P2 = random_leaf({2 * I, D}, 74), q = random_leaf({B, 2, I}, 75);
+    auto f = [&] {
+      std::vector<KVCache> cs;
+      for (int k = 0; k < caches_n; ++k) {
+        Var st = tape().leaf({B, R, 2 * I});
+        cs.push_back({k == 0 ? P1 : P2, tape().alias(st, true), tape().alias(st, true)});
+      }
+      project_memory(mem, w, b, cs, 1);
+      Var out = attention(q, {{cs[0].cnst, 1, 1}, {cs[0].diff, 2, 2}}, {0, 1, 2, 0, 1, 2}, Var(), 2);
+      if (caches_n == 2) out = add(out, attention(q, {{cs[1].diff, 1, 3}}, {0, 1, 2, 2, 1, 0}, Var(), 2));
+      return out;
+    };
+    std::vector<Var> wrt{w, b, P1, q};
+    if (caches_n == 2) wrt.push_back(P2);
+    if (check_fd) CHECK_GRADS(f, wrt);
+    tape().zero_grad();
+    Var out = f();
+    std::vector<float> seed(size_t(out.value().numel()), 1.f), grads;
+    tape().backward(out, Tensor{seed.data(), out.shape(), Device::CPU});
+    for (Var v : wrt) grads.insert(grads.end(), tape().grad(v).data, tape().grad(v).data + v.value().numel());
+    return grads;
+  };
+  for (int caches_n : {1, 2}) {
+    INFO(caches_n, " caches");
+    const std::vector<float> constant = run(false, caches_n, true), general = run(true, caches_n, false);
+    REQUIRE(constant.size() == general.size());
+    for (size_t i = 0; i < constant.size(); ++i) CHECK(constant[i] == doctest::Approx(general[i]).epsilon(1e-5));
+  }
+}
+
 TEST_CASE("global grad norm over the parameter block") {
   ParamStore ps;
   ps.add("a", {3});

@@ -470,6 +470,29 @@ void layernorm_backward_params(float* dw, float* db, const float* dy, const floa
   }
 }
 
+void layernorm_xhat(float* xhat, const float* x, const float* mean, const float* rstd, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t c = 0; c < C; ++c) xhat[r * C + c] = (x[r * C + c] - mean[r]) * rstd[r];
+}
+
+void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
+                                       const float* P, const float* w, const float* b, int64_t KV, int64_t D) {
+  // Threads own column ranges; every sum runs over the rows in order (deterministic).
+  split_threads(D, 64, KV * D > kParallelMin, [&](int64_t c0, int64_t c1) {
+    for (int64_t o = 0; o < KV; ++o) {
+      const float* Mo = M + o * D;
+      const float* Po = P + o * D;
+      if (dP)
+        for (int64_t c = c0; c < c1; ++c) dP[o * D + c] += Mo[c] * w[c] + colsum[o] * b[c];
+      if (dw)
+        for (int64_t c = c0; c < c1; ++c) dw[c] += Po[c] * Mo[c];
+      if (db)
+        for (int64_t c = c0; c < c1; ++c) db[c] += Po[c] * colsum[o];
+    }
+  });
+}
+
 // ---- activations ----
 // Exact GELU through Eigen's vectorized erf (a rational approximation within a few ulp) and
 // exp: the scalar libm calls cost more than the products around them in a time step.
