@@ -131,12 +131,15 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   Tensor mem_buf = tp.arena().alloc({B, cap, D});
   if (m0) copy_rows(mem_buf.data, cap * D, dev, memory->data, m0 * D, memory->device, B, m0 * D);
 
-  // Key/value caches, one per distinct projection; see the header for the two gradients.
+  // Key/value caches, one per distinct projection; see the header for the two gradients. Windows
+  // on the CPU also keep each cache's head-major mirror (ops.hpp, KVCache).
+  const bool mirror = dev == Device::CPU && c.seq_len > 1;
   std::vector<KVCache> caches;
   for (int64_t k = 0; k < (c.shared_kv ? 1 : L); ++k) {
     Var storage = tp.leaf({B, cap, 2 * I});
     Var P = c.shared_kv ? shared_kv_ : layers_[size_t(k)].to_kv.W;
-    caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true)});
+    caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true),
+                      mirror ? tp.arena().alloc({B * H, 2, cap, c.dim_head}) : Tensor{}});
   }
   auto project = [&](Var vectors, int64_t row) { project_memory(vectors, mem_norm_.w, mem_norm_.b, caches, row); };
   const uint64_t freeze_id = params_.freeze_id();
@@ -144,9 +147,11 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
     check(projected->B == B && projected->rows == m0 && projected->kv.size() == caches.size(),
           "forward: the projected memory is (B=", projected->B, ", ", projected->rows, " rows, ", projected->kv.size(),
           " caches), the memory is (B=", B, ", ", m0, " rows) with ", caches.size(), " caches");
-    for (size_t k = 0; k < caches.size(); ++k)  // the previous call's projection, same weights
+    for (size_t k = 0; k < caches.size(); ++k) {  // the previous call's projection, same weights
       copy_rows(caches[k].diff.data(), cap * 2 * I, dev, projected->kv[k].data(), m0 * 2 * I, projected->kv[k].device(),
                 B, m0 * 2 * I);
+      mirror_kv_rows(caches[k], 0, m0);
+    }
   } else if (m0) {
     Var carried = tp.leaf_copy(*memory);  // a constant: gradients never flow into a received state
     project(carried, 0);
@@ -185,8 +190,8 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
       const KVCache& kc = caches[c.shared_kv ? 0 : size_t(l)];
       Var q = scale(ly.to_q(ly.attn_norm(h)), q_scale);  // (B,n,I)
       std::vector<KVSegment> segs;
-      if (split > lo) segs.push_back({kc.cnst, lo, split - lo});
-      if (p > split) segs.push_back({kc.diff, split, p - split});
+      if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads});
+      if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads});
       if (local) segs.push_back({linear(mem_norm_(h), kc.P), 0, n});  // (B,n,2I)
       Var o = ly.to_out(attention(q, segs, table, pos_bias_, H, attn_p, rng));
       if (M == 0) o = mask_rows(o, sees_a_key);  // no key: zero attention and no to_out bias

@@ -22,6 +22,13 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     check(ss.nd == 3 && ss[0] == B && ss[2] == 2 * I && s.row_begin >= 0 && s.row_begin + s.rows <= ss[1],
           "attention: key/value rows [", s.row_begin, ", ", s.row_begin + s.rows, ") of ", ss, " for q ", q.shape());
     rows.push_back({s.src.data() + s.row_begin * 2 * I, nullptr, ss[1] * 2 * I, s.rows});
+    if (s.heads.data && !on_device()) {  // the device kernels read the rows
+      const Shape& hs = s.heads.shape;
+      check(hs.nd == 4 && hs[0] == B * H && hs[1] == 2 && hs[2] == ss[1] && hs[3] == Dh,
+            "attention: head mirror ", hs, " for key/value rows ", ss, " with ", H, " heads");
+      rows.back().heads = s.heads.data + s.row_begin * Dh;
+      rows.back().heads_rows = ss[1];
+    }
     inputs.push_back(s.src);
     S += s.rows;
   }
@@ -60,6 +67,15 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   return out;
 }
 
+void mirror_kv_rows(const KVCache& c, int64_t row, int64_t n) {
+  if (!c.heads.data) return;
+  const Shape &cs = c.diff.shape(), &hs = c.heads.shape;
+  check(c.heads.device == Device::CPU && hs.nd == 4 && hs[1] == 2 && hs[2] == cs[1] && hs[0] % cs[0] == 0 &&
+            hs[0] / cs[0] * hs[3] * 2 == cs[2] && row >= 0 && row + n <= cs[1],
+        "mirror_kv_rows: mirror ", hs, " of cache ", cs, ", rows from ", row, " (", n, ")");
+  cpu::mirror_kv_heads(c.heads.data, c.diff.data(), cs[0], cs[1], hs[0] / cs[0], hs[3], row, row + n);
+}
+
 void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>& caches, int64_t row) {
   const profile::Scope prof("project_memory", profile::Phase::Forward);
   const int64_t B = mem.shape()[0], n = mem.shape()[1], D = mem.shape()[2];
@@ -83,6 +99,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     Tensor kv = arena.alloc({B * n, KV});
     linear_values(kv.data, normed.data, c.P, nullptr, B * n);
     copy_rows(c.diff.data() + row * KV, R * KV, dev, kv.data, n * KV, dev, B, n * KV);
+    mirror_kv_rows(c, row, n);
   }
 
   bool needs = mem.requires_grad() || norm_w.requires_grad() || norm_b.requires_grad();

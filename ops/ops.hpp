@@ -48,6 +48,7 @@ Var dropout(Var x, float p, Rng& rng);
 struct KVSegment {
   Var src;
   int64_t row_begin = 0, rows = 0;
+  Tensor heads;  // optional: the head-major mirror of src's storage (KVCache::heads)
 };
 // Attention of a window of queries over the concatenated key rows of `segs`.
 // q:(B,n,I) pre-scaled; bucket: n*S entries (-1 invisible, else a row of bias);
@@ -56,9 +57,15 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
               float dropout_p = 0.f, Rng* rng = nullptr);
 
 // A key/value cache (B,R,2I) of one projection P (2I,D): one storage, two gradient views.
+// heads (optional, CPU): a head-major mirror (B*H, 2, R, Dh) of the storage, kept current by
+// project_memory (and mirror_kv_rows after other writes); window attention reads every head's
+// keys and values there in place instead of gathering them from rows 2I apart.
 struct KVCache {
   Var P, diff, cnst;
+  Tensor heads;
 };
+// Rows [row, row + n) of c's storage into its mirror (nothing without one).
+void mirror_kv_rows(const KVCache& c, int64_t row, int64_t n);
 // Projects memory vectors into key/value caches: rows [row, row+n) of each cache's storage
 // become layernorm(mem) P^T (the norm computed once for all).  mem:(B,n,D).
 // Gradient read back from those rows of BOTH views reaches P and the norm's parameters; only the

@@ -179,6 +179,47 @@ TEST_CASE("kernel: attention gradients match the naive loop, single queries and 
   }
 }
 
+TEST_CASE("kernel: window attention reads a head-major mirror of the cache in place, to the same floats") {
+  // Memory rows [1, 1 + M) of a cache of R = M + 1 rows in two adjacent segments (the two views of
+  // one cache), then the window's own rows; the memory mirrored (both parts, one part, none).
+  for (auto [B, n, H, Dh, M, split] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>{2, 3, 2, 5, 9, 4},
+                                       {2, 32, 2, 64, 96, 40}}) {
+    const int64_t I = H * Dh, R = M + 1, S = M + n, NB = 6;
+    auto q = randn(B * n * I, 30), mem = randn(B * R * 2 * I, 31), loc = randn(B * n * 2 * I, 32),
+         bias = randn(NB * H, 33), dout = randn(B * n * I, 34);
+    std::vector<int32_t> table;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
+      for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t(i - j) % NB : -1);
+    }
+    std::vector<float> drop(sz(B * H * n * S)), heads(sz(B * H * 2 * R * Dh), -1.f);
+    cpu::dropout_mask(drop.data(), 0.25f, 9, 0, int64_t(drop.size()));
+    cpu::mirror_kv_heads(heads.data(), mem.data(), B, R, H, Dh, 1, R);
+    const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+    std::vector<std::vector<float>> results;
+    // One set of buffers for every run: Eigen's vectorized exp treats an unaligned head of an
+    // array differently, so the same buffers make the comparison exact.
+    std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(probs.size()), dq, dmem, dloc, db;
+    for (int mirrored : {0, 1, 2}) {  // no mirror, the first memory part only, both
+      INFO("n " << n << " mirrored parts " << mirrored);
+      dq.assign(sz(B * n * I), 0.5f), dmem.assign(mem.size(), 0.25f), dloc.assign(loc.size(), 0.f);
+      db.assign(bias.size(), 1.f);
+      cpu::KVRows segs[3] = {{mem.data() + 2 * I, dmem.data() + 2 * I, R * 2 * I, split},
+                             {mem.data() + (1 + split) * 2 * I, dmem.data() + (1 + split) * 2 * I, R * 2 * I, M - split},
+                             {loc.data(), dloc.data(), n * 2 * I, n}};
+      if (mirrored >= 1) segs[0].heads = heads.data() + 1 * Dh, segs[0].heads_rows = R;
+      if (mirrored >= 2) segs[1].heads = heads.data() + (1 + split) * Dh, segs[1].heads_rows = R;
+      cpu::attention_forward(out.data(), probs.data(), q.data(), segs, 3, table.data(), bias.data(), drop.data(), d);
+      cpu::attention_backward(dq.data(), db.data(), dl.data(), dout.data(), q.data(), segs, 3, table.data(),
+                              probs.data(), drop.data(), d);
+      std::vector<float> all;
+      for (const auto* v : {&out, &probs, &dq, &dmem, &dloc, &db}) all.insert(all.end(), v->begin(), v->end());
+      if (!results.empty()) CHECK(all == results.front());
+      results.push_back(all);
+    }
+  }
+}
+
 TEST_CASE("kernel: gelu and geglu agree with erf") {
   std::vector<float> x{-3.f, -0.5f, 0.f, 0.7f, 2.5f}, y(5);
   cpu::gelu_forward(y.data(), x.data(), 5);

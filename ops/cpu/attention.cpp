@@ -53,16 +53,22 @@ bool masked_softmax_row(float* p, const int32_t* bk, const float* bias, int64_t 
   return true;
 }
 
-// Adjacent segments over the same storage (the two gradient views of one cache) read as one.
-std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I) {
+// Adjacent segments over the same storage (the two gradient views of one cache) read as one;
+// their head-major mirror too where it continues (else the merged segment reads its rows).
+std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I, int64_t Dh) {
   std::vector<KVRows> out;
   for (int k = 0; k < nsegs; ++k) {
-    if (!out.empty() && out.back().batch_stride == segs[k].batch_stride &&
-        out.back().data + out.back().rows * 2 * I == segs[k].data) {
-      out.back().rows += segs[k].rows;
+    const KVRows& next = segs[k];
+    if (!out.empty() && out.back().batch_stride == next.batch_stride &&
+        out.back().data + out.back().rows * 2 * I == next.data) {
+      KVRows& last = out.back();
+      const bool mirrored = last.heads && next.heads && last.heads_rows == next.heads_rows &&
+                            last.heads + last.rows * Dh == next.heads;
+      if (!mirrored) last.heads = nullptr;
+      last.rows += next.rows;
       continue;
     }
-    out.push_back(segs[k]);
+    out.push_back(next);
   }
   return out;
 }
@@ -323,6 +329,37 @@ float* scratch(std::vector<float>& v, int64_t n) {
   return v.data();
 }
 
+// One (batch, head)'s keys and values, piece by piece over the segments: a mirrored segment's
+// rows in place (head-major, contiguous), others gathered into scratch. Piece rows are
+// consecutive keys from `at`; the products run piece by piece in key order, so the sums are
+// the same whichever segments are mirrored.
+struct HeadPiece {
+  const float *k, *v;
+  int64_t rows, at;
+};
+void head_pieces(std::vector<HeadPiece>& pieces, const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t H,
+                 int64_t Dh, int64_t I, std::vector<float>& scratch_buf) {
+  int64_t copied = 0;
+  for (int k = 0; k < nsegs; ++k) copied += segs[k].heads ? 0 : segs[k].rows;
+  float* kc = scratch(scratch_buf, 2 * copied * Dh);  // gathered keys, then values
+  float* vc = kc + copied * Dh;
+  pieces.clear();
+  int64_t at = 0;
+  for (int k = 0; k < nsegs; ++k) {
+    const KVRows& sg = segs[k];
+    if (sg.heads) {
+      const float* kh = sg.heads + (b * H + h) * 2 * sg.heads_rows * Dh;
+      pieces.push_back({kh, kh + sg.heads_rows * Dh, sg.rows, at});
+    } else {
+      head_rows(kc, &sg, 1, b, h, Dh, I, false);
+      head_rows(vc, &sg, 1, b, h, Dh, I, true);
+      pieces.push_back({kc, vc, sg.rows, at});
+      kc += sg.rows * Dh, vc += sg.rows * Dh;
+    }
+    at += sg.rows;
+  }
+}
+
 void attention_forward_gemm(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                             const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
@@ -331,14 +368,15 @@ void attention_forward_gemm(float* out, float* probs, const float* q, const KVRo
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       thread_local std::vector<float> qt_buf, w_buf, col_buf, kv_buf, pad_buf;
+      thread_local std::vector<HeadPiece> pieces;
       const int64_t np = padded(n);
       float* qt = scratch(qt_buf, Dh * np);
       float* col = scratch(col_buf, 2 * n);
-      float* kv = scratch(kv_buf, S * Dh);  // the head's keys, then its values: (S x Dh)
       float* P = probs + (b * H + h) * S * n;  // (S x n)
       head_transposed(qt, q + b * n * I + h * Dh, n, np, Dh, I);
-      head_rows(kv, segs, nsegs, b, h, Dh, I, false);
-      key_major_product(P, kv, qt, S, n, np, Dh, pad_buf);  // logits^T = K Q^T
+      head_pieces(pieces, segs, nsegs, b, h, H, Dh, I, kv_buf);
+      for (const HeadPiece& pc : pieces)  // logits^T = K Q^T, rows [at, at + rows) per piece
+        key_major_product(P + pc.at * n, pc.k, qt, pc.rows, n, np, Dh, pad_buf);
       softmax_columns(P, terms.data() + h * S * n, S, n, col, col + n);
       const float* W = P;  // the weights of the values: P, or P times the dropout multipliers
       if (drop) {
@@ -347,8 +385,8 @@ void attention_forward_gemm(float* out, float* probs, const float* q, const KVRo
         for (int64_t e = 0; e < S * n; ++e) w[e] = P[e] * dr[e];
         W = w;
       }
-      head_rows(kv, segs, nsegs, b, h, Dh, I, true);
-      small_nn(out + b * n * I + h * Dh, I, W, {1, n}, kv, Dh, n, Dh, S, false);  // out = W V: A(i, j) = W^T[j][i]
+      for (const HeadPiece& pc : pieces)  // out = W V: A(i, j) = W^T[j][i], summed over the pieces in key order
+        small_nn(out + b * n * I + h * Dh, I, W + pc.at * n, {1, n}, pc.v, Dh, n, Dh, pc.rows, &pc != &pieces[0]);
     }
 }
 
@@ -359,7 +397,8 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      thread_local std::vector<float> dot_buf, w_buf, col_buf, kv_buf, pad_buf;
+      thread_local std::vector<float> dot_buf, w_buf, col_buf, kv_buf, grad_buf, pad_buf;
+      thread_local std::vector<HeadPiece> pieces;
       const int64_t np = padded(n);
       const float* dO = dout + b * n * I + h * Dh;
       const float* Q = q + b * n * I + h * Dh;
@@ -368,28 +407,30 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
       float* dL = dlogits + (b * H + h) * S * n;  // (S x n): d(weights), then d(logits)
       float* dot = scratch(dot_buf, Dh * np);
       float* col = scratch(col_buf, n);
-      float* kv = scratch(kv_buf, S * Dh);  // the head's values, then its keys: (S x Dh)
+      float* g = scratch(grad_buf, S * Dh);  // the head's dV, then dK: (S x Dh), then added to the rows
       head_transposed(dot, dO, n, np, Dh, I);
-      head_rows(kv, segs, nsegs, b, h, Dh, I, true);
-      key_major_product(dL, kv, dot, S, n, np, Dh, pad_buf);  // d(weights)^T = V dO^T
+      head_pieces(pieces, segs, nsegs, b, h, H, Dh, I, kv_buf);
+      for (const HeadPiece& pc : pieces)  // d(weights)^T = V dO^T
+        key_major_product(dL + pc.at * n, pc.v, dot, pc.rows, n, np, Dh, pad_buf);
       const float* W = P;
       if (dr) {
         float* w = scratch(w_buf, S * n);
         for (int64_t e = 0; e < S * n; ++e) w[e] = P[e] * dr[e], dL[e] *= dr[e];
         W = w;
       }
-      small_nn(kv, Dh, W, {n, 1}, dO, I, S, Dh, n, false);  // dV = W^T dO, then added to the rows
-      add_head_rows(segs, nsegs, b, h, Dh, I, true, kv);
+      small_nn(g, Dh, W, {n, 1}, dO, I, S, Dh, n, false);  // dV = W^T dO
+      add_head_rows(segs, nsegs, b, h, Dh, I, true, g);
       // softmax backward per query column: dlogit = P (dP - <P, dP>)
       std::fill(col, col + n, 0.f);
       for (int64_t j = 0; j < S; ++j)
         for (int64_t i = 0; i < n; ++i) col[i] += P[j * n + i] * dL[j * n + i];
       for (int64_t j = 0; j < S; ++j)
         for (int64_t i = 0; i < n; ++i) dL[j * n + i] = P[j * n + i] * (dL[j * n + i] - col[i]);
-      head_rows(kv, segs, nsegs, b, h, Dh, I, false);
-      if (dq) small_nn(dq + b * n * I + h * Dh, I, dL, {1, n}, kv, Dh, n, Dh, S, true);  // dQ += dL K
-      small_nn(kv, Dh, dL, {n, 1}, Q, I, S, Dh, n, false);  // dK = dL^T Q, then added to the rows
-      add_head_rows(segs, nsegs, b, h, Dh, I, false, kv);
+      if (dq)
+        for (const HeadPiece& pc : pieces)  // dQ += dL K, over the pieces in key order
+          small_nn(dq + b * n * I + h * Dh, I, dL + pc.at * n, {1, n}, pc.k, Dh, n, Dh, pc.rows, true);
+      small_nn(g, Dh, dL, {n, 1}, Q, I, S, Dh, n, false);  // dK = dL^T Q
+      add_head_rows(segs, nsegs, b, h, Dh, I, false, g);
     }
 }
 
@@ -398,7 +439,7 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   if (d.n == 1) return attention_forward_rows(out, probs, q, segs, nsegs, bucket, bias, drop, d);
-  const std::vector<KVRows> m = merged(segs, nsegs, d.H * d.Dh);
+  const std::vector<KVRows> m = merged(segs, nsegs, d.H * d.Dh, d.Dh);
   attention_forward_gemm(out, probs, q, m.data(), int(m.size()), bucket, bias, drop, d);
 }
 
@@ -425,6 +466,19 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
       for (int64_t i = 0; i < n; ++i)
         if (const int32_t bk = bucket[i * S + j]; bk >= 0) dbias[bk * H + h] += s[j * n + i];
   }
+}
+
+void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,
+                     int64_t r1) {
+  const int64_t I = H * Dh;
+#pragma omp parallel for collapse(2) if (B * H * (r1 - r0) * Dh > (1 << 15))
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t kv = 0; kv < 2; ++kv) {
+        float* dst = heads + ((b * H + h) * 2 + kv) * R * Dh;
+        const float* src = cache + b * R * 2 * I + kv * I + h * Dh;
+        for (int64_t r = r0; r < r1; ++r) std::copy_n(src + r * 2 * I, Dh, dst + r * Dh);
+      }
 }
 
 }  // namespace fbt::cpu

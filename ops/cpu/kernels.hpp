@@ -111,12 +111,21 @@ double sum_squares(const float* x, int64_t n);
 // ---- attention of a window of queries over key/value rows (ops/cpu/attention.cpp) ----
 // A segment of key/value rows: row r of batch b starts at data + b*batch_stride + r*2I; keys are
 // columns [0, I), values [I, 2I). grad has the same layout (null: no gradient).
+// heads (CPU, optional): the same rows head-major, as mirror_kv_heads writes them, starting at
+// the segment's first row of a mirror of heads_rows rows; the window kernels read each head's
+// keys and values there in place instead of gathering them from rows 2I apart.
 struct KVRows {
   const float* data;
   float* grad;
   int64_t batch_stride;
   int64_t rows;
+  const float* heads = nullptr;
+  int64_t heads_rows = 0;
 };
+// Rows [r0, r1) of a key/value cache (B, R, 2I) into its head-major mirror (B, H, 2, R, Dh):
+// element (b, h, kv, r, c) at heads[(((b * H + h) * 2 + kv) * R + r) * Dh + c], kv 0 the key.
+void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,
+                     int64_t r1);
 struct AttentionDims {
   int64_t B, n, H, Dh, S;  // S = total key rows over all segments
   int64_t NB = 0;          // rows of the bias table (0: no bias)
