@@ -294,6 +294,7 @@ void add_head_rows(const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t 
 // key is visible, -inf where it is not (its exponential is then exactly 0).
 std::vector<float> bias_terms(const int32_t* bucket, const float* bias, int64_t H, int64_t n, int64_t S) {
   std::vector<float> t(size_t(H * S * n));
+#pragma omp parallel for if (H * S * n > (1 << 15))
   for (int64_t h = 0; h < H; ++h)
     for (int64_t j = 0; j < S; ++j)
       for (int64_t i = 0; i < n; ++i) {
