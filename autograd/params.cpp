@@ -87,16 +87,15 @@ void ParamStore::freeze() {
     const int64_t Out = n->value.shape[0], In = n->value.shape[1];
     total += size_t(cpu::packed_floats(In, Out) + cpu::packed_floats(Out, In));
   }
-  if (packed_.size() != total) packed_ = DeviceBuffer(Device::CPU, total);  // vector-aligned: see pack_panels
+  if (packed_.size() != total) packed_ = DeviceBuffer(Device::CPU, total);  // vector-aligned: see pack_weight
   float* at = packed_.data();
   for (Node* n : packed_nodes_) {
     const int64_t Out = n->value.shape[0], In = n->value.shape[1];
-    cpu::pack_panels(at, n->value.data, In, Out, 1, In);  // W^T: (In, Out)
-    n->packed_fwd = at;
-    at += cpu::packed_floats(In, Out);
-    cpu::pack_panels(at, n->value.data, Out, In, In, 1);  // W: (Out, In)
-    n->packed_bwd = at;
-    at += cpu::packed_floats(Out, In);
+    float* fwd = at;  // W^T: (In, Out)
+    float* bwd = at + cpu::packed_floats(In, Out);  // W: (Out, In)
+    cpu::pack_weight(fwd, bwd, n->value.data, Out, In);
+    n->packed_fwd = fwd, n->packed_bwd = bwd;
+    at = bwd + cpu::packed_floats(Out, In);
   }
 }
 

@@ -48,7 +48,7 @@ Var dropout(Var x, float p, Rng& rng);
 struct KVSegment {
   Var src;
   int64_t row_begin = 0, rows = 0;
-  Tensor heads;  // optional: the head-major mirror of src's storage (KVCache::heads)
+  Tensor heads = {};  // optional: the head-major mirror of src's storage (KVCache::heads)
 };
 // Attention of a window of queries over the concatenated key rows of `segs`.
 // q:(B,n,I) pre-scaled; bucket: n*S entries (-1 invisible, else a row of bias);
@@ -62,7 +62,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
 // keys and values there in place instead of gathering them from rows 2I apart.
 struct KVCache {
   Var P, diff, cnst;
-  Tensor heads;
+  Tensor heads = {};
 };
 // Rows [row, row + n) of c's storage into its mirror (nothing without one).
 void mirror_kv_rows(const KVCache& c, int64_t row, int64_t n);

@@ -43,12 +43,15 @@ TEST_CASE("kernel: linear matches the naive loop, plain and with packed weights"
     std::vector<float> fwd(sz(cpu::packed_floats(In, Out))), bwd(sz(cpu::packed_floats(Out, In)));
     cpu::pack_panels(fwd.data(), W.data(), In, Out, 1, In);  // W^T
     cpu::pack_panels(bwd.data(), W.data(), Out, In, In, 1);  // W
-    {  // into vector-aligned storage the packs are streamed: the same floats
-      DeviceBuffer fwd_a(Device::CPU, fwd.size()), bwd_a(Device::CPU, bwd.size());
-      cpu::pack_panels(fwd_a.data(), W.data(), In, Out, 1, In);
-      cpu::pack_panels(bwd_a.data(), W.data(), Out, In, In, 1);
-      CHECK(std::equal(fwd.begin(), fwd.end(), fwd_a.data()));
-      CHECK(std::equal(bwd.begin(), bwd.end(), bwd_a.data()));
+    {  // both packs in one pass as the layout defines them, streamed (aligned storage) or not
+      DeviceBuffer fwd_w(Device::CPU, fwd.size()), bwd_w(Device::CPU, bwd.size());
+      cpu::pack_weight(fwd_w.data(), bwd_w.data(), W.data(), Out, In);
+      CHECK(std::equal(fwd.begin(), fwd.end(), fwd_w.data()));
+      CHECK(std::equal(bwd.begin(), bwd.end(), bwd_w.data()));
+      std::vector<float> fwd_u(fwd.size() + 1), bwd_u(bwd.size() + 1);
+      cpu::pack_weight(fwd_u.data() + 1, bwd_u.data() + 1, W.data(), Out, In);
+      CHECK(std::equal(fwd.begin(), fwd.end(), fwd_u.begin() + 1));
+      CHECK(std::equal(bwd.begin(), bwd.end(), bwd_u.begin() + 1));
     }
     cpu::linear_forward_packed(fast_p.data(), x.data(), W.data(), fwd.data(), b.data(), N, In, Out);
     check_close(fast_p, slow);

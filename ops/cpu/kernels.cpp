@@ -262,27 +262,38 @@ void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float*
 int64_t packed_floats(int64_t K, int64_t M) { return (M + kPanel - 1) / kPanel * K * kPanel; }
 
 void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms) {
-  // The packs (two copies of every step weight, rewritten each step) go past the caches where
-  // the panel rows are vector-aligned: nothing reads them before the next forward pass.
-  constexpr int64_t kRows = 16;  // panel rows gathered at a time (a 16 x kPanel tile in L1)
   const int64_t panels = (M + kPanel - 1) / kPanel;
-  const bool stream = kPanel == simd::kLanes && reinterpret_cast<uintptr_t>(dst) % sizeof(simd::vf) == 0;
-#pragma omp parallel for if (K * M > kParallelMin)
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t m0 = p * kPanel, width = std::min(kPanel, M - m0);
-    alignas(64) float tile[kRows][kPanel];
-    for (int64_t k0 = 0; k0 < K; k0 += kRows) {
-      const int64_t kn = std::min(kRows, K - k0);
-      if (ms == 1 && width == kPanel) {  // panel rows are contiguous in src (W for the input gradient)
-        for (int64_t k = 0; k < kn; ++k) std::memcpy(tile[k], src + (k0 + k) * ks + m0, sizeof(float) * kPanel);
-      } else {  // column by column, each read along k (W^T for the forward: ks = 1)
-        for (int64_t c = 0; c < kPanel; ++c)
-          for (int64_t k = 0; k < kn; ++k) tile[k][c] = c < width ? src[(k0 + k) * ks + (m0 + c) * ms] : 0.f;
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < kPanel; ++c) {
+        const int64_t m = p * kPanel + c;
+        dst[(p * K + k) * kPanel + c] = m < M ? src[k * ks + m * ms] : 0.f;
       }
-      float* d = dst + (p * K + k0) * kPanel;
-      for (int64_t k = 0; k < kn; ++k, d += kPanel) {
-        if (stream) simd::vstream(d, simd::vload(tile[k]));
-        else std::memcpy(d, tile[k], sizeof(float) * kPanel);
+}
+
+void pack_weight(float* fwd, float* bwd, const float* W, int64_t Out, int64_t In) {
+  // Row blocks of kPanel rows: one is forward panel p (transposed) and, cut into kPanel-column
+  // tiles, rows [p kPanel, ...) of every backward panel; each block is read once, while in L1/L2.
+  const int64_t blocks = (Out + kPanel - 1) / kPanel, col_panels = (In + kPanel - 1) / kPanel;
+  const bool stream = kPanel == simd::kLanes && reinterpret_cast<uintptr_t>(fwd) % sizeof(simd::vf) == 0 &&
+                      reinterpret_cast<uintptr_t>(bwd) % sizeof(simd::vf) == 0;
+  auto put = [&](float* d, const float* row) {
+    if (stream) simd::vstream(d, simd::vload(row));
+    else std::memcpy(d, row, sizeof(float) * kPanel);
+  };
+#pragma omp parallel for if (Out * In > kParallelMin)
+  for (int64_t p = 0; p < blocks; ++p) {
+    const int64_t r0 = p * kPanel, rows = std::min(kPanel, Out - r0);
+    alignas(64) float tile[kPanel][kPanel];
+    for (int64_t q = 0; q < col_panels; ++q) {
+      const int64_t c0 = q * kPanel, cols = std::min(kPanel, In - c0);
+      for (int64_t r = 0; r < kPanel; ++r)  // tile[r][c] = W[r0 + r, c0 + c], zero outside W
+        for (int64_t c = 0; c < kPanel; ++c) tile[r][c] = r < rows && c < cols ? W[(r0 + r) * In + c0 + c] : 0.f;
+      for (int64_t r = 0; r < rows; ++r) put(bwd + (q * Out + r0 + r) * kPanel, tile[r]);  // W's rows, as they are
+      alignas(64) float column[kPanel];
+      for (int64_t c = 0; c < cols; ++c) {  // W^T: forward panel p, row c0 + c
+        for (int64_t r = 0; r < kPanel; ++r) column[r] = tile[r][c];
+        put(fwd + (p * In + c0 + c) * kPanel, column);
       }
     }
     if (stream) simd::stream_fence();

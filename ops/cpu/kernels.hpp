@@ -38,8 +38,13 @@ void bmm_backward(float* da, float* db, const float* dy, const float* a, const f
 // those products stream the weights. Packed as column panels whose rows are contiguous, a
 // weight streams in order and each vector loaded meets up to 16 rows (ParamStore::freeze).
 // A:(K,M) with element (k,m) at src[k*ks + m*ms] -> dst:(ceil(M/kPanel), K, kPanel), zero-padded.
+// (The plain definition of the layout; pack_weight is what a step uses.)
 int64_t packed_floats(int64_t K, int64_t M);
 void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms);
+// Both packs of a weight W:(Out, In) in one pass over it, as pack_panels(fwd, W, In, Out, 1, In)
+// (W^T, the forward's) and pack_panels(bwd, W, Out, In, In, 1) (W, the input gradient's) write
+// them; streamed past the caches where both are vector-aligned (they are read in the next step).
+void pack_weight(float* fwd, float* bwd, const float* W, int64_t Out, int64_t In);
 // y = x A + bias (accumulate: y += x A; no bias).  x:(N,K)  A: packed (K,M)  bias:(M) or null  y:(N,M)
 void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
                     const float* bias = nullptr);
