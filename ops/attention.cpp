@@ -147,15 +147,18 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
           any_const = true;
         }
       } else {  // one pass, noting whether any reader held these rows constant
+#pragma omp parallel for reduction(|| : any_const) if (B * rows > (1 << 16))
         for (int64_t b = 0; b < B; ++b) {
           const int64_t src = (b * R + row) * KV, dst = b * rows;
           if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
           else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
           if (!gc) continue;
+          bool nonzero = false;
           for (int64_t i = 0; i < rows; ++i) {
             g_all[dst + i] = g_diff[dst + i] + gc[src + i];
-            any_const = any_const || gc[src + i] != 0.f;
+            nonzero |= gc[src + i] != 0.f;
           }
+          any_const = any_const || nonzero;
         }
       }
       if (constant_rows) {

@@ -65,6 +65,15 @@ Var bmm(Var a, Var b) {
   return y;
 }
 
+namespace {
+// dx (+)= s dy into a gradient sink (nothing when the input needs no gradient).
+void add_scaled_grad(const Tape::GradSink& dx, float s, const float* dy, int64_t n) {
+  if (!dx.data) return;
+  if (dx.accumulate) kernel(cpu::axpy, cuda::axpy)(dx.data, s, dy, n);
+  else kernel(cpu::scale_forward, cuda::scale_forward)(dx.data, dy, s, n);
+}
+}  // namespace
+
 Var add(Var a, Var b) {
   const profile::Scope prof("add", profile::Phase::Forward);
   check(a.shape() == b.shape(), "add: shapes ", a.shape(), " and ", b.shape(), " differ");
@@ -74,9 +83,7 @@ Var add(Var a, Var b) {
   if (y.requires_grad())
     tape().record("add", y, [=] {
       Tape& t = tape();
-      const auto axpy = kernel(cpu::axpy, cuda::axpy);
-      if (a.requires_grad()) axpy(t.grad(a).data, 1.f, y.grad().data, n);
-      if (b.requires_grad()) axpy(t.grad(b).data, 1.f, y.grad().data, n);
+      for (Var v : {a, b}) add_scaled_grad(t.grad_sink(v), 1.f, y.grad().data, n);
     });
   return y;
 }
@@ -101,7 +108,7 @@ Var scale(Var x, float s) {
   const int64_t n = x.value().numel();
   kernel(cpu::scale_forward, cuda::scale_forward)(y.data(), x.data(), s, n);
   if (y.requires_grad())
-    tape().record("scale", y, [=] { kernel(cpu::axpy, cuda::axpy)(tape().grad(x).data, s, y.grad().data, n); });
+    tape().record("scale", y, [=] { add_scaled_grad(tape().grad_sink(x), s, y.grad().data, n); });
   return y;
 }
 
