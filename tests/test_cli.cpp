@@ -24,8 +24,9 @@ struct Run {
   std::string output;  // stdout and stderr
 };
 
-Run fbt_cli(const std::string& args) {
-  const std::string cmd = std::string(FBT_BIN) + " " + args + " 2>&1";
+// Runs fbt with args; the output is stdout and stderr unless args redirect stderr themselves.
+Run fbt_cli(const std::string& args, bool with_stderr = true) {
+  const std::string cmd = std::string(FBT_BIN) + " " + args + (with_stderr ? " 2>&1" : "");
   Run r{0, ""};
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -50,6 +51,16 @@ struct Dir {
 const char* kModelYaml =
     "model:\n  num_tokens: 11\n  dim: 8\n  depth: 2\n  heads: 2\n  dim_head: 4\n  seq_len: 2\n  mem_len: 5\n"
     "  shared_kv: false\n";
+
+// d/bench.yaml: the small model, a token file bench does not read (it draws its own tokens),
+// train: {batch_size: 2, bptt: 6, <train_keys>}.
+void write_bench_config(const Dir& d, const std::string& train_keys) {
+  const std::vector<uint16_t> ids(32, 3);
+  std::ofstream(d / "tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(ids.data()), 64);
+  std::ofstream(d / "bench.yaml") << kModelYaml << "data: {format: u16, train: " << d / "tokens.bin"
+                                  << ", valid: " << d / "tokens.bin" << "}\n"
+                                  << "train: {batch_size: 2, bptt: 6, " << train_keys << "}\n";
+}
 
 }  // namespace
 
@@ -180,21 +191,11 @@ TEST_CASE("cli: version says which backends are compiled in") {
 
 TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows that cover the step") {
   Dir d;
-  const std::vector<uint16_t> ids(32, 3);  // unused: bench draws its own tokens
-  std::ofstream(d / "tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(ids.data()), 64);
-  std::ofstream(d / "bench.yaml") << kModelYaml << "data: {format: u16, train: " << d / "tokens.bin"
-                                  << ", valid: " << d / "tokens.bin" << "}\n"
-                                  << "train: {batch_size: 2, bptt: 6, threads: 1}\n";
-  const std::string cmd = std::string(FBT_BIN) + " bench --config " + d / "bench.yaml" + " --steps 3 --profile 2>" +
-                          d / "table.txt";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
-  REQUIRE(::pclose(p) == 0);
-  INFO(out);
-  const nlohmann::json j = nlohmann::json::parse(out);
+  write_bench_config(d, "threads: 1");
+  const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 3 --profile 2>" + d / "table.txt", false);
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const nlohmann::json j = nlohmann::json::parse(r.output);
   for (const char* key : {"tokens_per_s", "step_ms", "peak_rss_mb", "gflops", "sgemm_peak_gflops", "fraction_of_peak"})
     CHECK(j.at(key).get<double>() > 0);
   CHECK(j.at("tokens_per_s").get<double>() == doctest::Approx(12 / (j.at("step_ms").get<double>() / 1000)));
@@ -222,11 +223,7 @@ TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows th
 
 TEST_CASE("cli: the cuda device trains where it is usable and is refused by name where it is not") {
   Dir d;
-  const std::vector<uint16_t> ids(32, 3);  // unused: bench draws its own tokens
-  std::ofstream(d / "tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(ids.data()), 64);
-  std::ofstream(d / "bench.yaml") << kModelYaml << "data: {format: u16, train: " << d / "tokens.bin"
-                                  << ", valid: " << d / "tokens.bin" << "}\n"
-                                  << "train: {batch_size: 2, bptt: 6, threads: 1, device: cuda}\n";
+  write_bench_config(d, "threads: 1, device: cuda");
   Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2");
   const bool usable = fbt_cli("--version").output.find("device: ") != std::string::npos;
   INFO(r.output);
