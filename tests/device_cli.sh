@@ -74,4 +74,6 @@ agree f_dev f_cpu 1e-5 || fail "forward losses differ between the devices"
 [ "$(wc -l < g_dev)" -gt 50 ] || fail "grads wrote too few measurements"
 agree g_dev g_cpu 1e-3 || fail "gradient-flow measurements differ between the devices"
 "$dev" bench --config run.yaml --steps 2 | grep -q '"peak_device_mb"' || fail "bench on the device reports no device memory"
-echo "device CLI: training, resume, eval, sample, forward and grads agree with the CPU; bench runs"
+"$dev" bench --config run.yaml --steps 2 --profile 2>/dev/null | grep -q '"op":"attention","phase":"backward"' ||
+  fail "bench --profile on the device has no attention backward row"
+echo "device CLI: training, resume, eval, sample, forward and grads agree with the CPU; bench and its profile run"
