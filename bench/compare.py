@@ -10,8 +10,10 @@ Usage: /usr/bin/python3 bench/compare.py [CONFIG_NAME ...]   (default: exact win
 """
 import json, os, statistics, subprocess, sys
 
-# config -> (timed steps per run, rounds); the long peer needs ~20 GB and ~45 s a step: one round
-PLAN = {"exact": (5, 3), "windowed": (3, 3), "long": (1, 1), "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
+# config -> (timed steps per run, rounds): five rounds, so that one slow minute of the machine or one
+# run of the peer in its fast or slow mode moves the median little; the long peer needs ~20 GB and
+# ~45 s a step: one round
+PLAN = {"exact": (5, 5), "windowed": (3, 5), "long": (1, 1), "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
 
 
 def run(cmd, env=None):
