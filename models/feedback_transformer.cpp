@@ -185,15 +185,19 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
 
     Var h = slice(emb, 1, s, n);  // (B,n,D)
     std::vector<Var> hs{h};
+    // Every layer of a window reads the same memory rows of the one shared cache: their key/value
+    // gradient is summed over the layers first (ops.hpp, KVGradGroup). With one query per window
+    // the sum does not pay (the rows' read-modify-write is small; measured equal or slower).
+    const std::shared_ptr<KVGradGroup> group = c.shared_kv && c.seq_len > 1 ? kv_grad_group() : nullptr;
     for (int64_t l = 0; l < L; ++l) {
       const Layer& ly = layers_[size_t(l)];
       const KVCache& kc = caches[c.shared_kv ? 0 : size_t(l)];
       Var q = scale(ly.to_q(ly.attn_norm(h)), q_scale);  // (B,n,I)
       std::vector<KVSegment> segs;
-      if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads});
-      if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads});
+      if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads, true});
+      if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads, true});
       if (local) segs.push_back({linear(mem_norm_(h), kc.P), 0, n});  // (B,n,2I)
-      Var o = ly.to_out(attention(q, segs, table, pos_bias_, H, attn_p, rng));
+      Var o = ly.to_out(attention(q, segs, table, pos_bias_, H, attn_p, rng, group));
       if (M == 0) o = mask_rows(o, sees_a_key);  // no key: zero attention and no to_out bias
       h = add(h, o);
       if (c.cross_attend) h = add(h, ly.cross(h, ctx_kv[size_t(l)], attn_p, rng));

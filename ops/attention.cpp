@@ -9,8 +9,50 @@
 
 namespace fbt {
 
+struct KVGradGroup {
+  std::vector<KVSegment> segs;  // the grouped rows, as every member reads them
+  int64_t I = 0;
+  cpu::AttentionDims d{};
+  std::vector<cpu::AttentionGradPart> parts;  // one per member whose backward has run
+
+  void add(const std::vector<KVSegment>& grouped, int64_t inner, const cpu::AttentionDims& dims,
+           const cpu::AttentionGradPart& part) {
+    if (parts.empty()) {
+      segs = grouped, I = inner, d = dims;
+    } else {
+      bool same = grouped.size() == segs.size() && inner == I && dims.B == d.B && dims.n == d.n && dims.H == d.H &&
+                  dims.Dh == d.Dh && dims.S == d.S;
+      for (size_t k = 0; same && k < segs.size(); ++k)
+        same = grouped[k].src == segs[k].src && grouped[k].row_begin == segs[k].row_begin &&
+               grouped[k].rows == segs[k].rows;
+      check(same, "attention: the calls of one key/value gradient group read different grouped rows or shapes");
+    }
+    parts.push_back(part);
+  }
+};
+
+std::shared_ptr<KVGradGroup> kv_grad_group() {
+  if (!tape().recording() || on_device()) return nullptr;
+  auto group = std::make_shared<KVGradGroup>();
+  tape().record("attention", Var(), [group] {  // after the backward of every member (recorded later)
+    if (group->parts.empty()) return;
+    Tape& t = tape();
+    const int64_t I = group->I;
+    std::vector<cpu::KVRows> rows;
+    for (const KVSegment& s : group->segs) {
+      Tensor g = t.grad(s.src);
+      rows.push_back({s.src.data() + s.row_begin * 2 * I, g.data ? g.data + s.row_begin * 2 * I : nullptr,
+                      s.src.shape()[1] * 2 * I, s.rows});
+    }
+    cpu::attention_kv_grad_sum(rows.data(), int(rows.size()), group->parts.data(), int(group->parts.size()),
+                               group->d);
+    group->parts.clear();  // the same records may be swept again
+  });
+  return group;
+}
+
 Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
-              float dropout_p, Rng* rng) {
+              float dropout_p, Rng* rng, const std::shared_ptr<KVGradGroup>& group) {
   const profile::Scope prof("attention", profile::Phase::Forward);
   check(q.shape().nd == 3 && q.shape()[2] % H == 0, "attention: q ", q.shape(), " is not (B, n, H*Dh) with H = ", H);
   const int64_t B = q.shape()[0], n = q.shape()[1], I = q.shape()[2], Dh = I / H;
@@ -33,6 +75,12 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     S += s.rows;
   }
   check(int64_t(bucket.size()) == n * S, "attention: bucket table of ", bucket.size(), " for ", n, " x ", S);
+  // Grouped segments (the first keys) take their key/value gradient from the group's sum.
+  size_t grouped = 0;
+  if (group && !on_device())
+    while (grouped < segs.size() && segs[grouped].grouped) ++grouped;
+  for (size_t k = grouped; group && k < segs.size(); ++k)
+    check(!segs[k].grouped || on_device(), "attention: grouped key/value segments must come first");
   if (bias) {
     check(bias.shape().nd == 2 && bias.shape()[1] == H, "attention: bias ", bias.shape(), " is not (buckets, ", H, ")");
     for (int32_t b : bucket) check(b < bias.shape()[0], "attention: bucket ", b, " outside bias ", bias.shape());
@@ -55,7 +103,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   if (out.requires_grad())
     tape().record("attention", out, [=]() mutable {
       Tape& t = tape();
-      for (size_t k = 0; k < segs.size(); ++k) {
+      for (size_t k = grouped; k < segs.size(); ++k) {
         Tensor g = t.grad(segs[k].src);
         rows[k].grad = g.data ? g.data + segs[k].row_begin * 2 * I : nullptr;
       }
@@ -63,6 +111,9 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
       kernel(cpu::attention_backward, cuda::attention_backward)(
           t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), rows.data(),
           int(rows.size()), staged ? staged : bucket.data(), probs, drop, d);
+      if (grouped)
+        group->add({segs.begin(), segs.begin() + std::ptrdiff_t(grouped)}, I, d,
+                   {probs, drop, dlogits, q.data(), out.grad().data});
     });
   return out;
 }

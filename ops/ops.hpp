@@ -3,6 +3,7 @@
 // closure. Shapes use the legend of autograd/tensor.hpp; "(...,C)" means any leading dims.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "autograd/params.hpp"
@@ -49,12 +50,23 @@ struct KVSegment {
   Var src;
   int64_t row_begin = 0, rows = 0;
   Tensor heads = {};  // optional: the head-major mirror of src's storage (KVCache::heads)
+  // With a KVGradGroup: these rows (the first keys; every member reads them alike) get their
+  // key/value gradient from the group's sum instead of from this call.
+  bool grouped = false;
 };
+// The key/value gradient of rows that several attention calls read alike (the memory rows every
+// layer of a window reads through one shared projection), summed over the calls before it is
+// added to the rows: one read-modify-write of them instead of one per call. kv_grad_group()
+// records, at this point of the tape, the step that adds the sum, so it runs after the backward
+// of every later call given the group. CPU only: elsewhere (or when nothing records) it returns
+// null, and attention adds its own.
+struct KVGradGroup;
+std::shared_ptr<KVGradGroup> kv_grad_group();
 // Attention of a window of queries over the concatenated key rows of `segs`.
 // q:(B,n,I) pre-scaled; bucket: n*S entries (-1 invisible, else a row of bias);
 // bias:(NB,H) or empty; dropout on the attention weights when p > 0.  ->  (B,n,I)
 Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
-              float dropout_p = 0.f, Rng* rng = nullptr);
+              float dropout_p = 0.f, Rng* rng = nullptr, const std::shared_ptr<KVGradGroup>& group = nullptr);
 
 // A key/value cache (B,R,2I) of one projection P (2I,D): one storage, two gradient views.
 // heads (optional, CPU): a head-major mirror (B*H, 2, R, Dh) of the storage, kept current by

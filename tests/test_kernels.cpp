@@ -223,6 +223,57 @@ TEST_CASE("kernel: window attention reads a head-major mirror of the cache in pl
   }
 }
 
+TEST_CASE("kernel: the memory rows' key/value gradient summed over several calls equals each call adding its own") {
+  // Three calls (layers of a window) over the same memory rows [1, 1 + M) of a cache, in two
+  // segments, and each over rows of its own, with dropout and single queries.
+  for (auto [B, n, H, Dh, M, split] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>{2, 3, 2, 5, 9, 4},
+                                       {2, 32, 2, 16, 40, 0},
+                                       {3, 1, 2, 8, 7, 3}}) {
+    INFO("n " << n << " M " << M);
+    const int64_t I = H * Dh, R = M + 1, S = M + n, NB = 6, calls = 3;
+    auto mem = randn(B * R * 2 * I, 40), bias = randn(NB * H, 41);
+    std::vector<int32_t> table;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
+      for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t(i - j) % NB : -1);
+    }
+    const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+    std::vector<std::vector<float>> q, loc, dout, probs, dl, drop;
+    for (int64_t c = 0; c < calls; ++c) {
+      q.push_back(randn(B * n * I, 50 + c)), loc.push_back(randn(B * n * 2 * I, 60 + c));
+      dout.push_back(randn(B * n * I, 70 + c));
+      probs.emplace_back(sz(B * H * n * S)), dl.emplace_back(sz(B * H * n * S)), drop.emplace_back(sz(B * H * n * S));
+      cpu::dropout_mask(drop[sz(c)].data(), 0.2f, 11, uint64_t(c) * 1000, int64_t(drop[sz(c)].size()));
+    }
+    std::vector<float> each(mem.size(), 0.25f), summed(mem.size(), 0.25f), dloc(loc[0].size());
+    std::vector<cpu::AttentionGradPart> parts;
+    for (int variant = 0; variant < 2; ++variant) {
+      float* g = variant == 0 ? each.data() : summed.data();
+      for (int64_t c = calls - 1; c >= 0; --c) {  // backward order
+        std::vector<float> out(sz(B * n * I)), dq(sz(B * n * I), 0.f), db(bias.size(), 0.f);
+        cpu::KVRows segs[3] = {{mem.data() + 2 * I, variant == 0 ? g + 2 * I : nullptr, R * 2 * I, split},
+                               {mem.data() + (1 + split) * 2 * I, variant == 0 ? g + (1 + split) * 2 * I : nullptr,
+                                R * 2 * I, M - split},
+                               {loc[sz(c)].data(), dloc.data(), n * 2 * I, n}};
+        const int first = split == 0 ? 1 : 0;  // an empty first segment is left out
+        cpu::attention_forward(out.data(), probs[sz(c)].data(), q[sz(c)].data(), segs + first, 3 - first, table.data(),
+                               bias.data(), drop[sz(c)].data(), d);
+        cpu::attention_backward(dq.data(), db.data(), dl[sz(c)].data(), dout[sz(c)].data(), q[sz(c)].data(),
+                                segs + first, 3 - first, table.data(), probs[sz(c)].data(), drop[sz(c)].data(), d);
+        if (variant == 1)
+          parts.push_back({probs[sz(c)].data(), drop[sz(c)].data(), dl[sz(c)].data(), q[sz(c)].data(), dout[sz(c)].data()});
+      }
+      if (variant == 1) {
+        const int first = split == 0 ? 1 : 0;
+        cpu::KVRows mem_segs[2] = {{mem.data() + 2 * I, g + 2 * I, R * 2 * I, split},
+                                   {mem.data() + (1 + split) * 2 * I, g + (1 + split) * 2 * I, R * 2 * I, M - split}};
+        cpu::attention_kv_grad_sum(mem_segs + first, 2 - first, parts.data(), int(parts.size()), d);
+      }
+    }
+    check_close(summed, each, 1e-5);
+  }
+}
+
 TEST_CASE("kernel: gelu and geglu agree with erf") {
   std::vector<float> x{-3.f, -0.5f, 0.f, 0.7f, 2.5f}, y(5);
   cpu::gelu_forward(y.data(), x.data(), 5);

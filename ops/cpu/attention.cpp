@@ -337,6 +337,7 @@ float* scratch(std::vector<float>& v, int64_t n) {
 struct HeadPiece {
   const float *k, *v;
   int64_t rows, at;
+  bool grad;  // the segment takes a key/value gradient
 };
 void head_pieces(std::vector<HeadPiece>& pieces, const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t H,
                  int64_t Dh, int64_t I, std::vector<float>& scratch_buf) {
@@ -350,11 +351,11 @@ void head_pieces(std::vector<HeadPiece>& pieces, const KVRows* segs, int nsegs, 
     const KVRows& sg = segs[k];
     if (sg.heads) {
       const float* kh = sg.heads + (b * H + h) * 2 * sg.heads_rows * Dh;
-      pieces.push_back({kh, kh + sg.heads_rows * Dh, sg.rows, at});
+      pieces.push_back({kh, kh + sg.heads_rows * Dh, sg.rows, at, sg.grad != nullptr});
     } else {
       head_rows(kc, &sg, 1, b, h, Dh, I, false);
       head_rows(vc, &sg, 1, b, h, Dh, I, true);
-      pieces.push_back({kc, vc, sg.rows, at});
+      pieces.push_back({kc, vc, sg.rows, at, sg.grad != nullptr});
       kc += sg.rows * Dh, vc += sg.rows * Dh;
     }
     at += sg.rows;
@@ -419,7 +420,8 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
         for (int64_t e = 0; e < S * n; ++e) w[e] = P[e] * dr[e], dL[e] *= dr[e];
         W = w;
       }
-      small_nn(g, Dh, W, {n, 1}, dO, I, S, Dh, n, false);  // dV = W^T dO
+      for (const HeadPiece& pc : pieces)  // dV = W^T dO, for the rows that take it
+        if (pc.grad) small_nn(g + pc.at * Dh, Dh, W + pc.at * n, {n, 1}, dO, I, pc.rows, Dh, n, false);
       add_head_rows(segs, nsegs, b, h, Dh, I, true, g);
       // softmax backward per query column: dlogit = P (dP - <P, dP>)
       std::fill(col, col + n, 0.f);
@@ -430,7 +432,8 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
       if (dq)
         for (const HeadPiece& pc : pieces)  // dQ += dL K, over the pieces in key order
           small_nn(dq + b * n * I + h * Dh, I, dL + pc.at * n, {1, n}, pc.k, Dh, n, Dh, pc.rows, true);
-      small_nn(g, Dh, dL, {n, 1}, Q, I, S, Dh, n, false);  // dK = dL^T Q
+      for (const HeadPiece& pc : pieces)  // dK = dL^T Q
+        if (pc.grad) small_nn(g + pc.at * Dh, Dh, dL + pc.at * n, {n, 1}, Q, I, pc.rows, Dh, n, false);
       add_head_rows(segs, nsegs, b, h, Dh, I, false, g);
     }
 }
@@ -467,6 +470,35 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
       for (int64_t i = 0; i < n; ++i)
         if (const int32_t bk = bucket[i * S + j]; bk >= 0) dbias[bk * H + h] += s[j * n + i];
   }
+}
+
+void attention_kv_grad_sum(const KVRows* segs, int nsegs, const AttentionGradPart* parts, int nparts,
+                           const AttentionDims& d) {
+  const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
+  int64_t M = 0;
+  for (int k = 0; k < nsegs; ++k) M += segs[k].rows;
+  if (nparts == 0 || M == 0) return;
+#pragma omp parallel for collapse(2) if (B * H * nparts * n * M * Dh > (1 << 15))
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      thread_local std::vector<float> gv_buf, gk_buf, w_buf;
+      float* gv = scratch(gv_buf, M * Dh);  // (M x Dh): summed dV, then added to the rows
+      float* gk = scratch(gk_buf, M * Dh);
+      const int64_t at = (b * H + h) * S * n;  // this (batch, head)'s (S x n) block; keys [0, M) first
+      for (int m = 0; m < nparts; ++m) {
+        const AttentionGradPart& p = parts[m];
+        const float* W = p.probs + at;
+        if (p.drop) {
+          float* w = scratch(w_buf, M * n);
+          for (int64_t e = 0; e < M * n; ++e) w[e] = W[e] * p.drop[at + e];
+          W = w;
+        }
+        small_nn(gv, Dh, W, {n, 1}, p.dout + b * n * I + h * Dh, I, M, Dh, n, m > 0);  // += W^T dO
+        small_nn(gk, Dh, p.dlogits + at, {n, 1}, p.q + b * n * I + h * Dh, I, M, Dh, n, m > 0);  // += dL^T Q
+      }
+      add_head_rows(segs, nsegs, b, h, Dh, I, true, gv);
+      add_head_rows(segs, nsegs, b, h, Dh, I, false, gk);
+    }
 }
 
 void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,

@@ -143,10 +143,24 @@ struct AttentionDims {
 // out:(B,n,I); a query with no visible key gets zeros.
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
-// dlogits:(B,H,S,n) scratch. dq:(B,n,I) or null; dbias:(NB,H) or null; segment grads from segs[k].grad.
+// dlogits:(B,H,S,n) scratch, left holding d(logits). dq:(B,n,I) or null; dbias:(NB,H) or null;
+// key/value gradients into segs[k].grad (a segment without one gets none).
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const AttentionDims& d);
+// One attention call's saved values, for the summed key/value gradient below.
+struct AttentionGradPart {
+  const float* probs;    // (B,H,S,n), as attention_forward saved them
+  const float* drop;     // (B,H,S,n) dropout multipliers or null
+  const float* dlogits;  // (B,H,S,n), as attention_backward left them
+  const float* q;        // (B,n,I)
+  const float* dout;     // (B,n,I)
+};
+// The key/value gradient of the first keys (segs: keys [0, M) of every part's S) summed over
+// several calls that read them alike, then added to the segments' gradient rows once:
+// dV += sum_m W_m^T dO_m, dK += sum_m dL_m^T Q_m (W = probs times the dropout multipliers).
+void attention_kv_grad_sum(const KVRows* segs, int nsegs, const AttentionGradPart* parts, int nparts,
+                           const AttentionDims& d);
 
 }  // namespace fbt::cpu
 
