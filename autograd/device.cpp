@@ -49,8 +49,12 @@ void device_free(Device d, void* p) {
 
 void fill_zero(Device d, float* p, size_t n) {
   if (!n) return;
-  if (d == Device::CUDA) cuda::memset_zero(p, n);
-  else std::memset(p, 0, n * sizeof(float));
+  if (d == Device::CUDA) return cuda::memset_zero(p, n);
+  constexpr size_t kChunk = size_t(1) << 18;  // floats: large blocks (a step's gradients) on every thread
+  const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
+#pragma omp parallel for if (chunks > 4)
+  for (int64_t c = 0; c < chunks; ++c)
+    std::memset(p + size_t(c) * kChunk, 0, sizeof(float) * std::min(kChunk, n - size_t(c) * kChunk));
 }
 
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
