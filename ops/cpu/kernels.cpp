@@ -680,10 +680,8 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
   double* dap = K <= 64 ? da : new double[size_t(K)];
   double dot = 0.0;
   for (int64_t k = 0; k < K; ++k) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) s += double(dy[i]) * double(xs[k][i]);
-    dap[k] = s;
-    dot += double(a[k]) * s;
+    dap[k] = dot_double(dy, xs[k], n);
+    dot += double(a[k]) * dap[k];
   }
   for (int64_t k = 0; k < K; ++k) dw[k] += float(double(a[k]) * (dap[k] - dot));
   if (dap != da) delete[] dap;
@@ -695,7 +693,7 @@ void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t
   for (int64_t i = 0; i < n; ++i) mask[i] = Rng::uniform_at(seed, counter + uint64_t(i)) < p ? 0.f : keep;
 }
 
-double sum_squares(const float* x, int64_t n) {
+double dot_double(const float* a, const float* b, int64_t n) {
   // Fixed chunks summed in order, each in kLanesD interleaved double sums (lane l takes elements
   // l, l + kLanesD, ...; vectorized, where one running sum would wait on every addition): the
   // same result for any thread count.
@@ -709,9 +707,9 @@ double sum_squares(const float* x, int64_t n) {
     int64_t i = begin;
     for (; i + kLanesD <= end; i += kLanesD)
 #pragma omp simd
-      for (int64_t l = 0; l < kLanesD; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
+      for (int64_t l = 0; l < kLanesD; ++l) lane[l] += double(a[i + l]) * double(b[i + l]);
     double s = 0.0;
-    for (; i < end; ++i) s += double(x[i]) * double(x[i]);
+    for (; i < end; ++i) s += double(a[i]) * double(b[i]);
     for (double v : lane) s += v;
     part[size_t(c)] = s;
   }
@@ -719,5 +717,7 @@ double sum_squares(const float* x, int64_t n) {
   for (double p : part) s += p;
   return s;
 }
+
+double sum_squares(const float* x, int64_t n) { return dot_double(x, x, n); }
 
 }  // namespace fbt::cpu

@@ -110,7 +110,8 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 // Inverted dropout: mask[i] = 0 or 1/(1-p) from the counter-based generator; y = x * mask.
 void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n);
 
-// Sum of squares in double (global grad norm).
+// Sums in double, in an order fixed for any thread count: a . b, and x . x (global grad norm).
+double dot_double(const float* a, const float* b, int64_t n);
 double sum_squares(const float* x, int64_t n);
 
 // ---- attention of a window of queries over key/value rows (ops/cpu/attention.cpp) ----
