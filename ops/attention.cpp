@@ -230,7 +230,8 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
       if (!first) axpy(dn_all, 1.f, prod, ND);
       if (!mem.requires_grad()) continue;
       if (any_const) linear_input_grad(dn_diff, g_diff, c.P, B * n, /*accumulate=*/!first);
-      else if (first) copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));  // no reader held these rows constant
+      else if (first)  // no reader held these rows constant: the same product
+        copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));
       else axpy(dn_diff, 1.f, prod, ND);
     }
     if (constant_rows) return;

@@ -21,7 +21,8 @@ void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
 
 void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate) {
   const int64_t Out = W.shape()[0], In = W.shape()[1];
-  if (!on_device()) return cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out, accumulate);
+  if (!on_device())
+    return cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out, accumulate);
   if (!accumulate) fill_zero(Device::CUDA, dx, size_t(N * In));  // the device kernels add
   cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
 }
@@ -40,7 +41,8 @@ Var linear(Var x, Var W, Var b) {
   if (y.requires_grad())
     tape().record("linear", y, [=] {
       Tape& t = tape();
-      if (const Tape::GradSink dx = t.grad_sink(x); dx.data) linear_input_grad(dx.data, y.grad().data, W, N, dx.accumulate);
+      if (const Tape::GradSink dx = t.grad_sink(x); dx.data)
+        linear_input_grad(dx.data, y.grad().data, W, N, dx.accumulate);
       float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
       if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, db, y.grad().data, x.data(), N, In, Out);
       else if (db && on_device()) cuda::linear_backward(nullptr, nullptr, db, y.grad().data, nullptr, nullptr, N, In, Out);
@@ -216,7 +218,9 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   const int64_t U = int64_t(g.tokens.size());
   const int32_t *rows = stage(g.rows.data(), g.rows.size()), *tokens = stage(g.tokens.data(), g.tokens.size()),
                 *starts = stage(g.starts.data(), g.starts.size());
-  tape().record("embedding", y, [=] { cuda::embedding_backward(tape().grad(W).data, y.grad().data, rows, tokens, starts, U, D); });
+  tape().record("embedding", y, [=] {
+    cuda::embedding_backward(tape().grad(W).data, y.grad().data, rows, tokens, starts, U, D);
+  });
   return y;
 }
 

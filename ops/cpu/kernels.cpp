@@ -520,7 +520,9 @@ constexpr int64_t kActivationParallelMin = 1 << 12;  // erf per element: threads
 auto twice_cdf(const ArrC& x) { return 1.f + (x * kSqrtHalf).erf(); }
 // gelu'(x) given cdf2 = twice_cdf(x) already computed (geglu's backward needs both).
 template <class Cdf2>
-auto gelu_grad_from_cdf(const ArrC& x, const Cdf2& cdf2) { return 0.5f * cdf2 + x * kInvSqrt2Pi * (-0.5f * x.square()).exp(); }
+auto gelu_grad_from_cdf(const ArrC& x, const Cdf2& cdf2) {
+  return 0.5f * cdf2 + x * kInvSqrt2Pi * (-0.5f * x.square()).exp();
+}
 auto gelu_grad(const ArrC& x) { return gelu_grad_from_cdf(x, twice_cdf(x)); }
 
 // y = gelu(x), dx += gelu'(x) * d over n values.
