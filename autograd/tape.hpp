@@ -55,7 +55,7 @@ class Tape {
   // Same storage, no gradient path.
   Var detach(Var v);
   // Same storage, a gradient of its own: two readers of one buffer whose gradients must be told
-  // apart (the memory key/value cache, ops/memory.cpp).
+  // apart (the memory key/value cache, project_memory in ops/attention.cpp).
   Var alias(Var v, bool requires_grad);
 
   // The device the step's values and gradients are allocated on; set between steps (the tape

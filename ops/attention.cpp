@@ -31,19 +31,22 @@ struct KVGradGroup {
   }
 };
 
+namespace {
+// A segment's rows as the kernels take them: src:(B,R,2I) from row_begin; with their gradient
+// rows (allocated on first use) when asked.
+cpu::KVRows kv_rows(const KVSegment& s, int64_t I, bool with_grad) {
+  float* g = with_grad ? tape().grad(s.src).data : nullptr;
+  return {s.src.data() + s.row_begin * 2 * I, g ? g + s.row_begin * 2 * I : nullptr, s.src.shape()[1] * 2 * I, s.rows};
+}
+}  // namespace
+
 std::shared_ptr<KVGradGroup> kv_grad_group() {
   if (!tape().recording() || on_device()) return nullptr;
   auto group = std::make_shared<KVGradGroup>();
   tape().record("attention", Var(), [group] {  // after the backward of every member (recorded later)
     if (group->parts.empty()) return;
-    Tape& t = tape();
-    const int64_t I = group->I;
     std::vector<cpu::KVRows> rows;
-    for (const KVSegment& s : group->segs) {
-      Tensor g = t.grad(s.src);
-      rows.push_back({s.src.data() + s.row_begin * 2 * I, g.data ? g.data + s.row_begin * 2 * I : nullptr,
-                      s.src.shape()[1] * 2 * I, s.rows});
-    }
+    for (const KVSegment& s : group->segs) rows.push_back(kv_rows(s, group->I, true));
     cpu::attention_kv_grad_sum(rows.data(), int(rows.size()), group->parts.data(), int(group->parts.size()),
                                group->d);
     group->parts.clear();  // the same records may be swept again
@@ -63,7 +66,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     const Shape& ss = s.src.shape();
     check(ss.nd == 3 && ss[0] == B && ss[2] == 2 * I && s.row_begin >= 0 && s.row_begin + s.rows <= ss[1],
           "attention: key/value rows [", s.row_begin, ", ", s.row_begin + s.rows, ") of ", ss, " for q ", q.shape());
-    rows.push_back({s.src.data() + s.row_begin * 2 * I, nullptr, ss[1] * 2 * I, s.rows});
+    rows.push_back(kv_rows(s, I, false));
     if (s.heads.data && !on_device()) {  // the device kernels read the rows
       const Shape& hs = s.heads.shape;
       check(hs.nd == 4 && hs[0] == B * H && hs[1] == 2 && hs[2] == ss[1] && hs[3] == Dh,
@@ -77,10 +80,11 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   check(int64_t(bucket.size()) == n * S, "attention: bucket table of ", bucket.size(), " for ", n, " x ", S);
   // Grouped segments (the first keys) take their key/value gradient from the group's sum.
   size_t grouped = 0;
-  if (group && !on_device())
+  if (group && !on_device()) {
     while (grouped < segs.size() && segs[grouped].grouped) ++grouped;
-  for (size_t k = grouped; group && k < segs.size(); ++k)
-    check(!segs[k].grouped || on_device(), "attention: grouped key/value segments must come first");
+    for (size_t k = grouped; k < segs.size(); ++k)
+      check(!segs[k].grouped, "attention: grouped key/value segments must come first");
+  }
   if (bias) {
     check(bias.shape().nd == 2 && bias.shape()[1] == H, "attention: bias ", bias.shape(), " is not (buckets, ", H, ")");
     for (int32_t b : bucket) check(b < bias.shape()[0], "attention: bucket ", b, " outside bias ", bias.shape());
@@ -103,10 +107,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   if (out.requires_grad())
     tape().record("attention", out, [=]() mutable {
       Tape& t = tape();
-      for (size_t k = grouped; k < segs.size(); ++k) {
-        Tensor g = t.grad(segs[k].src);
-        rows[k].grad = g.data ? g.data + segs[k].row_begin * 2 * I : nullptr;
-      }
+      for (size_t k = grouped; k < segs.size(); ++k) rows[k].grad = kv_rows(segs[k], I, true).grad;
       float* dlogits = t.arena().alloc_floats(size_t(B * H * n * S));
       kernel(cpu::attention_backward, cuda::attention_backward)(
           t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), rows.data(),
@@ -160,12 +161,6 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     Tape& t = tape();
     Arena& a = t.arena();
     const int64_t ND = B * n * D;
-    // dn_all: what the normalized vectors receive from every reader (trains P and the norm);
-    // dn_diff: only from readers allowed to differentiate into the memory vectors.
-    // The first cache's products write them, later caches add theirs.
-    float* dn_all = a.alloc_floats(size_t(ND));
-    float* dn_diff = a.alloc_floats(size_t(ND));
-    if (caches.empty()) fill_zero(dev, dn_all, size_t(ND)), fill_zero(dev, dn_diff, size_t(ND));
     const auto axpy = kernel(cpu::axpy, cuda::axpy);
     // Rows of constant memory vectors (a received state): no gradient goes back into them, so the
     // product g_all P exists only for the norm's parameters, and those (and P's) gradients come
@@ -173,10 +168,17 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     // g_all^T normed = M diag(w) + colsum(g_all) b^T, dw = colsum(P o M), db = P^T colsum(g_all).
     // (The device keeps the general path.)
     const bool constant_rows = !mem.requires_grad() && !on_device();
-    float* xhat = nullptr;
+    // General path: dn_all, what the normalized vectors receive from every reader (trains P and
+    // the norm), and dn_diff, only from readers allowed to differentiate into the memory vectors.
+    // The first cache's products write them, later caches add theirs.
+    float *xhat = nullptr, *dn_all = nullptr, *dn_diff = nullptr;
     if (constant_rows) {
       xhat = a.alloc_floats(size_t(ND));
       cpu::layernorm_xhat(xhat, mem.data(), mean, rstd, B * n, D);
+    } else {
+      dn_all = a.alloc_floats(size_t(ND));
+      dn_diff = a.alloc_floats(size_t(ND));
+      if (caches.empty()) fill_zero(dev, dn_all, size_t(ND)), fill_zero(dev, dn_diff, size_t(ND));
     }
     for (const KVCache& c : caches) {
       const bool first = &c == &caches.front();
@@ -237,10 +239,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
     if (constant_rows) return;
     kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(norm_w).data, t.grad(norm_b).data,
                                                                             dn_all, mem.data(), mean, rstd, B * n, D);
-    if (const Tape::GradSink dm = t.grad_sink(mem); dm.data && on_device())
-      cuda::layernorm_backward_input(dm.data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
-    else if (dm.data)
-      cpu::layernorm_backward_input(dm.data, dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D, dm.accumulate);
+    layernorm_input_grad(t.grad_sink(mem), dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
   });
 }
 

@@ -36,6 +36,12 @@ const T* stage(const T* host, size_t n) {
 // gradient is deferred: Tape::defer_weight_grad); reads W's pack while frozen on the CPU.
 void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate = true);
 
+// dx (+)= the layernorm input gradient for dy into a gradient sink (the CPU kernel overwrites a
+// fresh one; the device kernel always adds, and its sinks always accumulate). Nothing when
+// dx.data is null.
+void layernorm_input_grad(const Tape::GradSink& dx, const float* dy, const float* x, const float* w,
+                          const float* mean, const float* rstd, int64_t N, int64_t C);
+
 // Inverted-dropout multipliers for n values in the step's arena (attention and dropout share it).
 const float* dropout_mask(float p, Rng& rng, int64_t n);
 

@@ -27,6 +27,13 @@ void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumu
   cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
 }
 
+void layernorm_input_grad(const Tape::GradSink& dx, const float* dy, const float* x, const float* w,
+                          const float* mean, const float* rstd, int64_t N, int64_t C) {
+  if (!dx.data) return;
+  if (on_device()) cuda::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C);
+  else cpu::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C, dx.accumulate);
+}
+
 int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
 
 Var linear(Var x, Var W, Var b) {
@@ -141,10 +148,7 @@ Var layernorm(Var x, Var w, Var b) {
   if (y.requires_grad())
     tape().record("layernorm", y, [=] {
       Tape& t = tape();
-      if (const Tape::GradSink dx = t.grad_sink(x); dx.data && on_device())
-        cuda::layernorm_backward_input(dx.data, y.grad().data, x.data(), w.data(), mean, rstd, N, C);
-      else if (dx.data)  // (the CPU kernel may overwrite a fresh gradient; a device one always adds)
-        cpu::layernorm_backward_input(dx.data, y.grad().data, x.data(), w.data(), mean, rstd, N, C, dx.accumulate);
+      layernorm_input_grad(t.grad_sink(x), y.grad().data, x.data(), w.data(), mean, rstd, N, C);
       if (w.requires_grad() || b.requires_grad())
         kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(w).data, t.grad(b).data,
                                                                                 y.grad().data, x.data(), mean, rstd, N, C);

@@ -504,14 +504,12 @@ void attention_kv_grad_sum(const KVRows* segs, int nsegs, const AttentionGradPar
 void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,
                      int64_t r1) {
   const int64_t I = H * Dh;
+  const KVRows rows{cache + r0 * 2 * I, nullptr, R * 2 * I, r1 - r0};
 #pragma omp parallel for collapse(2) if (B * H * (r1 - r0) * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
-      for (int64_t kv = 0; kv < 2; ++kv) {
-        float* dst = heads + ((b * H + h) * 2 + kv) * R * Dh;
-        const float* src = cache + b * R * 2 * I + kv * I + h * Dh;
-        for (int64_t r = r0; r < r1; ++r) std::copy_n(src + r * 2 * I, Dh, dst + r * Dh);
-      }
+      for (int kv = 0; kv < 2; ++kv)
+        head_rows(heads + (((b * H + h) * 2 + kv) * R + r0) * Dh, &rows, 1, b, h, Dh, I, kv == 1);
 }
 
 }  // namespace fbt::cpu

@@ -65,7 +65,7 @@ void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
                        int64_t N, int64_t C);
 // The input and parameter halves of the backward are separate because the memory projection
-// feeds them different upstream gradients (see ops/memory.cpp).
+// feeds them different upstream gradients (see project_memory in ops/attention.cpp).
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
                               const float* rstd, int64_t N, int64_t C, bool accumulate = true);
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
