@@ -219,6 +219,12 @@ TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows th
   const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
   CHECK(text.find("ms/step") != std::string::npos);
   CHECK(text.find("(outside any op)") != std::string::npos);
+
+  for (const char* bad : {"0", "2.5", "x"}) {  // the flag is named, with what it wants
+    const Run e = fbt_cli("bench --config " + d / "bench.yaml" + " --steps " + bad);
+    CHECK(e.status != 0);
+    CHECK(e.output.find(std::string("--steps: must be a whole number >= 1, got ") + bad) != std::string::npos);
+  }
 }
 
 TEST_CASE("cli: the cuda device trains where it is usable and is refused by name where it is not") {

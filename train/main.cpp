@@ -8,6 +8,20 @@
 #include "ops/cuda/kernels.hpp"
 #include "train/commands.hpp"
 
+namespace {
+// A whole-number flag of at least `lo` (CLI11's PositiveNumber would answer 0 with "not in
+// range 0.000000 to 1.797e308").
+CLI::Validator at_least(int64_t lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        int64_t v = 0;
+        if (CLI::detail::lexical_cast(s, v) && v >= lo) return "";
+        return "must be a whole number >= " + std::to_string(lo) + ", got " + s;
+      },
+      "INT>=" + std::to_string(lo));
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"fbt: train and study the Feedback Transformer"};
   app.require_subcommand(0, 1);
@@ -32,7 +46,7 @@ int main(int argc, char** argv) {
   train->add_option("--set", tr.overrides, "override a key, e.g. --set train.lr=1e-3 (repeatable)");
   train->add_flag("--resume", tr.resume, "continue from the newest complete checkpoint in out_dir");
   train->add_option("--stop-at", tr.stop_at, "end this session after step N with a checkpoint (resume later)")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
 
   fbt::cli::EvalArgs ev;
   auto* eval = app.add_subcommand("eval", "evaluate a checkpoint on a split");
@@ -45,9 +59,9 @@ int main(int argc, char** argv) {
   auto* sample = app.add_subcommand("sample", "generate text from a checkpoint");
   sample->add_option("--checkpoint", sa.checkpoint, "checkpoint directory, run directory or weights file")->required();
   sample->add_option("--prompt", sa.prompt, "text to start from");
-  sample->add_option("--tokens", sa.tokens, "number of new tokens")->check(CLI::NonNegativeNumber);
+  sample->add_option("--tokens", sa.tokens, "number of new tokens")->check(at_least(0));
   sample->add_option("--temperature", sa.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
-  sample->add_option("--top-k", sa.top_k, "keep the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  sample->add_option("--top-k", sa.top_k, "keep the k most likely tokens (0 = all)")->check(at_least(0));
   sample->add_option("--seed", sa.seed, "random seed");
   sample->add_option("--device", sa.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
 
@@ -56,7 +70,7 @@ int main(int argc, char** argv) {
   bench->add_option("--config", be.config, "run config (model:, train.batch_size, bptt, threads)")
       ->required()
       ->check(CLI::ExistingFile);
-  bench->add_option("--steps", be.steps, "timed steps after one warm-up step (the median is reported)")->check(CLI::PositiveNumber);
+  bench->add_option("--steps", be.steps, "timed steps after one warm-up step (the median is reported)")->check(at_least(1));
   bench->add_option("--set", be.overrides, "override a config key");
   bench->add_flag("--profile", be.profile,
                   "then time as many steps again op by op (forward, backward, optimizer): a table on stderr, "
@@ -71,11 +85,11 @@ int main(int argc, char** argv) {
   grads->add_option("--batch", ga.batch, "inputs/targets [B,T] (+ memory, context)")->check(CLI::ExistingFile);
   grads->add_option("--checkpoint", ga.checkpoint, "checkpoint/run directory or weights file, with --split");
   grads->add_option("--split", ga.split, "valid | test | train (with --checkpoint)");
-  grads->add_option("--batches", ga.batches, "consecutive batches of the split")->check(CLI::PositiveNumber);
+  grads->add_option("--batches", ga.batches, "consecutive batches of the split")->check(at_least(1));
   grads->add_option("--detach", ga.detach, "policy for lag and jacobian measurements");
   grads->add_option("--policies", ga.policies, "policies compared with none for the truncation bias")->delimiter(',');
   grads->add_option("--measure", ga.measures, "lag, bias, jacobian (default: all)")->delimiter(',');
-  grads->add_option("--probes", ga.probes, "random probes for the Jacobian estimate")->check(CLI::PositiveNumber);
+  grads->add_option("--probes", ga.probes, "random probes for the Jacobian estimate")->check(at_least(1));
   grads->add_flag("--exact-jacobian", ga.exact_jacobian, "probe with the D unit vectors: the exact norm");
   grads->add_flag("--per-row", ga.per_row, "also write every batch row's value");
   grads->add_option("--seed", ga.seed, "probe seed");
