@@ -1,13 +1,13 @@
 // Bump allocator for the activations and gradients of one step. Pointers stay valid until
 // reset(); reset() keeps every block, and the next step fills them again in order, so a steady
 // training loop allocates (and page-faults) nothing after its first step. Its blocks live on one
-// device (autograd/device.hpp).
+// device (backend/device.hpp).
 #pragma once
 #include <cstddef>
 #include <memory>
 #include <vector>
 
-#include "autograd/device.hpp"
+#include "backend/device.hpp"
 #include "autograd/tensor.hpp"
 
 namespace fbt {

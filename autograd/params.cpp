@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "autograd/profile.hpp"
-#include "ops/cpu/kernels.hpp"
+#include "backend/profile.hpp"
+#include "backend/cpu/kernels.hpp"
 
 namespace fbt {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "autograd/device.hpp"
+#include "backend/device.hpp"
 #include "autograd/tape.hpp"
 
 namespace fbt {

@@ -4,9 +4,9 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "autograd/profile.hpp"
-#include "ops/cpu/kernels.hpp"
-#include "ops/cuda/kernels.hpp"
+#include "backend/profile.hpp"
+#include "backend/cpu/kernels.hpp"
+#include "backend/cuda/kernels.hpp"
 
 namespace fbt {
 

@@ -6,13 +6,14 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace fbt {
+#include "backend/device.hpp"
 
-enum class Device { CPU, CUDA };
+namespace fbt {
 
 struct Shape {
   static constexpr int kMaxDims = 4;
@@ -49,6 +50,8 @@ struct Shape {
   }
 };
 
+inline std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << s.str(); }
+
 struct Tensor {
   float* data = nullptr;
   Shape shape;
@@ -59,5 +62,12 @@ struct Tensor {
   int64_t rows() const { return shape.rows(); }
   int64_t cols() const { return shape.cols(); }
 };
+
+// The values of a tensor on any device, on the host.
+inline std::vector<float> to_host(const Tensor& t) {
+  std::vector<float> h(size_t(t.numel()));
+  copy_bytes(h.data(), Device::CPU, t.data, t.device, sizeof(float) * h.size());
+  return h;
+}
 
 }  // namespace fbt

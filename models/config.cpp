@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "models/config_section.hpp"
+#include "util/config_section.hpp"
 
 namespace fbt {
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "ops/check.hpp"
+#include "util/check.hpp"
 
 namespace fbt {
 

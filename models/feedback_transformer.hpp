@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "autograd/params.hpp"
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "models/config.hpp"
 #include "models/detach_policy.hpp"
 #include "nn/layers.hpp"
@@ -62,7 +62,7 @@ struct ForwardOutput {
   Var loss;       // 0-d mean cross-entropy (only when targets were given)
   Tensor memory;  // (B,m',D) state after the call, m' = min(mem_len, m + T); arena storage
   // The memory vectors written by the call, one node per window, (B,n,D) each, in step order:
-  // their gradients are what the research tools (train/research.hpp) measure.
+  // their gradients are what the research tools (research/research.hpp) measure.
   std::vector<Var> written;
   std::vector<int64_t> written_start;  // first call step of each window
 };

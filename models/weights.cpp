@@ -91,31 +91,7 @@ void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::
   ps.sync_to_device();
 }
 
-std::string latest_checkpoint(const std::string& out_dir) {
-  const std::filesystem::path dir = std::filesystem::path(out_dir) / "checkpoints";
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) return "";
-  std::string best;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() != 13 || name.rfind("step_", 0) != 0 || !std::filesystem::exists(e.path() / "DONE")) continue;
-    if (name > best) best = name;
-  }
-  return best.empty() ? "" : (dir / best).string();
-}
-
-std::string resolve_weights(const std::string& dir_or_file) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(dir_or_file)) return dir_or_file;
-  if (fs::exists(fs::path(dir_or_file) / "model.safetensors")) return (fs::path(dir_or_file) / "model.safetensors").string();
-  const std::string latest = latest_checkpoint(dir_or_file);
-  if (latest.empty())
-    throw SafeTensorsError(dir_or_file + ": no model.safetensors and no complete checkpoint in this directory");
-  return (fs::path(latest) / "model.safetensors").string();
-}
-
-std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file) {
-  const std::string path = resolve_weights(dir_or_file);
+std::unique_ptr<FeedbackTransformer> load_model_file(const std::string& path) {
   SafeTensors st = SafeTensors::load(path);
   if (!st.metadata.count("fbt_model_config"))
     throw SafeTensorsError(path + ": no fbt_model_config in __metadata__ (not written by fbt?)");

@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "data/safetensors.hpp"
+#include "util/safetensors.hpp"
 #include "models/feedback_transformer.hpp"
 
 namespace fbt {
@@ -18,13 +18,9 @@ void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::
 std::string model_config_to_json(const ModelConfig& c);
 ModelConfig model_config_from_json(const std::string& json, const std::string& source);
 
-// Newest directory out_dir/checkpoints/step_* holding a DONE marker ("" if none).
-std::string latest_checkpoint(const std::string& out_dir);
-// The weights file meant by a path: a file as it is; a directory's model.safetensors, or else the
-// model.safetensors of its newest complete checkpoint (a run's out_dir).
-std::string resolve_weights(const std::string& dir_or_file);
-// A model built from the config in the file's __metadata__, with its weights.
-std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file);
+// A model built from the config in the file's __metadata__, with its weights (a run directory:
+// load_model, train/checkpoint.hpp).
+std::unique_ptr<FeedbackTransformer> load_model_file(const std::string& path);
 // Weights (and the model config) to a safetensors file, atomically.
 void save_model(const FeedbackTransformer& model, const std::string& path);
 

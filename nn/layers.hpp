@@ -4,7 +4,7 @@
 #include <string>
 
 #include "autograd/params.hpp"
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "ops/ops.hpp"
 
 namespace fbt::nn {

@@ -1,9 +1,9 @@
 // Attention over key/value segments, and the projection of memory vectors into the key/value
-// cache that attention reads. Kernels: ops/cpu/attention.cpp, ops/cpu/kernels.cpp.
+// cache that attention reads. Kernels: backend/cpu/attention.cpp, backend/cpu/kernels.cpp.
 #include <cstring>
 
-#include "autograd/profile.hpp"
-#include "ops/check.hpp"
+#include "backend/profile.hpp"
+#include "util/check.hpp"
 #include "ops/dispatch.hpp"
 #include "ops/ops.hpp"
 

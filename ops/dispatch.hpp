@@ -1,16 +1,16 @@
 // Which kernel family runs an op: the twin on the tape's device. The CPU and CUDA kernels of a
-// family share one signature (ops/cpu/kernels.hpp, ops/cuda/kernels.hpp), so an op names both
+// family share one signature (backend/cpu/kernels.hpp, backend/cuda/kernels.hpp), so an op names both
 // and calls the one returned:  kernel(cpu::gelu_forward, cuda::gelu_forward)(y, x, n);
 // Ops whose twins differ (the CPU's packed products) branch on on_device() themselves.
 #pragma once
 #include <cstddef>
 #include <cstring>
 
-#include "autograd/device.hpp"
-#include "autograd/rng.hpp"
+#include "backend/device.hpp"
+#include "backend/rng.hpp"
 #include "autograd/tape.hpp"
-#include "ops/cpu/kernels.hpp"
-#include "ops/cuda/kernels.hpp"
+#include "backend/cpu/kernels.hpp"
+#include "backend/cuda/kernels.hpp"
 
 namespace fbt {
 

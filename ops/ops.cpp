@@ -7,8 +7,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "autograd/profile.hpp"
-#include "ops/check.hpp"
+#include "backend/profile.hpp"
+#include "util/check.hpp"
 #include "ops/dispatch.hpp"
 
 namespace fbt {

@@ -1,5 +1,5 @@
 // The differentiable op library: each call computes its forward with a CPU kernel
-// (ops/cpu/) and, when the tape records and an input needs a gradient, records one backward
+// (backend/cpu/) and, when the tape records and an input needs a gradient, records one backward
 // closure. Shapes use the legend of autograd/tensor.hpp; "(...,C)" means any leading dims.
 #pragma once
 #include <cstdint>
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "autograd/params.hpp"
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "autograd/tape.hpp"
 
 namespace fbt {

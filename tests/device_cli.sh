@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The command line on a device, end to end, with the emulated CUDA device (fbt-emulated: the fbt
-# binary linked with ops/cuda/emulated.cpp, built for this test only): `train.device: cuda` trains
+# binary linked with backend/cuda/emulated.cpp, built for this test only): `train.device: cuda` trains
 # with the CPU's losses, stops and resumes bit-identically; eval, greedy sample, forward --grads
 # and grads with --device cuda agree with the CPU; bench runs there.  Usage: device_cli.sh FBT_EMULATED FBT
 set -euo pipefail

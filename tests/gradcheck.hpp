@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "autograd/tape.hpp"
 
 namespace fbt::testing {

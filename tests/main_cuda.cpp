@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <string>
 
-#include "ops/cuda/kernels.hpp"
+#include "backend/cuda/kernels.hpp"
 
 int main(int argc, char** argv) {
   std::string why;

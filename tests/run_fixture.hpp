@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "data/safetensors.hpp"
+#include "util/safetensors.hpp"
 
 namespace fbt::testing {
 

@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/safetensors.hpp"
+#include "util/safetensors.hpp"
 #include "models/config.hpp"
 #include "models/weights.hpp"
 

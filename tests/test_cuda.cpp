@@ -8,8 +8,8 @@
 
 #include "autograd/params.hpp"
 #include "gradcheck.hpp"
-#include "ops/cpu/kernels.hpp"
-#include "ops/cuda/kernels.hpp"
+#include "backend/cpu/kernels.hpp"
+#include "backend/cuda/kernels.hpp"
 #include "train/optimizer.hpp"
 
 using namespace fbt;

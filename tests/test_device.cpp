@@ -1,6 +1,6 @@
 // The device path: every op, the model, the training loop, sampling and checkpoints run with
 // their tensors on "cuda" and must agree with the CPU. Built twice: in the `device` suite on the
-// emulated CUDA device (ops/cuda/emulated.cpp), which runs anywhere and whose device pointers
+// emulated CUDA device (backend/cuda/emulated.cpp), which runs anywhere and whose device pointers
 // fault when host code dereferences them, so a host access that would crash on a GPU crashes
 // here too; and in the `cuda` suite on a real GPU, beside the kernel parity tests.
 #include <doctest/doctest.h>
@@ -11,7 +11,7 @@
 #include "gradcheck.hpp"
 #include "run_fixture.hpp"
 #include "autograd/params.hpp"
-#include "ops/cuda/kernels.hpp"
+#include "backend/cuda/kernels.hpp"
 #include "ops/ops.hpp"
 #include "train/loop.hpp"
 #include "train/sample.hpp"

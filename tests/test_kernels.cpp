@@ -1,4 +1,4 @@
-// Fast CPU kernels against the naive double-precision references (ops/cpu/reference.cpp),
+// Fast CPU kernels against the naive double-precision references (tests/reference_kernels.cpp),
 // on odd shapes and on shapes big enough to take the threaded paths.
 #include <doctest/doctest.h>
 
@@ -6,9 +6,10 @@
 #include <cmath>
 #include <vector>
 
-#include "autograd/device.hpp"
+#include "backend/device.hpp"
 #include "gradcheck.hpp"
-#include "ops/cpu/kernels.hpp"
+#include "backend/cpu/kernels.hpp"
+#include "tests/reference_kernels.hpp"
 
 using namespace fbt;
 using fbt::testing::fill_normal;

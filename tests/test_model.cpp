@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "gradcheck.hpp"
-#include "models/config_section.hpp"
+#include "util/config_section.hpp"
 #include "reference_model.hpp"
 
 using namespace fbt;

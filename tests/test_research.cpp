@@ -6,7 +6,7 @@
 
 #include "gradcheck.hpp"
 #include "reference_model.hpp"
-#include "train/research.hpp"
+#include "research/research.hpp"
 
 using namespace fbt;
 using namespace fbt::testing;

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <unistd.h>
 
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "models/weights.hpp"
 
 using namespace fbt;

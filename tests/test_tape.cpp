@@ -4,7 +4,7 @@
 #include <chrono>
 
 #include "autograd/params.hpp"
-#include "autograd/profile.hpp"
+#include "backend/profile.hpp"
 #include "gradcheck.hpp"
 #include "ops/ops.hpp"
 

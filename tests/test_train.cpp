@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "data/safetensors.hpp"
+#include "util/safetensors.hpp"
 #include "models/weights.hpp"
-#include "models/config_section.hpp"
+#include "util/config_section.hpp"
 #include "train/optimizer.hpp"
 #include "run_fixture.hpp"
 #include "train/trainer.hpp"

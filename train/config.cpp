@@ -4,8 +4,8 @@
 
 #include <thread>
 
-#include "autograd/device.hpp"
-#include "models/config_section.hpp"
+#include "backend/device.hpp"
+#include "util/config_section.hpp"
 #include "models/detach_policy.hpp"
 
 namespace fbt {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "models/feedback_transformer.hpp"
 #include "train/optimizer.hpp"
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "autograd/profile.hpp"
-#include "ops/cuda/kernels.hpp"
+#include "backend/profile.hpp"
+#include "backend/cuda/kernels.hpp"
 #include "ops/ops.hpp"
 
 namespace fbt {

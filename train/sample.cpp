@@ -4,7 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 
 namespace fbt {
 

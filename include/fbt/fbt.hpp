@@ -21,12 +21,12 @@
 #pragma once
 #include <vector>
 
-#include "autograd/device.hpp"
+#include "backend/device.hpp"
 #include "autograd/params.hpp"
-#include "autograd/rng.hpp"
+#include "backend/rng.hpp"
 #include "autograd/tape.hpp"
 #include "autograd/tensor.hpp"
-#include "data/safetensors.hpp"
+#include "util/safetensors.hpp"
 #include "data/tokens.hpp"
 #include "models/config.hpp"
 #include "models/detach_policy.hpp"
@@ -35,7 +35,7 @@
 #include "ops/ops.hpp"
 #include "train/loop.hpp"
 #include "train/optimizer.hpp"
-#include "train/research.hpp"
+#include "research/research.hpp"
 #include "train/sample.hpp"
 #include "train/trainer.hpp"
 
@@ -47,7 +47,7 @@ inline Var from_host(const std::vector<float>& values, const Shape& shape, bool 
   return tape().leaf_copy(Tensor{const_cast<float*>(values.data()), shape, Device::CPU}, requires_grad);
 }
 
-// A copy of a value on the host, from either device (to_host(Tensor) is autograd/device.hpp's;
+// A copy of a value on the host, from either device (to_host(Tensor) is backend/device.hpp's;
 // a gradient: to_host(v.grad())).
 inline std::vector<float> to_host(Var v) { return to_host(v.value()); }
 

@@ -1,0 +1,725 @@
+// CPU kernels: Eigen maps over raw pointers for the matrix products, OpenMP loops elsewhere.
+// Reductions that cross rows (parameter gradients) run in a fixed order so results are
+// bit-identical for a given thread count.
+#include "backend/cpu/kernels.hpp"
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
+
+#include "backend/rng.hpp"
+#include "backend/cpu/simd.hpp"
+
+namespace fbt::cpu {
+
+using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapR = Eigen::Map<MatR>;
+using CMapR = Eigen::Map<const MatR>;
+using CVec = Eigen::Map<const Eigen::VectorXf>;
+using Vec = Eigen::Map<Eigen::VectorXf>;
+
+namespace {
+
+using namespace simd;
+
+constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than they save
+
+// Few rows (one time step of a sequential model, up to kSkinnyRows) on W itself: stream W once,
+// each of its rows meeting every x row while in L1. Eigen's GEMM would pack all of W first, which
+// costs as much as the product. Register-blocked with AVX-512 or AVX2/FMA where the compiler
+// targets it; plain loops otherwise.
+
+// y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows: 4 weight rows x 2 input rows in registers.
+void skinny_dots(float* y, const float* x, const float* W, int64_t N, int64_t In, int64_t Out, int64_t o0, int64_t o1) {
+  int64_t o = o0;
+#ifdef FBT_SIMD
+  const int64_t InV = In / kLanes * kLanes;
+  for (; o + 4 <= o1; o += 4) {
+    const float* w0 = W + o * In;
+    const float *w1 = w0 + In, *w2 = w1 + In, *w3 = w2 + In;
+    int64_t r = 0;
+    for (; r + 2 <= N; r += 2) {
+      const float *xa = x + r * In, *xb = xa + In;
+      vf a0 = vzero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int64_t i = 0; i < InV; i += kLanes) {
+        const vf va = vload(xa + i), vb = vload(xb + i);
+        vf w = vload(w0 + i);
+        a0 = vfma(va, w, a0), b0 = vfma(vb, w, b0);
+        w = vload(w1 + i);
+        a1 = vfma(va, w, a1), b1 = vfma(vb, w, b1);
+        w = vload(w2 + i);
+        a2 = vfma(va, w, a2), b2 = vfma(vb, w, b2);
+        w = vload(w3 + i);
+        a3 = vfma(va, w, a3), b3 = vfma(vb, w, b3);
+      }
+      float ra[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)}, rb[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
+      for (int64_t i = InV; i < In; ++i)
+        for (int k = 0; k < 4; ++k) {
+          ra[k] += xa[i] * w0[k * In + i];
+          rb[k] += xb[i] * w0[k * In + i];
+        }
+      for (int k = 0; k < 4; ++k) {
+        y[r * Out + o + k] = ra[k];
+        y[(r + 1) * Out + o + k] = rb[k];
+      }
+    }
+    for (; r < N; ++r)
+      for (int k = 0; k < 4; ++k) {
+        const float* xr = x + r * In;
+        const float* w = w0 + k * In;
+        float s = 0.f;
+        for (int64_t i = 0; i < In; ++i) s += xr[i] * w[i];
+        y[r * Out + o + k] = s;
+      }
+  }
+#endif
+  for (; o < o1; ++o)
+    for (int64_t r = 0; r < N; ++r) {
+      const float *xr = x + r * In, *w = W + o * In;
+      float s = 0.f;
+      for (int64_t i = 0; i < In; ++i) s += xr[i] * w[i];
+      y[r * Out + o] = s;
+    }
+}
+
+// dx[r, c0:c1] += sum_o dy[r, o] W[o, c0:c1] for all N rows (outer-product form): blocks of
+// 8 rows x 2 vectors of columns live in registers while W streams through.
+void skinny_axpys(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out, int64_t c0, int64_t c1) {
+  int64_t c = c0;
+#ifdef FBT_SIMD
+  constexpr int R = 8;
+  constexpr int64_t C2 = 2 * kLanes;
+  for (; c + C2 <= c1; c += C2) {
+    int64_t r = 0;
+    for (; r + R <= N; r += R) {
+      vf acc[R][2];
+      for (int k = 0; k < R; ++k) acc[k][0] = acc[k][1] = vzero();
+      for (int64_t o = 0; o < Out; ++o) {
+        const vf w0 = vload(W + o * In + c), w1 = vload(W + o * In + c + kLanes);
+        for (int k = 0; k < R; ++k) {
+          const vf g = vbroadcast(dy + (r + k) * Out + o);
+          acc[k][0] = vfma(g, w0, acc[k][0]);
+          acc[k][1] = vfma(g, w1, acc[k][1]);
+        }
+      }
+      for (int k = 0; k < R; ++k) {
+        float* d = dx + (r + k) * In + c;
+        vstore(d, vadd(vload(d), acc[k][0]));
+        vstore(d + kLanes, vadd(vload(d + kLanes), acc[k][1]));
+      }
+    }
+    for (; r < N; ++r) {
+      vf a0 = vzero(), a1 = a0;
+      for (int64_t o = 0; o < Out; ++o) {
+        const vf g = vbroadcast(dy + r * Out + o);
+        a0 = vfma(g, vload(W + o * In + c), a0);
+        a1 = vfma(g, vload(W + o * In + c + kLanes), a1);
+      }
+      float* d = dx + r * In + c;
+      vstore(d, vadd(vload(d), a0));
+      vstore(d + kLanes, vadd(vload(d + kLanes), a1));
+    }
+  }
+#endif
+  for (; c < c1; ++c)
+    for (int64_t r = 0; r < N; ++r) {
+      float s = 0.f;
+      for (int64_t o = 0; o < Out; ++o) s += dy[r * Out + o] * W[o * In + c];
+      dx[r * In + c] += s;
+    }
+}
+
+// Splits [0, n) into one contiguous part per thread (multiples of `align`), so each thread
+// streams its own rows or columns of W.
+template <typename F>
+void split_threads(int64_t n, int64_t align, bool parallel, F&& body) {
+#pragma omp parallel if (parallel)
+  {
+    const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t per = ((n + align - 1) / align + T - 1) / T * align;
+    const int64_t b = std::min(n, t * per), e = std::min(n, b + per);
+    if (b < e) body(b, e);
+  }
+}
+
+}  // namespace
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
+  if (N <= kSkinnyRows) {
+    split_threads(Out, 4, In * Out > (1 << 15), [&](int64_t o0, int64_t o1) { skinny_dots(y, x, W, N, In, Out, o0, o1); });
+    if (b)
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t o = 0; o < Out; ++o) y[r * Out + o] += b[o];
+    return;
+  }
+  MapR Y(y, N, Out);
+  Y.noalias() = CMapR(x, N, In) * CMapR(W, Out, In).transpose();
+  if (b) Y.rowwise() += CVec(b, Out).transpose();
+}
+
+void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out,
+                           bool accumulate) {
+  if (N <= kSkinnyRows) {
+    if (!accumulate) std::memset(dx, 0, sizeof(float) * size_t(N * In));  // few rows: the kernel adds
+    split_threads(In, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
+    return;
+  }
+  if (accumulate) MapR(dx, N, In).noalias() += CMapR(dy, N, Out) * CMapR(W, Out, In);
+  else MapR(dx, N, In).noalias() = CMapR(dy, N, Out) * CMapR(W, Out, In);
+}
+
+// ---- packed panels ----
+
+namespace {
+#ifdef FBT_SIMD
+constexpr int64_t kPanel = kLanes;
+#else
+constexpr int64_t kPanel = 8;
+#endif
+// Rows per register block: 16 accumulators of 16 lanes with AVX-512 (32 registers), 12 of 8
+// with AVX2 (16 registers), so each panel vector loaded meets that many rows.
+#if defined(__AVX512F__)
+constexpr int kRowBlock = 16;
+#else
+constexpr int kRowBlock = 12;
+#endif
+constexpr int64_t kPrefetch = 32;  // panel rows ahead: a new panel starts before the prefetchers learn it
+// K is taken in chunks of x rows copied at a padded stride (see packed_product).
+constexpr int64_t kChunk = 512;
+constexpr int64_t kChunkStride = kChunk + 16;
+
+// y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel); the sums start from init[0:kPanel]
+// (a bias) where given, else from 0.
+template <int R>
+void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t K, int64_t width, bool acc,
+                 const float* init) {
+#ifdef FBT_SIMD
+  vf a[R];
+  for (int r = 0; r < R; ++r) a[r] = init ? vload(init) : vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(P + (k + kPrefetch) * kPanel), _MM_HINT_T0);
+    const vf w = vload(P + k * kPanel);
+    for (int r = 0; r < R; ++r) a[r] = vfma(vbroadcast(x + r * ldx + k), w, a[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    float* yr = y + r * ldy;
+    if (width == kPanel) {
+      vstore(yr, acc ? vadd(vload(yr), a[r]) : a[r]);
+    } else {
+      alignas(64) float t[kPanel];
+      vstore(t, a[r]);
+      for (int64_t c = 0; c < width; ++c) yr[c] = acc ? yr[c] + t[c] : t[c];
+    }
+  }
+#else
+  for (int r = 0; r < R; ++r)
+    for (int64_t c = 0; c < width; ++c) {
+      float s = init ? init[c] : 0.f;
+      for (int64_t k = 0; k < K; ++k) s += x[r * ldx + k] * P[k * kPanel + c];
+      y[r * ldy + c] = acc ? y[r * ldy + c] + s : s;
+    }
+#endif
+}
+
+// One row against 4 full panels (P, P + stride, ...): a single row against one panel would wait
+// on one chain of dependent FMAs; four panels give four chains. Every output is summed in the
+// same k order as in panel_block, so results do not depend on how rows or panels are grouped.
+void row_four_panels(float* y, const float* x, const float* P, int64_t stride, int64_t K, bool acc, const float* init) {
+#ifdef FBT_SIMD
+  vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  if (init) a0 = vload(init), a1 = vload(init + kPanel), a2 = vload(init + 2 * kPanel), a3 = vload(init + 3 * kPanel);
+  for (int64_t k = 0; k < K; ++k) {
+    const vf xk = vbroadcast(x + k);
+    a0 = vfma(xk, vload(P + k * kPanel), a0);
+    a1 = vfma(xk, vload(P + stride + k * kPanel), a1);
+    a2 = vfma(xk, vload(P + 2 * stride + k * kPanel), a2);
+    a3 = vfma(xk, vload(P + 3 * stride + k * kPanel), a3);
+  }
+  const vf a[4] = {a0, a1, a2, a3};
+  for (int q = 0; q < 4; ++q) vstore(y + q * kPanel, acc ? vadd(vload(y + q * kPanel), a[q]) : a[q]);
+#else
+  for (int q = 0; q < 4; ++q) panel_block<1>(y + q * kPanel, 0, x, 0, P + q * stride, K, kPanel, acc, init ? init + q * kPanel : nullptr);
+#endif
+}
+
+// All N rows against one panel: full blocks, then the rest in smaller ones.
+void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K,
+                int64_t width, bool acc, const float* init) {
+  int64_t r = 0;
+  for (; r + kRowBlock <= N; r += kRowBlock)
+    panel_block<kRowBlock>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+  for (; r + 8 <= N; r += 8) panel_block<8>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+  for (; r + 4 <= N; r += 4) panel_block<4>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+  for (; r < N; ++r) panel_block<1>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+}
+}  // namespace
+
+int64_t packed_floats(int64_t K, int64_t M) { return (M + kPanel - 1) / kPanel * K * kPanel; }
+
+void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms) {
+  const int64_t panels = (M + kPanel - 1) / kPanel;
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < kPanel; ++c) {
+        const int64_t m = p * kPanel + c;
+        dst[(p * K + k) * kPanel + c] = m < M ? src[k * ks + m * ms] : 0.f;
+      }
+}
+
+void pack_weight(float* fwd, float* bwd, const float* W, int64_t Out, int64_t In) {
+  // Row blocks of kPanel rows: one is forward panel p (transposed) and, cut into kPanel-column
+  // tiles, rows [p kPanel, ...) of every backward panel; each block is read once, while in L1/L2.
+  const int64_t blocks = (Out + kPanel - 1) / kPanel, col_panels = (In + kPanel - 1) / kPanel;
+  const bool stream = kPanel == simd::kLanes && reinterpret_cast<uintptr_t>(fwd) % sizeof(simd::vf) == 0 &&
+                      reinterpret_cast<uintptr_t>(bwd) % sizeof(simd::vf) == 0;
+  auto put = [&](float* d, const float* row) {
+    if (stream) simd::vstream(d, simd::vload(row));
+    else std::memcpy(d, row, sizeof(float) * kPanel);
+  };
+#pragma omp parallel for if (Out * In > kParallelMin)
+  for (int64_t p = 0; p < blocks; ++p) {
+    const int64_t r0 = p * kPanel, rows = std::min(kPanel, Out - r0);
+    alignas(64) float tile[kPanel][kPanel];
+    for (int64_t q = 0; q < col_panels; ++q) {
+      const int64_t c0 = q * kPanel, cols = std::min(kPanel, In - c0);
+      for (int64_t r = 0; r < kPanel; ++r)  // tile[r][c] = W[r0 + r, c0 + c], zero outside W
+        for (int64_t c = 0; c < kPanel; ++c) tile[r][c] = r < rows && c < cols ? W[(r0 + r) * In + c0 + c] : 0.f;
+      for (int64_t r = 0; r < rows; ++r) put(bwd + (q * Out + r0 + r) * kPanel, tile[r]);  // W's rows, as they are
+      alignas(64) float column[kPanel];
+      for (int64_t c = 0; c < cols; ++c) {  // W^T: forward panel p, row c0 + c
+        for (int64_t r = 0; r < kPanel; ++r) column[r] = tile[r][c];
+        put(fwd + (p * In + c0 + c) * kPanel, column);
+      }
+    }
+    if (stream) simd::stream_fence();
+  }
+}
+
+void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
+                    const float* bias) {
+  const int64_t panels = (M + kPanel - 1) / kPanel;
+  std::vector<float> start;  // the bias, padded to whole panels: what the first chunk's sums start from
+  if (bias && !accumulate) {
+    start.assign(size_t(panels * kPanel), 0.f);
+    std::memcpy(start.data(), bias, sizeof(float) * size_t(M));
+  }
+  split_threads(panels, 1, N * K * M > (1 << 15), [&](int64_t p0, int64_t p1) {
+    // K in chunks whose x rows are copied to a padded stride: rows of x 4 KB apart would share
+    // one L1 set, and a block reads 16 of them at once. The chunk stays in L1 across panels.
+    thread_local std::vector<float> xc;
+    xc.resize(size_t(N * kChunkStride));
+    for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+      const int64_t kn = std::min(kChunk, K - k0);
+      for (int64_t r = 0; r < N; ++r) std::memcpy(xc.data() + r * kChunkStride, x + r * K + k0, sizeof(float) * size_t(kn));
+      const bool acc = accumulate || k0 > 0;
+      auto init = [&](int64_t p) { return !acc && !start.empty() ? start.data() + p * kPanel : nullptr; };
+      int64_t p = p0;
+      if (N < 4)  // a row or three (sampling, a single stream): four panels at a time
+        for (; p + 4 <= p1 && (p + 4) * kPanel <= M; p += 4)
+          for (int64_t r = 0; r < N; ++r)
+            row_four_panels(y + r * M + p * kPanel, xc.data() + r * kChunkStride, A + (p * K + k0) * kPanel, K * kPanel,
+                            kn, acc, init(p));
+      for (; p < p1; ++p)
+        panel_rows(y + p * kPanel, M, xc.data(), kChunkStride, A + (p * K + k0) * kPanel, N, kn,
+                   std::min(kPanel, M - p * kPanel), acc, init(p));
+    }
+  });
+}
+
+void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
+                           int64_t In, int64_t Out) {
+  if (!Wp_fwd || N > kPackedRows) return linear_forward(y, x, W, b, N, In, Out);
+  packed_product(y, x, Wp_fwd, N, In, Out, false, b);
+}
+
+void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
+                                  int64_t In, int64_t Out, bool accumulate) {
+  if (!Wp_bwd || N > kPackedRows) return linear_backward_input(dx, dy, W, N, In, Out, accumulate);
+  packed_product(dx, dy, Wp_bwd, N, Out, In, accumulate);
+}
+
+void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
+  MapR(dW, Out, In).noalias() += CMapR(dy, N, Out).transpose() * CMapR(x, N, In);
+}
+
+void bias_backward(float* db, const float* dy, int64_t N, int64_t Out) {
+  // Rows in a fixed order for every column (Eigen's colwise sum changes its order with the
+  // pointer's alignment); threads own column ranges, so the thread count does not matter.
+  split_threads(Out, 64, N * Out > kParallelMin, [&](int64_t o0, int64_t o1) {
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t o = o0; o < o1; ++o) db[o] += dy[r * Out + o];
+  });
+}
+
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
+                     int64_t N, int64_t In, int64_t Out) {
+  if (dx) linear_backward_input(dx, dy, W, N, In, Out);
+  if (dW) linear_backward_weight(dW, dy, x, N, In, Out);
+  if (db) bias_backward(db, dy, N, Out);
+}
+
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
+  for (int64_t g = 0; g < G; ++g)
+    MapR(y + g * M * N, M, N).noalias() = CMapR(a + g * M * K, M, K) * CMapR(b + g * K * N, K, N);
+}
+
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N) {
+  for (int64_t g = 0; g < G; ++g) {
+    CMapR dY(dy + g * M * N, M, N);
+    if (da) MapR(da + g * M * K, M, K).noalias() += dY * CMapR(b + g * K * N, K, N).transpose();
+    if (db) MapR(db + g * K * N, K, N).noalias() += CMapR(a + g * M * K, M, K).transpose() * dY;
+  }
+}
+
+void add_forward(float* y, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void mul_forward(float* y, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
+}
+
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  if (da)
+    for (int64_t i = 0; i < n; ++i) da[i] += dy[i] * b[i];
+  if (db)
+    for (int64_t i = 0; i < n; ++i) db[i] += dy[i] * a[i];
+}
+
+void scale_forward(float* y, const float* x, float s, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s;
+}
+
+void axpy(float* y, float s, const float* x, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
+}
+
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) axpy(dst + r * dst_stride, 1.f, src + r * src_stride, cols);
+}
+
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r)
+    if (keep[r]) std::memcpy(y + r * C, x + r * C, sizeof(float) * size_t(C));
+    else std::memset(y + r * C, 0, sizeof(float) * size_t(C));
+}
+
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r)
+    if (keep[r])
+      for (int64_t c = 0; c < C; ++c) dx[r * C + c] += dy[r * C + c];
+}
+
+// ---- layer norm ----
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                       int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* xr = x + r * C;
+    const float m = reduce(C, [&](int64_t c) { return vload(xr + c); }, [&](int64_t c) { return xr[c]; }) / float(C);
+    const float v = reduce(
+        C,
+        [&](int64_t c) {
+          const vf d = vsub(vload(xr + c), vset1(m));
+          return vmul(d, d);
+        },
+        [&](int64_t c) { return (xr[c] - m) * (xr[c] - m); });
+    float s = 1.0f / std::sqrt(v / float(C) + 1e-5f);
+    float* yr = y + r * C;
+    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s * w[c] + b[c];
+    mean[r] = m;
+    rstd[r] = s;
+  }
+}
+
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C, bool accumulate) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float *xr = x + r * C, *dyr = dy + r * C;
+    const float m = mean[r], s = rstd[r];
+    // means of dxhat = dy w and of dxhat * xhat
+    const float sum_g =
+        reduce(C, [&](int64_t c) { return vmul(vload(dyr + c), vload(w + c)); }, [&](int64_t c) { return dyr[c] * w[c]; }) /
+        float(C);
+    const float sum_gx = reduce(
+                             C,
+                             [&](int64_t c) {
+                               const vf xhat = vmul(vsub(vload(xr + c), vset1(m)), vset1(s));
+                               return vmul(vmul(vload(dyr + c), vload(w + c)), xhat);
+                             },
+                             [&](int64_t c) { return dyr[c] * w[c] * (xr[c] - m) * s; }) /
+                         float(C);
+    float* dxr = dx + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xhat = (xr[c] - m) * s, g = s * (dyr[c] * w[c] - sum_g - xhat * sum_gx);
+      dxr[c] = accumulate ? dxr[c] + g : g;
+    }
+  }
+}
+
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r) {
+    const float *xr = x + r * C, *dyr = dy + r * C;
+    float m = mean[r], s = rstd[r];
+    for (int64_t c = 0; c < C; ++c) {
+      if (dw) dw[c] += dyr[c] * (xr[c] - m) * s;
+      if (db) db[c] += dyr[c];
+    }
+  }
+}
+
+void layernorm_xhat(float* xhat, const float* x, const float* mean, const float* rstd, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t c = 0; c < C; ++c) xhat[r * C + c] = (x[r * C + c] - mean[r]) * rstd[r];
+}
+
+void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
+                                       const float* P, const float* w, const float* b, int64_t KV, int64_t D) {
+  // Threads own column ranges; every sum runs over the rows in order (deterministic).
+  split_threads(D, 64, KV * D > kParallelMin, [&](int64_t c0, int64_t c1) {
+    for (int64_t o = 0; o < KV; ++o) {
+      const float* Mo = M + o * D;
+      const float* Po = P + o * D;
+      if (dP)
+        for (int64_t c = c0; c < c1; ++c) dP[o * D + c] += Mo[c] * w[c] + colsum[o] * b[c];
+      if (dw)
+        for (int64_t c = c0; c < c1; ++c) dw[c] += Po[c] * Mo[c];
+      if (db)
+        for (int64_t c = c0; c < c1; ++c) db[c] += Po[c] * colsum[o];
+    }
+  });
+}
+
+// ---- activations ----
+// Exact GELU through Eigen's vectorized erf (a rational approximation within a few ulp) and
+// exp: the scalar libm calls cost more than the products around them in a time step.
+
+namespace {
+using ArrC = Eigen::Map<const Eigen::ArrayXf>;
+using Arr = Eigen::Map<Eigen::ArrayXf>;
+constexpr float kSqrtHalf = float(M_SQRT1_2);
+constexpr float kInvSqrt2Pi = float(0.5 * M_2_SQRTPI * M_SQRT1_2);
+constexpr int64_t kActivationParallelMin = 1 << 12;  // erf per element: threads pay off sooner
+
+// gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) and its derivative Phi(x) + x phi(x), as
+// Eigen expressions of an array map (one formula for every caller).
+auto twice_cdf(const ArrC& x) { return 1.f + (x * kSqrtHalf).erf(); }
+// gelu'(x) given cdf2 = twice_cdf(x) already computed (geglu's backward needs both).
+template <class Cdf2>
+auto gelu_grad_from_cdf(const ArrC& x, const Cdf2& cdf2) {
+  return 0.5f * cdf2 + x * kInvSqrt2Pi * (-0.5f * x.square()).exp();
+}
+auto gelu_grad(const ArrC& x) { return gelu_grad_from_cdf(x, twice_cdf(x)); }
+
+// y = gelu(x), dx += gelu'(x) * d over n values.
+void gelu_values(float* y, const float* x, int64_t n) {
+  ArrC X(x, n);
+  Arr(y, n) = 0.5f * X * twice_cdf(X);
+}
+void add_gelu_grad(float* dx, const float* d, const float* x, int64_t n) {
+  ArrC X(x, n);
+  Arr(dx, n) += ArrC(d, n) * gelu_grad(X);
+}
+}  // namespace
+
+void gelu_forward(float* y, const float* x, int64_t n) {
+  const int64_t chunk = 1024;
+#pragma omp parallel for if (n > kActivationParallelMin)
+  for (int64_t i = 0; i < n; i += chunk) gelu_values(y + i, x + i, std::min(chunk, n - i));
+}
+
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  const int64_t chunk = 1024;
+#pragma omp parallel for if (n > kActivationParallelMin)
+  for (int64_t i = 0; i < n; i += chunk) add_gelu_grad(dx + i, dy + i, x + i, std::min(chunk, n - i));
+}
+
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
+#pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* ur = u + r * 2 * F;
+    float* yr = y + r * F;
+    gelu_values(yr, ur + F, F);
+    Arr(yr, F) *= ArrC(ur, F);
+  }
+}
+
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate) {
+#pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    thread_local std::vector<float> cdf_buf;  // 2 Phi(gate): one erf per element for both terms
+    if (int64_t(cdf_buf.size()) < F) cdf_buf.resize(size_t(F));
+    const float* ur = u + r * 2 * F;
+    float* dur = du + r * 2 * F;
+    ArrC value(ur, F), gate(ur + F, F), d(dy + r * F, F);
+    Arr cdf2(cdf_buf.data(), F);
+    cdf2 = twice_cdf(gate);
+    // d value = dy * gelu(gate);  d gate = dy * value * gelu'(gate)
+    if (accumulate) {
+      Arr(dur, F) += d * 0.5f * gate * cdf2;
+      Arr(dur + F, F) += d * value * gelu_grad_from_cdf(gate, cdf2);
+    } else {
+      Arr(dur, F) = d * 0.5f * gate * cdf2;
+      Arr(dur + F, F) = d * value * gelu_grad_from_cdf(gate, cdf2);
+    }
+  }
+}
+
+// ---- softmax ----
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* xr = x + r * C;
+    const uint8_t* mr = mask + r * C;
+    float* yr = y + r * C;
+    float mx = -INFINITY;
+    for (int64_t c = 0; c < C; ++c)
+      if (mr[c]) mx = std::max(mx, xr[c]);
+    if (mx == -INFINITY) {
+      std::fill(yr, yr + C, 0.f);
+      continue;
+    }
+    float sum = 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      yr[c] = mr[c] ? std::exp(xr[c] - mx) : 0.f;
+      sum += yr[c];
+    }
+    for (int64_t c = 0; c < C; ++c) yr[c] /= sum;
+  }
+}
+
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+#pragma omp parallel for if (N * C > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float *yr = y + r * C, *dyr = dy + r * C;
+    float dot = 0.f;
+    for (int64_t c = 0; c < C; ++c) dot += yr[c] * dyr[c];
+    float* dxr = dx + r * C;
+    for (int64_t c = 0; c < C; ++c) dxr[c] += yr[c] * (dyr[c] - dot);  // masked: y = 0, no gradient
+  }
+}
+
+// ---- embedding and loss ----
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+#pragma omp parallel for if (N * D > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) std::memcpy(y + r * D, W + int64_t(ids[r]) * D, sizeof(float) * size_t(D));
+}
+
+void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D) {
+  for (int64_t r = 0; r < N; ++r) {  // serial: rows may share a token, order fixed
+    float* dwr = dW + int64_t(ids[r]) * D;
+    const float* dyr = dy + r * D;
+    for (int64_t c = 0; c < D; ++c) dwr[c] += dyr[c];
+  }
+}
+
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) if (N * V > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* lr = logits + r * V;
+    float mx = lr[0];
+    for (int64_t c = 1; c < V; ++c) mx = std::max(mx, lr[c]);
+    double s = 0.0;
+    for (int64_t c = 0; c < V; ++c) s += std::exp(double(lr[c] - mx));
+    double l = double(mx) + std::log(s);
+    lse[r] = float(l);
+    total += l - double(lr[targets[r]]);
+  }
+  return total;
+}
+
+void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V) {
+#pragma omp parallel for if (N * V > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* lr = logits + r * V;
+    float* dr = dlogits + r * V;
+    for (int64_t c = 0; c < V; ++c) dr[c] += g * std::exp(lr[c] - lse[r]);
+    dr[targets[r]] -= g;
+  }
+}
+
+// ---- memory mix ----
+
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
+  float mx = w[0];
+  for (int64_t k = 1; k < K; ++k) mx = std::max(mx, w[k]);
+  float sum = 0.f;
+  for (int64_t k = 0; k < K; ++k) sum += (a[k] = std::exp(w[k] - mx));
+  for (int64_t k = 0; k < K; ++k) a[k] /= sum;
+#pragma omp parallel for if (n * K > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = 0.f;
+    for (int64_t k = 0; k < K; ++k) acc += a[k] * xs[k][i];
+    y[i] = acc;
+  }
+}
+
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n) {
+  for (int64_t k = 0; k < K; ++k)
+    if (dxs[k]) axpy(dxs[k], a[k], dy, n);
+  if (!dw) return;
+  // da_k = <dy, x_k>; dw = a * (da - <a, da>)
+  double da[64];
+  double* dap = K <= 64 ? da : new double[size_t(K)];
+  double dot = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    dap[k] = dot_double(dy, xs[k], n);
+    dot += double(a[k]) * dap[k];
+  }
+  for (int64_t k = 0; k < K; ++k) dw[k] += float(double(a[k]) * (dap[k] - dot));
+  if (dap != da) delete[] dap;
+}
+
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
+  const float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) mask[i] = Rng::uniform_at(seed, counter + uint64_t(i)) < p ? 0.f : keep;
+}
+
+double dot_double(const float* a, const float* b, int64_t n) {
+  // Fixed chunks summed in order, each in kLanesD interleaved double sums (lane l takes elements
+  // l, l + kLanesD, ...; vectorized, where one running sum would wait on every addition): the
+  // same result for any thread count.
+  constexpr int64_t kChunkSize = 1 << 16, kLanesD = 16;
+  const int64_t chunks = (n + kChunkSize - 1) / kChunkSize;
+  std::vector<double> part(size_t(chunks), 0.0);
+#pragma omp parallel for if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunkSize, end = std::min(n, begin + kChunkSize);
+    double lane[kLanesD] = {};
+    int64_t i = begin;
+    for (; i + kLanesD <= end; i += kLanesD)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanesD; ++l) lane[l] += double(a[i + l]) * double(b[i + l]);
+    double s = 0.0;
+    for (; i < end; ++i) s += double(a[i]) * double(b[i]);
+    for (double v : lane) s += v;
+    part[size_t(c)] = s;
+  }
+  double s = 0.0;
+  for (double p : part) s += p;
+  return s;
+}
+
+double sum_squares(const float* x, int64_t n) { return dot_double(x, x, n); }
+
+}  // namespace fbt::cpu

@@ -1,0 +1,166 @@
+// CPU kernels on raw pointers: no Tensor, no tape. Each forward has its backward beside it.
+// Backward kernels ACCUMULATE (+=) into their gradient outputs; a null gradient pointer means
+// "not needed" and is skipped. Shapes in comments use the legend of autograd/tensor.hpp.
+#pragma once
+#include <cstdint>
+
+namespace fbt::cpu {
+
+// y = x W^T + b.   x:(N,In)  W:(Out,In)  b:(Out) or null  y:(N,Out)  (y overwritten)
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
+                     int64_t N, int64_t In, int64_t Out);
+// Products of at most kSkinnyRows rows take the few-row kernels on W; with packed weights, those
+// of at most kPackedRows read the packs (faster than the GEMM library up to there: a window of
+// a few hundred rows reuses each panel from cache).
+constexpr int64_t kSkinnyRows = 64;
+constexpr int64_t kPackedRows = 512;
+// The same products with W also packed for few rows (see pack_panels): Wp_fwd packs W^T,
+// Wp_bwd packs W; a null pack, or many rows, takes the plain path above.
+void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
+                           int64_t In, int64_t Out);
+void linear_backward_input_packed(float* dx, const float* dy, const float* W, const float* Wp_bwd, int64_t N,
+                                  int64_t In, int64_t Out, bool accumulate = true);
+// The three parts of linear_backward: dx += dy W, dW += dy^T x, db += column sums of dy.
+// dx (+)= dy W: accumulate false overwrites dx.
+void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out,
+                           bool accumulate = true);
+void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
+void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
+
+// y[g] = a[g] b[g].   a:(G,M,K)  b:(G,K,N)  y:(G,M,N)
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N);
+
+// ---- weights packed for the products of one time step ----
+// A time step multiplies a few rows (batch x window) by every weight, forward and backward, so
+// those products stream the weights. Packed as column panels whose rows are contiguous, a
+// weight streams in order and each vector loaded meets up to 16 rows (ParamStore::freeze).
+// A:(K,M) with element (k,m) at src[k*ks + m*ms] -> dst:(ceil(M/kPanel), K, kPanel), zero-padded.
+// (The plain definition of the layout; pack_weight is what a step uses.)
+int64_t packed_floats(int64_t K, int64_t M);
+void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms);
+// Both packs of a weight W:(Out, In) in one pass over it, as pack_panels(fwd, W, In, Out, 1, In)
+// (W^T, the forward's) and pack_panels(bwd, W, Out, In, In, 1) (W, the input gradient's) write
+// them; streamed past the caches where both are vector-aligned (they are read in the next step).
+void pack_weight(float* fwd, float* bwd, const float* W, int64_t Out, int64_t In);
+// y = x A + bias (accumulate: y += x A; no bias).  x:(N,K)  A: packed (K,M)  bias:(M) or null  y:(N,M)
+void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
+                    const float* bias = nullptr);
+
+// Elementwise over n values.
+void add_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n);
+void scale_forward(float* y, const float* x, float s, int64_t n);
+void axpy(float* y, float s, const float* x, int64_t n);  // y += s x
+// dst[r*dst_stride + c] += src[r*src_stride + c] for rows x cols (slice and concat gradients).
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols);
+// Row r of x:(N,C) times keep[r] in {0,1}: y overwritten, dx accumulated.
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C);
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C);
+
+// Layer norm over the last axis, eps 1e-5, biased variance.  x,y:(N,C)  w,b:(C)  mean,rstd:(N)
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                       int64_t N, int64_t C);
+// The input and parameter halves of the backward are separate because the memory projection
+// feeds them different upstream gradients (see project_memory in ops/attention.cpp).
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C, bool accumulate = true);
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C);
+// xhat = (x - mean) * rstd, the normalized rows before the norm's weight and bias.
+void layernorm_xhat(float* xhat, const float* x, const float* mean, const float* rstd, int64_t N, int64_t C);
+// The gradients that y = layernorm(x) P^T sends to P (kv x D), the norm's weight w and bias b
+// from rows whose x is a constant, given M = g^T xhat (kv x D) and colsum (kv), the column sums
+// of the rows' gradient g: dP += M diag(w) + colsum b^T (dP may be null), dw += colsum(P o M),
+// db += P^T colsum. The same sums as through dxhat = g P, without that product.
+void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
+                                       const float* P, const float* w, const float* b, int64_t KV, int64_t D);
+
+// Exact GELU, x * Phi(x).
+void gelu_forward(float* y, const float* x, int64_t n);
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
+// GEGLU: y = u[:, :F] * gelu(u[:, F:]).   u:(N,2F)  y:(N,F)
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
+// du (+)= ...: accumulate false overwrites du (as for every "accumulate" flag of this file).
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate = true);
+
+// Softmax over rows where mask != 0; a row with nothing visible is all zeros.  x,y,mask:(N,C)
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
+
+// Embedding gather.  W:(V,D)  ids:(N)  y:(N,D); backward scatter-adds into dW in row order.
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
+void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D);
+
+// Softmax cross-entropy fused with the logits.  logits:(N,V)  targets:(N)  lse:(N) saved.
+// Returns the sum of the N losses (double accumulation).
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+// dlogits += g * (softmax(logits) - onehot(target))
+void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V);
+
+// y = sum_k a_k xs[k], a = softmax(w).  w:(K)  xs: K pointers to n values each  a:(K) saved.
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n);
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n);
+
+// Inverted dropout: mask[i] = 0 or 1/(1-p) from the counter-based generator; y = x * mask.
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n);
+
+// Sums in double, in an order fixed for any thread count: a . b, and x . x (global grad norm).
+double dot_double(const float* a, const float* b, int64_t n);
+double sum_squares(const float* x, int64_t n);
+
+// ---- attention of a window of queries over key/value rows (backend/cpu/attention.cpp) ----
+// A segment of key/value rows: row r of batch b starts at data + b*batch_stride + r*2I; keys are
+// columns [0, I), values [I, 2I). grad has the same layout (null: no gradient).
+// heads (CPU, optional): the same rows head-major, as mirror_kv_heads writes them, starting at
+// the segment's first row of a mirror of heads_rows rows; the window kernels read each head's
+// keys and values there in place instead of gathering them from rows 2I apart.
+struct KVRows {
+  const float* data;
+  float* grad;
+  int64_t batch_stride;
+  int64_t rows;
+  const float* heads = nullptr;
+  int64_t heads_rows = 0;
+};
+// Rows [r0, r1) of a key/value cache (B, R, 2I) into its head-major mirror (B, H, 2, R, Dh):
+// element (b, h, kv, r, c) at heads[(((b * H + h) * 2 + kv) * R + r) * Dh + c], kv 0 the key.
+void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,
+                     int64_t r1);
+struct AttentionDims {
+  int64_t B, n, H, Dh, S;  // S = total key rows over all segments
+  int64_t NB = 0;          // rows of the bias table (0: no bias)
+};
+// q:(B,n,I), already scaled.  bucket:(n,S) int32: -1 = key invisible to the query, else the
+// position-bias bucket (any >= 0 with bias == null).  bias:(NB,H) or null.
+// probs:(B,H,S,n) saved softmax, key-major (zeros where invisible): the layout the window's
+// products read without transposing; with one query it is (B,H,n,S) too.
+// drop:(B,H,S,n) dropout multipliers or null.
+// out:(B,n,I); a query with no visible key gets zeros.
+void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
+// dlogits:(B,H,S,n) scratch, left holding d(logits). dq:(B,n,I) or null; dbias:(NB,H) or null;
+// key/value gradients into segs[k].grad (a segment without one gets none).
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const AttentionDims& d);
+// One attention call's saved values, for the summed key/value gradient below.
+struct AttentionGradPart {
+  const float* probs;    // (B,H,S,n), as attention_forward saved them
+  const float* drop;     // (B,H,S,n) dropout multipliers or null
+  const float* dlogits;  // (B,H,S,n), as attention_backward left them
+  const float* q;        // (B,n,I)
+  const float* dout;     // (B,n,I)
+};
+// The key/value gradient of the first keys (segs: keys [0, M) of every part's S) summed over
+// several calls that read them alike, then added to the segments' gradient rows once:
+// dV += sum_m W_m^T dO_m, dK += sum_m dL_m^T Q_m (W = probs times the dropout multipliers).
+void attention_kv_grad_sum(const KVRows* segs, int nsegs, const AttentionGradPart* parts, int nparts,
+                           const AttentionDims& d);
+
+}  // namespace fbt::cpu

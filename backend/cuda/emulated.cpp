@@ -1,0 +1,266 @@
+// The fbt::cuda interface (kernels.hpp) without a GPU, compiled two ways:
+//  - FBT_CUDA_STUB: what libfbt links where nvcc was not found. available() says why not, and
+//    nothing else is reachable (a tensor cannot get onto the device); each entry still throws.
+//  - otherwise: an emulated device for tests. "Device" memory is host memory whose addresses
+//    carry bit 62, which makes them non-canonical on x86-64: host code that dereferences a device
+//    pointer faults at once, as it would on a GPU, and every kernel checks that the pointers it
+//    gets are device pointers. The kernels are the CPU twins (same shapes, same conventions), so
+//    the whole device path of the tape, the model and the trainer runs and is compared with the
+//    CPU path on a machine without a GPU.
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "backend/cuda/kernels.hpp"
+
+namespace fbt::cuda {
+
+namespace {
+#ifdef FBT_CUDA_STUB
+constexpr bool kStub = true;
+#else
+constexpr bool kStub = false;
+#endif
+constexpr uintptr_t kTag = uintptr_t(1) << 62;
+
+void enter() {
+  if (kStub) throw std::logic_error("fbt was built without CUDA: no CUDA kernel can run");
+}
+
+bool on_device(const void* p) { return (reinterpret_cast<uintptr_t>(p) & kTag) != 0; }
+
+// The host address behind a device pointer (null stays null).
+template <class T>
+T* h(T* p) {
+  if (!p) return nullptr;
+  if (!on_device(p)) throw std::logic_error("emulated CUDA: a host pointer was passed where a device pointer belongs");
+  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(p) & ~kTag);
+}
+template <class T>
+const T* host_side(const T* p, bool device) {
+  if (!device) {
+    if (on_device(p)) throw std::logic_error("emulated CUDA: a device pointer was passed where a host pointer belongs");
+    return p;
+  }
+  return h(p);
+}
+}  // namespace
+
+bool available(std::string* why) {
+  if (kStub && why) *why = "fbt was built without CUDA (nvcc was not found when it was configured)";
+  return !kStub;
+}
+
+std::string device_name() { return kStub ? "none" : "emulated CUDA device (host memory)"; }
+
+namespace {
+std::unordered_map<const void*, size_t> sizes;  // tests run the emulation on one thread
+size_t now_bytes = 0, peak_bytes = 0;
+}  // namespace
+
+float* alloc(size_t n) {
+  enter();
+  const size_t bytes = (std::max<size_t>(n, 1) * sizeof(float) + 255) / 256 * 256;
+  void* p = std::aligned_alloc(256, bytes);
+  if (!p) throw std::bad_alloc();
+  sizes[p] = bytes;
+  peak_bytes = std::max(peak_bytes, now_bytes += bytes);
+  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(p) | kTag);
+}
+int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
+void free(void* p) {
+  enter();
+  void* q = h(p);
+  now_bytes -= sizes[q];
+  sizes.erase(q);
+  std::free(q);
+}
+size_t peak_allocated_bytes() { return peak_bytes; }
+double sgemm_peak_gflops() {
+  enter();
+  const int64_t n = 512;
+  std::vector<float> a(size_t(n * n), 1.f), c(size_t(n * n));
+  const auto t0 = std::chrono::steady_clock::now();
+  cpu::linear_forward(c.data(), a.data(), a.data(), nullptr, n, n, n);
+  return 2.0 * double(n * n * n) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
+}
+
+void copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  enter();
+  copy_2d(dst, bytes, src, bytes, bytes, 1, kind);
+}
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t row_bytes, size_t rows,
+             CopyKind kind) {
+  enter();
+  if (!row_bytes || !rows) return;
+  auto* d = const_cast<char*>(host_side(static_cast<const char*>(dst), kind != CopyKind::DeviceToHost));
+  const auto* s = host_side(static_cast<const char*>(src), kind != CopyKind::HostToDevice);
+  for (size_t r = 0; r < rows; ++r) std::memmove(d + r * dst_pitch, s + r * src_pitch, row_bytes);
+}
+void to_device(float* dst, const float* src, size_t n) { copy(dst, src, n * 4, CopyKind::HostToDevice); }
+void to_host(float* dst, const float* src, size_t n) { copy(dst, src, n * 4, CopyKind::DeviceToHost); }
+void to_device_i32(int32_t* dst, const int32_t* src, size_t n) { copy(dst, src, n * 4, CopyKind::HostToDevice); }
+void upload(void* dst, const void* src, size_t bytes) { copy(dst, src, bytes, CopyKind::HostToDevice); }
+void memset_zero(float* p, size_t n) {
+  enter();
+  if (n) std::memset(h(p), 0, n * sizeof(float));
+}
+void synchronize() { enter(); }
+
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
+  enter(), cpu::dropout_mask(h(mask), p, seed, counter, n);
+}
+void add_forward(float* y, const float* a, const float* b, int64_t n) { enter(), cpu::add_forward(h(y), h(a), h(b), n); }
+void mul_forward(float* y, const float* a, const float* b, int64_t n) { enter(), cpu::mul_forward(h(y), h(a), h(b), n); }
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  enter(), cpu::mul_backward(h(da), h(db), h(dy), h(a), h(b), n);
+}
+void scale_forward(float* y, const float* x, float s, int64_t n) { enter(), cpu::scale_forward(h(y), h(x), s, n); }
+void axpy(float* y, float s, const float* x, int64_t n) { enter(), cpu::axpy(h(y), s, h(x), n); }
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
+  enter(), cpu::add_rows(h(dst), dst_stride, h(src), src_stride, rows, cols);
+}
+void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
+  enter();
+  const int64_t* at = h(offsets);
+  if (total != at[nparts]) throw std::logic_error("emulated CUDA: gather offsets do not end at the total");
+  for (int64_t k = 0; k < nparts; ++k)
+    std::memcpy(h(dst) + at[k], h(h(parts)[k]), sizeof(float) * size_t(at[k + 1] - at[k]));
+}
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
+  enter(), cpu::mask_rows_forward(h(y), h(x), h(keep), N, C);
+}
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C) {
+  enter(), cpu::mask_rows_backward(h(dx), h(dy), h(keep), N, C);
+}
+
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
+  enter(), cpu::bmm_forward(h(y), h(a), h(b), G, M, K, N);
+}
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N) {
+  enter(), cpu::bmm_backward(h(da), h(db), h(dy), h(a), h(b), G, M, K, N);
+}
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
+  enter(), cpu::linear_forward(h(y), h(x), h(W), h(b), N, In, Out);
+}
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
+                     int64_t In, int64_t Out) {
+  enter(), cpu::linear_backward(h(dx), h(dW), h(db), h(dy), h(x), h(W), N, In, Out);
+}
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
+                       int64_t C) {
+  enter(), cpu::layernorm_forward(h(y), h(mean), h(rstd), h(x), h(w), h(b), N, C);
+}
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C) {
+  enter(), cpu::layernorm_backward_input(h(dx), h(dy), h(x), h(w), h(mean), h(rstd), N, C);
+}
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C) {
+  enter(), cpu::layernorm_backward_params(h(dw), h(db), h(dy), h(x), h(mean), h(rstd), N, C);
+}
+
+void gelu_forward(float* y, const float* x, int64_t n) { enter(), cpu::gelu_forward(h(y), h(x), n); }
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) { enter(), cpu::gelu_backward(h(dx), h(dy), h(x), n); }
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F) { enter(), cpu::geglu_forward(h(y), h(u), N, F); }
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+  enter(), cpu::geglu_backward(h(du), h(dy), h(u), N, F);
+}
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+  enter(), cpu::masked_softmax_forward(h(y), h(x), h(mask), N, C);
+}
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+  enter(), cpu::masked_softmax_backward(h(dx), h(dy), h(y), N, C);
+}
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+  enter(), cpu::embedding_forward(h(y), h(W), h(ids), N, D);
+}
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D) {
+  enter();
+  const int32_t *r = h(rows), *t = h(tokens), *st = h(starts);
+  for (int64_t u = 0; u < U; ++u)  // the kernel's grouping, summed as the CPU kernel sums (row order)
+    for (int32_t k = st[u]; k < st[u + 1]; ++k) cpu::axpy(h(dW) + int64_t(t[u]) * D, 1.f, h(dy) + int64_t(r[k]) * D, D);
+}
+
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  enter();
+  h(loss)[0] = float(cpu::cross_entropy_forward(h(lse), h(logits), h(targets), N, V) / double(N));
+}
+void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V) {
+  enter(), cpu::cross_entropy_backward(h(dlogits), h(g)[0] * scale, h(logits), h(lse), h(targets), N, V);
+}
+
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
+  enter();
+  std::vector<const float*> x(static_cast<size_t>(K));  // the pointer array lives on the device, as do its entries
+  for (int64_t k = 0; k < K; ++k) x[size_t(k)] = h(h(xs)[k]);
+  cpu::weighted_sum_forward(h(y), h(a), h(w), x.data(), K, n);
+}
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n) {
+  enter();
+  std::vector<const float*> x(static_cast<size_t>(K));
+  std::vector<float*> dx(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) x[size_t(k)] = h(h(xs)[k]), dx[size_t(k)] = h(h(dxs)[k]);
+  cpu::weighted_sum_backward(dx.data(), h(dw), h(dy), h(a), x.data(), K, n);
+}
+
+namespace {
+std::vector<cpu::KVRows> host_segments(const cpu::KVRows* segs, int nsegs) {
+  std::vector<cpu::KVRows> r(segs, segs + nsegs);  // the array is on the host, its pointers on the device
+  for (cpu::KVRows& s : r) s.data = h(s.data), s.grad = h(s.grad);
+  return r;
+}
+}  // namespace
+
+void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
+  enter();
+  const std::vector<cpu::KVRows> s = host_segments(segs, nsegs);
+  cpu::attention_forward(h(out), h(probs), h(q), s.data(), nsegs, h(bucket), h(bias), h(drop), d);
+}
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const cpu::AttentionDims& d) {
+  enter();
+  const std::vector<cpu::KVRows> s = host_segments(segs, nsegs);
+  cpu::attention_backward(h(dq), h(dbias), h(dlogits), h(dout), h(q), s.data(), nsegs, h(bucket), h(probs), h(drop), d);
+}
+
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
+                double beta2, double eps, double weight_decay, int64_t t, float grad_scale) {
+  enter();
+  // The kernel's arithmetic (kernels.cu: adamw_k), one element at a time.
+  const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
+  const float decay_step = float(lr * weight_decay), b1 = float(beta1), b2 = float(beta2), e = float(eps);
+  const float step_size = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
+  float *W = h(w), *M = h(m), *Vv = h(v);
+  const float* G = h(g);
+  const uint8_t* dec = h(decay);
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = G[i] * grad_scale;
+    if (dec[i]) W[i] -= decay_step * W[i];
+    M[i] = b1 * M[i] + (1.f - b1) * gi;
+    Vv[i] = b2 * Vv[i] + (1.f - b2) * gi * gi;
+    W[i] -= step_size * M[i] / (std::sqrt(Vv[i]) * inv_sqrt_bc2 + e);
+  }
+}
+
+double sum_squares(const float* x, int64_t n) {
+  enter();
+  return cpu::sum_squares(h(x), n);
+}
+
+}  // namespace fbt::cuda

@@ -1,0 +1,959 @@
+// CUDA kernels mirroring backend/cpu/kernels.cpp (see kernels.hpp). Plain, correct first: one thread
+// per row or per column where a reduction is needed (a fixed order, no atomics), cuBLAS for the
+// matrix products. Eigen stays out of this file.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "backend/rng.hpp"
+#include "backend/cuda/kernels.hpp"
+
+#define CUDA_CHECK(expr)                                                                                  \
+  do {                                                                                                    \
+    cudaError_t err_ = (expr);                                                                            \
+    if (err_ != cudaSuccess)                                                                              \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #expr ": " + \
+                               cudaGetErrorString(err_));                                                 \
+  } while (0)
+#define CUBLAS_CHECK(expr)                                                                                \
+  do {                                                                                                    \
+    cublasStatus_t st_ = (expr);                                                                          \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                                     \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #expr        \
+                               " failed with cuBLAS status " + std::to_string(int(st_)));                 \
+  } while (0)
+
+#define FBT_STR2(x) #x
+#define FBT_STR(x) FBT_STR2(x)
+
+namespace fbt::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+inline int blocks(int64_t n) { return int((n + kThreads - 1) / kThreads); }
+
+// cuBLAS is opened on first use (dlopen), not linked: mapping it costs every process ~200 MB of
+// resident pages, CPU-only runs included. These are the entry points fbt calls.
+struct Blas {
+  decltype(&cublasCreate_v2) create;
+  decltype(&cublasSetMathMode) set_math_mode;
+  decltype(&cublasSetAtomicsMode) set_atomics_mode;
+  decltype(&cublasSgemm_v2) sgemm;
+  decltype(&cublasSgemmStridedBatched) sgemm_strided_batched;
+  cublasHandle_t handle;
+};
+
+const Blas& blas_api() {
+  static const Blas b = [] {
+    void* lib = dlopen("libcublas.so." FBT_STR(CUBLAS_VER_MAJOR), RTLD_NOW | RTLD_LOCAL);
+    if (!lib) lib = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) throw std::runtime_error(std::string("cannot open cuBLAS: ") + dlerror());
+    auto sym = [&](const char* name) {
+      void* f = dlsym(lib, name);
+      if (!f) throw std::runtime_error(std::string("cuBLAS lacks ") + name);
+      return f;
+    };
+    Blas x{};
+    x.create = reinterpret_cast<decltype(x.create)>(sym("cublasCreate_v2"));
+    x.set_math_mode = reinterpret_cast<decltype(x.set_math_mode)>(sym("cublasSetMathMode"));
+    x.set_atomics_mode = reinterpret_cast<decltype(x.set_atomics_mode)>(sym("cublasSetAtomicsMode"));
+    x.sgemm = reinterpret_cast<decltype(x.sgemm)>(sym("cublasSgemm_v2"));
+    x.sgemm_strided_batched = reinterpret_cast<decltype(x.sgemm_strided_batched)>(sym("cublasSgemmStridedBatched"));
+    CUBLAS_CHECK(x.create(&x.handle));
+    // Deterministic: no atomics-based split-K, plain FP32 math.
+    CUBLAS_CHECK(x.set_math_mode(x.handle, CUBLAS_PEDANTIC_MATH));
+    CUBLAS_CHECK(x.set_atomics_mode(x.handle, CUBLAS_ATOMICS_NOT_ALLOWED));
+    return x;
+  }();
+  return b;
+}
+
+// C = op(A) op(B) (column-major), one product or G of them at fixed strides.
+void sgemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const float one = 1.f;
+  CUBLAS_CHECK(blas_api().sgemm(blas_api().handle, ta, tb, int(m), int(n), int(k), &one, A, int(lda), B, int(ldb), &beta,
+                                C, int(ldc)));
+}
+void sgemm_batched(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* A,
+                   int64_t lda, int64_t sa, const float* B, int64_t ldb, int64_t sb, float beta, float* C, int64_t ldc,
+                   int64_t sc, int64_t G) {
+  const float one = 1.f;
+  CUBLAS_CHECK(blas_api().sgemm_strided_batched(blas_api().handle, ta, tb, int(m), int(n), int(k), &one, A, int(lda), sa,
+                                                B, int(ldb), sb, &beta, C, int(ldc), sc, int(G)));
+}
+
+__device__ inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+__device__ inline float gelu_grad_f(float x) {
+  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+  return cdf + x * expf(-0.5f * x * x) * 0.3989422804014327f;
+}
+}  // namespace
+
+bool available(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why) *why = e != cudaSuccess ? std::string("no CUDA device (") + cudaGetErrorString(e) + ")" : "no CUDA device";
+    cudaGetLastError();  // clear the sticky error
+    return false;
+  }
+  return true;
+}
+
+std::string device_name() {
+  cudaDeviceProp p{};
+  CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  return p.name;
+}
+
+namespace {
+struct Usage {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> sizes;
+  size_t now = 0, peak = 0;
+};
+Usage& usage() {
+  static Usage u;
+  return u;
+}
+}  // namespace
+
+float* alloc(size_t n) {
+  void* p = nullptr;
+  const size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
+  CUDA_CHECK(cudaMalloc(&p, bytes));
+  Usage& u = usage();
+  std::lock_guard<std::mutex> lock(u.mu);
+  u.sizes[p] = bytes;
+  u.peak = std::max(u.peak, u.now += bytes);
+  return static_cast<float*>(p);
+}
+int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
+void free(void* p) {
+  if (!p) return;
+  // At process exit the runtime may be unloaded before the last buffers are released: nothing to do.
+  if (const cudaError_t e = cudaFree(p); e == cudaErrorCudartUnloading) return;
+  else CUDA_CHECK(e);
+  Usage& u = usage();
+  std::lock_guard<std::mutex> lock(u.mu);
+  u.now -= u.sizes[p];
+  u.sizes.erase(p);
+}
+size_t peak_allocated_bytes() {
+  std::lock_guard<std::mutex> lock(usage().mu);
+  return usage().peak;
+}
+void to_device(float* dst, const float* src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice)); }
+void to_host(float* dst, const float* src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost)); }
+void to_device_i32(int32_t* dst, const int32_t* src, size_t n) {
+  CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
+}
+void memset_zero(float* p, size_t n) { CUDA_CHECK(cudaMemset(p, 0, n * 4)); }
+
+namespace {
+// Device scratch for a kernel's temporaries, grown on demand and kept: no cudaMalloc/cudaFree
+// (which waits for the device) per call. One stream, so one user at a time.
+float* scratch(size_t n) {
+  static float* p = nullptr;
+  static size_t cap = 0;
+  if (n > cap) {
+    free(p);
+    cap = std::max(n, 2 * cap);
+    p = alloc(cap);
+  }
+  return p;
+}
+
+// Pinned host memory that small uploads are staged through, so they are queued behind the
+// kernels (cudaMemcpyAsync) instead of waiting for them. A ring: before a region is reused,
+// the device has drained every copy queued from it.
+struct Staging {
+  char* base = nullptr;
+  size_t size = size_t(64) << 20, at = 0;
+};
+}  // namespace
+
+void upload(void* dst, const void* src, size_t bytes) {
+  static Staging st;
+  if (bytes == 0) return;
+  if (bytes > st.size / 4) return copy(dst, src, bytes, CopyKind::HostToDevice);  // large: a plain copy
+  if (!st.base) CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&st.base), st.size));
+  if (st.at + bytes > st.size) {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    st.at = 0;
+  }
+  std::memcpy(st.base + st.at, src, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, st.base + st.at, bytes, cudaMemcpyHostToDevice, 0));
+  st.at = (st.at + bytes + 255) / 256 * 256;
+}
+
+namespace {
+cudaMemcpyKind kind_of(CopyKind k) {
+  return k == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
+         : k == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
+                                       : cudaMemcpyDeviceToDevice;
+}
+}  // namespace
+
+void copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind_of(kind)));
+}
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t row_bytes, size_t rows,
+             CopyKind kind) {
+  if (row_bytes && rows) CUDA_CHECK(cudaMemcpy2D(dst, dst_pitch, src, src_pitch, row_bytes, rows, kind_of(kind)));
+}
+
+// ---- elementwise ----
+
+namespace {
+__global__ void dropout_mask_k(float* mask, float p, float keep, uint64_t seed, uint64_t counter, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) mask[i] = Rng::uniform_at(seed, counter + uint64_t(i)) < p ? 0.f : keep;
+}
+__global__ void add_k(float* y, const float* a, const float* b, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = a[i] + b[i];
+}
+__global__ void mul_k(float* y, const float* a, const float* b, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = a[i] * b[i];
+}
+__global__ void mul_backward_k(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  if (da) da[i] += dy[i] * b[i];
+  if (db) db[i] += dy[i] * a[i];
+}
+__global__ void scale_k(float* y, const float* x, float s, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = s * x[i];
+}
+__global__ void axpy_k(float* y, float s, const float* x, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] += s * x[i];
+}
+__global__ void add_rows_k(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
+                           int64_t cols) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= rows * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  dst[r * dst_stride + c] += src[r * src_stride + c];
+}
+__global__ void gather_k(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t lo = 0, hi = nparts - 1;  // the part holding e: offsets[lo] <= e < offsets[lo + 1]
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (offsets[mid] <= e) lo = mid;
+      else hi = mid - 1;
+    }
+    dst[e] = parts[lo][e - offsets[lo]];
+  }
+}
+__global__ void mask_rows_k(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C, bool accumulate) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * C) return;
+  const float v = keep[i / C] ? x[i] : 0.f;
+  if (accumulate) y[i] += v;
+  else y[i] = v;
+}
+}  // namespace
+
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
+  dropout_mask_k<<<blocks(n), kThreads>>>(mask, p, 1.0f / (1.0f - p), seed, counter, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void add_forward(float* y, const float* a, const float* b, int64_t n) {
+  add_k<<<blocks(n), kThreads>>>(y, a, b, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mul_forward(float* y, const float* a, const float* b, int64_t n) {
+  mul_k<<<blocks(n), kThreads>>>(y, a, b, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
+  mul_backward_k<<<blocks(n), kThreads>>>(da, db, dy, a, b, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void scale_forward(float* y, const float* x, float s, int64_t n) {
+  scale_k<<<blocks(n), kThreads>>>(y, x, s, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void axpy(float* y, float s, const float* x, int64_t n) {
+  axpy_k<<<blocks(n), kThreads>>>(y, s, x, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
+  add_rows_k<<<blocks(rows * cols), kThreads>>>(dst, dst_stride, src, src_stride, rows, cols);
+  CUDA_CHECK(cudaGetLastError());
+}
+void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
+  if (total == 0) return;
+  gather_k<<<int(std::min<int64_t>(blocks(total), 4096)), kThreads>>>(dst, parts, offsets, nparts, total);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
+  mask_rows_k<<<blocks(N * C), kThreads>>>(y, x, keep, N, C, false);
+  CUDA_CHECK(cudaGetLastError());
+}
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C) {
+  mask_rows_k<<<blocks(N * C), kThreads>>>(dx, dy, keep, N, C, true);
+  CUDA_CHECK(cudaGetLastError());
+}
+void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+// ---- linear (row-major via cuBLAS's column-major view: a row-major (r x c) is a col-major (c x r)) ----
+
+namespace {
+__global__ void add_bias_k(float* y, const float* b, int64_t N, int64_t Out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < N * Out) y[i] += b[i % Out];
+}
+__global__ void bias_backward_k(float* db, const float* dy, int64_t N, int64_t Out) {
+  int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (o >= Out) return;
+  float s = 0.f;
+  for (int64_t r = 0; r < N; ++r) s += dy[r * Out + o];
+  db[o] += s;
+}
+}  // namespace
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
+  // y^T (Out x N, col-major) = W (Out x In, i.e. W^T col-major In x Out transposed) * x^T
+  sgemm(CUBLAS_OP_T, CUBLAS_OP_N, Out, N, In, W, In, x, In, 0.f, y, Out);
+  if (b) add_bias_k<<<blocks(N * Out), kThreads>>>(y, b, N, Out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
+                     int64_t In, int64_t Out) {
+  if (dx)  // dx (N x In) += dy (N x Out) W (Out x In): col-major dx^T = W^T dy^T
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_N, In, N, Out, W, In, dy, Out, 1.f, dx, In);
+  if (dW)  // dW (Out x In) += dy^T x: col-major dW^T (In x Out) = x^T dy
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, In, Out, N, x, In, dy, Out, 1.f, dW, In);
+  if (db) bias_backward_k<<<blocks(Out), kThreads>>>(db, dy, N, Out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// y[g] (M x N) = a[g] (M x K) b[g] (K x N), row-major: col-major y^T = b^T a^T.
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
+  sgemm_batched(CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, b, N, K * N, a, K, M * K, 0.f, y, N, M * N, G);
+}
+
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N) {
+  if (da)  // da (M x K) += dy (M x N) b^T: col-major da^T = b dy^T, b^T stored as col-major (N x K)
+    sgemm_batched(CUBLAS_OP_T, CUBLAS_OP_N, K, M, N, b, N, K * N, dy, N, M * N, 1.f, da, K, M * K, G);
+  if (db)  // db (K x N) += a^T dy: col-major db^T = dy^T a
+    sgemm_batched(CUBLAS_OP_N, CUBLAS_OP_T, N, K, M, dy, N, M * N, a, K, M * K, 1.f, db, N, K * N, G);
+}
+
+// ---- layer norm: a warp per row ----
+
+namespace {
+// Sum of one value per thread of a kThreads-wide block, in a fixed tree order (deterministic);
+// the result is valid in thread 0.
+__device__ inline double block_sum(double v) {
+  __shared__ double part[kThreads];
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  return part[0];
+}
+
+__device__ inline float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum (or max) of one value per thread over a power-of-two block in a fixed tree order; every
+// thread gets the result. red: blockDim.x floats of shared memory.
+__device__ inline float block_reduce(float v, float* red, bool take_max) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o)
+      red[threadIdx.x] = take_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o]) : red[threadIdx.x] + red[threadIdx.x + o];
+    __syncthreads();
+  }
+  const float r = red[0];
+  __syncthreads();  // red is reused by the next reduction
+  return r;
+}
+
+__global__ void layernorm_forward_k(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                                    int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (r >= N) return;
+  const float* xr = x + r * C;
+  float s = 0.f;
+  for (int64_t c = lane; c < C; c += 32) s += xr[c];
+  const float m = warp_sum(s) / float(C);
+  float v = 0.f;
+  for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
+  const float rs = rsqrtf(warp_sum(v) / float(C) + 1e-5f);
+  for (int64_t c = lane; c < C; c += 32) y[r * C + c] = (xr[c] - m) * rs * w[c] + b[c];
+  if (lane == 0) mean[r] = m, rstd[r] = rs;
+}
+
+__global__ void layernorm_backward_input_k(float* dx, const float* dy, const float* x, const float* w,
+                                           const float* mean, const float* rstd, int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (r >= N) return;
+  const float m = mean[r], s = rstd[r];
+  float sg = 0.f, sgx = 0.f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float g = dy[r * C + c] * w[c];
+    sg += g;
+    sgx += g * (x[r * C + c] - m) * s;
+  }
+  sg = warp_sum(sg) / float(C);
+  sgx = warp_sum(sgx) / float(C);
+  for (int64_t c = lane; c < C; c += 32) {
+    const float xhat = (x[r * C + c] - m) * s;
+    dx[r * C + c] += s * (dy[r * C + c] * w[c] - sg - xhat * sgx);
+  }
+}
+
+__global__ void layernorm_backward_params_k(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                                            const float* rstd, int64_t N, int64_t C) {
+  int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  float sw = 0.f, sb = 0.f;
+  for (int64_t r = 0; r < N; ++r) {
+    sw += dy[r * C + c] * (x[r * C + c] - mean[r]) * rstd[r];
+    sb += dy[r * C + c];
+  }
+  if (dw) dw[c] += sw;
+  if (db) db[c] += sb;
+}
+}  // namespace
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
+                       int64_t C) {
+  layernorm_forward_k<<<int((N + 7) / 8), 256>>>(y, mean, rstd, x, w, b, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C) {
+  layernorm_backward_input_k<<<int((N + 7) / 8), 256>>>(dx, dy, x, w, mean, rstd, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C) {
+  layernorm_backward_params_k<<<blocks(C), kThreads>>>(dw, db, dy, x, mean, rstd, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- activations ----
+
+namespace {
+__global__ void gelu_forward_k(float* y, const float* x, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = gelu_f(x[i]);
+}
+__global__ void gelu_backward_k(float* dx, const float* dy, const float* x, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n) dx[i] += dy[i] * gelu_grad_f(x[i]);
+}
+__global__ void geglu_forward_k(float* y, const float* u, int64_t N, int64_t F) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * F) return;
+  const int64_t r = i / F, c = i % F;
+  y[i] = u[r * 2 * F + c] * gelu_f(u[r * 2 * F + F + c]);
+}
+__global__ void geglu_backward_k(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * F) return;
+  const int64_t r = i / F, c = i % F;
+  const float val = u[r * 2 * F + c], gate = u[r * 2 * F + F + c];
+  du[r * 2 * F + c] += dy[i] * gelu_f(gate);
+  du[r * 2 * F + F + c] += dy[i] * val * gelu_grad_f(gate);
+}
+}  // namespace
+
+void gelu_forward(float* y, const float* x, int64_t n) {
+  gelu_forward_k<<<blocks(n), kThreads>>>(y, x, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  gelu_backward_k<<<blocks(n), kThreads>>>(dx, dy, x, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
+  geglu_forward_k<<<blocks(N * F), kThreads>>>(y, u, N, F);
+  CUDA_CHECK(cudaGetLastError());
+}
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+  geglu_backward_k<<<blocks(N * F), kThreads>>>(du, dy, u, N, F);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- softmax (a thread per row: rows are short in this model) ----
+
+namespace {
+__global__ void masked_softmax_forward_k(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= N) return;
+  const float* xr = x + r * C;
+  const uint8_t* mr = mask + r * C;
+  float* yr = y + r * C;
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < C; ++c)
+    if (mr[c]) mx = fmaxf(mx, xr[c]);
+  if (mx == -INFINITY) {
+    for (int64_t c = 0; c < C; ++c) yr[c] = 0.f;
+    return;
+  }
+  float sum = 0.f;
+  for (int64_t c = 0; c < C; ++c) sum += (yr[c] = mr[c] ? expf(xr[c] - mx) : 0.f);
+  for (int64_t c = 0; c < C; ++c) yr[c] /= sum;
+}
+__global__ void masked_softmax_backward_k(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= N) return;
+  float dot = 0.f;
+  for (int64_t c = 0; c < C; ++c) dot += y[r * C + c] * dy[r * C + c];
+  for (int64_t c = 0; c < C; ++c) dx[r * C + c] += y[r * C + c] * (dy[r * C + c] - dot);
+}
+}  // namespace
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
+  masked_softmax_forward_k<<<blocks(N), kThreads>>>(y, x, mask, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
+  masked_softmax_backward_k<<<blocks(N), kThreads>>>(dx, dy, y, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- embedding and loss ----
+
+namespace {
+__global__ void embedding_forward_k(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < N * D) y[i] = W[int64_t(ids[i / D]) * D + i % D];
+}
+// One block per distinct token: its threads take columns and sum the token's rows in row order.
+__global__ void embedding_backward_k(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens,
+                                     const int32_t* starts, int64_t D) {
+  const int64_t u = blockIdx.x;
+  float* dwr = dW + int64_t(tokens[u]) * D;
+  for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+    float s = 0.f;
+    for (int32_t k = starts[u]; k < starts[u + 1]; ++k) s += dy[int64_t(rows[k]) * D + c];
+    dwr[c] += s;
+  }
+}
+// One block per row: max and sum of exponentials in fixed trees.
+constexpr int kRowThreads = 256;
+__global__ void cross_entropy_forward_k(float* lse, float* loss, const float* logits, const int32_t* targets, int64_t N,
+                                        int64_t V) {
+  __shared__ float red[kRowThreads];
+  const int64_t r = blockIdx.x;
+  const float* lr = logits + r * V;
+  float mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < V; c += blockDim.x) mx = fmaxf(mx, lr[c]);
+  mx = block_reduce(mx, red, true);
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < V; c += blockDim.x) s += expf(lr[c] - mx);
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) {
+    const float l = mx + logf(s);
+    lse[r] = l;
+    loss[r] = l - lr[targets[r]];
+  }
+}
+// loss[0] = the mean of the N row losses, summed in a fixed tree by one block.
+__global__ void mean_k(float* loss, const float* rows, int64_t N) {
+  __shared__ float red[kRowThreads];
+  float s = 0.f;
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) s += rows[r];
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) loss[0] = s / float(N);
+}
+__global__ void cross_entropy_backward_k(float* dlogits, const float* g, float scale, const float* logits,
+                                         const float* lse, const int32_t* targets, int64_t N, int64_t V) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= N * V) return;
+  const int64_t r = i / V, c = i % V;
+  dlogits[i] += g[0] * scale * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
+}
+}  // namespace
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
+  embedding_forward_k<<<blocks(N * D), kThreads>>>(y, W, ids, N, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D) {
+  if (U == 0) return;
+  embedding_backward_k<<<int(U), 128>>>(dW, dy, rows, tokens, starts, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  float* rows = scratch(size_t(N));
+  cross_entropy_forward_k<<<int(N), kRowThreads>>>(lse, rows, logits, targets, N, V);
+  mean_k<<<1, kRowThreads>>>(loss, rows, N);
+  CUDA_CHECK(cudaGetLastError());
+}
+void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V) {
+  cross_entropy_backward_k<<<blocks(N * V), kThreads>>>(dlogits, g, scale, logits, lse, targets, N, V);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- memory mix ----
+
+namespace {
+__global__ void softmax_small_k(float* a, const float* w, int64_t K) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  float mx = w[0];
+  for (int64_t k = 1; k < K; ++k) mx = fmaxf(mx, w[k]);
+  float s = 0.f;
+  for (int64_t k = 0; k < K; ++k) s += (a[k] = expf(w[k] - mx));
+  for (int64_t k = 0; k < K; ++k) a[k] /= s;
+}
+__global__ void weighted_sum_forward_k(float* y, const float* a, const float* const* xs, int64_t K, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float acc = 0.f;
+  for (int64_t k = 0; k < K; ++k) acc += a[k] * xs[k][i];
+  y[i] = acc;
+}
+__global__ void weighted_sum_dx_k(float* const* dxs, const float* dy, const float* a, int64_t K, int64_t n) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  for (int64_t k = 0; k < K; ++k)
+    if (dxs[k]) dxs[k][i] += a[k] * dy[i];
+}
+// One block per k: <dy, x_k> reduced in a fixed tree order; then the softmax backward.
+__global__ void weighted_sum_dots_k(double* da, const float* dy, const float* const* xs, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += double(dy[i]) * double(xs[blockIdx.x][i]);
+  s = block_sum(s);
+  if (threadIdx.x == 0) da[blockIdx.x] = s;
+}
+__global__ void weighted_sum_dw_k(float* dw, const double* da, const float* a, int64_t K) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double dot = 0.0;
+  for (int64_t k = 0; k < K; ++k) dot += double(a[k]) * da[k];
+  for (int64_t k = 0; k < K; ++k) dw[k] += float(double(a[k]) * (da[k] - dot));
+}
+}  // namespace
+
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
+  softmax_small_k<<<1, 1>>>(a, w, K);
+  weighted_sum_forward_k<<<blocks(n), kThreads>>>(y, a, xs, K, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n) {
+  weighted_sum_dx_k<<<blocks(n), kThreads>>>(dxs, dy, a, K, n);
+  if (dw) {
+    double* da = reinterpret_cast<double*>(scratch(size_t(2 * K)));
+    weighted_sum_dots_k<<<int(K), kThreads>>>(da, dy, xs, n);
+    weighted_sum_dw_k<<<1, 1>>>(dw, da, a, K);
+  }
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- attention over segments (passed by value) ----
+
+namespace {
+constexpr int kMaxSegs = 4;
+struct Segs {
+  cpu::KVRows s[kMaxSegs];
+  int n;
+};
+__device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int64_t I, int* seg, int64_t* r) {
+  for (int k = 0; k < sg.n; ++k) {
+    if (j < sg.s[k].rows) {
+      *seg = k, *r = j;
+      return sg.s[k].data + b * sg.s[k].batch_stride + j * 2 * I;
+    }
+    j -= sg.s[k].rows;
+  }
+  return nullptr;
+}
+
+// One block of kAttnThreads per (batch, head, query). Warps take the keys, a warp's lanes split
+// the head dimension and a fixed-order shuffle sums each dot product; the block reduces the
+// softmax in shared memory (fixed trees); for the weighted sum over keys, thread (column c, group
+// g) sums the keys j = g, g + G, ... so that a warp reads a value row contiguously, and the G
+// partial sums are added in order. Shared memory: S floats, then G * Dh partials.
+constexpr int kAttnThreads = 128;
+
+// out[c] (+)= sum_j w[j] rows(j)[c] for the Dh columns, w in shared memory; see above.
+template <typename Row>
+__device__ void weighted_rows(float* out, bool accumulate, const float* w, float* part, int64_t S, int64_t Dh, Row row) {
+  const int64_t G = blockDim.x >= Dh ? blockDim.x / Dh : 1;
+  for (int64_t idx = threadIdx.x; idx < G * Dh; idx += blockDim.x) {
+    const int64_t c = idx % Dh, g = idx / Dh;
+    float s = 0.f;
+    for (int64_t j = g; j < S; j += G)
+      if (w[j] != 0.f) s += w[j] * row(j)[c];
+    part[idx] = s;
+  }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < Dh; c += blockDim.x) {
+    float s = accumulate ? out[c] : 0.f;
+    for (int64_t g = 0; g < G; ++g) s += part[g * Dh + c];
+    out[c] = s;
+  }
+}
+
+// sm[j] = rows(j) . x over the Dh columns for the keys with keep(j), else `otherwise`.
+template <typename Row, typename Keep>
+__device__ void dots(float* sm, const float* x, int64_t S, int64_t Dh, Row row, Keep keep, float otherwise) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int64_t j = warp; j < S; j += warps) {
+    if (!keep(j)) {
+      if (lane == 0) sm[j] = otherwise;
+      continue;
+    }
+    const float* rj = row(j);
+    float s = 0.f;
+    for (int64_t c = lane; c < Dh; c += 32) s += x[c] * rj[c];
+    s = warp_sum(s);
+    if (lane == 0) sm[j] = s;
+  }
+  __syncthreads();
+}
+
+size_t attention_shared_bytes(const cpu::AttentionDims& d) {
+  return sizeof(float) * size_t(d.S + std::max<int64_t>(kAttnThreads, d.Dh));
+}
+
+__global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
+                                    const float* bias, const float* drop, cpu::AttentionDims d) {
+  extern __shared__ float sm[];
+  __shared__ float red[kAttnThreads];
+  const int64_t t = blockIdx.x;  // = (b * H + h) * n + i
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+  const int32_t* bk = bucket + i * S;
+  auto key = [&](int64_t j) {
+    int seg;
+    int64_t r;
+    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+  };
+  dots(sm, qi, S, d.Dh, key, [&](int64_t j) { return bk[j] >= 0; }, -INFINITY);
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x)
+    if (bk[j] >= 0) mx = fmaxf(mx, sm[j] += bias ? bias[bk[j] * d.H + h] : 0.f);
+  mx = block_reduce(mx, red, true);
+  // probs, drop and dlogits are key-major (B, H, S, n): this query's entry for key j at [j * n].
+  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;
+  float* p = probs + at;
+  float* o = out + (b * d.n + i) * I + h * d.Dh;
+  if (mx == -INFINITY) {  // no visible key: zero probabilities, zero output
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j * kn] = 0.f;
+    for (int64_t c = threadIdx.x; c < d.Dh; c += blockDim.x) o[c] = 0.f;
+    return;
+  }
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) sum += (sm[j] = bk[j] < 0 ? 0.f : expf(sm[j] - mx));
+  const float inv = 1.0f / block_reduce(sum, red, false);
+  const float* dr = drop ? drop + at : nullptr;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    p[j * kn] = sm[j] * inv;
+    sm[j] = dr ? p[j * kn] * dr[j * kn] : p[j * kn];  // the weight of value j
+  }
+  __syncthreads();
+  weighted_rows(o, false, sm, sm + S, S, d.Dh, [&](int64_t j) { return key(j) + I; });
+}
+
+// dlogits and dq, one block per (b, h, i) as the forward; key/value gradients then per (b, h,
+// key row, column) summing the queries in order, so nothing is written by two threads.
+__global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout, const float* q, Segs sg,
+                                    const float* probs, const float* drop, cpu::AttentionDims d) {
+  extern __shared__ float sm[];
+  __shared__ float red[kAttnThreads];
+  const int64_t t = blockIdx.x;
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
+  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;  // key-major, as the forward
+  const float* p = probs + at;
+  const float* dr = drop ? drop + at : nullptr;
+  float* dl = dlogits + at;
+  auto key = [&](int64_t j) {
+    int seg;
+    int64_t r;
+    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+  };
+  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j * kn] != 0.f; }, 0.f);
+  float dot = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    if (dr) sm[j] *= dr[j * kn];
+    dot += p[j * kn] * sm[j];
+  }
+  dot = block_reduce(dot, red, false);
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j * kn] = sm[j] = p[j * kn] == 0.f ? 0.f : p[j * kn] * (sm[j] - dot);
+  __syncthreads();
+  if (dq) weighted_rows(dq + (b * d.n + i) * I + h * d.Dh, true, sm, sm + S, S, d.Dh, key);
+}
+
+__global__ void attention_dkv_k(const float* dlogits, const float* dout, const float* q, Segs sg, const float* probs,
+                                const float* drop, cpu::AttentionDims d) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= d.B * d.H * d.S * d.Dh) return;
+  const int64_t c = t % d.Dh, j = (t / d.Dh) % d.S, h = (t / (d.Dh * d.S)) % d.H, b = t / (d.Dh * d.S * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  int seg;
+  int64_t r;
+  row_ptr(sg, j, b, I, &seg, &r);
+  float* g = sg.s[seg].grad;
+  if (!g) return;
+  float dk = 0.f, dv = 0.f;
+  for (int64_t i = 0; i < d.n; ++i) {
+    const int64_t pi = ((b * d.H + h) * S + j) * d.n + i;  // key-major
+    dk += dlogits[pi] * q[(b * d.n + i) * I + h * d.Dh + c];
+    const float w = drop ? probs[pi] * drop[pi] : probs[pi];
+    dv += w * dout[(b * d.n + i) * I + h * d.Dh + c];
+  }
+  float* row = g + b * sg.s[seg].batch_stride + r * 2 * I;
+  row[h * d.Dh + c] += dk;
+  row[I + h * d.Dh + c] += dv;
+}
+
+// One block per (bucket, head): its threads walk (batch, query, key) in a fixed order and the
+// block sums them in a fixed tree.
+__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, cpu::AttentionDims d) {
+  __shared__ float red[kAttnThreads];
+  const int64_t bk = blockIdx.x / d.H, h = blockIdx.x % d.H, nS = d.n * d.S;
+  float s = 0.f;
+  for (int64_t e = threadIdx.x; e < d.B * nS; e += blockDim.x) {
+    const int64_t b = e / nS, k = e % nS;
+    if (bucket[(k % d.n) * d.S + k / d.n] == bk) s += dlogits[(b * d.H + h) * nS + k];  // k = j * n + i
+  }
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) dbias[blockIdx.x] += s;  // dbias is (NB, H): row bk, column h
+}
+
+// The dynamic shared memory a per-query attention kernel needs, allowed beyond the default 48 KB
+// (long memories) where the device has it.
+template <typename Kernel>
+size_t shared_for(Kernel k, const cpu::AttentionDims& d) {
+  const size_t bytes = attention_shared_bytes(d);
+  if (bytes > (size_t(48) << 10))
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  return bytes;
+}
+
+Segs pack(const cpu::KVRows* segs, int nsegs) {
+  if (nsegs > kMaxSegs) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
+  Segs s{};
+  for (int k = 0; k < nsegs; ++k) s.s[k] = segs[k];
+  s.n = nsegs;
+  return s;
+}
+}  // namespace
+
+void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
+  const size_t smem = shared_for(attention_forward_k, d);
+  attention_forward_k<<<int(d.B * d.H * d.n), kAttnThreads, smem>>>(out, probs, q, pack(segs, nsegs), bucket, bias,
+                                                                     drop, d);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const cpu::AttentionDims& d) {
+  const Segs sg = pack(segs, nsegs);
+  attention_dlogits_k<<<int(d.B * d.H * d.n), kAttnThreads, shared_for(attention_dlogits_k, d)>>>(dq, dlogits, dout, q,
+                                                                                                sg, probs, drop, d);
+  attention_dkv_k<<<blocks(d.B * d.H * d.S * d.Dh), kThreads>>>(dlogits, dout, q, sg, probs, drop, d);
+  CUDA_CHECK(cudaGetLastError());
+  if (dbias && d.NB > 0) {
+    attention_dbias_k<<<int(d.NB * d.H), kAttnThreads>>>(dbias, dlogits, bucket, d);
+    CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+// ---- optimizer and norm ----
+
+namespace {
+__global__ void adamw_k(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, float decay_step,
+                        float b1, float b2, float eps, float step_size, float inv_sqrt_bc2, float grad_scale) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float gi = g[i] * grad_scale;
+  if (decay[i]) w[i] -= decay_step * w[i];
+  m[i] = b1 * m[i] + (1.f - b1) * gi;
+  v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+  w[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+}
+__global__ void sum_squares_k(double* part, const float* x, int64_t n) {
+  double acc = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    acc += double(x[i]) * double(x[i]);
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) part[blockIdx.x] = acc;
+}
+}  // namespace
+
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
+                double beta2, double eps, double weight_decay, int64_t t, float grad_scale) {
+  // The scalars rounded as train/optimizer.cpp rounds them, so both devices take the same step.
+  const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
+  adamw_k<<<blocks(n), kThreads>>>(w, m, v, g, decay, n, float(lr * weight_decay), float(beta1), float(beta2),
+                                    float(eps), float(lr / bc1), float(1.0 / std::sqrt(bc2)), grad_scale);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+double sgemm_peak_gflops() {
+  const int64_t n = 4096;
+  float *a = alloc(size_t(n * n)), *b = alloc(size_t(n * n)), *c = alloc(size_t(n * n));
+  memset_zero(a, size_t(n * n)), memset_zero(b, size_t(n * n));
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {  // the first one also loads cuBLAS's kernels
+    CUDA_CHECK(cudaEventRecord(start));
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, a, n, b, n, 0.f, c, n);
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    best = std::max(best, 2.0 * double(n * n * n) / (double(ms) * 1e-3) / 1e9);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  free(a), free(b), free(c);
+  return best;
+}
+
+double sum_squares(const float* x, int64_t n) {
+  const int nb = 64;  // a fixed grid: the same partial sums in the same order every time
+  double* part = reinterpret_cast<double*>(scratch(2 * nb));
+  sum_squares_k<<<nb, kThreads>>>(part, x, n);
+  CUDA_CHECK(cudaGetLastError());
+  double h[nb];
+  CUDA_CHECK(cudaMemcpy(h, part, sizeof(h), cudaMemcpyDeviceToHost));
+  double s = 0.0;
+  for (double v : h) s += v;
+  return s;
+}
+
+}  // namespace fbt::cuda

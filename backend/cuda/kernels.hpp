@@ -1,0 +1,133 @@
+// CUDA kernels on raw device pointers, mirroring backend/cpu/kernels.hpp one for one (same shapes,
+// same accumulate-into-gradient convention), so tests can pit each against its CPU twin.
+// No Eigen, no Tensor here. Reductions across rows run in a fixed order (no atomics), so results
+// are deterministic run to run. Built only when the meson `cuda` option finds nvcc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/kernels.hpp"  // KVRows, AttentionDims
+
+namespace fbt::cuda {
+
+// Whether a CUDA device can be used here (false without a GPU or a driver); `why` says why not.
+bool available(std::string* why = nullptr);
+std::string device_name();
+
+// Device memory and copies (errors throw std::runtime_error with file and line).
+float* alloc(size_t n);
+void free(void* p);
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+void copy(void* dst, const void* src, size_t bytes, CopyKind kind);
+// `rows` rows of row_bytes each; row r starts at dst + r*dst_pitch and src + r*src_pitch (bytes).
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t row_bytes, size_t rows,
+             CopyKind kind);
+void to_device(float* dst, const float* src, size_t n);
+void to_host(float* dst, const float* src, size_t n);
+int32_t* alloc_i32(size_t n);
+void to_device_i32(int32_t* dst, const int32_t* src, size_t n);
+void memset_zero(float* p, size_t n);
+// Host to device, queued behind the kernels already launched (small copies go through pinned
+// staging memory, so the host does not wait for the device); src may be reused at once.
+void upload(void* dst, const void* src, size_t bytes);
+void synchronize();
+// The most device memory fbt's allocations held at once (bytes), and the device's SGEMM rate
+// (best of a few large products, GFLOP/s): `fbt bench` reports both.
+size_t peak_allocated_bytes();
+double sgemm_peak_gflops();
+
+// Elementwise over n values, as the CPU kernels.
+void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n);
+void add_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_forward(float* y, const float* a, const float* b, int64_t n);
+void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n);
+void scale_forward(float* y, const float* x, float s, int64_t n);
+void axpy(float* y, float s, const float* x, int64_t n);
+void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols);
+// dst = the parts end to end: part k is parts[k][0, offsets[k+1] - offsets[k]); parts (device
+// pointers) and offsets (nparts + 1 prefix sums, offsets[nparts] = total) live on the device.
+void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total);
+// keep: N flags on the device.
+void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C);
+void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C);
+
+// y[g] = a[g] b[g] (cuBLAS strided batched).  a:(G,M,K)  b:(G,K,N)
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
+void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
+                  int64_t K, int64_t N);
+
+// y = x W^T + b (cuBLAS); backward accumulates dx += dy W, dW += dy^T x, db += colsum(dy).
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
+                     int64_t In, int64_t Out);
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
+                       int64_t C);
+void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C);
+void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                               const float* rstd, int64_t N, int64_t C);
+
+void gelu_forward(float* y, const float* x, int64_t n);
+void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
+void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F);
+
+void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
+void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
+
+void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
+// Rows 0..N-1 grouped by token id, for the embedding gradient (host side, O(N log N)): distinct
+// tokens in increasing order, each token's rows in row order.
+struct TokenRows {
+  std::vector<int32_t> rows, tokens, starts;  // starts: tokens.size() + 1 offsets into rows
+};
+inline TokenRows group_by_token(const int32_t* ids, int64_t N) {
+  TokenRows g;
+  g.rows.resize(size_t(N));
+  for (int64_t r = 0; r < N; ++r) g.rows[size_t(r)] = int32_t(r);
+  std::stable_sort(g.rows.begin(), g.rows.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
+  for (int64_t k = 0; k < N; ++k)
+    if (k == 0 || ids[g.rows[size_t(k)]] != ids[g.rows[size_t(k - 1)]]) {
+      g.tokens.push_back(ids[g.rows[size_t(k)]]);
+      g.starts.push_back(int32_t(k));
+    }
+  g.starts.push_back(int32_t(N));
+  return g;
+}
+// The rows grouped by token (group_by_token): token tokens[u] gets the rows
+// rows[starts[u] .. starts[u+1]), summed in that (row) order; all three arrays on the device.
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D);
+
+// Returns the summed loss (copied to the host); lse:(N) saved on the device.
+// As the CPU kernels, but nothing crosses to the host: the forward writes the mean loss over the
+// N rows to loss[0] (one float on the device), and the backward reads its upstream gradient from
+// g[0] on the device, scaled by `scale` (1/N for the mean).
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V);
+
+// xs: a device array of K device pointers (and dxs likewise); a:(K) saved, on the device.
+void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n);
+void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
+                           int64_t K, int64_t n);
+
+// As the CPU kernel: segments live on the device (segs itself on the host), bucket/bias/drop too.
+void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d);
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const cpu::AttentionDims& d);
+
+// One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags; the gradients
+// are multiplied by grad_scale as they are read (clipping).
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr,
+                double beta1, double beta2, double eps, double weight_decay, int64_t t, float grad_scale = 1.f);
+// Sum of squares in a fixed order (double accumulation), for the global grad norm.
+double sum_squares(const float* x, int64_t n);
+
+}  // namespace fbt::cuda

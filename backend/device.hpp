@@ -1,0 +1,58 @@
+// Where memory lives, and the primitives every layer above uses: allocation, copies between and
+// within devices, zeroing. Raw pointers and sizes only: this layer knows nothing of tensors or
+// tapes. Devices are told apart here, in the ops' dispatch (ops/dispatch.hpp) and by the owners
+// of device state (Tape, ParamStore, AdamW); nn/ and models/ never name a device.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fbt {
+
+enum class Device { CPU, CUDA };
+
+// "cpu" or "cuda"; anything else is an error naming the accepted values.
+Device parse_device(const std::string& name);
+const char* device_name(Device d);
+// Whether tensors can live on d here: the CPU always; CUDA where fbt was built with it and a GPU
+// (or the test emulation) is present. `why` says why not.
+bool device_available(Device d, std::string* why = nullptr);
+// Throws, naming the reason, when d is not available.
+void require_device(Device d);
+
+float* device_alloc(Device d, size_t n);  // n floats, 64-byte aligned, uninitialised
+void device_free(Device d, void* p);
+void fill_zero(Device d, float* p, size_t n);
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+// rows x cols floats; row r at dst + r*dst_stride and src + r*src_stride (in floats).
+void copy_rows(float* dst, int64_t dst_stride, Device dst_dev, const float* src, int64_t src_stride, Device src_dev,
+               int64_t rows, int64_t cols);
+
+// Floats owned on one device (parameter blocks, optimizer moments, kept projections).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Device d, size_t n);  // zeroed
+  DeviceBuffer(const DeviceBuffer& o);  // a copy on the same device
+  DeviceBuffer& operator=(const DeviceBuffer& o);
+  DeviceBuffer(DeviceBuffer&&) = default;
+  DeviceBuffer& operator=(DeviceBuffer&&) = default;
+  float* data() const { return p_.get(); }
+  size_t size() const { return n_; }
+  Device device() const { return dev_; }
+  void copy_from_host(const float* src, size_t n);  // n must equal size()
+  void copy_to_host(float* dst) const;
+
+ private:
+  struct Free {
+    Device d;
+    void operator()(float* p) const { device_free(d, p); }
+  };
+  Device dev_ = Device::CPU;
+  size_t n_ = 0;
+  std::unique_ptr<float, Free> p_{nullptr, Free{Device::CPU}};
+};
+
+}  // namespace fbt

@@ -1,0 +1,144 @@
+// `fbt bench`: times full training steps (TrainLoop: forward, backward, clipping, AdamW) on random tokens with a
+// config's model and train.batch_size / bptt / threads, and measures this machine's SGEMM peak
+// in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line. With
+// train.device: cuda the step runs on the GPU, the peak is cuBLAS's, and peak_device_mb is the
+// most device memory the run held. --profile adds op-by-op timings of further steps (the timed
+// steps run without the timers).
+#include <fmt/core.h>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "backend/profile.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "cli/commands.hpp"
+#include "train/config.hpp"
+#include "train/trainer.hpp"
+#include "models/feedback_transformer.hpp"
+
+namespace fbt::cli {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Best of a few large square SGEMMs with Eigen on the current thread count.
+double sgemm_peak_gflops() {
+  const int n = 1024;
+  Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n), c(n, n);
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    c.noalias() = a * b;
+    best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
+// Multiply-add FLOPs of one training step (forward x 3 for forward + backward), matrix work only.
+double step_flops(const ModelConfig& c, int64_t B, int64_t T) {
+  const double D = double(c.dim), I = double(c.inner()), F = double(c.ff_inner()), V = double(c.num_tokens);
+  const double L = double(c.depth), n = double(c.seq_len);
+  double per_token = 0;
+  per_token += L * (2 * D * I + 2 * I * D + 2 * D * 2 * F + 2 * F * D);     // to_q, to_out, w_in, w_out
+  per_token += (c.shared_kv ? 1.0 : L) * 2 * D * 2 * I;                    // memory key/value projection
+  if (c.seq_len > 1) per_token += L * 2 * D * 2 * I;                       // window-local keys/values
+  // Keys a query sees once the carried memory is full (the steps bench times): every memory slot,
+  // and on average half of its own window.
+  const double visible = double(c.mem_len) + (n - 1) / 2;
+  per_token += L * 2 * 2 * visible * I;                                    // scores and weighted values
+  per_token += 2 * D * V;                                                  // logits
+  return 3.0 * per_token * double(B * T);
+}
+
+// Runs `steps` more steps with the op timers on; prints where a step's time goes to stderr and
+// returns the rows (ms and calls per step) for the JSON line.
+template <class Step>
+nlohmann::json profile_steps(Step&& step, int64_t steps, bool on_device) {
+  profile::start(/*sync_device=*/on_device);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) step();
+  const double step_ms = 1000.0 * seconds_since(t0) / double(steps);
+  const std::vector<profile::Row> rows = profile::stop();
+  nlohmann::json out = nlohmann::json::array();
+  fmt::print(stderr, "{:<10} {:<28} {:>10} {:>8} {:>8}\n", "phase", "op", "ms/step", "share", "calls");
+  double covered = 0;
+  auto line = [&](const std::string& phase, const std::string& op, double ms, double calls) {
+    fmt::print(stderr, "{:<10} {:<28} {:>10.2f} {:>7.1f}% {:>8.0f}\n", phase, op, ms, 100.0 * ms / step_ms, calls);
+    out.push_back({{"phase", phase}, {"op", op}, {"ms_per_step", ms}, {"calls_per_step", calls}});
+  };
+  for (const profile::Row& r : rows) {
+    const double ms = 1000.0 * r.seconds / double(steps);
+    covered += ms;
+    line(profile::phase_name(r.phase), r.op, ms, double(r.calls) / double(steps));
+  }
+  line("", "(outside any op)", step_ms - covered, 0);  // model glue, memory hand-over, the tape's bookkeeping
+  fmt::print(stderr, "{:<10} {:<28} {:>10.2f}   (profiled steps; the timers add a little)\n", "", "step", step_ms);
+  return out;
+}
+
+}  // namespace
+
+int run_bench(const BenchArgs& a) {
+  RunConfig cfg = load_run_config(a.config, a.overrides);
+  const TrainConfig& t = cfg.train;
+  if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  const Device device = parse_device(t.device);
+  FeedbackTransformer model(cfg.model, /*initialize=*/false);
+  model.init(t.seed);
+  model.to(device);
+  TrainLoop loop(model, loop_config(cfg));
+  const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
+  Rng data_rng(t.seed);
+  std::vector<int32_t> in(size_t(B * T)), tg(size_t(B * T));
+  auto step = [&] {
+    for (size_t i = 0; i < in.size(); ++i) {
+      in[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
+      tg[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
+    }
+    loop.step(in.data(), tg.data(), B, T);  // memory carried between steps, as in training
+    if (device != Device::CPU) cuda::synchronize();  // (reading the loss already waits; be explicit)
+  };
+  // One warm-up step (it sizes the arena and fills the memory), then the median step: robust to
+  // the other tenants of a shared machine.
+  step();
+  std::vector<double> secs;
+  for (int64_t i = 0; i < a.steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    secs.push_back(seconds_since(t0));
+  }
+  nlohmann::json profile_rows = nlohmann::json::array();
+  if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
+  std::sort(secs.begin(), secs.end());
+  const size_t mid = secs.size() / 2;
+  const double median = secs.size() % 2 ? secs[mid] : 0.5 * (secs[mid - 1] + secs[mid]);
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  const double gflops = step_flops(cfg.model, B, T) / median / 1e9;
+  const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
+  nlohmann::json j = {{"config", a.config},
+                      {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
+                      {"threads", omp_get_max_threads()},
+                      {"batch_size", B},
+                      {"bptt", T},
+                      {"steps", a.steps},
+                      {"tokens_per_s", double(B * T) / median},
+                      {"step_ms", 1000.0 * median},
+                      {"peak_rss_mb", double(ru.ru_maxrss) / 1024.0},
+                      {"gflops", gflops},
+                      {"sgemm_peak_gflops", peak},
+                      {"fraction_of_peak", gflops / peak}};
+  if (a.profile) j["profile"] = profile_rows;
+  if (device != Device::CPU) j["peak_device_mb"] = double(cuda::peak_allocated_bytes()) / (1024.0 * 1024.0);
+  fmt::print("{}\n", j.dump());
+  return 0;
+}
+
+}  // namespace fbt::cli

@@ -1,0 +1,41 @@
+#include "models/call_batch.hpp"
+
+#include "util/safetensors.hpp"
+#include "util/check.hpp"
+
+namespace fbt {
+
+CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg) {
+  SafeTensors st = SafeTensors::load(path);
+  for (auto& [name, t] : st.tensors)
+    check(name == "inputs" || name == "targets" || name == "memory" || name == "context", path,
+          ": unexpected tensor '", name, "' (expected inputs, targets, memory, context)");
+  check(st.has("inputs") && st.has("targets"), path, ": needs tensors 'inputs' and 'targets'");
+  const StTensor& in = st.at("inputs");
+  check(in.shape.size() == 2, path, ": inputs must be [B, T], got rank ", in.shape.size());
+  check(st.at("targets").shape == in.shape, path, ": targets shape differs from inputs shape");
+  CallBatch b;
+  b.B = in.shape[0], b.T = in.shape[1];
+  b.tokens = in.to_i32(path + ": inputs");
+  b.targets = st.at("targets").to_i32(path + ": targets");
+  for (size_t i = 0; i < b.tokens.size(); ++i)
+    check(b.tokens[i] >= 0 && b.tokens[i] < cfg.num_tokens && b.targets[i] >= 0 && b.targets[i] < cfg.num_tokens,
+          path, ": token id at flat position ", i, " outside [0, num_tokens=", cfg.num_tokens, ")");
+  if (st.has("memory")) {
+    const StTensor& m = st.at("memory");
+    check(m.shape.size() == 3 && m.shape[0] == b.B && m.shape[1] <= cfg.mem_len && m.shape[2] == cfg.dim, path,
+          ": memory must be [B=", b.B, ", m <= mem_len=", cfg.mem_len, ", D=", cfg.dim, "]");
+    b.memory = m.to_f32(path + ": memory");
+    b.memory_rows = m.shape[1];
+  }
+  if (st.has("context")) {
+    const StTensor& c = st.at("context");
+    check(c.shape.size() == 3 && c.shape[0] == b.B && c.shape[1] >= 1 && c.shape[2] == cfg.dim, path,
+          ": context must be [B=", b.B, ", Tc >= 1, D=", cfg.dim, "]");
+    b.context = c.to_f32(path + ": context");
+    b.context_rows = c.shape[1];
+  }
+  return b;
+}
+
+}  // namespace fbt

@@ -1,0 +1,152 @@
+#include "research/research.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "ops/ops.hpp"
+
+namespace fbt {
+
+namespace {
+
+// Runs the model on a batch with recording on; the caller takes what it needs before reset.
+ForwardOutput run(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy, bool with_loss) {
+  tape().reset();
+  model.params().zero_grad();
+  const int64_t D = model.config().dim;
+  Tensor mem{const_cast<float*>(b.memory.data()), Shape{b.B, b.memory_rows, D}, Device::CPU};
+  Var ctx;
+  if (b.context_rows)
+    ctx = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{b.B, b.context_rows, D}, Device::CPU});
+  return model.forward(b.tokens.data(), b.B, b.T, b.memory_rows ? &mem : nullptr, ctx,
+                       with_loss ? b.targets.data() : nullptr, policy);
+}
+
+// The squared norm of row b of call step u's memory vector gradient (after a backward).
+double vector_grad_norm_sq(const ForwardOutput& o, int64_t u, int64_t b, int64_t D) {
+  size_t w = size_t(std::upper_bound(o.written_start.begin(), o.written_start.end(), u) - o.written_start.begin()) - 1;
+  const Var& v = o.written[w];
+  const int64_t n = v.shape()[1];
+  Tensor g = tape().grad(v);
+  std::vector<float> x(static_cast<size_t>(D));
+  copy_bytes(x.data(), Device::CPU, g.data + (b * n + (u - o.written_start[w])) * D, g.device, sizeof(float) * x.size());
+  double s = 0;
+  for (float e : x) s += double(e) * e;
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, const CallBatch& b,
+                                                  const DetachPolicy& policy) {
+  const int64_t D = model.config().dim, T = b.T, B = b.B;
+  ForwardOutput o = run(model, b, policy, false);
+  Var last = slice(o.logits, 1, T - 1, 1);  // (B,1,V)
+  std::vector<int32_t> tg(static_cast<size_t>(B));
+  for (int64_t r = 0; r < B; ++r) tg[size_t(r)] = b.targets[size_t(r * T + T - 1)];
+  tape().backward(cross_entropy(last, tg.data()));
+  std::vector<std::vector<double>> out(size_t(std::max<int64_t>(0, T - 1)), std::vector<double>(size_t(B)));
+  for (int64_t u = 0; u + 1 < T; ++u)
+    for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] = std::sqrt(vector_grad_norm_sq(o, u, r, D));
+  tape().reset();
+  return out;
+}
+
+std::vector<double> parameter_gradient(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy) {
+  ForwardOutput o = run(model, b, policy, true);
+  tape().backward(o.loss);
+  model.params().sync_to_host();
+  std::vector<double> g(model.params().grads().begin(), model.params().grads().end());
+  tape().reset();
+  return g;
+}
+
+std::string param_group(const std::string& name) {
+  if (name.rfind("layers.", 0) == 0) return name.substr(0, name.find('.', 7));
+  if (name.rfind("mem_norm", 0) == 0 || name.rfind("shared_kv", 0) == 0) return "memory";
+  if (name.rfind("out_norm", 0) == 0 || name.rfind("to_logits", 0) == 0) return "output";
+  return name.substr(0, name.find('.'));
+}
+
+std::vector<BiasRow> truncation_bias(const FeedbackTransformer& model, const std::vector<double>& g,
+                                     const std::vector<double>& g_none) {
+  struct Acc {
+    double diff = 0, dot = 0, gg = 0, nn = 0;
+  };
+  std::map<std::string, Acc> groups;
+  std::vector<std::string> order{"all"};
+  const ParamStore& ps = model.params();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const std::string grp = param_group(ps.names()[i]);
+    if (!groups.count(grp)) order.push_back(grp);
+    for (Acc* a : {&groups[grp], &groups["all"]})
+      for (size_t k = ps.offset(i); k < ps.offset(i) + size_t(ps.at(i).value().numel()); ++k) {
+        a->diff += (g[k] - g_none[k]) * (g[k] - g_none[k]);
+        a->dot += g[k] * g_none[k];
+        a->gg += g[k] * g[k];
+        a->nn += g_none[k] * g_none[k];
+      }
+  }
+  std::vector<BiasRow> rows;
+  for (const std::string& grp : order) {
+    const Acc& a = groups[grp];
+    BiasRow r{grp, a.nn > 0 ? std::sqrt(a.diff / a.nn) : 0.0, (a.gg > 0 && a.nn > 0) ? a.dot / std::sqrt(a.gg * a.nn) : 0.0};
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, const CallBatch& b,
+                                                   const DetachPolicy& policy, int64_t probes, uint64_t seed,
+                                                   bool exact) {
+  const int64_t D = model.config().dim, T = b.T, B = b.B;
+  ForwardOutput o = run(model, b, policy, false);
+  const Var target = o.written.back();  // holds m_{T-1} as its last row
+  const int64_t n = target.shape()[1];
+  std::vector<std::vector<double>> out(size_t(std::max<int64_t>(0, T - 1)), std::vector<double>(size_t(B), 0.0));
+  const int64_t count = exact ? D : probes;
+  Rng rng(seed);
+  std::vector<float> seed_grad(size_t(B * n * D));
+  for (int64_t p = 0; p < count; ++p) {
+    std::fill(seed_grad.begin(), seed_grad.end(), 0.f);
+    for (int64_t r = 0; r < B; ++r)
+      for (int64_t j = 0; j < D; ++j)
+        seed_grad[size_t((r * n + n - 1) * D + j)] = exact ? (j == p ? 1.f : 0.f) : rng.normal();
+    tape().zero_grad();
+    tape().backward(target, Tensor{seed_grad.data(), target.shape(), Device::CPU});
+    for (int64_t u = 0; u + 1 < T; ++u)
+      for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] += vector_grad_norm_sq(o, u, r, D);
+  }
+  if (!exact)
+    for (auto& row : out)
+      for (double& v : row) v /= double(count);
+  tape().reset();
+  return out;
+}
+
+std::vector<double> layer_mix(const FeedbackTransformer& model) {
+  const std::vector<float> w = to_host(model.params().get("layer_weight").value());
+  const int64_t K = int64_t(w.size());
+  double mx = -1e300, sum = 0;
+  for (int64_t k = 0; k < K; ++k) mx = std::max(mx, double(w[size_t(k)]));
+  std::vector<double> a(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) sum += (a[size_t(k)] = std::exp(double(w[size_t(k)]) - mx));
+  for (double& v : a) v /= sum;
+  return a;
+}
+
+std::string probe_metrics(FeedbackTransformer& model, const CallBatch& batch, const DetachPolicy& policy, int64_t step) {
+  std::vector<double> mean;
+  for (const auto& rows : grad_norm_by_lag(model, batch, policy)) {
+    double s = 0;
+    for (double v : rows) s += v;
+    mean.push_back(s / double(rows.size()));
+  }
+  const nlohmann::json j = {{"split", "probe"}, {"step", step}, {"lag_grad_norm", mean}, {"layer_mix", layer_mix(model)}};
+  return j.dump();
+}
+
+}  // namespace fbt

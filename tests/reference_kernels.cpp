@@ -1,0 +1,121 @@
+// Naive reference loops in double precision: slow, obvious, and the yardstick the fast kernels
+// are tested against (tests/test_kernels.cpp).
+#include <cmath>
+#include <vector>
+
+#include "tests/reference_kernels.hpp"
+
+namespace fbt::ref {
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t o = 0; o < Out; ++o) {
+      double s = b ? b[o] : 0.0;
+      for (int64_t i = 0; i < In; ++i) s += double(x[r * In + i]) * W[o * In + i];
+      y[r * Out + o] = float(s);
+    }
+}
+
+void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0.0;
+        for (int64_t k = 0; k < K; ++k) s += double(a[(g * M + i) * K + k]) * b[(g * K + k) * N + j];
+        y[(g * M + i) * N + j] = float(s);
+      }
+}
+
+void layernorm_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t C) {
+  for (int64_t r = 0; r < N; ++r) {
+    double m = 0.0, v = 0.0;
+    for (int64_t c = 0; c < C; ++c) m += x[r * C + c];
+    m /= double(C);
+    for (int64_t c = 0; c < C; ++c) v += (x[r * C + c] - m) * (x[r * C + c] - m);
+    v /= double(C);
+    for (int64_t c = 0; c < C; ++c) y[r * C + c] = float((x[r * C + c] - m) / std::sqrt(v + 1e-5) * w[c] + b[c]);
+  }
+}
+
+double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  double total = 0.0;
+  for (int64_t r = 0; r < N; ++r) {
+    double s = 0.0;
+    for (int64_t c = 0; c < V; ++c) s += std::exp(double(logits[r * V + c]));
+    total += std::log(s) - logits[r * V + targets[r]];
+  }
+  return total;
+}
+
+void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs, int nsegs, const int32_t* bucket,
+                       const float* bias, const fbt::cpu::AttentionDims& d) {
+  const int64_t I = d.H * d.Dh;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t i = 0; i < d.n; ++i) {
+        std::vector<double> logit, vrow;
+        std::vector<const float*> vals;
+        int64_t j = 0;
+        for (int k = 0; k < nsegs; ++k)
+          for (int64_t r = 0; r < segs[k].rows; ++r, ++j) {
+            int32_t bk = bucket[i * d.S + j];
+            if (bk < 0) continue;
+            const float* row = segs[k].data + b * segs[k].batch_stride + r * 2 * I;
+            double s = bias ? bias[bk * d.H + h] : 0.0;
+            for (int64_t c = 0; c < d.Dh; ++c) s += double(q[(b * d.n + i) * I + h * d.Dh + c]) * row[h * d.Dh + c];
+            logit.push_back(s);
+            vals.push_back(row + I + h * d.Dh);
+          }
+        double mx = -INFINITY, sum = 0.0;
+        for (double l : logit) mx = std::max(mx, l);
+        for (double l : logit) sum += std::exp(l - mx);
+        for (int64_t c = 0; c < d.Dh; ++c) {
+          double o = 0.0;
+          for (size_t t = 0; t < logit.size(); ++t) o += std::exp(logit[t] - mx) / sum * vals[t][c];
+          out[(b * d.n + i) * I + h * d.Dh + c] = float(o);
+        }
+      }
+}
+
+void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::cpu::KVRows* segs,
+                        int nsegs, const int32_t* bucket, const float* probs, const float* drop,
+                        const fbt::cpu::AttentionDims& d) {
+  const int64_t I = d.H * d.Dh;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t i = 0; i < d.n; ++i) {
+        const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
+        const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+        // probs and drop are key-major: query i's entry for key j at at + j * n.
+        const int64_t at = (b * d.H + h) * d.S * d.n + i, stride = d.n;
+        // Row j's key (its value follows I further) and key gradient, for every global j.
+        std::vector<const float*> key;
+        std::vector<float*> key_grad;
+        for (int k = 0; k < nsegs; ++k)
+          for (int64_t r = 0; r < segs[k].rows; ++r) {
+            const int64_t off = b * segs[k].batch_stride + r * 2 * I + h * d.Dh;
+            key.push_back(segs[k].data + off);
+            key_grad.push_back(segs[k].grad ? segs[k].grad + off : nullptr);
+          }
+        std::vector<double> dp(size_t(d.S), 0.0);
+        double dot = 0.0;
+        for (int64_t j = 0; j < d.S; ++j) {
+          const double m = drop ? drop[at + j * stride] : 1.0;
+          for (int64_t c = 0; c < d.Dh; ++c) dp[size_t(j)] += double(doi[c]) * key[size_t(j)][I + c];
+          dp[size_t(j)] *= m;
+          dot += probs[at + j * stride] * dp[size_t(j)];
+          if (key_grad[size_t(j)])
+            for (int64_t c = 0; c < d.Dh; ++c) key_grad[size_t(j)][I + c] += float(probs[at + j * stride] * m * doi[c]);
+        }
+        for (int64_t j = 0; j < d.S; ++j) {
+          const double dl = probs[at + j * stride] * (dp[size_t(j)] - dot);
+          for (int64_t c = 0; c < d.Dh; ++c) {
+            if (dq) dq[(b * d.n + i) * I + h * d.Dh + c] += float(dl * key[size_t(j)][c]);
+            if (key_grad[size_t(j)]) key_grad[size_t(j)][c] += float(dl * qi[c]);
+          }
+          if (dbias && bucket[i * d.S + j] >= 0) dbias[bucket[i * d.S + j] * d.H + h] += float(dl);
+        }
+      }
+}
+
+}  // namespace fbt::ref

@@ -1,0 +1,143 @@
+#include "train/checkpoint.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "models/weights.hpp"
+#include "util/files.hpp"
+#include "util/safetensors.hpp"
+
+namespace fs = std::filesystem;
+
+namespace fbt {
+
+namespace {
+
+constexpr const char* kWeights = "model.safetensors";
+constexpr const char* kState = "state.safetensors";
+constexpr const char* kDone = "DONE";
+constexpr const char* kPartial = ".tmp";
+
+std::string step_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
+
+bool is_complete(const fs::path& dir) {
+  const std::string name = dir.filename().string();
+  return name.size() == step_dir_name(0).size() && name.rfind("step_", 0) == 0 && fs::exists(dir / kDone);
+}
+
+// The complete checkpoints' directory names, oldest first.
+std::vector<std::string> complete_checkpoints(const std::string& dir) {
+  std::vector<std::string> done;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return done;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (is_complete(e.path())) done.push_back(e.path().filename().string());
+  std::sort(done.begin(), done.end());
+  return done;
+}
+
+SafeTensors training_state_tensors(const TrainingState& s) {
+  SafeTensors st;
+  st.tensors["adam.m"] = StTensor::from_f32({int64_t(s.adam_m.size())}, s.adam_m.data());
+  st.tensors["adam.v"] = StTensor::from_f32({int64_t(s.adam_v.size())}, s.adam_v.data());
+  st.tensors["memory"] = StTensor::from_f32({s.memory_B, s.memory_rows, s.memory_D}, s.memory.data());
+  st.metadata["step"] = std::to_string(s.step);
+  st.metadata["adam_steps"] = std::to_string(s.adam_steps);
+  st.metadata["cursor"] = std::to_string(s.cursor);
+  st.metadata["dropout_rng_seed"] = std::to_string(s.dropout_rng.seed);
+  st.metadata["dropout_rng_counter"] = std::to_string(s.dropout_rng.counter);
+  st.metadata["threads"] = std::to_string(s.threads);
+  st.metadata["config"] = s.config_yaml;
+  return st;
+}
+
+}  // namespace
+
+Checkpoints::Checkpoints(const std::string& out_dir) : dir_((fs::path(out_dir) / "checkpoints").string()) {}
+
+std::string Checkpoints::latest() const {
+  const std::vector<std::string> done = complete_checkpoints(dir_);
+  return done.empty() ? "" : (fs::path(dir_) / done.back()).string();
+}
+
+void Checkpoints::clear_partial() const {
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) return;
+  for (const auto& e : fs::directory_iterator(dir_))
+    if (e.path().extension() == kPartial) fs::remove_all(e.path());
+}
+
+void Checkpoints::save(const FeedbackTransformer& model, const TrainingState& state, int64_t keep_last) const {
+  fs::create_directories(dir_);
+  const fs::path final_dir = fs::path(dir_) / step_dir_name(state.step);
+  const fs::path tmp_dir = fs::path(dir_) / (step_dir_name(state.step) + kPartial);
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  save_model(model, (tmp_dir / kWeights).string());
+  training_state_tensors(state).save((tmp_dir / kState).string());
+  write_text_atomic((tmp_dir / kDone).string(), std::to_string(state.step) + "\n");
+  fsync_path(tmp_dir.string());
+  fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+  fsync_path(dir_);
+
+  const std::vector<std::string> done = complete_checkpoints(dir_);
+  for (size_t i = 0; i + size_t(keep_last) < done.size(); ++i) fs::remove_all(fs::path(dir_) / done[i]);
+}
+
+void load_checkpoint_weights(FeedbackTransformer& model, const std::string& dir, const std::string& config_source) {
+  const std::string path = (fs::path(dir) / kWeights).string();
+  SafeTensors w = SafeTensors::load(path);
+  const auto saved = w.metadata.find("fbt_model_config");
+  const ModelConfig cfg = model_config_from_json(saved == w.metadata.end() ? "" : saved->second, path);
+  if (model_config_to_json(cfg) != model_config_to_json(model.config()))
+    throw std::runtime_error(path + ": the checkpoint's model config differs from " + config_source + "'s model: section");
+  load_weights(model, w, path);
+}
+
+TrainingState load_training_state(const std::string& dir) {
+  const std::string path = (fs::path(dir) / kState).string();
+  SafeTensors st = SafeTensors::load(path);
+  auto meta = [&](const std::string& k) -> const std::string& {
+    const auto it = st.metadata.find(k);
+    if (it == st.metadata.end()) throw SafeTensorsError(path + ": missing metadata '" + k + "'");
+    return it->second;
+  };
+  auto number = [&](const std::string& k) { return int64_t(std::stoll(meta(k))); };
+  TrainingState s;
+  s.step = number("step");
+  s.adam_m = st.at("adam.m").to_f32(path);
+  s.adam_v = st.at("adam.v").to_f32(path);
+  s.adam_steps = number("adam_steps");
+  if (s.adam_steps != s.step) throw SafeTensorsError(path + ": step and optimizer step disagree");
+  const StTensor& mem = st.at("memory");
+  if (mem.shape.size() != 3) throw SafeTensorsError(path + ": memory must be [B, rows, D]");
+  s.memory = mem.to_f32(path);
+  s.memory_B = mem.shape[0], s.memory_rows = mem.shape[1], s.memory_D = mem.shape[2];
+  s.cursor = number("cursor");
+  s.dropout_rng.seed = uint64_t(std::stoull(meta("dropout_rng_seed")));
+  s.dropout_rng.counter = uint64_t(std::stoull(meta("dropout_rng_counter")));
+  s.threads = number("threads");
+  const auto cfg = st.metadata.find("config");
+  if (cfg != st.metadata.end()) s.config_yaml = cfg->second;
+  return s;
+}
+
+std::string latest_checkpoint(const std::string& out_dir) { return Checkpoints(out_dir).latest(); }
+
+std::string resolve_weights(const std::string& dir_or_file) {
+  if (!fs::is_directory(dir_or_file)) return dir_or_file;
+  if (fs::exists(fs::path(dir_or_file) / kWeights)) return (fs::path(dir_or_file) / kWeights).string();
+  const std::string latest = latest_checkpoint(dir_or_file);
+  if (latest.empty())
+    throw SafeTensorsError(dir_or_file + ": no model.safetensors and no complete checkpoint in this directory");
+  return (fs::path(latest) / kWeights).string();
+}
+
+std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file) {
+  return load_model_file(resolve_weights(dir_or_file));
+}
+
+}  // namespace fbt

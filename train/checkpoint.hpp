@@ -1,0 +1,62 @@
+// A run's checkpoints, the one owner of their layout on disk:
+//   out_dir/checkpoints/step_NNNNNNNN/{model.safetensors, state.safetensors, DONE}
+// A checkpoint is written in step_NNNNNNNN.tmp/ and renamed into place once DONE is in it, so a
+// directory without the ".tmp" suffix is always complete; a kill midway leaves only a .tmp
+// leftover, which the next resume clears.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/rng.hpp"
+#include "models/feedback_transformer.hpp"
+
+namespace fbt {
+
+// What a resume needs besides the weights (state.safetensors).
+struct TrainingState {
+  int64_t step = 0;
+  std::vector<float> adam_m, adam_v;
+  int64_t adam_steps = 0;
+  std::vector<float> memory;  // (B, memory_rows, D): every stream's carried memory
+  int64_t memory_B = 0, memory_rows = 0, memory_D = 0;
+  int64_t cursor = 0;  // the batcher's position in the training split
+  Rng dropout_rng;
+  int64_t threads = 0;      // a different count changes the floating-point sums
+  std::string config_yaml;  // the effective run config
+};
+
+class Checkpoints {
+ public:
+  explicit Checkpoints(const std::string& out_dir);
+
+  const std::string& dir() const { return dir_; }
+  // The newest complete checkpoint's directory, "" if there is none.
+  std::string latest() const;
+  // Removes the leftovers of saves that were killed midway.
+  void clear_partial() const;
+  // Writes the model and the state as step_NNNNNNNN (atomically: see above), then keeps only the
+  // newest keep_last complete checkpoints.
+  void save(const FeedbackTransformer& model, const TrainingState& state, int64_t keep_last) const;
+
+ private:
+  std::string dir_;
+};
+
+// Loads the weights of checkpoint directory `dir` into model; its saved model config must equal
+// the model's (`config_source` names where the model's came from, for the error).
+void load_checkpoint_weights(FeedbackTransformer& model, const std::string& dir, const std::string& config_source);
+// Reads state.safetensors of checkpoint directory `dir`; a missing or inconsistent entry is an
+// error naming the file.
+TrainingState load_training_state(const std::string& dir);
+
+// Newest directory out_dir/checkpoints/step_* holding a DONE marker ("" if none).
+std::string latest_checkpoint(const std::string& out_dir);
+// The weights file meant by a path: a file as it is; a directory's model.safetensors, or else the
+// model.safetensors of its newest complete checkpoint (a run's out_dir).
+std::string resolve_weights(const std::string& dir_or_file);
+// A model built from the config in the weights file's __metadata__, with its weights.
+std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file);
+
+}  // namespace fbt

@@ -1,0 +1,16 @@
+// Writes that must not leave a half-written file behind (checkpoints, metrics, prepared data).
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace fbt {
+
+// Writes bytes to path atomically: a temporary file in the same directory, fsync, rename.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+inline void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
+// Flushes a file or directory entry to disk (after a rename, so the rename itself survives a crash).
+void fsync_path(const std::string& path);
+
+}  // namespace fbt
