@@ -17,7 +17,9 @@ Tape& tape() {
 
 void Tape::set_device(Device d) {
   if (d == arena_.device()) return;
-  if (!nodes_.empty() || !records_.empty()) throw std::logic_error("Tape::set_device: the tape holds a step; reset() it first");
+  if (!nodes_.empty() || !records_.empty())
+    throw std::logic_error(std::string("the tape holds a step on ") + device_name(arena_.device()) + ", not " +
+                           device_name(d) + ": end that step (StepScope) before running one on the other device");
   require_device(d);
   arena_ = Arena(d);
 }

@@ -157,4 +157,18 @@ class NoGradScope {
 
 inline Var detach(Var v) { return tape().detach(v); }
 
+// One step's use of this thread's tape: it starts empty on device d and is emptied (nodes,
+// records, the arena's contents) when the scope ends, so nothing of a step outlives it by
+// accident and no caller has to remember a reset. Copy out what must outlive the step.
+class StepScope {
+ public:
+  explicit StepScope(Device d) {
+    tape().reset();
+    tape().set_device(d);
+  }
+  ~StepScope() { tape().reset(); }
+  StepScope(const StepScope&) = delete;
+  StepScope& operator=(const StepScope&) = delete;
+};
+
 }  // namespace fbt

@@ -25,17 +25,12 @@ int run_forward(const ForwardArgs& a) {
   model.to(parse_device(a.device));
   const CallBatch b = load_call_batch(a.batch, cfg);
   const int64_t B = b.B, T = b.T;
-  Tensor memory{const_cast<float*>(b.memory.data()), Shape{B, b.memory_rows, cfg.dim}, Device::CPU};
-  tape().reset();
-  Var context;
-  if (b.context_rows)
-    context = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{B, b.context_rows, cfg.dim}, Device::CPU});
-
   SafeTensors out;
   {
+    const StepScope scope(model.device());
     std::unique_ptr<NoGradScope> ng;
     if (!a.grads) ng = std::make_unique<NoGradScope>();
-    ForwardOutput r = model.forward(b.tokens.data(), B, T, b.memory_rows ? &memory : nullptr, context, b.targets.data(), policy);
+    ForwardOutput r = forward_batch(model, b, policy);
     if (a.grads) {
       model.params().zero_grad();
       tape().backward(r.loss);

@@ -34,8 +34,7 @@ std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& r
   Corpus corpus(path, rc.data.format, rc.model.num_tokens);
   StreamBatcher batcher(corpus, rc.train.batch_size, rc.train.bptt);
   std::vector<CallBatch> out;
-  std::vector<float> memory;
-  int64_t m = 0;
+  State state;
   const int64_t B = rc.train.batch_size;
   for (int64_t i = 0; i < a.batches; ++i) {
     CallBatch b;
@@ -44,17 +43,13 @@ std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& r
     b.targets.resize(size_t(B * rc.train.bptt));
     b.T = batcher.next(b.tokens.data(), b.targets.data(), false);
     if (b.T == 0) break;
-    b.memory = memory;
-    b.memory_rows = m;
+    b.memory = state.memory.values();
+    b.memory_rows = state.memory.rows();
     NoGradScope ng;
-    tape().reset();
-    Tensor mem{memory.data(), Shape{B, m, rc.model.dim}, Device::CPU};
-    ForwardOutput o = model.forward(b.tokens.data(), B, b.T, m ? &mem : nullptr);
-    m = o.memory.shape[1];
-    memory = to_host(o.memory);
+    const StepScope scope(model.device());
+    model.forward(b.tokens.data(), B, b.T, &state);
     out.push_back(std::move(b));
   }
-  tape().reset();
   check(!out.empty(), path, ": too short for one batch of ", B, " x ", rc.train.bptt);
   return out;
 }

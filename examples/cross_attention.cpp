@@ -12,7 +12,7 @@ int main() {
 
   fbt::NoGradScope no_grad;
   fbt::Var context = fbt::from_host(encoded, {B, Tc, 64});  // (B, Tc, D), e.g. an encoder's output
-  fbt::ForwardOutput out = model.forward(x.data(), B, T, nullptr, context);
+  fbt::ForwardOutput out = model.forward(x.data(), B, T, nullptr, {.context = context});
   std::printf("logits %s with a context of %lld positions\n", out.logits.shape().str().c_str(), (long long)Tc);
   return out.logits.shape() == fbt::Shape{B, T, 256} ? 0 : 1;
 }

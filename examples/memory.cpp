@@ -1,5 +1,5 @@
-// The seed's second snippet: carry the memory across calls by hand (like
-// model(x, memory=mem, return_memory=True)), and train through it with truncated backprop.
+// The seed's second snippet: carry the memory across calls (like model(x, memory=mem,
+// return_memory=True)), and train through it with truncated backprop.
 #include <fbt/fbt.hpp>
 #include <cstdio>
 
@@ -8,17 +8,16 @@ int main() {
                                   .seq_len = 1, .mem_len = 32});
   const int64_t B = 2, T = 16;
   std::vector<int32_t> x(B * T), y(B * T);
-  fbt::Memory mem;  // empty: the first call starts with no state
+  fbt::State state;  // empty: the first call starts with no memory; each call replaces it with its own
   for (int call = 0; call < 3; ++call) {
     for (size_t i = 0; i < x.size(); ++i) x[i] = int32_t((i + call * 5) % 256), y[i] = int32_t((i + call * 5 + 1) % 256);
-    fbt::tape().reset();                 // frees the previous call's activations
+    const fbt::StepScope step(model.device());  // this call's activations, freed at the end of the loop body
     model.params().zero_grad();
-    fbt::ForwardOutput out = model.forward(x.data(), B, T, mem.tensor(), fbt::Var(), y.data(),
-                                           fbt::DetachPolicy::parse("horizon:8", 1));
-    fbt::tape().backward(out.loss);      // gradients reach 8 steps back inside the call
-    mem = fbt::Memory(out.memory);       // the state for the next call: the last mem_len vectors
-    std::printf("call %d: loss %.4f, memory %s, |grad| %.4f\n", call, out.loss.data()[0], mem.shape().str().c_str(),
-                fbt::global_grad_norm(model.params()));
+    fbt::ForwardOutput out = model.forward(x.data(), B, T, &state, {.targets = y.data(),
+                                           .policy = fbt::DetachPolicy::parse("horizon:8", 1)});
+    fbt::tape().backward(out.loss);  // gradients reach 8 steps back inside the call
+    std::printf("call %d: loss %.4f, memory %s, |grad| %.4f\n", call, out.loss.data()[0],
+                state.memory.shape().str().c_str(), fbt::global_grad_norm(model.params()));
   }
-  return mem.shape() == fbt::Shape{B, 32, 64} ? 0 : 1;
+  return state.memory.shape() == fbt::Shape{B, 32, 64} ? 0 : 1;
 }

@@ -38,4 +38,17 @@ CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg) {
   return b;
 }
 
+ForwardOutput forward_batch(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy,
+                            bool with_targets) {
+  const int64_t D = model.config().dim;
+  State state;
+  if (b.memory_rows) state.memory.assign_host(b.memory, Shape{b.B, b.memory_rows, D}, model.device());
+  CallOptions options;
+  if (b.context_rows)
+    options.context = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{b.B, b.context_rows, D}, Device::CPU});
+  options.targets = with_targets ? b.targets.data() : nullptr;
+  options.policy = policy;
+  return model.forward(b.tokens.data(), b.B, b.T, &state, options);
+}
+
 }  // namespace fbt

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/config.hpp"
+#include "models/feedback_transformer.hpp"
 
 namespace fbt {
 
@@ -23,5 +24,10 @@ struct CallBatch {
 // Reads and checks a batch file against a model config: shapes, ranks, token ids in range and
 // no unknown tensors; errors name the file and the tensor.
 CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg);
+
+// The model on one batch in the current step (recording when the tape records): its memory as
+// the state carried in, its context on the tape, its targets when with_targets.
+ForwardOutput forward_batch(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy,
+                            bool with_targets = true);
 
 }  // namespace fbt

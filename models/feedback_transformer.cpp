@@ -30,31 +30,32 @@ std::vector<float> Memory::values() const {
 
 FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize) : cfg_(cfg) {
   cfg_.validate();
-  const int64_t D = cfg.dim, I = cfg.inner(), L = cfg.depth;
+  const int64_t D = cfg.dim, L = cfg.depth;
   ParamStore& ps = params_;
   // Registration order follows MODEL.md's table; it is the order of the parameter block.
   token_emb_ = nn::Embedding(ps, "token_emb", cfg.num_tokens, D);
   pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads});
-  mem_norm_ = nn::LayerNorm(ps, "mem_norm", D);
-  if (cfg.shared_kv) shared_kv_ = ps.add("shared_kv.weight", {2 * I, D});
+  const nn::LayerNorm mem_norm(ps, "mem_norm", D);
+  const Var shared_kv = cfg.shared_kv ? ps.add("shared_kv.weight", {2 * cfg.inner(), D}) : Var();
   layer_weight_ = ps.add("layer_weight", {L + 1});
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    Layer ly;
-    ly.attn_norm = nn::LayerNorm(ps, p + "attn_norm", D);
-    ly.to_q = nn::Linear(ps, p + "attn.to_q", D, I, false);
-    if (!cfg.shared_kv) ly.to_kv = nn::Linear(ps, p + "attn.to_kv", D, 2 * I, false);
-    ly.to_out = nn::Linear(ps, p + "attn.to_out", I, D, true);
-    if (cfg.cross_attend) ly.cross = nn::CrossAttention(ps, p + "cross_norm", p + "cross_attn", D, cfg.heads, cfg.dim_head);
-    ly.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
-    layers_.push_back(ly);
+    nn::Block b;
+    b.attn = nn::MemoryAttention(ps, p, D, cfg.heads, cfg.dim_head, /*own_kv=*/!cfg.shared_kv);
+    if (cfg.cross_attend) b.cross = nn::CrossAttention(ps, p + "cross_norm", p + "cross_attn", D, cfg.heads, cfg.dim_head);
+    b.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
+    layers_.push_back(b);
   }
+  std::vector<Var> kv_weights{shared_kv};
+  if (!cfg.shared_kv) {
+    kv_weights.clear();
+    for (const nn::Block& b : layers_) kv_weights.push_back(b.attn.to_kv.W);
+  }
+  projection_ = nn::MemoryProjection(mem_norm, kv_weights);
   // The products of the time loop (a few rows each) read these weights packed when frozen.
-  for (const Layer& ly : layers_) {
-    for (const nn::Linear* lin : {&ly.to_q, &ly.to_kv, &ly.to_out, &ly.ff.w_in, &ly.ff.w_out, &ly.cross.to_q, &ly.cross.to_out})
-      if (lin->W) ps.pack_for_steps(lin->W);
-  }
-  if (cfg.shared_kv) ps.pack_for_steps(shared_kv_);
+  for (const nn::Block& b : layers_)
+    for (Var W : b.step_weights()) ps.pack_for_steps(W);
+  if (cfg.shared_kv) ps.pack_for_steps(shared_kv);
   out_norm_ = nn::LayerNorm(ps, "out_norm", D);
   to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
   ps.finalize();
@@ -72,11 +73,7 @@ int32_t FeedbackTransformer::bucket(int64_t d, int64_t num_buckets, int64_t max_
   return int32_t(std::min<int64_t>(num_buckets - 1, e + int64_t(std::floor(v))));
 }
 
-void FeedbackTransformer::to(Device d) {
-  params_.to(d);
-  tape().reset();
-  tape().set_device(d);
-}
+void FeedbackTransformer::to(Device d) { params_.to(d); }
 
 void FeedbackTransformer::init(uint64_t seed) {
   Rng rng(seed);
@@ -102,136 +99,171 @@ void FeedbackTransformer::init(uint64_t seed) {
   params_.sync_to_device();
 }
 
-ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory,
-                                           Var context, const int32_t* targets, const DetachPolicy& policy,
-                                           bool train, Rng* rng, ProjectedMemory* projected) {
+// One call's working memory: the memory vectors of the call (rows [0, m0) carried in, then one
+// row per step) and their keys/values in one cache per distinct projection. The cache has one
+// storage and two gradient views (`diff`, `cnst`: see the header and project_memory).
+struct FeedbackTransformer::Call {
+  int64_t B = 0, T = 0, m0 = 0, cap = 0;  // cap = m0 + T rows
+  const CallOptions* options = nullptr;
+  float ff_dropout_p = 0.f;
+  Tensor mem_buf;               // (B, cap, D)
+  std::vector<KVCache> caches;  // (B, cap, 2I) each
+  std::vector<Var> ctx_kv;      // per layer: the projected context, with cross_attend
+  bool keep_projection = false;
+  uint64_t freeze_id = 0;
+};
+
+void FeedbackTransformer::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
   const ModelConfig& c = cfg_;
-  const int64_t D = c.dim, I = c.inner(), H = c.heads, L = c.depth;
   check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
-  const int64_t m0 = memory ? memory->shape[1] : 0;
-  if (memory)
-    check(memory->shape.nd == 3 && memory->shape[0] == B && memory->shape[2] == D && m0 <= c.mem_len,
-          "forward: memory ", memory->shape, " is not (B=", B, ", m <= mem_len=", c.mem_len, ", D=", D, ")");
-  check(c.cross_attend == bool(context), c.cross_attend ? "forward: cross_attend needs a context"
-                                                        : "forward: a context was given but cross_attend is false");
-  if (context)
-    check(context.shape().nd == 3 && context.shape()[0] == B && context.shape()[1] >= 1 && context.shape()[2] == D,
-          "forward: context ", context.shape(), " is not (B=", B, ", Tc >= 1, D=", D, ")");
-  if (train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f)) check(rng != nullptr, "forward: training dropout needs a generator");
-  const float attn_p = train ? c.attn_dropout : 0.f, ff_p = train ? c.ff_dropout : 0.f;
-  const float q_scale = 1.0f / std::sqrt(float(c.dim_head));
+  const Shape& m = state ? state->memory.shape() : Shape{};
+  if (state && state->memory.rows())
+    check(m[0] == B && m[2] == c.dim && m[1] <= c.mem_len, "forward: memory ", m, " is not (B=", B,
+          ", m <= mem_len=", c.mem_len, ", D=", c.dim, ")");
+  check(c.cross_attend == bool(o.context), c.cross_attend ? "forward: cross_attend needs a context"
+                                                          : "forward: a context was given but cross_attend is false");
+  if (o.context)
+    check(o.context.shape().nd == 3 && o.context.shape()[0] == B && o.context.shape()[1] >= 1 &&
+              o.context.shape()[2] == c.dim,
+          "forward: context ", o.context.shape(), " is not (B=", B, ", Tc >= 1, D=", c.dim, ")");
+  if (o.train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f))
+    check(o.rng != nullptr, "forward: training dropout needs a generator");
+}
+
+// Cache setup: the call's buffers, the carried memory's keys/values (the state's kept projection
+// when it belongs to the current freeze, else projected again) and the context's.
+FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, State* state, const CallOptions& o) const {
+  const ModelConfig& c = cfg_;
+  const int64_t D = c.dim, I = c.inner();
   Tape& tp = tape();
-  const Device dev = params_.device();
-  check(tp.device() == dev, "forward: the model is on ", device_name(dev), " but this thread's tape on ",
-        device_name(tp.device()), "; move it with FeedbackTransformer::to()");
-  const FrozenWeights frozen = freeze_for(B, T);
+  const Device dev = device();
+  Call call;
+  call.B = B, call.T = T, call.m0 = state ? state->memory.rows() : 0, call.cap = call.m0 + T;
+  call.options = &o;
+  call.ff_dropout_p = o.train ? c.ff_dropout : 0.f;
+  call.keep_projection = state && state->keep_projection;
+  call.freeze_id = params_.freeze_id();
+  const int64_t m0 = call.m0, cap = call.cap;
+  call.mem_buf = tp.arena().alloc({B, cap, D});
+  const Tensor* carried = m0 ? state->memory.tensor() : nullptr;
+  if (m0) copy_rows(call.mem_buf.data, cap * D, dev, carried->data, m0 * D, carried->device, B, m0 * D);
 
-  // Memory vectors of this call: rows [0, m0) carried in, then one row per step.
-  const int64_t cap = m0 + T;
-  Tensor mem_buf = tp.arena().alloc({B, cap, D});
-  if (m0) copy_rows(mem_buf.data, cap * D, dev, memory->data, m0 * D, memory->device, B, m0 * D);
-
-  // Key/value caches, one per distinct projection; see the header for the two gradients. Windows
-  // on the CPU also keep each cache's head-major mirror (ops.hpp, KVCache).
-  const bool mirror = dev == Device::CPU && c.seq_len > 1;
-  std::vector<KVCache> caches;
-  for (int64_t k = 0; k < (c.shared_kv ? 1 : L); ++k) {
+  const bool mirror = dev == Device::CPU && c.seq_len > 1;  // windows on the CPU (ops.hpp, KVCache)
+  for (const Var& P : projection_.P) {
     Var storage = tp.leaf({B, cap, 2 * I});
-    Var P = c.shared_kv ? shared_kv_ : layers_[size_t(k)].to_kv.W;
-    caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true),
-                      mirror ? tp.arena().alloc({B * H, 2, cap, c.dim_head}) : Tensor{}});
+    call.caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true),
+                           mirror ? tp.arena().alloc({B * c.heads, 2, cap, c.dim_head}) : Tensor{}});
   }
-  auto project = [&](Var vectors, int64_t row) { project_memory(vectors, mem_norm_.w, mem_norm_.b, caches, row); };
-  const uint64_t freeze_id = params_.freeze_id();
-  if (m0 && projected && freeze_id && projected->freeze_id == freeze_id) {
-    check(projected->B == B && projected->rows == m0 && projected->kv.size() == caches.size(),
-          "forward: the projected memory is (B=", projected->B, ", ", projected->rows, " rows, ", projected->kv.size(),
-          " caches), the memory is (B=", B, ", ", m0, " rows) with ", caches.size(), " caches");
-    for (size_t k = 0; k < caches.size(); ++k) {  // the previous call's projection, same weights
-      copy_rows(caches[k].diff.data(), cap * 2 * I, dev, projected->kv[k].data(), m0 * 2 * I, projected->kv[k].device(),
-                B, m0 * 2 * I);
-      mirror_kv_rows(caches[k], 0, m0);
+  const ProjectedMemory* kept = state ? &state->projection : nullptr;
+  if (m0 && kept && call.freeze_id && kept->freeze_id == call.freeze_id) {
+    check(kept->B == B && kept->rows == m0 && kept->kv.size() == call.caches.size(), "forward: the projected memory is (B=",
+          kept->B, ", ", kept->rows, " rows, ", kept->kv.size(), " caches), the memory is (B=", B, ", ", m0, " rows) with ",
+          call.caches.size(), " caches");
+    for (size_t k = 0; k < call.caches.size(); ++k) {  // the previous call's projection, same weights
+      copy_rows(call.caches[k].diff.data(), cap * 2 * I, dev, kept->kv[k].data(), m0 * 2 * I, kept->kv[k].device(), B,
+                m0 * 2 * I);
+      mirror_kv_rows(call.caches[k], 0, m0);
     }
   } else if (m0) {
-    Var carried = tp.leaf_copy(*memory);  // a constant: gradients never flow into a received state
-    project(carried, 0);
+    projection_(tp.leaf_copy(*carried), call.caches, 0);  // a constant: no gradient flows into a received state
   }
-  std::vector<Var> ctx_kv;
   if (c.cross_attend)
-    for (const Layer& ly : layers_) ctx_kv.push_back(ly.cross.to_kv(context));
+    for (const nn::Block& b : layers_) call.ctx_kv.push_back(b.cross.to_kv(o.context));
+  return call;
+}
 
+// The rows a window at call step s sees and how (MODEL.md): memory rows [lo, p) with their
+// position buckets, then, in a window of several steps, its own earlier steps.
+nn::Window FeedbackTransformer::window(const Call& call, int64_t s) const {
+  const int64_t n = std::min(cfg_.seq_len, call.T - s);
+  const int64_t p = call.m0 + s, M = p - std::max<int64_t>(0, p - cfg_.mem_len);
+  nn::Window w;
+  w.n = n;
+  w.local = n > 1;
+  const int64_t S = M + (w.local ? n : 0);
+  w.bucket.assign(size_t(n * S), -1);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < M; ++j) w.bucket[size_t(i * S + j)] = bucket_of_[size_t(i + M - j)];
+    if (w.local)
+      for (int64_t j = 0; j < i; ++j) w.bucket[size_t(i * S + M + j)] = bucket_of_[size_t(i - j)];
+  }
+  if (M == 0) {  // only the very first step of an empty memory sees no key
+    w.sees_a_key.assign(size_t(call.B * n), 1);
+    for (int64_t b = 0; b < call.B; ++b) w.sees_a_key[size_t(b * n)] = 0;
+  }
+  const CallOptions& o = *call.options;
+  w.dropout_p = o.train ? cfg_.attn_dropout : 0.f;
+  w.rng = o.rng;
+  return w;
+}
+
+// One window through every layer (MODEL.md's step): returns the top hidden state and writes the
+// window's memory vectors, projected for the windows after it.  h:(B,n,D) -> (B,n,D)
+Var FeedbackTransformer::run_window(Call& call, Var h, int64_t s, nn::Window& w, ForwardOutput& res) const {
+  const int64_t p = call.m0 + s, lo = std::max<int64_t>(0, p - cfg_.mem_len);
+  // Rows [lo, split) are constants for this window under the policy, [split, p) differentiable.
+  const int64_t split =
+      std::clamp<int64_t>(call.m0 + std::max<int64_t>(0, call.options->policy.first_differentiable(s)), lo, p);
+  // Every layer reads the same memory rows of the one shared cache: their key/value gradient is
+  // summed over the layers first (ops.hpp, KVGradGroup); with one query per window it does not pay.
+  if (cfg_.shared_kv && cfg_.seq_len > 1) w.group = kv_grad_group();
+  std::vector<Var> hs{h};
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const size_t k = cfg_.shared_kv ? 0 : l;
+    const KVCache& kc = call.caches[k];
+    std::vector<KVSegment> segs;
+    if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads, true});
+    if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads, true});
+    h = layers_[l](h, segs, w, pos_bias_, projection_, k, call.ctx_kv.empty() ? Var() : call.ctx_kv[l],
+                   call.ff_dropout_p);
+    hs.push_back(h);
+  }
+  Var mem = cfg_.keep_last_hidden ? h : weighted_sum(layer_weight_, hs);  // (B,n,D)
+  res.written.push_back(mem);
+  res.written_start.push_back(s);
+  const int64_t D = cfg_.dim;
+  copy_rows(call.mem_buf.data + p * D, call.cap * D, device(), mem.data(), w.n * D, device(), call.B, w.n * D);
+  // The last window's memory is read by no one in this call, unless the projection is kept.
+  if (s + w.n < call.T || (call.keep_projection && call.freeze_id)) projection_(mem, call.caches, p);
+  return h;
+}
+
+// Teardown: the state after the call (its last min(mem_len, m0 + T) rows) into the output and
+// the carried state, with the projection of those rows when it is kept.
+void FeedbackTransformer::close_call(Call& call, ForwardOutput& res, State* state) const {
+  const int64_t B = call.B, cap = call.cap, D = cfg_.dim, I2 = 2 * cfg_.inner(), keep = std::min(cfg_.mem_len, cap);
+  const Device dev = device();
+  res.memory = tape().arena().alloc({B, keep, D});
+  copy_rows(res.memory.data, keep * D, dev, call.mem_buf.data + (cap - keep) * D, cap * D, dev, B, keep * D);
+  if (!state) return;
+  state->memory.assign(res.memory);
+  ProjectedMemory& kept = state->projection;
+  kept = ProjectedMemory{};
+  if (!call.keep_projection || !call.freeze_id) return;
+  kept.freeze_id = call.freeze_id, kept.B = B, kept.rows = keep;
+  for (const KVCache& kc : call.caches) {
+    kept.kv.emplace_back(dev, size_t(B * keep * I2));
+    copy_rows(kept.kv.back().data(), keep * I2, dev, kc.diff.data() + (cap - keep) * I2, cap * I2, dev, B, keep * I2);
+  }
+}
+
+ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int64_t T, State* state,
+                                           const CallOptions& options) {
+  check_call(B, T, state, options);
+  tape().set_device(device());  // this model's step: an error if the tape holds another device's
+  const FrozenWeights frozen = freeze_for(B, T);
+  Call call = open_call(B, T, state, options);
   Var emb = token_emb_(tokens, Shape{B, T});  // (B,T,D): all positions at once
   ForwardOutput res;
   std::vector<Var> outs;
-  std::vector<int32_t> table;
-  for (int64_t s = 0; s < T; s += c.seq_len) {
-    const int64_t n = std::min(c.seq_len, T - s);
-    const int64_t p = m0 + s, lo = std::max<int64_t>(0, p - c.mem_len), M = p - lo;
-    // Rows [lo, split) are constants for this window under the policy, [split, p) differentiable.
-    const int64_t split = std::clamp<int64_t>(m0 + std::max<int64_t>(0, policy.first_differentiable(s)), lo, p);
-    const bool local = n > 1;  // the window's own earlier steps, through layer-local keys
-    const int64_t S = M + (local ? n : 0);
-    table.assign(size_t(n * S), -1);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < M; ++j) table[size_t(i * S + j)] = bucket_of_[size_t(i + M - j)];
-      if (local)
-        for (int64_t j = 0; j < i; ++j) table[size_t(i * S + M + j)] = bucket_of_[size_t(i - j)];
-    }
-    std::vector<uint8_t> sees_a_key;  // only the very first step of an empty memory sees none
-    if (M == 0) {
-      sees_a_key.assign(size_t(B * n), 1);
-      for (int64_t b = 0; b < B; ++b) sees_a_key[size_t(b * n)] = 0;
-    }
-
-    Var h = slice(emb, 1, s, n);  // (B,n,D)
-    std::vector<Var> hs{h};
-    // Every layer of a window reads the same memory rows of the one shared cache: their key/value
-    // gradient is summed over the layers first (ops.hpp, KVGradGroup). With one query per window
-    // the sum does not pay (the rows' read-modify-write is small; measured equal or slower).
-    const std::shared_ptr<KVGradGroup> group = c.shared_kv && c.seq_len > 1 ? kv_grad_group() : nullptr;
-    for (int64_t l = 0; l < L; ++l) {
-      const Layer& ly = layers_[size_t(l)];
-      const KVCache& kc = caches[c.shared_kv ? 0 : size_t(l)];
-      Var q = scale(ly.to_q(ly.attn_norm(h)), q_scale);  // (B,n,I)
-      std::vector<KVSegment> segs;
-      if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads, true});
-      if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads, true});
-      if (local) segs.push_back({linear(mem_norm_(h), kc.P), 0, n});  // (B,n,2I)
-      Var o = ly.to_out(attention(q, segs, table, pos_bias_, H, attn_p, rng, group));
-      if (M == 0) o = mask_rows(o, sees_a_key);  // no key: zero attention and no to_out bias
-      h = add(h, o);
-      if (c.cross_attend) h = add(h, ly.cross(h, ctx_kv[size_t(l)], attn_p, rng));
-      h = add(h, ly.ff(h, ff_p, rng));
-      hs.push_back(h);
-    }
-    outs.push_back(h);
-
-    Var mem = c.keep_last_hidden ? h : weighted_sum(layer_weight_, hs);  // (B,n,D)
-    res.written.push_back(mem);
-    res.written_start.push_back(s);
-    copy_rows(mem_buf.data + p * D, cap * D, dev, mem.data(), n * D, dev, B, n * D);
-    // The last window's memory is read by no one in this call, unless the projection is kept.
-    if (s + n < T || (projected && freeze_id)) project(mem, p);
+  for (int64_t s = 0; s < T; s += cfg_.seq_len) {
+    nn::Window w = window(call, s);
+    outs.push_back(run_window(call, slice(emb, 1, s, w.n), s, w, res));
   }
-
   Var out = outs.size() == 1 ? outs[0] : concat(outs, 1);  // (B,T,D)
   res.logits = to_logits_(out_norm_(out));                 // (B,T,V)
-  if (targets) res.loss = cross_entropy(res.logits, targets);
-  const int64_t keep = std::min(c.mem_len, cap);
-  res.memory = tp.arena().alloc({B, keep, D});
-  copy_rows(res.memory.data, keep * D, dev, mem_buf.data + (cap - keep) * D, cap * D, dev, B, keep * D);
-  if (projected) {
-    projected->freeze_id = freeze_id;
-    projected->B = B, projected->rows = keep;
-    projected->kv.resize(caches.size());
-    if (freeze_id)
-      for (size_t k = 0; k < caches.size(); ++k) {
-        DeviceBuffer& kv = projected->kv[k];
-        if (kv.size() != size_t(B * keep * 2 * I) || kv.device() != dev) kv = DeviceBuffer(dev, size_t(B * keep * 2 * I));
-        copy_rows(kv.data(), keep * 2 * I, dev, caches[k].diff.data() + (cap - keep) * 2 * I, cap * 2 * I, dev, B,
-                  keep * 2 * I);
-      }
-  }
+  if (options.targets) res.loss = cross_entropy(res.logits, options.targets);
+  close_call(call, res, state);
   return res;
 }
 

@@ -16,7 +16,7 @@
 #include "backend/rng.hpp"
 #include "models/config.hpp"
 #include "models/detach_policy.hpp"
-#include "nn/layers.hpp"
+#include "nn/memory.hpp"
 
 namespace fbt {
 
@@ -57,6 +57,28 @@ class Memory {
   Tensor view_;
 };
 
+// What one call carries into the next (MODEL.md's memory state): the memory vectors and,
+// when keep_projection is set, their projected keys/values, which the next call reuses instead of
+// projecting the vectors again while the weights stay frozen (sampling, evaluation).
+struct State {
+  Memory memory;               // (B, m, D)
+  ProjectedMemory projection;  // valid within the freeze that made it
+  bool keep_projection = false;
+
+  State() = default;
+  explicit State(const Tensor& memory_vectors) : memory(memory_vectors) {}
+  void clear() { memory.clear(), projection = ProjectedMemory{}; }
+};
+
+// Everything of a call besides its tokens and state.
+struct CallOptions {
+  Var context;                       // (B,Tc,D): needed exactly when cross_attend
+  const int32_t* targets = nullptr;  // (B,T): then ForwardOutput::loss
+  DetachPolicy policy{};             // which memory vectors the backward differentiates through
+  bool train = false;                // dropout on (needs rng)
+  Rng* rng = nullptr;
+};
+
 struct ForwardOutput {
   Var logits;     // (B,T,V)
   Var loss;       // 0-d mean cross-entropy (only when targets were given)
@@ -77,9 +99,9 @@ class FeedbackTransformer {
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }
 
-  // Where the model computes: its parameters and this thread's tape move to d (the one place a
-  // program chooses the device; train.device in a config). Calls take and return host or device
-  // tensors alike; results live on d.
+  // Where the model computes: its parameters move to d (the one place a program chooses the
+  // device; train.device in a config). A call runs its step on d (StepScope, autograd/tape.hpp);
+  // calls take host or device tensors alike, results live on d.
   void to(Device d);
   Device device() const { return params_.device(); }
 
@@ -88,14 +110,10 @@ class FeedbackTransformer {
   // layer_weight ones.
   void init(uint64_t seed);
 
-  // tokens:(B,T) ids.  memory:(B,m,D) or null (m = 0).  context:(B,Tc,D) when cross_attend.
-  // targets:(B,T) or null.  train: dropout on (needs rng).  Records on tape() when recording.
-  // projected: in, the projection of `memory` from the previous call, used when it belongs to
-  // the current freeze (else the memory is projected again); out, that of the returned memory.
-  ForwardOutput forward(const int32_t* tokens, int64_t B, int64_t T, const Tensor* memory = nullptr,
-                        Var context = Var(), const int32_t* targets = nullptr,
-                        const DetachPolicy& policy = DetachPolicy{}, bool train = false, Rng* rng = nullptr,
-                        ProjectedMemory* projected = nullptr);
+  // tokens:(B,T) ids. state: the memory carried in (null or empty: none), replaced by the call's
+  // memory when given. Records on tape() when recording.
+  ForwardOutput forward(const int32_t* tokens, int64_t B, int64_t T, State* state = nullptr,
+                        const CallOptions& options = {});
 
   // Packs the weights of the time loop's products (ParamStore::freeze) while it lives, when
   // they will serve `steps` time steps over B streams: windows of few enough rows to read the
@@ -108,20 +126,20 @@ class FeedbackTransformer {
   static int32_t bucket(int64_t d, int64_t num_buckets, int64_t max_distance);
 
  private:
-  struct Layer {
-    nn::LayerNorm attn_norm;
-    nn::Linear to_q, to_kv, to_out;  // to_kv only without shared_kv
-    nn::CrossAttention cross;        // only with cross_attend
-    nn::FeedForward ff;
-  };
+  struct Call;  // one forward call's buffers and caches (feedback_transformer.cpp)
+  void check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const;
+  Call open_call(int64_t B, int64_t T, State* state, const CallOptions& o) const;
+  nn::Window window(const Call& call, int64_t s) const;
+  Var run_window(Call& call, Var h, int64_t s, nn::Window& w, ForwardOutput& res) const;
+  void close_call(Call& call, ForwardOutput& res, State* state) const;
+
   ModelConfig cfg_;
   ParamStore params_;
   nn::Embedding token_emb_;
   Var pos_bias_;
-  nn::LayerNorm mem_norm_;
-  Var shared_kv_;
   Var layer_weight_;
-  std::vector<Layer> layers_;
+  std::vector<nn::Block> layers_;
+  nn::MemoryProjection projection_;
   nn::LayerNorm out_norm_;
   nn::Linear to_logits_;
   std::vector<int32_t> bucket_of_;  // bucket_of_[d] for d in [1, mem_len + seq_len]

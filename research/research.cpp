@@ -12,19 +12,6 @@ namespace fbt {
 
 namespace {
 
-// Runs the model on a batch with recording on; the caller takes what it needs before reset.
-ForwardOutput run(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy, bool with_loss) {
-  tape().reset();
-  model.params().zero_grad();
-  const int64_t D = model.config().dim;
-  Tensor mem{const_cast<float*>(b.memory.data()), Shape{b.B, b.memory_rows, D}, Device::CPU};
-  Var ctx;
-  if (b.context_rows)
-    ctx = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{b.B, b.context_rows, D}, Device::CPU});
-  return model.forward(b.tokens.data(), b.B, b.T, b.memory_rows ? &mem : nullptr, ctx,
-                       with_loss ? b.targets.data() : nullptr, policy);
-}
-
 // The squared norm of row b of call step u's memory vector gradient (after a backward).
 double vector_grad_norm_sq(const ForwardOutput& o, int64_t u, int64_t b, int64_t D) {
   size_t w = size_t(std::upper_bound(o.written_start.begin(), o.written_start.end(), u) - o.written_start.begin()) - 1;
@@ -43,7 +30,9 @@ double vector_grad_norm_sq(const ForwardOutput& o, int64_t u, int64_t b, int64_t
 std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, const CallBatch& b,
                                                   const DetachPolicy& policy) {
   const int64_t D = model.config().dim, T = b.T, B = b.B;
-  ForwardOutput o = run(model, b, policy, false);
+  const StepScope scope(model.device());
+  model.params().zero_grad();
+  ForwardOutput o = forward_batch(model, b, policy, /*with_targets=*/false);
   Var last = slice(o.logits, 1, T - 1, 1);  // (B,1,V)
   std::vector<int32_t> tg(static_cast<size_t>(B));
   for (int64_t r = 0; r < B; ++r) tg[size_t(r)] = b.targets[size_t(r * T + T - 1)];
@@ -51,17 +40,16 @@ std::vector<std::vector<double>> grad_norm_by_lag(FeedbackTransformer& model, co
   std::vector<std::vector<double>> out(size_t(std::max<int64_t>(0, T - 1)), std::vector<double>(size_t(B)));
   for (int64_t u = 0; u + 1 < T; ++u)
     for (int64_t r = 0; r < B; ++r) out[size_t(T - 2 - u)][size_t(r)] = std::sqrt(vector_grad_norm_sq(o, u, r, D));
-  tape().reset();
   return out;
 }
 
 std::vector<double> parameter_gradient(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy) {
-  ForwardOutput o = run(model, b, policy, true);
+  const StepScope scope(model.device());
+  model.params().zero_grad();
+  ForwardOutput o = forward_batch(model, b, policy);
   tape().backward(o.loss);
   model.params().sync_to_host();
-  std::vector<double> g(model.params().grads().begin(), model.params().grads().end());
-  tape().reset();
-  return g;
+  return std::vector<double>(model.params().grads().begin(), model.params().grads().end());
 }
 
 std::string param_group(const std::string& name) {
@@ -103,7 +91,9 @@ std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, c
                                                    const DetachPolicy& policy, int64_t probes, uint64_t seed,
                                                    bool exact) {
   const int64_t D = model.config().dim, T = b.T, B = b.B;
-  ForwardOutput o = run(model, b, policy, false);
+  const StepScope scope(model.device());
+  model.params().zero_grad();
+  ForwardOutput o = forward_batch(model, b, policy, /*with_targets=*/false);
   const Var target = o.written.back();  // holds m_{T-1} as its last row
   const int64_t n = target.shape()[1];
   std::vector<std::vector<double>> out(size_t(std::max<int64_t>(0, T - 1)), std::vector<double>(size_t(B), 0.0));
@@ -123,7 +113,6 @@ std::vector<std::vector<double>> jacobian_sq_norms(FeedbackTransformer& model, c
   if (!exact)
     for (auto& row : out)
       for (double& v : row) v /= double(count);
-  tape().reset();
   return out;
 }
 

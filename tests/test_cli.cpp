@@ -96,8 +96,8 @@ TEST_CASE("cli: forward writes logits loss memory and gradients as the library c
   SafeTensors out = SafeTensors::load(d / "o.safetensors");
 
   tape().reset();
-  Tensor mt{mem.data(), Shape{B, m, 8}, Device::CPU};
-  ForwardOutput o = model.forward(in32.data(), B, T, &mt, Var(), tg32.data(), DetachPolicy::parse("horizon:2", 2));
+  State state(Tensor{mem.data(), Shape{B, m, 8}, Device::CPU});
+  ForwardOutput o = model.forward(in32.data(), B, T, &state, {Var(), tg32.data(), DetachPolicy::parse("horizon:2", 2)});
   model.params().zero_grad();
   tape().backward(o.loss);
   CHECK(out.at("logits").shape == std::vector<int64_t>{2, 5, 11});

@@ -112,10 +112,10 @@ Call forward_backward(FeedbackTransformer& model, const DetachPolicy& pol) {
   const int64_t B = 2, T = 9, m = 3;
   const std::vector<int32_t> in = tokens(B * T, 1, int32_t(c.num_tokens)), tg = tokens(B * T, 2, int32_t(c.num_tokens));
   std::vector<float> mem = randn(sz(B * m * c.dim), 3), ctx = randn(sz(B * 4 * c.dim), 4);
-  Tensor mt{mem.data(), Shape{B, m, c.dim}, Device::CPU};
+  State state(Tensor{mem.data(), Shape{B, m, c.dim}, Device::CPU});
   Var context = c.cross_attend ? tape().leaf_copy(Tensor{ctx.data(), Shape{B, 4, c.dim}, Device::CPU}) : Var();
   model.params().zero_grad();
-  ForwardOutput o = model.forward(in.data(), B, T, &mt, context, tg.data(), pol);
+  ForwardOutput o = model.forward(in.data(), B, T, &state, {context, tg.data(), pol});
   tape().backward(o.loss);
   model.params().sync_to_host();
   return {to_host(o.logits.value()), to_host(o.memory), model.params().grads(), to_host(o.loss.value())[0]};

@@ -65,12 +65,20 @@ struct Result {
   float loss = 0;
 };
 
+// One call with a fresh state holding `mem` (or none).
+ForwardOutput call(FeedbackTransformer& model, const int32_t* tokens, int64_t B, int64_t T, const Tensor* mem,
+                   Var ctx = Var(), const int32_t* targets = nullptr, const DetachPolicy& pol = {}) {
+  State state;
+  if (mem) state.memory.assign(*mem);
+  return model.forward(tokens, B, T, &state, {ctx, targets, pol});
+}
+
 Result run_fast(FeedbackTransformer& model, Batch& b, const DetachPolicy& pol) {
   tape().reset();
   model.params().zero_grad();
   Tensor mt = b.mem_tensor();
   Var ctx = model.config().cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
-  ForwardOutput o = model.forward(b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data(), pol);
+  ForwardOutput o = call(model, b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data(), pol);
   tape().backward(o.loss);
   Result r;
   r.logits.assign(o.logits.data(), o.logits.data() + o.logits.value().numel());
@@ -155,7 +163,7 @@ void model_gradcheck(const ModelConfig& cfg, int64_t m) {
       tape().reset();
       Tensor mt = b.mem_tensor();
       Var ctx = cfg.cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
-      return double(model.forward(b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data()).loss.data()[0]);
+      return double(call(model, b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data()).loss.data()[0]);
     };
     const double numeric = (loss_at(saved + eps) - loss_at(saved - eps)) / (2 * eps);
     v[i] = saved;
@@ -228,7 +236,7 @@ TEST_CASE("model: one call equals two calls with the state carried") {
     Batch whole = make_batch(0, 19, 8);
     NoGradScope ng;
     tape().reset();
-    ForwardOutput one = model.forward(whole.tokens.data(), 2, 8, nullptr, Var(), whole.targets.data());
+    ForwardOutput one = call(model, whole.tokens.data(), 2, 8, nullptr, Var(), whole.targets.data());
     std::vector<float> logits1(one.logits.data(), one.logits.data() + one.logits.value().numel());
     std::vector<float> mem1(one.memory.data, one.memory.data + one.memory.numel());
     // First 4 steps, then the last 4 from the returned state.
@@ -238,7 +246,7 @@ TEST_CASE("model: one call equals two calls with the state carried") {
     ForwardOutput first = model.forward(a.data(), 2, 4, nullptr);
     std::vector<float> state(first.memory.data, first.memory.data + first.memory.numel());
     Tensor st{state.data(), first.memory.shape, Device::CPU};
-    ForwardOutput second = model.forward(b.data(), 2, 4, &st);
+    ForwardOutput second = call(model, b.data(), 2, 4, &st);
     for (int64_t r = 0; r < 2; ++r)
       for (int64_t t = 0; t < 8; ++t)
         for (int64_t v = 0; v < 7; ++v) {
@@ -260,7 +268,7 @@ TEST_CASE("model: frozen weights (packed step products) give the plain path's va
   Tensor mem = b.mem_tensor();
   NoGradScope ng;
   auto logits = [&] {
-    ForwardOutput o = model.forward(b.tokens.data(), 2, 3, &mem, ctx);
+    ForwardOutput o = call(model, b.tokens.data(), 2, 3, &mem, ctx);
     return std::vector<float>(o.logits.data(), o.logits.data() + o.logits.value().numel());
   };
   const std::vector<float> plain = logits();
@@ -303,35 +311,37 @@ TEST_CASE("model: the projected memory is reused within a freeze, and only there
     ForwardOutput a = model.forward(first.tokens.data(), 2, 3, nullptr);
     std::vector<float> state(a.memory.data, a.memory.data + a.memory.numel());
     Tensor st{state.data(), a.memory.shape, Device::CPU};
-    const std::vector<float> expect = logits(model.forward(second.tokens.data(), 2, 2, &st));
+    const std::vector<float> expect = logits(call(model, second.tokens.data(), 2, 2, &st));
 
-    ProjectedMemory projected;
+    State kept;
+    kept.keep_projection = true;
     {
       FrozenWeights frozen(model.params());
-      model.forward(first.tokens.data(), 2, 3, nullptr, Var(), nullptr, DetachPolicy{}, false, nullptr, &projected);
-      CHECK(projected.freeze_id == model.params().freeze_id());
-      CHECK(projected.rows == 3);
-      REQUIRE(projected.kv.size() == (shared ? 1u : 2u));
-      const std::vector<float> got = logits(
-          model.forward(second.tokens.data(), 2, 2, &st, Var(), nullptr, DetachPolicy{}, false, nullptr, &projected));
+      model.forward(first.tokens.data(), 2, 3, &kept);
+      CHECK(kept.projection.freeze_id == model.params().freeze_id());
+      CHECK(kept.projection.rows == 3);
+      REQUIRE(kept.projection.kv.size() == (shared ? 1u : 2u));
+      State carried = kept;
+      const std::vector<float> got = logits(model.forward(second.tokens.data(), 2, 2, &carried));
       REQUIRE(got.size() == expect.size());
       for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(expect[i]).epsilon(1e-5));
       // A projection of another shape within the same freeze is a caller's error.
-      ProjectedMemory wrong = projected;
-      wrong.rows = 1;
-      CHECK_THROWS_WITH_AS(model.forward(second.tokens.data(), 2, 2, &st, Var(), nullptr, DetachPolicy{}, false, nullptr, &wrong),
-                           doctest::Contains("projected memory"), std::invalid_argument);
+      State wrong = kept;
+      wrong.projection.rows = 1;
+      CHECK_THROWS_WITH_AS(model.forward(second.tokens.data(), 2, 2, &wrong), doctest::Contains("projected memory"),
+                           std::invalid_argument);
     }
     // Outside a freeze nothing is kept; a projection from an earlier freeze is not used once
     // the weights have changed: the result follows the new weights.
-    ProjectedMemory loose;
-    model.forward(first.tokens.data(), 2, 3, nullptr, Var(), nullptr, DetachPolicy{}, false, nullptr, &loose);
-    CHECK(loose.freeze_id == 0);
+    State loose;
+    loose.keep_projection = true;
+    model.forward(first.tokens.data(), 2, 3, &loose);
+    CHECK(loose.projection.freeze_id == 0);
     model.params().get("mem_norm.bias").data()[0] += 0.5f;
-    const std::vector<float> changed = logits(model.forward(second.tokens.data(), 2, 2, &st));
+    const std::vector<float> changed = logits(call(model, second.tokens.data(), 2, 2, &st));
     FrozenWeights frozen(model.params());
-    const std::vector<float> stale = logits(
-        model.forward(second.tokens.data(), 2, 2, &st, Var(), nullptr, DetachPolicy{}, false, nullptr, &projected));
+    State stale_state = kept;
+    const std::vector<float> stale = logits(model.forward(second.tokens.data(), 2, 2, &stale_state));
     for (size_t i = 0; i < stale.size(); ++i) CHECK(stale[i] == doctest::Approx(changed[i]).epsilon(1e-5));
     CHECK(changed != expect);
   }

@@ -16,8 +16,8 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
   NoGradScope ng;
   StreamBatcher batcher(corpus, streams, bptt);
   std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
-  Memory memory;
-  ProjectedMemory projected;  // its keys/values, reused by the next call
+  State state;
+  state.keep_projection = true;  // its keys/values, reused by the next call
   double total = 0;
   int64_t count = 0;
   const int64_t budget = max_tokens > 0 ? std::min(max_tokens, streams * (batcher.stream_length() - 1))
@@ -27,15 +27,14 @@ EvalResult evaluate(FeedbackTransformer& model, const Corpus& corpus, int64_t st
   while (count < budget) {
     const int64_t n = batcher.next(in.data(), tg.data(), true);
     if (n == 0) break;
-    tape().reset();
-    ForwardOutput o = model.forward(in.data(), streams, n, memory.tensor(), Var(), tg.data(), DetachPolicy{}, false,
-                                    nullptr, &projected);
+    const StepScope scope(model.device());
+    CallOptions options;
+    options.targets = tg.data();
+    const ForwardOutput o = model.forward(in.data(), streams, n, &state, options);
     total += double(to_host(o.loss.value())[0]) * double(streams * n);
     count += streams * n;
-    memory.assign(o.memory);
     if (show_progress) bar.update(count);
   }
-  tape().reset();
   return {count ? total / double(count) : 0.0, count};
 }
 

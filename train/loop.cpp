@@ -11,21 +11,21 @@ TrainLoop::TrainLoop(FeedbackTransformer& model, const LoopConfig& cfg)
 void TrainLoop::set_memory(std::vector<float> data, int64_t B, int64_t rows) {
   if (int64_t(data.size()) != B * rows * model_.config().dim)
     throw std::invalid_argument("TrainLoop::set_memory: size does not match (B, rows, dim)");
-  memory_.assign_host(data, Shape{B, rows, model_.config().dim}, model_.device());
+  state_.memory.assign_host(data, Shape{B, rows, model_.config().dim}, model_.device());
   batch_ = B;
 }
 
 StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
-  if (memory_.rows() > 0 && B != batch_)
+  if (state_.memory.rows() > 0 && B != batch_)
     throw std::invalid_argument("TrainLoop::step: batch size changed from " + std::to_string(batch_) + " to " +
                                 std::to_string(B) + " with memory carried; call reset_memory() first");
   const int64_t step = opt_.steps_taken();
-  tape().reset();
+  const StepScope scope(model_.device());
   model_.params().zero_grad();
   ForwardOutput o;
   {
     const FrozenWeights frozen = model_.freeze_for(B, T);  // for forward and backward, until the optimizer
-    o = model_.forward(inputs, B, T, memory_.tensor(), Var(), targets, cfg_.detach, true, &rng_);
+    o = model_.forward(inputs, B, T, &state_, {Var(), targets, cfg_.detach, /*train=*/true, &rng_});
     tape().backward(o.loss);
   }
   StepStats s;
@@ -33,9 +33,7 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
   s.grad_norm = global_grad_norm(model_.params());  // logged before clipping
   s.lr = learning_rate(step, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
   opt_.step(s.lr, clip_scale(s.grad_norm, cfg_.clip));  // clipping applied as AdamW reads the gradients
-  memory_.assign(o.memory);
   batch_ = B;
-  tape().reset();
   return s;
 }
 

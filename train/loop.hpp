@@ -34,15 +34,15 @@ class TrainLoop {
   // One optimizer step on inputs/targets (B,T). Row b continues from the memory row b ended
   // with in the previous call (the batch size must not change without reset_memory()).
   StepStats step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
-  void reset_memory() { memory_.clear(), batch_ = 0; }
+  void reset_memory() { state_.clear(), batch_ = 0; }
 
   int64_t steps_done() const { return opt_.steps_taken(); }
   AdamW& optimizer() { return opt_; }
   Rng& dropout_rng() { return rng_; }
   // The carried state (B, rows, D) on the host, for checkpoints and probes (it is kept on the
   // model's device between steps).
-  std::vector<float> memory() const { return memory_.values(); }
-  int64_t memory_rows() const { return memory_.rows(); }
+  std::vector<float> memory() const { return state_.memory.values(); }
+  int64_t memory_rows() const { return state_.memory.rows(); }
   void set_memory(std::vector<float> data, int64_t B, int64_t rows);
 
  private:
@@ -50,7 +50,7 @@ class TrainLoop {
   LoopConfig cfg_;
   AdamW opt_;
   Rng rng_;
-  Memory memory_;
+  State state_;  // every row's memory, carried from one step to the next
   int64_t batch_ = 0;
 };
 

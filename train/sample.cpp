@@ -37,25 +37,22 @@ std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int3
   NoGradScope ng;
   const FrozenWeights frozen = model.freeze_for(1, opt.tokens);
   Rng rng(opt.seed);
-  Memory memory;              // (1, m, D)
-  ProjectedMemory projected;  // its keys/values: each token projects only its own memory vector
+  State state;                   // (1, m, D)
+  state.keep_projection = true;  // its keys/values: each token projects only its own memory vector
   std::vector<int32_t> out;
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt must hold at least one token");
   std::vector<int32_t> feed = prompt;
   for (int64_t i = 0; i < opt.tokens; ++i) {
-    tape().reset();
-    ForwardOutput o = model.forward(feed.data(), 1, int64_t(feed.size()), memory.tensor(), Var(), nullptr,
-                                    DetachPolicy{}, false, nullptr, &projected);
+    const StepScope scope(model.device());
+    const ForwardOutput o = model.forward(feed.data(), 1, int64_t(feed.size()), &state);
     std::vector<float> last(size_t(c.num_tokens));  // the last position's logits
     copy_bytes(last.data(), Device::CPU, o.logits.data() + (int64_t(feed.size()) - 1) * c.num_tokens,
                o.logits.value().device, sizeof(float) * last.size());
     const int32_t tok = draw(last.data(), c.num_tokens, opt, rng);
-    memory.assign(o.memory);
     out.push_back(tok);
     if (on_token) on_token(tok);
     feed.assign(1, tok);
   }
-  tape().reset();
   return out;
 }
 
