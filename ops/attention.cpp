@@ -128,8 +128,9 @@ void mirror_kv_rows(const KVCache& c, int64_t row, int64_t n) {
   cpu::mirror_kv_heads(c.heads.data, c.diff.data(), cs[0], cs[1], hs[0] / cs[0], hs[3], row, row + n);
 }
 
-void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>& caches, int64_t row) {
-  const profile::Scope prof("project_memory", profile::Phase::Forward);
+namespace {
+
+void check_projection(Var mem, const std::vector<KVCache>& caches, int64_t row) {
   const int64_t B = mem.shape()[0], n = mem.shape()[1], D = mem.shape()[2];
   for (const KVCache& c : caches) {
     const Shape& cs = c.diff.shape();
@@ -138,108 +139,124 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
           "project_memory: memory ", mem.shape(), " with projection ", c.P.shape(), " into rows from ", row, " of ", cs);
     check(c.cnst.data() == c.diff.data(), "project_memory: the two caches must share storage");
   }
+}
+
+// What project_memory's backward reads: the inputs, the normalized rows and the norm's statistics.
+struct Projected {
+  Var mem, norm_w, norm_b;
+  std::vector<KVCache> caches;
+  int64_t row, B, n, D;
+  Tensor normed;  // (B*n, D)
+  float *mean, *rstd;
+};
+
+// This projection's rows of both cache gradients: g_diff (B*n, KV) and g_all = g_diff + g_const
+// (g_all is g_diff when no reader held the rows constant). Returns whether any reader did.
+bool cache_row_grads(const Projected& p, const KVCache& c, float*& g_diff, float*& g_all) {
+  Arena& a = tape().arena();
+  const Device dev = a.device();
+  const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1], rows = p.n * KV, B = p.B;
+  const float* gd = c.diff.grad().data;  // a view no reader wrote has no buffer (policy none: cnst)
+  const float* gc = c.cnst.grad().data;
+  g_diff = a.alloc_floats(size_t(B * rows));
+  g_all = gc ? a.alloc_floats(size_t(B * rows)) : g_diff;
+  if (!on_device()) return cpu::gather_cache_grads(g_diff, g_all, gd, gc, B, R, KV, p.row, p.n);
+  // The device: copies and one add; the second product always runs.
+  if (gd) copy_rows(g_diff, rows, dev, gd + p.row * KV, R * KV, dev, B, rows);
+  else fill_zero(dev, g_diff, size_t(B * rows));
+  if (!gc) return false;
+  copy_rows(g_all, rows, dev, g_diff, rows, dev, B, rows);
+  cuda::add_rows(g_all, rows, gc + p.row * KV, R * KV, B, rows);
+  return true;
+}
+
+// Rows of constant memory vectors (a received state): no gradient goes back into them, so the
+// product g_all P exists only for the norm's parameters, and those (and P's) gradients come
+// cheaper from M = g_all^T xhat (kv x D), the product P's gradient needs anyway:
+// g_all^T normed = M diag(w) + colsum(g_all) b^T, dw = colsum(P o M), db = P^T colsum(g_all). CPU.
+void constant_rows_backward(const Projected& p) {
+  Tape& t = tape();
+  Arena& a = t.arena();
+  const int64_t N = p.B * p.n, D = p.D;
+  float* xhat = a.alloc_floats(size_t(N * D));
+  cpu::layernorm_xhat(xhat, p.mem.data(), p.mean, p.rstd, N, D);
+  for (const KVCache& c : p.caches) {
+    const int64_t KV = c.P.shape()[0];
+    float *g_diff, *g_all;
+    cache_row_grads(p, c, g_diff, g_all);
+    float* M = a.alloc_floats(size_t(KV * D));
+    float* colsum = a.alloc_floats(size_t(KV));
+    std::memset(M, 0, sizeof(float) * size_t(KV * D));
+    std::memset(colsum, 0, sizeof(float) * size_t(KV));
+    cpu::linear_backward_weight(M, g_all, xhat, N, D, KV);
+    cpu::bias_backward(colsum, g_all, N, KV);
+    cpu::constant_rows_projection_backward(c.P.requires_grad() ? t.grad(c.P).data : nullptr, t.grad(p.norm_w).data,
+                                           t.grad(p.norm_b).data, M, colsum, c.P.data(), p.norm_w.data(),
+                                           p.norm_b.data(), KV, D);
+  }
+}
+
+// The general path: dn_all, what the normalized vectors receive from every reader (trains P and
+// the norm), and dn_diff, only from readers allowed to differentiate into the memory vectors.
+// The first cache's products write them, later caches add theirs.
+void general_backward(const Projected& p) {
+  Tape& t = tape();
+  Arena& a = t.arena();
+  const Device dev = a.device();
+  const int64_t N = p.B * p.n, ND = N * p.D;
+  const auto axpy = kernel(cpu::axpy, cuda::axpy);
+  float* dn_all = a.alloc_floats(size_t(ND));
+  float* dn_diff = a.alloc_floats(size_t(ND));
+  if (p.caches.empty()) fill_zero(dev, dn_all, size_t(ND)), fill_zero(dev, dn_diff, size_t(ND));
+  for (const KVCache& c : p.caches) {
+    const bool first = &c == &p.caches.front();
+    const int64_t KV = c.P.shape()[0];
+    float *g_diff, *g_all;
+    const bool any_const = cache_row_grads(p, c, g_diff, g_all);
+    if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, p.normed.data, N, p.D, KV);
+    float* prod = first ? dn_all : a.alloc_floats(size_t(ND));  // g_all P
+    linear_input_grad(prod, g_all, c.P, N, /*accumulate=*/false);
+    if (!first) axpy(dn_all, 1.f, prod, ND);
+    if (!p.mem.requires_grad()) continue;
+    if (any_const) linear_input_grad(dn_diff, g_diff, c.P, N, /*accumulate=*/!first);
+    else if (first)  // no reader held these rows constant: the same product
+      copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));
+    else axpy(dn_diff, 1.f, prod, ND);
+  }
+  kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(
+      t.grad(p.norm_w).data, t.grad(p.norm_b).data, dn_all, p.mem.data(), p.mean, p.rstd, N, p.D);
+  layernorm_input_grad(t.grad_sink(p.mem), dn_diff, p.mem.data(), p.norm_w.data(), p.mean, p.rstd, N, p.D);
+}
+
+}  // namespace
+
+void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>& caches, int64_t row) {
+  const profile::Scope prof("project_memory", profile::Phase::Forward);
+  check_projection(mem, caches, row);
   Arena& arena = tape().arena();
-  // mem_norm once for all caches (one per layer without shared_kv).
-  Tensor normed = arena.alloc({B * n, D});
-  float* mean = arena.alloc_floats(size_t(B * n));
-  float* rstd = arena.alloc_floats(size_t(B * n));
-  kernel(cpu::layernorm_forward, cuda::layernorm_forward)(normed.data, mean, rstd, mem.data(), norm_w.data(),
-                                                          norm_b.data(), B * n, D);
   const Device dev = arena.device();
+  Projected p{mem, norm_w, norm_b, caches, row, mem.shape()[0], mem.shape()[1], mem.shape()[2], {}, nullptr, nullptr};
+  const int64_t N = p.B * p.n;
+  // mem_norm once for all caches (one per layer without shared_kv).
+  p.normed = arena.alloc({N, p.D});
+  p.mean = arena.alloc_floats(size_t(N));
+  p.rstd = arena.alloc_floats(size_t(N));
+  kernel(cpu::layernorm_forward, cuda::layernorm_forward)(p.normed.data, p.mean, p.rstd, mem.data(), norm_w.data(),
+                                                          norm_b.data(), N, p.D);
   for (const KVCache& c : caches) {
     const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
-    Tensor kv = arena.alloc({B * n, KV});
-    linear_values(kv.data, normed.data, c.P, nullptr, B * n);
-    copy_rows(c.diff.data() + row * KV, R * KV, dev, kv.data, n * KV, dev, B, n * KV);
-    mirror_kv_rows(c, row, n);
+    Tensor kv = arena.alloc({N, KV});
+    linear_values(kv.data, p.normed.data, c.P, nullptr, N);
+    copy_rows(c.diff.data() + row * KV, R * KV, dev, kv.data, p.n * KV, dev, p.B, p.n * KV);
+    mirror_kv_rows(c, row, p.n);
   }
 
   bool needs = mem.requires_grad() || norm_w.requires_grad() || norm_b.requires_grad();
   for (const KVCache& c : caches) needs = needs || c.P.requires_grad();
   if (!tape().recording() || !needs) return;
-  tape().record("project_memory", Var(), [=] {
-    Tape& t = tape();
-    Arena& a = t.arena();
-    const int64_t ND = B * n * D;
-    const auto axpy = kernel(cpu::axpy, cuda::axpy);
-    // Rows of constant memory vectors (a received state): no gradient goes back into them, so the
-    // product g_all P exists only for the norm's parameters, and those (and P's) gradients come
-    // cheaper from M = g_all^T xhat (kv x D), the product P's gradient needs anyway:
-    // g_all^T normed = M diag(w) + colsum(g_all) b^T, dw = colsum(P o M), db = P^T colsum(g_all).
-    // (The device keeps the general path.)
-    const bool constant_rows = !mem.requires_grad() && !on_device();
-    // General path: dn_all, what the normalized vectors receive from every reader (trains P and
-    // the norm), and dn_diff, only from readers allowed to differentiate into the memory vectors.
-    // The first cache's products write them, later caches add theirs.
-    float *xhat = nullptr, *dn_all = nullptr, *dn_diff = nullptr;
-    if (constant_rows) {
-      xhat = a.alloc_floats(size_t(ND));
-      cpu::layernorm_xhat(xhat, mem.data(), mean, rstd, B * n, D);
-    } else {
-      dn_all = a.alloc_floats(size_t(ND));
-      dn_diff = a.alloc_floats(size_t(ND));
-      if (caches.empty()) fill_zero(dev, dn_all, size_t(ND)), fill_zero(dev, dn_diff, size_t(ND));
-    }
-    for (const KVCache& c : caches) {
-      const bool first = &c == &caches.front();
-      const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
-      // This projection's rows of both cache gradients: g_diff (B*n, KV), g_all = g_diff + g_const.
-      // A view no reader wrote has no gradient buffer (policy none: the constant one).
-      const float* gd = c.diff.grad().data;
-      const float* gc = c.cnst.grad().data;
-      const int64_t rows = n * KV;
-      float* g_diff = a.alloc_floats(size_t(B * rows));
-      float* g_all = gc ? a.alloc_floats(size_t(B * rows)) : g_diff;
-      bool any_const = false;
-      if (on_device()) {  // g_diff and g_all by copies and one add; the second product always runs
-        if (gd) copy_rows(g_diff, rows, dev, gd + row * KV, R * KV, dev, B, rows);
-        else fill_zero(dev, g_diff, size_t(B * rows));
-        if (gc) {
-          copy_rows(g_all, rows, dev, g_diff, rows, dev, B, rows);
-          cuda::add_rows(g_all, rows, gc + row * KV, R * KV, B, rows);
-          any_const = true;
-        }
-      } else {  // one pass, noting whether any reader held these rows constant
-#pragma omp parallel for reduction(|| : any_const) if (B * rows > (1 << 16))
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t src = (b * R + row) * KV, dst = b * rows;
-          if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
-          else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
-          if (!gc) continue;
-          bool nonzero = false;
-          for (int64_t i = 0; i < rows; ++i) {
-            g_all[dst + i] = g_diff[dst + i] + gc[src + i];
-            nonzero |= gc[src + i] != 0.f;
-          }
-          any_const = any_const || nonzero;
-        }
-      }
-      if (constant_rows) {
-        float* M = a.alloc_floats(size_t(KV * D));
-        float* colsum = a.alloc_floats(size_t(KV));
-        std::memset(M, 0, sizeof(float) * size_t(KV * D));
-        std::memset(colsum, 0, sizeof(float) * size_t(KV));
-        cpu::linear_backward_weight(M, g_all, xhat, B * n, D, KV);
-        cpu::bias_backward(colsum, g_all, B * n, KV);
-        cpu::constant_rows_projection_backward(c.P.requires_grad() ? t.grad(c.P).data : nullptr, t.grad(norm_w).data,
-                                               t.grad(norm_b).data, M, colsum, c.P.data(), norm_w.data(),
-                                               norm_b.data(), KV, D);
-        continue;
-      }
-      if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, normed.data, B * n, D, KV);
-      float* prod = first ? dn_all : a.alloc_floats(size_t(ND));  // g_all P
-      linear_input_grad(prod, g_all, c.P, B * n, /*accumulate=*/false);
-      if (!first) axpy(dn_all, 1.f, prod, ND);
-      if (!mem.requires_grad()) continue;
-      if (any_const) linear_input_grad(dn_diff, g_diff, c.P, B * n, /*accumulate=*/!first);
-      else if (first)  // no reader held these rows constant: the same product
-        copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));
-      else axpy(dn_diff, 1.f, prod, ND);
-    }
-    if (constant_rows) return;
-    kernel(cpu::layernorm_backward_params, cuda::layernorm_backward_params)(t.grad(norm_w).data, t.grad(norm_b).data,
-                                                                            dn_all, mem.data(), mean, rstd, B * n, D);
-    layernorm_input_grad(t.grad_sink(mem), dn_diff, mem.data(), norm_w.data(), mean, rstd, B * n, D);
+  tape().record("project_memory", Var(), [p] {
+    if (!p.mem.requires_grad() && !on_device()) constant_rows_backward(p);
+    else general_backward(p);
   });
 }
 

@@ -487,6 +487,26 @@ void layernorm_xhat(float* xhat, const float* x, const float* mean, const float*
     for (int64_t c = 0; c < C; ++c) xhat[r * C + c] = (x[r * C + c] - mean[r]) * rstd[r];
 }
 
+bool gather_cache_grads(float* g_diff, float* g_all, const float* gd, const float* gc, int64_t B, int64_t R, int64_t KV,
+                        int64_t row, int64_t n) {
+  const int64_t rows = n * KV;
+  bool any_const = false;
+#pragma omp parallel for reduction(|| : any_const) if (B * rows > (1 << 16))
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t src = (b * R + row) * KV, dst = b * rows;
+    if (gd) std::memcpy(g_diff + dst, gd + src, sizeof(float) * size_t(rows));
+    else std::memset(g_diff + dst, 0, sizeof(float) * size_t(rows));
+    if (!gc) continue;
+    bool nonzero = false;
+    for (int64_t i = 0; i < rows; ++i) {
+      g_all[dst + i] = g_diff[dst + i] + gc[src + i];
+      nonzero |= gc[src + i] != 0.f;
+    }
+    any_const = any_const || nonzero;
+  }
+  return any_const;
+}
+
 void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
                                        const float* P, const float* w, const float* b, int64_t KV, int64_t D) {
   // Threads own column ranges; every sum runs over the rows in order (deterministic).

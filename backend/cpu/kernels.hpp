@@ -78,6 +78,12 @@ void layernorm_xhat(float* xhat, const float* x, const float* mean, const float*
 // db += P^T colsum. The same sums as through dxhat = g P, without that product.
 void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
                                        const float* P, const float* w, const float* b, int64_t KV, int64_t D);
+// Rows [row, row + n) of a key/value cache's two gradients, gd and gc (B, R, KV; either may be
+// null: no reader wrote it), gathered per batch row: g_diff = gd (zeros when null) and, when gc
+// is given, g_all = gd + gc. Returns whether any gc value of these rows is nonzero (whether a
+// reader held them constant).  g_diff, g_all: (B, n*KV)
+bool gather_cache_grads(float* g_diff, float* g_all, const float* gd, const float* gc, int64_t B, int64_t R, int64_t KV,
+                        int64_t row, int64_t n);
 
 // Exact GELU, x * Phi(x).
 void gelu_forward(float* y, const float* x, int64_t n);
