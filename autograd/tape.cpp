@@ -5,7 +5,6 @@
 #include <stdexcept>
 
 #include "backend/profile.hpp"
-#include "backend/cpu/kernels.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace fbt {
@@ -103,62 +102,12 @@ void Tape::backward(Var out, const Tensor& seed) {
       const profile::Scope prof(it->op, profile::Phase::Backward);
       it->backward();
     }
-  flush_weight_grads();
-}
-
-void Tape::defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
-  WeightGrad* wg = nullptr;
-  for (WeightGrad& w : weight_grads_)  // a handful of weights per model: a scan is enough
-    if (w.dW == dW) wg = &w;
-  if (!wg) {
-    weight_grads_.push_back(WeightGrad{dW, db, In, Out, 0, {}, {}});
-    wg = &weight_grads_.back();
+  // Work queued for the end of the sweep (an op's deferred products); a hook may queue more.
+  for (size_t i = 0; i < sweep_end_.size(); ++i) {
+    std::function<void()> f = std::move(sweep_end_[i]);
+    f();
   }
-  wg->dy_x.push_back({dy, x});
-  wg->part_rows.push_back(N);
-  wg->rows += N;
-}
-
-namespace {
-// dW += dy^T x and db += column sums of dy over N rows, on the tape's device.
-void weight_grad(Device d, float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
-  if (d == Device::CUDA) return cuda::linear_backward(nullptr, dW, db, dy, x, nullptr, N, In, Out);
-  cpu::linear_backward_weight(dW, dy, x, N, In, Out);
-  if (db) cpu::bias_backward(db, dy, N, Out);
-}
-}  // namespace
-
-float* Tape::stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols) {
-  std::vector<int64_t> at(parts.size() + 1, 0);  // first float of each part in the stack
-  for (size_t k = 0; k < parts.size(); ++k) at[k + 1] = at[k] + part_rows[k] * cols;
-  float* dst = arena_.alloc_floats(size_t(at.back()));
-  if (device() == Device::CUDA) {  // one gather kernel; its tables staged on the device
-    cuda::gather(dst, static_cast<const float* const*>(stage_on_device(parts.data(), parts.size() * sizeof(float*))),
-                 static_cast<const int64_t*>(stage_on_device(at.data(), at.size() * sizeof(int64_t))),
-                 int64_t(parts.size()), at.back());
-    return dst;
-  }
-#pragma omp parallel for
-  for (size_t k = 0; k < parts.size(); ++k)
-    std::memcpy(dst + at[k], parts[k], sizeof(float) * size_t(at[k + 1] - at[k]));
-  return dst;
-}
-
-void Tape::flush_weight_grads() {
-  const profile::Scope prof("weight gradients", profile::Phase::Backward);
-  constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
-  for (WeightGrad& w : weight_grads_) {
-    // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
-    if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
-      for (size_t k = 0; k < w.dy_x.size(); ++k)
-        weight_grad(device(), w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
-      continue;
-    }
-    std::vector<const float*> dys, xs;
-    for (const auto& [dy, x] : w.dy_x) dys.push_back(dy), xs.push_back(x);
-    weight_grad(device(), w.dW, w.db, stack(dys, w.part_rows, w.Out), stack(xs, w.part_rows, w.In), w.rows, w.In, w.Out);
-  }
-  weight_grads_.clear();
+  sweep_end_.clear();
 }
 
 void Tape::zero_grad() {
@@ -179,6 +128,7 @@ const void* Tape::stage_on_device(const void* host, size_t bytes) {
 }
 
 void Tape::reset() {
+  sweep_end_.clear();
   staged_.clear();
   records_.clear();
   nodes_.clear();

@@ -87,13 +87,9 @@ class Tape {
   void backward(Var out);
   void backward(Var out, const Tensor& seed);
 
-  // Weight gradients of linears, dW += dy^T x, are not computed one small product per op: the
-  // sweep collects the (dy, x) pairs of each weight and, at its end, runs one large GEMM per
-  // weight over all of them (rows stacked in record order, so the result is deterministic), or
-  // one GEMM per pair, in order, when every pair is already deep (windows of many rows). A bias
-  // gradient db (or null), db += column sums of dy, comes along in the same pass.
-  // dy and x must stay valid until then (arena storage does).
-  void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
+  // Queues f to run once the current backward sweep has run every record (ops use it to batch
+  // work across records: the linear layers' weight gradients, ops/linear.cpp).
+  void at_sweep_end(std::function<void()> f) { sweep_end_.push_back(std::move(f)); }
 
   // Zeroes the gradients of the step's nodes (parameters: ParamStore::zero_grad), so the
   // same records can be swept again.
@@ -119,22 +115,12 @@ class Tape {
     std::function<void()> backward;
   };
   std::vector<Record> records_;
-  struct WeightGrad {
-    float* dW;
-    float* db;
-    int64_t In, Out, rows = 0;
-    std::vector<std::pair<const float*, const float*>> dy_x;  // per part: (dy, x)
-    std::vector<int64_t> part_rows;
-  };
-  std::vector<WeightGrad> weight_grads_;
+  std::vector<std::function<void()>> sweep_end_;
   struct Staged {
     std::vector<char> bytes;
     const void* device;
   };
   std::deque<Staged> staged_;  // the last few staged copies of this step
-  void flush_weight_grads();
-  // The parts (part_rows[k] x cols each) laid end to end in the arena.
-  float* stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols);
   template <class Inputs>
   Var output_of(const Shape& s, const Inputs& inputs);
   bool grad_enabled_ = true;

@@ -213,7 +213,7 @@ void general_backward(const Projected& p) {
     const int64_t KV = c.P.shape()[0];
     float *g_diff, *g_all;
     const bool any_const = cache_row_grads(p, c, g_diff, g_all);
-    if (c.P.requires_grad()) t.defer_weight_grad(t.grad(c.P).data, nullptr, g_all, p.normed.data, N, p.D, KV);
+    if (c.P.requires_grad()) defer_weight_grad(t.grad(c.P).data, nullptr, g_all, p.normed.data, N, p.D, KV);
     float* prod = first ? dn_all : a.alloc_floats(size_t(ND));  // g_all P
     linear_input_grad(prod, g_all, c.P, N, /*accumulate=*/false);
     if (!first) axpy(dn_all, 1.f, prod, ND);

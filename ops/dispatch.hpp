@@ -32,8 +32,13 @@ const T* stage(const T* host, size_t n) {
   return p;
 }
 
+// dW += dy^T x (and db += column sums of dy when db is not null) over N rows, run at the end of
+// the backward sweep with every other pair of the same weight (ops/linear.cpp). dy and x must
+// stay valid until then (arena storage does).
+void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
+
 // dx += dy W (dx = dy W without accumulate) for N rows of a linear with weight W (the weight's
-// gradient is deferred: Tape::defer_weight_grad); reads W's pack while frozen on the CPU.
+// gradient is deferred: defer_weight_grad); reads W's pack while frozen on the CPU.
 void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate = true);
 
 // dx (+)= the layernorm input gradient for dy into a gradient sink (the CPU kernel overwrites a

@@ -13,49 +13,11 @@
 
 namespace fbt {
 
-void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
-  const int64_t Out = W.shape()[0], In = W.shape()[1];
-  if (on_device()) cuda::linear_forward(y, x, W.data(), b, N, In, Out);
-  else cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
-}
-
-void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate) {
-  const int64_t Out = W.shape()[0], In = W.shape()[1];
-  if (!on_device())
-    return cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out, accumulate);
-  if (!accumulate) fill_zero(Device::CUDA, dx, size_t(N * In));  // the device kernels add
-  cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
-}
-
 void layernorm_input_grad(const Tape::GradSink& dx, const float* dy, const float* x, const float* w,
                           const float* mean, const float* rstd, int64_t N, int64_t C) {
   if (!dx.data) return;
   if (on_device()) cuda::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C);
   else cpu::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C, dx.accumulate);
-}
-
-int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
-
-Var linear(Var x, Var W, Var b) {
-  const profile::Scope prof("linear", profile::Phase::Forward);
-  const int64_t Out = W.shape()[0], In = W.shape()[1], N = x.value().rows();
-  check(W.shape().nd == 2 && x.shape()[-1] == In, "linear: x ", x.shape(), " does not match W ", W.shape());
-  check(!b || (b.shape().nd == 1 && b.shape()[0] == Out), "linear: bias ", b ? b.shape() : Shape{}, " vs W ", W.shape());
-  Shape ys = x.shape();
-  ys[-1] = Out;
-  Var y = tape().output(ys, {x, W, b});
-  linear_values(y.data(), x.data(), W, b ? b.data() : nullptr, N);
-  if (y.requires_grad())
-    tape().record("linear", y, [=] {
-      Tape& t = tape();
-      if (const Tape::GradSink dx = t.grad_sink(x); dx.data)
-        linear_input_grad(dx.data, y.grad().data, W, N, dx.accumulate);
-      float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
-      if (W.requires_grad()) t.defer_weight_grad(t.grad(W).data, db, y.grad().data, x.data(), N, In, Out);
-      else if (db && on_device()) cuda::linear_backward(nullptr, nullptr, db, y.grad().data, nullptr, nullptr, N, In, Out);
-      else if (db) cpu::bias_backward(db, y.grad().data, N, Out);
-    });
-  return y;
 }
 
 Var bmm(Var a, Var b) {

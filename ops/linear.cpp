@@ -1,0 +1,135 @@
+// The linear layer y = x W^T + b: its forward (packed weights for few rows while frozen), its
+// input gradient in the sweep, and its weight gradient deferred to the sweep's end, where all the
+// (dy, x) pairs of one weight become one large product.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "backend/profile.hpp"
+#include "ops/dispatch.hpp"
+#include "ops/ops.hpp"
+#include "util/check.hpp"
+
+namespace fbt {
+
+namespace {
+
+// Weight gradients of linears, dW += dy^T x, are not computed one small product per op: the
+// sweep collects the (dy, x) pairs of each weight and, at its end, runs one large GEMM per
+// weight over all of them (rows stacked in record order, so the result is deterministic), or
+// one GEMM per pair, in order, when every pair is already deep (windows of many rows). A bias
+// gradient db (or null), db += column sums of dy, comes along in the same pass.
+struct WeightGrad {
+  float* dW;
+  float* db;
+  int64_t In, Out, rows = 0;
+  std::vector<std::pair<const float*, const float*>> dy_x;  // per part: (dy, x)
+  std::vector<int64_t> part_rows;
+};
+
+// This thread's pairs of the sweep in progress (one tape per thread).
+std::vector<WeightGrad>& pending_weight_grads() {
+  thread_local std::vector<WeightGrad> pending;
+  return pending;
+}
+
+// dW += dy^T x and db += column sums of dy over N rows, on the tape's device.
+void weight_grad(Device d, float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
+  if (d == Device::CUDA) return cuda::linear_backward(nullptr, dW, db, dy, x, nullptr, N, In, Out);
+  cpu::linear_backward_weight(dW, dy, x, N, In, Out);
+  if (db) cpu::bias_backward(db, dy, N, Out);
+}
+
+// The parts (part_rows[k] x cols each) laid end to end in the arena.
+float* stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols) {
+  std::vector<int64_t> at(parts.size() + 1, 0);  // first float of each part in the stack
+  for (size_t k = 0; k < parts.size(); ++k) at[k + 1] = at[k] + part_rows[k] * cols;
+  Tape& t = tape();
+  float* dst = t.arena().alloc_floats(size_t(at.back()));
+  if (t.device() == Device::CUDA) {  // one gather kernel; its tables staged on the device
+    cuda::gather(dst, static_cast<const float* const*>(t.stage_on_device(parts.data(), parts.size() * sizeof(float*))),
+                 static_cast<const int64_t*>(t.stage_on_device(at.data(), at.size() * sizeof(int64_t))),
+                 int64_t(parts.size()), at.back());
+    return dst;
+  }
+#pragma omp parallel for
+  for (size_t k = 0; k < parts.size(); ++k)
+    std::memcpy(dst + at[k], parts[k], sizeof(float) * size_t(at[k + 1] - at[k]));
+  return dst;
+}
+
+void flush_weight_grads() {
+  const profile::Scope prof("weight gradients", profile::Phase::Backward);
+  std::vector<WeightGrad>& weight_grads_ = pending_weight_grads();
+  const Device d = tape().device();
+  constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
+  for (WeightGrad& w : weight_grads_) {
+    // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
+    if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
+      for (size_t k = 0; k < w.dy_x.size(); ++k)
+        weight_grad(d, w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
+      continue;
+    }
+    std::vector<const float*> dys, xs;
+    for (const auto& [dy, x] : w.dy_x) dys.push_back(dy), xs.push_back(x);
+    weight_grad(d, w.dW, w.db, stack(dys, w.part_rows, w.Out), stack(xs, w.part_rows, w.In), w.rows, w.In, w.Out);
+  }
+  weight_grads_.clear();
+}
+
+}  // namespace
+
+void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
+  std::vector<WeightGrad>& weight_grads_ = pending_weight_grads();
+  if (weight_grads_.empty()) tape().at_sweep_end(flush_weight_grads);
+  WeightGrad* wg = nullptr;
+  for (WeightGrad& w : weight_grads_)  // a handful of weights per model: a scan is enough
+    if (w.dW == dW) wg = &w;
+  if (!wg) {
+    weight_grads_.push_back(WeightGrad{dW, db, In, Out, 0, {}, {}});
+    wg = &weight_grads_.back();
+  }
+  wg->dy_x.push_back({dy, x});
+  wg->part_rows.push_back(N);
+  wg->rows += N;
+}
+
+int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
+
+void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
+  const int64_t Out = W.shape()[0], In = W.shape()[1];
+  if (on_device()) cuda::linear_forward(y, x, W.data(), b, N, In, Out);
+  else cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
+}
+
+void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate) {
+  const int64_t Out = W.shape()[0], In = W.shape()[1];
+  if (!on_device())
+    return cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out, accumulate);
+  if (!accumulate) fill_zero(Device::CUDA, dx, size_t(N * In));  // the device kernels add
+  cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
+}
+
+Var linear(Var x, Var W, Var b) {
+  const profile::Scope prof("linear", profile::Phase::Forward);
+  const int64_t Out = W.shape()[0], In = W.shape()[1], N = x.value().rows();
+  check(W.shape().nd == 2 && x.shape()[-1] == In, "linear: x ", x.shape(), " does not match W ", W.shape());
+  check(!b || (b.shape().nd == 1 && b.shape()[0] == Out), "linear: bias ", b ? b.shape() : Shape{}, " vs W ", W.shape());
+  Shape ys = x.shape();
+  ys[-1] = Out;
+  Var y = tape().output(ys, {x, W, b});
+  linear_values(y.data(), x.data(), W, b ? b.data() : nullptr, N);
+  if (y.requires_grad())
+    tape().record("linear", y, [=] {
+      Tape& t = tape();
+      if (const Tape::GradSink dx = t.grad_sink(x); dx.data)
+        linear_input_grad(dx.data, y.grad().data, W, N, dx.accumulate);
+      float* db = b && b.requires_grad() ? t.grad(b).data : nullptr;
+      if (W.requires_grad()) defer_weight_grad(t.grad(W).data, db, y.grad().data, x.data(), N, In, Out);
+      else if (db && on_device()) cuda::linear_backward(nullptr, nullptr, db, y.grad().data, nullptr, nullptr, N, In, Out);
+      else if (db) cpu::bias_backward(db, y.grad().data, N, Out);
+    });
+  return y;
+}
+
+}  // namespace fbt
