@@ -2,42 +2,49 @@
 //
 //   fbt::FeedbackTransformer model({.num_tokens = 256, .dim = 512, .depth = 6, .heads = 8,
 //                                   .dim_head = 64, .seq_len = 2, .mem_len = 256});
-//   fbt::ForwardOutput out = model.forward(tokens.data(), B, T);      // out.logits: (B, T, V)
-//   fbt::Memory mem(out.memory);                                       // keep the state ...
-//   fbt::tape().reset();                                               // ... across steps
-//   out = model.forward(more.data(), B, T, mem.tensor());              // and carry it
+//   fbt::State state;                                                  // the carried memory
+//   {
+//     fbt::StepScope step(model.device());                             // one step's activations
+//     fbt::ForwardOutput out = model.forward(tokens.data(), B, T, &state);  // out.logits: (B, T, V)
+//   }
+//   model.forward(more.data(), B, T, &state, {.targets = y.data()});  // and carry it
 //
 //   model.to(fbt::Device::CUDA);                                       // on a GPU (fbt --version says)
 //
-// The surface, by header:
-//   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad, reset), NoGradScope, detach, ParamStore, Rng,
-//              Device, to_host, DeviceBuffer
+// The surface, by header (layers lowest first, docs/ARCHITECTURE.md):
+//   util/      SafeTensors, write_file_atomic
+//   backend/   Device, DeviceBuffer, Rng
+//   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad), StepScope, NoGradScope, detach, ParamStore, to_host
 //   ops/       the differentiable ops (linear, layernorm, attention, cross_entropy, ...)
-//   models/    ModelConfig (MODEL.md names), FeedbackTransformer, DetachPolicy, load_model / save_model
-//   data/      SafeTensors, Corpus and StreamBatcher for token files
-//   train/     AdamW, learning_rate, clip_grad_norm, TrainLoop (a training step for your data),
-//              Trainer (config-driven runs), generate (sampling), research measurements
+//   nn/        the modules (Linear, LayerNorm, FeedForward, MemoryAttention, Block, ...)
+//   models/    ModelConfig (MODEL.md names), FeedbackTransformer, State, CallOptions, DetachPolicy, save_model
+//   data/      Corpus and StreamBatcher for token files
+//   train/     AdamW, learning_rate, clip_grad_norm, TrainLoop (a training step for your data), Trainer
+//              (config-driven runs), evaluate, generate (sampling), load_model (a run or weights file)
+//   research/  gradient-flow measurements
 // No Eigen or CUDA type appears in any of them.
 #pragma once
 #include <vector>
 
-#include "backend/device.hpp"
-#include "autograd/params.hpp"
-#include "backend/rng.hpp"
-#include "autograd/tape.hpp"
-#include "autograd/tensor.hpp"
 #include "util/safetensors.hpp"
-#include "data/tokens.hpp"
+#include "backend/device.hpp"
+#include "backend/rng.hpp"
+#include "autograd/tensor.hpp"
+#include "autograd/tape.hpp"
+#include "autograd/params.hpp"
+#include "ops/ops.hpp"
 #include "models/config.hpp"
 #include "models/detach_policy.hpp"
 #include "models/feedback_transformer.hpp"
 #include "models/weights.hpp"
-#include "ops/ops.hpp"
-#include "train/loop.hpp"
+#include "data/tokens.hpp"
 #include "train/optimizer.hpp"
-#include "research/research.hpp"
+#include "train/loop.hpp"
+#include "train/evaluate.hpp"
 #include "train/sample.hpp"
+#include "train/checkpoint.hpp"
 #include "train/trainer.hpp"
+#include "research/research.hpp"
 
 namespace fbt {
 
