@@ -116,10 +116,11 @@ struct FeedbackTransformer::Call {
 void FeedbackTransformer::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
   const ModelConfig& c = cfg_;
   check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
-  const Shape& m = state ? state->memory.shape() : Shape{};
-  if (state && state->memory.rows())
+  if (state && state->memory.rows()) {
+    const Shape& m = state->memory.shape();
     check(m[0] == B && m[2] == c.dim && m[1] <= c.mem_len, "forward: memory ", m, " is not (B=", B,
           ", m <= mem_len=", c.mem_len, ", D=", c.dim, ")");
+  }
   check(c.cross_attend == bool(o.context), c.cross_attend ? "forward: cross_attend needs a context"
                                                           : "forward: a context was given but cross_attend is false");
   if (o.context)
@@ -238,12 +239,14 @@ void FeedbackTransformer::close_call(Call& call, ForwardOutput& res, State* stat
   if (!state) return;
   state->memory.assign(res.memory);
   ProjectedMemory& kept = state->projection;
-  kept = ProjectedMemory{};
-  if (!call.keep_projection || !call.freeze_id) return;
-  kept.freeze_id = call.freeze_id, kept.B = B, kept.rows = keep;
-  for (const KVCache& kc : call.caches) {
-    kept.kv.emplace_back(dev, size_t(B * keep * I2));
-    copy_rows(kept.kv.back().data(), keep * I2, dev, kc.diff.data() + (cap - keep) * I2, cap * I2, dev, B, keep * I2);
+  kept.freeze_id = call.keep_projection ? call.freeze_id : 0;  // 0: not reusable
+  if (!kept.freeze_id) return;
+  kept.B = B, kept.rows = keep;
+  kept.kv.resize(call.caches.size());
+  for (size_t k = 0; k < call.caches.size(); ++k) {  // the buffers of the previous call when they fit
+    DeviceBuffer& kv = kept.kv[k];
+    if (kv.size() != size_t(B * keep * I2) || kv.device() != dev) kv = DeviceBuffer(dev, size_t(B * keep * I2));
+    copy_rows(kv.data(), keep * I2, dev, call.caches[k].diff.data() + (cap - keep) * I2, cap * I2, dev, B, keep * I2);
   }
 }
 

@@ -3,6 +3,7 @@
 // (dy, x) pairs of one weight become one large product.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "backend/profile.hpp"
@@ -27,11 +28,7 @@ struct WeightGrad {
   std::vector<int64_t> part_rows;
 };
 
-// This thread's pairs of the sweep in progress (one tape per thread).
-std::vector<WeightGrad>& pending_weight_grads() {
-  thread_local std::vector<WeightGrad> pending;
-  return pending;
-}
+using WeightGrads = std::vector<WeightGrad>;
 
 // dW += dy^T x and db += column sums of dy over N rows, on the tape's device.
 void weight_grad(Device d, float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
@@ -58,12 +55,11 @@ float* stack(const std::vector<const float*>& parts, const std::vector<int64_t>&
   return dst;
 }
 
-void flush_weight_grads() {
+void flush_weight_grads(WeightGrads& grads) {
   const profile::Scope prof("weight gradients", profile::Phase::Backward);
-  std::vector<WeightGrad>& weight_grads_ = pending_weight_grads();
   const Device d = tape().device();
   constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
-  for (WeightGrad& w : weight_grads_) {
+  for (WeightGrad& w : grads) {
     // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
     if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
       for (size_t k = 0; k < w.dy_x.size(); ++k)
@@ -74,20 +70,28 @@ void flush_weight_grads() {
     for (const auto& [dy, x] : w.dy_x) dys.push_back(dy), xs.push_back(x);
     weight_grad(d, w.dW, w.db, stack(dys, w.part_rows, w.Out), stack(xs, w.part_rows, w.In), w.rows, w.In, w.Out);
   }
-  weight_grads_.clear();
+  grads.clear();
 }
 
 }  // namespace
 
 void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
-  std::vector<WeightGrad>& weight_grads_ = pending_weight_grads();
-  if (weight_grads_.empty()) tape().at_sweep_end(flush_weight_grads);
+  // This thread's pairs of the sweep in progress, owned by the hook that flushes them: a sweep
+  // that ends (or a tape reset that drops the hook) leaves nothing behind for the next one.
+  thread_local std::weak_ptr<WeightGrads> current;
+  std::shared_ptr<WeightGrads> pending = current.lock();
+  if (!pending) {
+    pending = std::make_shared<WeightGrads>();
+    current = pending;
+    tape().at_sweep_end([pending] { flush_weight_grads(*pending); });
+  }
+  WeightGrads& grads = *pending;
   WeightGrad* wg = nullptr;
-  for (WeightGrad& w : weight_grads_)  // a handful of weights per model: a scan is enough
+  for (WeightGrad& w : grads)  // a handful of weights per model: a scan is enough
     if (w.dW == dW) wg = &w;
   if (!wg) {
-    weight_grads_.push_back(WeightGrad{dW, db, In, Out, 0, {}, {}});
-    wg = &weight_grads_.back();
+    grads.push_back(WeightGrad{dW, db, In, Out, 0, {}, {}});
+    wg = &grads.back();
   }
   wg->dy_x.push_back({dy, x});
   wg->part_rows.push_back(N);

@@ -163,22 +163,23 @@ void Trainer::log_start() const {
              t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir);
 }
 
-// Steps until `last` or a stop request (returned): logs, evaluations, probes and checkpoints on
-// their schedules.
-bool Trainer::train_until(int64_t last) {
+// Steps until `last` or a stop request: logs, evaluations, probes and checkpoints on their
+// schedules.
+Trainer::Session Trainer::train_until(int64_t last) {
   const TrainConfig& t = cfg_.train;
   Progress bar("train", t.steps, step());
   auto window_start = std::chrono::steady_clock::now();
   int64_t window_steps = 0;
   double window_loss = 0;
   const StopRequests stop;
+  Session end;
   while (step() < last && !stop.requested()) {
     const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0;
     StepStats s = train_step(probe);
     if (probe) metrics_.append(probe_(*model_, probe_batch_, step()));
     window_loss += s.loss;
     ++window_steps;
-    evaluated_ = saved_ = false;
+    end.evaluated = end.saved = false;
     if (!std::isfinite(s.loss)) throw std::runtime_error(fmt::format("step {}: loss is {}, stopping", step(), s.loss));
     if (step() % t.log_every == 0 || step() == t.steps) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
@@ -192,12 +193,13 @@ bool Trainer::train_until(int64_t last) {
     if (t.eval_every && step() % t.eval_every == 0) {
       bar.clear();
       run_eval(step() == t.steps);
-      evaluated_ = true;
+      end.evaluated = true;
     }
-    if (t.checkpoint_every && step() % t.checkpoint_every == 0) save_checkpoint(), saved_ = true;
+    if (t.checkpoint_every && step() % t.checkpoint_every == 0) save_checkpoint(), end.saved = true;
   }
   bar.clear();
-  return stop.requested();
+  end.interrupted = stop.requested();
+  return end;
 }
 
 bool Trainer::run(bool resume, int64_t stop_at) {
@@ -206,16 +208,15 @@ bool Trainer::run(bool resume, int64_t stop_at) {
     throw std::logic_error("train.probe_every is set but the trainer was given no probe (Trainer::set_probe)");
   start(resume);
   log_start();
-  evaluated_ = saved_ = false;
-  const bool interrupted = train_until(stop_at > 0 ? std::min(stop_at, t.steps) : t.steps);
+  const Session end = train_until(stop_at > 0 ? std::min(stop_at, t.steps) : t.steps);
   if (step() < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
-    if (!saved_) save_checkpoint();
+    if (!end.saved) save_checkpoint();
     fmt::print("stopped at step {} of {} ({}); continue with --resume\n", step(), t.steps,
-               interrupted ? "interrupted" : "--stop-at");
+               end.interrupted ? "interrupted" : "--stop-at");
     return false;
   }
-  if (!evaluated_) run_eval(true);
-  if (!saved_) save_checkpoint();
+  if (!end.evaluated) run_eval(true);
+  if (!end.saved) save_checkpoint();
   save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string());
   fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
   return true;

@@ -42,8 +42,13 @@ class Trainer {
   int64_t step() const { return loop_->steps_done(); }
 
  private:
+  // How a session of steps ended: stopped by a signal, and whether its last step was already
+  // evaluated and checkpointed.
+  struct Session {
+    bool interrupted = false, evaluated = false, saved = false;
+  };
   void start(bool resume);
-  bool train_until(int64_t last);
+  Session train_until(int64_t last);
   StepStats train_step(bool keep_batch);
   void save_checkpoint();
   bool resume_latest();
@@ -62,7 +67,6 @@ class Trainer {
   Checkpoints checkpoints_;
   MetricsFile metrics_;
   bool tty_ = false;
-  bool evaluated_ = false, saved_ = false;  // at the current step
 };
 
 }  // namespace fbt
