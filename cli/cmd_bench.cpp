@@ -16,6 +16,7 @@
 #include "backend/profile.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "cli/commands.hpp"
+#include "cli/common.hpp"
 #include "train/config.hpp"
 #include "train/trainer.hpp"
 #include "models/feedback_transformer.hpp"
@@ -83,12 +84,17 @@ nlohmann::json profile_steps(Step&& step, int64_t steps, bool on_device) {
   return out;
 }
 
-}  // namespace
+struct BenchArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int64_t steps = 10;
+  bool profile = false;  // then as many steps again with op timers: a table on stderr, "profile" in the JSON
+};
 
-int run_bench(const BenchArgs& a) {
+void run_bench(const BenchArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides);
   const TrainConfig& t = cfg.train;
-  if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  set_threads(t.threads);
   const Device device = parse_device(t.device);
   FeedbackTransformer model(cfg.model, /*initialize=*/false);
   model.init(t.seed);
@@ -138,7 +144,22 @@ int run_bench(const BenchArgs& a) {
   if (a.profile) j["profile"] = profile_rows;
   if (device != Device::CPU) j["peak_device_mb"] = double(cuda::peak_allocated_bytes()) / (1024.0 * 1024.0);
   fmt::print("{}\n", j.dump());
-  return 0;
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* sub = app.add_subcommand("bench", "time training steps on random tokens; one JSON line");
+  sub->add_option("--config", a->config, "run config (model:, train.batch_size, bptt, threads)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("--steps", a->steps, "timed steps after one warm-up step (the median is reported)")->check(at_least(1));
+  sub->add_option("--set", a->overrides, "override a config key");
+  sub->add_flag("--profile", a->profile,
+                "then time as many steps again op by op (forward, backward, optimizer): a table on stderr, "
+                "\"profile\" rows in the JSON");
+  sub->callback([a] { run_bench(*a); });
 }
 
 }  // namespace fbt::cli

@@ -2,27 +2,30 @@
 // logits, loss, the memory after the call and (with --grads) every parameter's gradient.
 #include <fmt/core.h>
 
+#include <memory>
+
 #include "models/call_batch.hpp"
 #include "util/safetensors.hpp"
 #include "models/config.hpp"
 #include "models/weights.hpp"
 #include "util/check.hpp"
 #include "cli/commands.hpp"
+#include "cli/common.hpp"
 
 namespace fbt::cli {
 
-int run_forward(const ForwardArgs& a) {
-  ModelConfig cfg = load_model_config(a.config);
-  FeedbackTransformer model(cfg, /*initialize=*/false);  // weights loaded next
-  load_weights(model, SafeTensors::load(a.weights), a.weights);
-  DetachPolicy policy;
-  try {
-    policy = DetachPolicy::parse(a.detach, cfg.seq_len);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--detach: ") + e.what());
-  }
+namespace {
 
-  model.to(parse_device(a.device));
+struct ForwardArgs {
+  std::string config, weights, batch, out, detach = "none", device = "cpu";
+  bool grads = false;
+};
+
+void run_forward(const ForwardArgs& a) {
+  const ModelConfig cfg = load_model_config(a.config);
+  const std::unique_ptr<FeedbackTransformer> model_ptr = model_with_weights(cfg, a.weights, a.device);
+  FeedbackTransformer& model = *model_ptr;
+  const DetachPolicy policy = detach_flag(a.detach, cfg.seq_len);
   const CallBatch b = load_call_batch(a.batch, cfg);
   const int64_t B = b.B, T = b.T;
   SafeTensors out;
@@ -45,7 +48,23 @@ int run_forward(const ForwardArgs& a) {
   }
   out.metadata["detach"] = policy.str();
   out.save(a.out);
-  return 0;
+}
+
+}  // namespace
+
+void add_forward(CLI::App& app) {
+  auto a = std::make_shared<ForwardArgs>();
+  CLI::App* sub = app.add_subcommand("forward", "run one forward (and backward) call on a batch file");
+  sub->add_option("--config", a->config, "YAML file with a model: section")->required()->check(CLI::ExistingFile);
+  sub->add_option("--weights", a->weights, "model weights (safetensors)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--batch", a->batch, "inputs/targets [B,T] (+ memory, context) (safetensors)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("--out", a->out, "output safetensors: logits, loss, memory [, grad.*]")->required();
+  sub->add_flag("--grads", a->grads, "also write grad.<name> for every parameter");
+  sub->add_option("--detach", a->detach, "detachment policy: none | all | every:N | horizon:N");
+  sub->add_option("--device", a->device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->callback([a] { run_forward(*a); });
 }
 
 }  // namespace fbt::cli

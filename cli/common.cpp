@@ -1,0 +1,55 @@
+#include "cli/common.hpp"
+
+#include <omp.h>
+
+#include <cstdio>
+#include <stdexcept>
+#include <vector>
+
+#include "models/weights.hpp"
+#include "util/safetensors.hpp"
+
+namespace fbt::cli {
+
+CLI::Validator at_least(int64_t lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        int64_t v = 0;
+        if (CLI::detail::lexical_cast(s, v) && v >= lo) return "";
+        return "must be a whole number >= " + std::to_string(lo) + ", got " + s;
+      },
+      "INT>=" + std::to_string(lo));
+}
+
+void set_threads(int64_t threads) {
+  if (threads > 0) omp_set_num_threads(int(threads));
+}
+
+DetachPolicy detach_flag(const std::string& text, int64_t seq_len) {
+  try {
+    return DetachPolicy::parse(text, seq_len);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--detach: ") + e.what());
+  }
+}
+
+std::unique_ptr<FeedbackTransformer> model_with_weights(const ModelConfig& cfg, const std::string& weights,
+                                                        const std::string& device) {
+  auto model = std::make_unique<FeedbackTransformer>(cfg, /*initialize=*/false);  // the weights come next
+  load_weights(*model, SafeTensors::load(weights), weights);
+  model->to(parse_device(device));
+  return model;
+}
+
+void print_sample(FeedbackTransformer& model, const std::string& prompt, const SampleOptions& options) {
+  std::vector<int32_t> ids;
+  for (unsigned char ch : prompt) ids.push_back(ch);
+  std::fputs(prompt.c_str(), stdout);
+  generate(model, ids, options, [](int32_t t) {
+    std::putchar(char(t));
+    std::fflush(stdout);
+  });
+  std::putchar('\n');
+}
+
+}  // namespace fbt::cli

@@ -1,0 +1,31 @@
+// What the subcommands share: flag checks, thread count, the --detach flag, a model built from a
+// config and a weights file, and printing a sample.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "models/feedback_transformer.hpp"
+#include "train/sample.hpp"
+
+namespace fbt::cli {
+
+// A whole-number flag of at least `lo` (CLI11's PositiveNumber would answer 0 with "not in range
+// 0.000000 to 1.797e308").
+CLI::Validator at_least(int64_t lo);
+
+// train.threads > 0 sets the OpenMP thread count; 0 keeps OpenMP's default.
+void set_threads(int64_t threads);
+
+// The --detach flag for a model with this window: errors name the flag.
+DetachPolicy detach_flag(const std::string& text, int64_t seq_len);
+
+// A model of config `cfg` with the weights of `weights` (checked against it), on `device`.
+std::unique_ptr<FeedbackTransformer> model_with_weights(const ModelConfig& cfg, const std::string& weights,
+                                                        const std::string& device);
+
+// The prompt, then the model's continuation of it, on stdout as it is drawn (byte-level models).
+void print_sample(FeedbackTransformer& model, const std::string& prompt, const SampleOptions& options);
+
+}  // namespace fbt::cli

@@ -1,0 +1,230 @@
+#include "research/plot.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "util/check.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace fbt {
+
+namespace {
+
+struct Series {
+  std::string title;
+  std::vector<std::pair<double, double>> points;
+};
+
+std::string write_data(const fs::path& dir, const std::string& name, const std::vector<Series>& series) {
+  const fs::path p = dir / (name + ".dat");
+  std::ofstream out(p);
+  for (const Series& s : series) {  // gnuplot index blocks, two blank lines apart
+    out << "# " << s.title << "\n";
+    for (auto [x, y] : s.points) out << x << " " << y << "\n";
+    out << "\n\n";
+  }
+  return p.string();
+}
+
+std::string plot_lines(const std::string& dat, const std::vector<Series>& series, const std::string& style) {
+  std::string cmd = "plot ";
+  for (size_t i = 0; i < series.size(); ++i)
+    cmd += fmt::format("{}'{}' index {} with {} title '{}'", i ? ", " : "", dat, i, style, series[i].title);
+  return cmd + "\n";
+}
+
+// The .jsonl files of a run directory (sorted), or the one file given; dir is where they are.
+std::vector<fs::path> jsonl_inputs(const std::string& input, fs::path& dir) {
+  std::vector<fs::path> files;
+  if (fs::is_directory(input)) {
+    dir = input;
+    for (const auto& e : fs::directory_iterator(input))
+      if (e.path().extension() == ".jsonl") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else {
+    check(fs::exists(input), input, ": no such file or directory");
+    files.push_back(input);
+    dir = fs::path(input).parent_path();
+  }
+  check(!files.empty(), input, ": no .jsonl files to plot");
+  return files;
+}
+
+// Everything the charts draw, gathered from the lines of the inputs.
+struct Charts {
+  std::map<std::string, Series> curves;                       // loss/bpc by split
+  std::map<std::string, Series> lag_by, jac_by;               // by policy (grads files) or by step (probes)
+  std::map<int, Series> mix;                                  // layer-mix weight i over steps
+  std::map<std::string, std::map<std::string, double>> bias;  // policy -> group -> rel_error
+};
+
+// A grads line belongs to the series of its policy, and of its source (checkpoint, batch file,
+// JSONL file) when the inputs hold several: one line per policy or per checkpoint.
+bool several_sources(const std::vector<fs::path>& files) {
+  std::set<std::string> sources;
+  for (const fs::path& f : files) {
+    std::ifstream in(f);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.find("\"kind\"") != std::string::npos) sources.insert(f.string() + json::parse(line).value("source", ""));
+  }
+  return sources.size() > 1;
+}
+
+void add_probe(Charts& c, const json& j) {
+  const std::string key = fmt::format("step {}", j["step"].get<int64_t>());
+  Series& s = c.lag_by[key];
+  s.title = key;
+  const auto& g = j["lag_grad_norm"];
+  for (size_t k = 0; k < g.size(); ++k) s.points.push_back({double(k + 1), g[k].get<double>()});
+  const auto& w = j["layer_mix"];
+  for (size_t i = 0; i < w.size(); ++i) {
+    c.mix[int(i)].title = i == 0 ? "embedding" : fmt::format("layer {}", i);
+    c.mix[int(i)].points.push_back({j["step"].get<double>(), w[i].get<double>()});
+  }
+}
+
+void add_line(Charts& c, const json& j, const std::string& series) {
+  const std::string kind = j.value("kind", ""), split = j.value("split", "");
+  if (split == "train" || split == "valid") {
+    c.curves[split + " loss"].points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    c.curves[split + " bpc"].points.push_back({j["step"].get<double>(), j["bpc"].get<double>()});
+  } else if (split == "probe") {
+    add_probe(c, j);
+  } else if (kind == "lag" || kind == "jacobian") {
+    Series& s = (kind == "lag" ? c.lag_by : c.jac_by)[series];
+    s.title = series;
+    s.points.push_back({j[kind == "lag" ? "lag" : "k"].get<double>(), j[kind == "lag" ? "grad_norm" : "frobenius"].get<double>()});
+  } else if (kind == "bias") {
+    c.bias[j["policy"].get<std::string>()][j["group"].get<std::string>()] = j["rel_error"].get<double>();
+  }
+}
+
+Charts read_charts(const std::vector<fs::path>& files) {
+  const bool by_source = several_sources(files);
+  Charts c;
+  for (const fs::path& f : files) {
+    std::ifstream in(f);
+    std::string line;
+    int64_t lineno = 0;
+    while (std::getline(in, line)) {
+      ++lineno;
+      if (line.empty()) continue;
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::exception&) {
+        throw std::runtime_error(fmt::format("{}:{}: not a JSON line", f.string(), lineno));
+      }
+      const std::string policy = j.value("policy", "");
+      add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy);
+    }
+  }
+  return c;
+}
+
+// The gnuplot script that draws the charts into out_dir (their data files in tmp); `made` gets
+// the PNGs it writes.
+class Script {
+ public:
+  Script(fs::path out_dir, fs::path tmp) : out_dir_(std::move(out_dir)), tmp_(std::move(tmp)) {}
+  void chart(const std::string& name, const std::string& title, const std::string& xl, const std::string& yl,
+             const std::vector<Series>& series, const std::string& extra, const std::string& style) {
+    std::vector<Series> nonempty;
+    for (const Series& s : series)
+      if (!s.points.empty()) nonempty.push_back(s);
+    if (nonempty.empty()) return;
+    const std::string dat = write_data(tmp_, name, nonempty);
+    const std::string png = (out_dir_ / (name + ".png")).string();
+    text += fmt::format("set output '{}'\nset title '{}'\nset xlabel '{}'\nset ylabel '{}'\n{}", png, title, xl, yl, extra);
+    text += plot_lines(dat, nonempty, style) + "unset logscale\n";
+    made.push_back(png);
+  }
+  std::string text = "set terminal pngcairo size 900,560 noenhanced\nset grid\nset key outside right\n";
+  std::vector<std::string> made;
+
+ private:
+  fs::path out_dir_, tmp_;
+};
+
+std::vector<Series> values(const std::map<std::string, Series>& m) {
+  std::vector<Series> v;
+  for (const auto& [k, s] : m) v.push_back(s);
+  return v;
+}
+
+std::vector<Series> titled(std::map<std::string, Series>& m, const std::vector<std::string>& keys) {
+  std::vector<Series> v;
+  for (const std::string& k : keys) {
+    m[k].title = k;
+    v.push_back(m[k]);
+  }
+  return v;
+}
+
+// One bar per policy: the relative error of all parameters' gradient.
+void bias_chart(Script& script, std::map<std::string, std::map<std::string, double>>& bias) {
+  if (bias.empty()) return;
+  Series s{"all parameters", {}};
+  std::string xtics = "set xtics (";
+  int i = 0;
+  for (auto& [policy, groups] : bias) {
+    s.points.push_back({double(i), groups.count("all") ? groups["all"] : 0.0});
+    xtics += fmt::format("{}'{}' {}", i ? ", " : "", policy, i);
+    ++i;
+  }
+  script.chart("truncation_bias", "truncation bias: ||g - g_none|| / ||g_none||", "policy", "relative error", {s},
+               xtics + ")\nset style fill solid 0.6\nset boxwidth 0.6\nset yrange [0:*]\n", "boxes");
+  script.text += "set xtics autofreq\nset yrange [*:*]\n";
+}
+
+void run_gnuplot(const fs::path& script) {
+  const std::string cmd = "gnuplot '" + script.string() + "' 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  check(p != nullptr, "cannot run gnuplot");
+  std::string msg;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p)) msg += buf;
+  if (::pclose(p) != 0)
+    throw std::runtime_error("gnuplot failed (install Debian's gnuplot-nox; ./run does): " + msg.substr(0, 400));
+}
+
+}  // namespace
+
+std::vector<std::string> plot_jsonl(const std::string& input, const std::string& out) {
+  fs::path dir;
+  const std::vector<fs::path> files = jsonl_inputs(input, dir);
+  const fs::path out_dir = out.empty() ? (dir.empty() ? fs::path(".") : dir) : fs::path(out);
+  fs::create_directories(out_dir);
+  Charts c = read_charts(files);
+  const fs::path tmp = out_dir / ".fbt-plot";
+  fs::create_directories(tmp);
+  Script script(out_dir, tmp);
+  const std::string points = "linespoints pt 7 ps 0.4";
+  script.chart("loss", "cross-entropy (nats per token)", "step", "loss", titled(c.curves, {"train loss", "valid loss"}), "",
+               points);
+  script.chart("bpc", "bits per character", "step", "bpc", titled(c.curves, {"train bpc", "valid bpc"}), "", points);
+  script.chart("grad_by_lag", "gradient norm of the last-position loss by memory lag", "lag (steps back)",
+               "mean ||dL/dm||", values(c.lag_by), "set logscale y\n", points);
+  script.chart("jacobian", "||d m_t / d m_(t-k)||_F", "k", "Frobenius norm", values(c.jac_by), "set logscale y\n", points);
+  std::vector<Series> mixes;
+  for (auto& [i, s] : c.mix) mixes.push_back(s);
+  script.chart("layer_mix", "memory mix weights softmax(layer_weight)", "step", "weight", mixes, "", "lines lw 2");
+  bias_chart(script, c.bias);
+  check(!script.made.empty(), input, ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
+  std::ofstream(tmp / "plots.gp") << script.text;
+  run_gnuplot(tmp / "plots.gp");
+  fs::remove_all(tmp);
+  return script.made;
+}
+
+}  // namespace fbt
