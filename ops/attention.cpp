@@ -38,6 +38,36 @@ cpu::KVRows kv_rows(const KVSegment& s, int64_t I, bool with_grad) {
   float* g = with_grad ? tape().grad(s.src).data : nullptr;
   return {s.src.data() + s.row_begin * 2 * I, g ? g + s.row_begin * 2 * I : nullptr, s.src.shape()[1] * 2 * I, s.rows};
 }
+// The segments' rows as the kernels take them, checked against q (B, n, H*Dh); their sources
+// are appended to the op's inputs.
+std::vector<cpu::KVRows> segment_rows(const std::vector<KVSegment>& segs, Var q, int64_t H, std::vector<Var>& inputs) {
+  const int64_t B = q.shape()[0], I = q.shape()[2], Dh = I / H;
+  std::vector<cpu::KVRows> rows;
+  for (const KVSegment& s : segs) {
+    const Shape& ss = s.src.shape();
+    check(ss.nd == 3 && ss[0] == B && ss[2] == 2 * I && s.row_begin >= 0 && s.row_begin + s.rows <= ss[1],
+          "attention: key/value rows [", s.row_begin, ", ", s.row_begin + s.rows, ") of ", ss, " for q ", q.shape());
+    rows.push_back(kv_rows(s, I, false));
+    if (s.heads.data && !on_device()) {  // the device kernels read the rows
+      const Shape& hs = s.heads.shape;
+      check(hs.nd == 4 && hs[0] == B * H && hs[1] == 2 && hs[2] == ss[1] && hs[3] == Dh,
+            "attention: head mirror ", hs, " for key/value rows ", ss, " with ", H, " heads");
+      rows.back().heads = s.heads.data + s.row_begin * Dh;
+      rows.back().heads_rows = ss[1];
+    }
+    inputs.push_back(s.src);
+  }
+  return rows;
+}
+
+// Grouped segments (the first keys) take their key/value gradient from the group's sum: how many.
+size_t count_grouped(const std::vector<KVSegment>& segs) {
+  size_t grouped = 0;
+  while (grouped < segs.size() && segs[grouped].grouped) ++grouped;
+  for (size_t k = grouped; k < segs.size(); ++k)
+    check(!segs[k].grouped, "attention: grouped key/value segments must come first");
+  return grouped;
+}
 }  // namespace
 
 std::shared_ptr<KVGradGroup> kv_grad_group() {
@@ -59,32 +89,12 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   const profile::Scope prof("attention", profile::Phase::Forward);
   check(q.shape().nd == 3 && q.shape()[2] % H == 0, "attention: q ", q.shape(), " is not (B, n, H*Dh) with H = ", H);
   const int64_t B = q.shape()[0], n = q.shape()[1], I = q.shape()[2], Dh = I / H;
-  int64_t S = 0;
   std::vector<Var> inputs{q};
-  std::vector<cpu::KVRows> rows;
-  for (const KVSegment& s : segs) {
-    const Shape& ss = s.src.shape();
-    check(ss.nd == 3 && ss[0] == B && ss[2] == 2 * I && s.row_begin >= 0 && s.row_begin + s.rows <= ss[1],
-          "attention: key/value rows [", s.row_begin, ", ", s.row_begin + s.rows, ") of ", ss, " for q ", q.shape());
-    rows.push_back(kv_rows(s, I, false));
-    if (s.heads.data && !on_device()) {  // the device kernels read the rows
-      const Shape& hs = s.heads.shape;
-      check(hs.nd == 4 && hs[0] == B * H && hs[1] == 2 && hs[2] == ss[1] && hs[3] == Dh,
-            "attention: head mirror ", hs, " for key/value rows ", ss, " with ", H, " heads");
-      rows.back().heads = s.heads.data + s.row_begin * Dh;
-      rows.back().heads_rows = ss[1];
-    }
-    inputs.push_back(s.src);
-    S += s.rows;
-  }
+  std::vector<cpu::KVRows> rows = segment_rows(segs, q, H, inputs);
+  int64_t S = 0;
+  for (const KVSegment& seg : segs) S += seg.rows;
   check(int64_t(bucket.size()) == n * S, "attention: bucket table of ", bucket.size(), " for ", n, " x ", S);
-  // Grouped segments (the first keys) take their key/value gradient from the group's sum.
-  size_t grouped = 0;
-  if (group && !on_device()) {
-    while (grouped < segs.size() && segs[grouped].grouped) ++grouped;
-    for (size_t k = grouped; k < segs.size(); ++k)
-      check(!segs[k].grouped, "attention: grouped key/value segments must come first");
-  }
+  const size_t grouped = group && !on_device() ? count_grouped(segs) : 0;
   if (bias) {
     check(bias.shape().nd == 2 && bias.shape()[1] == H, "attention: bias ", bias.shape(), " is not (buckets, ", H, ")");
     for (int32_t b : bucket) check(b < bias.shape()[0], "attention: bucket ", b, " outside bias ", bias.shape());

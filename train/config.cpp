@@ -17,21 +17,17 @@ const std::string& DataConfig::split(const std::string& name) const {
   return *path;
 }
 
-RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_yaml_file(path);
-  if (!root.IsMap()) throw ConfigError(path + ": expected sections model:, data: and train:");
-  for (const std::string& o : overrides) apply_override(root, o);
-  ConfigSection top(root, path, "");
-  RunConfig rc;
-  rc.source = path;
+namespace {
 
-  ConfigSection m = top.section("model");
-  if (!top.has("model")) top.fail("model", "required section is missing");
-  rc.model = parse_model_config(m);
+// Reads whole-number key `key` of t (default `fallback`), at least `min`.
+int64_t at_least(ConfigSection& t, const char* key, int64_t fallback, int64_t min) {
+  const int64_t v = t.get<int64_t>(key, fallback);
+  if (v < min) t.fail(key, "must be >= " + std::to_string(min) + ", got " + std::to_string(v));
+  return v;
+}
 
-  ConfigSection d = top.section("data");
-  if (!top.has("data")) top.fail("data", "required section is missing");
-  DataConfig& dc = rc.data;
+DataConfig parse_data_config(ConfigSection& d) {
+  DataConfig dc;
   dc.format = d.get<std::string>("format", dc.format);
   if (dc.format != "bytes" && dc.format != "u16" && dc.format != "u32" && dc.format != "llmc")
     d.fail("format", "'" + dc.format + "' is not one of bytes, u16, u32, llmc");
@@ -39,21 +35,17 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   dc.valid = d.require<std::string>("valid");
   dc.test = d.get<std::string>("test", "");
   d.finish();
-  if (dc.format == "bytes" && rc.model.num_tokens != 256)
-    m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
+  return dc;
+}
 
-  ConfigSection t = top.section("train");
-  TrainConfig& tc = rc.train;
-  auto positive = [&](const char* key, int64_t v, int64_t min) {
-    if (v < min) t.fail(key, "must be >= " + std::to_string(min) + ", got " + std::to_string(v));
-    return v;
-  };
-  tc.batch_size = positive("batch_size", t.get<int64_t>("batch_size", tc.batch_size), 1);
-  tc.bptt = positive("bptt", t.get<int64_t>("bptt", tc.bptt), 1);
-  tc.steps = positive("steps", t.get<int64_t>("steps", tc.steps), 1);
+// The optimizer, schedule and step settings (a model of window seq_len).
+void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len) {
+  tc.batch_size = at_least(t, "batch_size", tc.batch_size, 1);
+  tc.bptt = at_least(t, "bptt", tc.bptt, 1);
+  tc.steps = at_least(t, "steps", tc.steps, 1);
   tc.lr = t.get<double>("lr", tc.lr);
   if (!(tc.lr > 0)) t.fail("lr", "must be > 0");
-  tc.warmup = positive("warmup", t.get<int64_t>("warmup", tc.warmup), 0);
+  tc.warmup = at_least(t, "warmup", tc.warmup, 0);
   tc.schedule = t.get<std::string>("schedule", tc.schedule);
   if (tc.schedule != "constant" && tc.schedule != "cosine")
     t.fail("schedule", "'" + tc.schedule + "' is not one of constant, cosine");
@@ -71,29 +63,58 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   if (tc.clip < 0) t.fail("clip", "must be >= 0 (0 disables clipping)");
   tc.detach = t.get<std::string>("detach", tc.detach);
   try {
-    DetachPolicy::parse(tc.detach, rc.model.seq_len);
+    DetachPolicy::parse(tc.detach, seq_len);
   } catch (const std::invalid_argument& e) {
     t.fail("detach", e.what());
   }
-  tc.seed = uint64_t(positive("seed", t.get<int64_t>("seed", int64_t(tc.seed)), 0));
-  tc.threads = positive("threads", t.get<int64_t>("threads", tc.threads), 0);
+}
+
+// Where and how often: seed, threads, device, evaluation, logging, checkpoints, output, sample.
+void parse_run_settings(ConfigSection& t, TrainConfig& tc) {
+  tc.seed = uint64_t(at_least(t, "seed", int64_t(tc.seed), 0));
+  tc.threads = at_least(t, "threads", tc.threads, 0);
   tc.device = t.get<std::string>("device", tc.device);
   try {
     parse_device(tc.device);
   } catch (const std::invalid_argument& e) {
     t.fail("device", e.what());
   }
-  tc.eval_every = positive("eval_every", t.get<int64_t>("eval_every", tc.eval_every), 0);
-  tc.eval_batch_size = positive("eval_batch_size", t.get<int64_t>("eval_batch_size", tc.eval_batch_size), 0);
-  tc.eval_tokens = positive("eval_tokens", t.get<int64_t>("eval_tokens", tc.eval_tokens), 0);
-  tc.log_every = positive("log_every", t.get<int64_t>("log_every", tc.log_every), 1);
-  tc.checkpoint_every = positive("checkpoint_every", t.get<int64_t>("checkpoint_every", tc.checkpoint_every), 0);
-  tc.keep_last = positive("keep_last", t.get<int64_t>("keep_last", tc.keep_last), 1);
+  tc.eval_every = at_least(t, "eval_every", tc.eval_every, 0);
+  tc.eval_batch_size = at_least(t, "eval_batch_size", tc.eval_batch_size, 0);
+  tc.eval_tokens = at_least(t, "eval_tokens", tc.eval_tokens, 0);
+  tc.log_every = at_least(t, "log_every", tc.log_every, 1);
+  tc.checkpoint_every = at_least(t, "checkpoint_every", tc.checkpoint_every, 0);
+  tc.keep_last = at_least(t, "keep_last", tc.keep_last, 1);
   tc.out_dir = t.get<std::string>("out_dir", tc.out_dir);
   if (tc.out_dir.empty()) t.fail("out_dir", "must not be empty");
-  tc.probe_every = positive("probe_every", t.get<int64_t>("probe_every", tc.probe_every), 0);
-  tc.sample_tokens = positive("sample_tokens", t.get<int64_t>("sample_tokens", tc.sample_tokens), 0);
+  tc.probe_every = at_least(t, "probe_every", tc.probe_every, 0);
+  tc.sample_tokens = at_least(t, "sample_tokens", tc.sample_tokens, 0);
   tc.sample_prompt = t.get<std::string>("sample_prompt", tc.sample_prompt);
+}
+
+}  // namespace
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml_file(path);
+  if (!root.IsMap()) throw ConfigError(path + ": expected sections model:, data: and train:");
+  for (const std::string& o : overrides) apply_override(root, o);
+  ConfigSection top(root, path, "");
+  RunConfig rc;
+  rc.source = path;
+
+  ConfigSection m = top.section("model");
+  if (!top.has("model")) top.fail("model", "required section is missing");
+  rc.model = parse_model_config(m);
+
+  ConfigSection d = top.section("data");
+  if (!top.has("data")) top.fail("data", "required section is missing");
+  rc.data = parse_data_config(d);
+  if (rc.data.format == "bytes" && rc.model.num_tokens != 256)
+    m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
+
+  ConfigSection t = top.section("train");
+  parse_optimization(t, rc.train, rc.model.seq_len);
+  parse_run_settings(t, rc.train);
   t.finish();
   top.finish();
   return rc;

@@ -81,16 +81,17 @@ SafeTensors SafeTensors::load(const std::string& path) {
   return parse(bytes, path);
 }
 
-SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::string& name) {
-  auto fail = [&](const std::string& msg) -> SafeTensorsError { return SafeTensorsError(name + ": " + msg); };
+namespace {
+
+// The header's JSON object, with duplicate top-level names caught (plain parsing keeps the last).
+nlohmann::json parse_header(const std::vector<uint8_t>& file, const std::string& name, uint64_t& n) {
+  auto fail = [&](const std::string& msg) { return SafeTensorsError(name + ": " + msg); };
   if (file.size() < 8) throw fail("file is " + std::to_string(file.size()) + " bytes, too short for a header length");
-  uint64_t n = 0;
+  n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | file[size_t(i)];
   if (n > kMaxHeader) throw fail("header length " + std::to_string(n) + " exceeds the 100000000-byte limit");
   if (n > file.size() - 8) throw fail("header length " + std::to_string(n) + " runs past the end of the file");
   if (n < 2 || file[8] != '{') throw fail("header does not start with '{'");
-
-  // Parse with a callback that catches duplicate top-level names (plain parsing keeps the last).
   std::set<std::string> seen;
   std::string dup;
   nlohmann::json header;
@@ -107,69 +108,90 @@ SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::stri
   }
   if (!dup.empty()) throw fail("duplicate tensor name '" + dup + "'");
   if (!header.is_object()) throw fail("header is not a JSON object");
+  return header;
+}
 
-  SafeTensors st;
-  const uint64_t buffer = file.size() - 8 - n;
-  const uint8_t* data = file.data() + 8 + n;
-  struct Span {
-    uint64_t begin, end;
-    std::string name;
-  };
-  std::vector<Span> spans;
-  for (auto& [key, val] : header.items()) {
-    if (key == "__metadata__") {
-      if (!val.is_object()) throw fail("__metadata__ is not an object");
-      for (auto& [mk, mv] : val.items()) {
-        if (!mv.is_string()) throw fail("__metadata__." + mk + " is not a string");
-        st.metadata[mk] = mv.get<std::string>();
-      }
-      continue;
-    }
-    auto bad = [&](const std::string& msg) { return fail("tensor '" + key + "': " + msg); };
-    if (!val.is_object() || !val.contains("dtype") || !val.contains("shape") || !val.contains("data_offsets"))
-      throw bad("entry needs dtype, shape and data_offsets");
-    if (!val["dtype"].is_string()) throw bad("dtype is not a string");
-    StTensor t;
-    t.dtype = val["dtype"].get<std::string>();
-    const size_t esize = dtype_size(t.dtype);
-    if (!esize) throw bad("unknown dtype " + t.dtype);
-    if (!val["shape"].is_array()) throw bad("shape is not a list");
-    uint64_t elems = 1;
-    for (auto& d : val["shape"]) {
-      if (!d.is_number_unsigned()) throw bad("shape entries must be non-negative integers");
-      const uint64_t dim = d.get<uint64_t>();
-      // No tensor can hold more elements than the file has bytes; this also keeps the product from overflowing.
-      if (dim > buffer && !(dim > 0 && elems == 0)) throw bad("shape entry " + std::to_string(dim) + " exceeds the file's size");
-      elems = dim == 0 ? 0 : (elems > buffer / dim + 1 ? buffer + 1 : elems * dim);
-      t.shape.push_back(int64_t(dim));
-    }
-    if (elems > buffer) throw bad("shape holds more elements than the data buffer has bytes");
-    auto& off = val["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      throw bad("data_offsets must be [begin, end]");
-    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
-    if (b > e || e > buffer)
-      throw bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e) + "] outside the " +
-                std::to_string(buffer) + "-byte data buffer");
-    if (e - b != uint64_t(t.numel()) * esize)
-      throw bad("shape and dtype need " + std::to_string(uint64_t(t.numel()) * esize) + " bytes, offsets give " +
-                std::to_string(e - b));
-    t.bytes.assign(data + b, data + e);
-    spans.push_back({b, e, key});
-    st.tensors.emplace(key, std::move(t));
+// Where a tensor's bytes are in the data buffer.
+struct Span {
+  uint64_t begin, end;
+  std::string name;
+};
+
+// One header entry, checked against the data buffer (`buffer` bytes at `data`).
+StTensor parse_entry(const std::string& key, const nlohmann::json& val, const uint8_t* data, uint64_t buffer,
+                     const std::string& name, Span& span) {
+  auto bad = [&](const std::string& msg) { return SafeTensorsError(name + ": tensor '" + key + "': " + msg); };
+  if (!val.is_object() || !val.contains("dtype") || !val.contains("shape") || !val.contains("data_offsets"))
+    throw bad("entry needs dtype, shape and data_offsets");
+  if (!val["dtype"].is_string()) throw bad("dtype is not a string");
+  StTensor t;
+  t.dtype = val["dtype"].get<std::string>();
+  const size_t esize = dtype_size(t.dtype);
+  if (!esize) throw bad("unknown dtype " + t.dtype);
+  if (!val["shape"].is_array()) throw bad("shape is not a list");
+  uint64_t elems = 1;
+  for (auto& d : val["shape"]) {
+    if (!d.is_number_unsigned()) throw bad("shape entries must be non-negative integers");
+    const uint64_t dim = d.get<uint64_t>();
+    // No tensor can hold more elements than the file has bytes; this also keeps the product from overflowing.
+    if (dim > buffer && !(dim > 0 && elems == 0)) throw bad("shape entry " + std::to_string(dim) + " exceeds the file's size");
+    elems = dim == 0 ? 0 : (elems > buffer / dim + 1 ? buffer + 1 : elems * dim);
+    t.shape.push_back(int64_t(dim));
   }
+  if (elems > buffer) throw bad("shape holds more elements than the data buffer has bytes");
+  auto& off = val["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    throw bad("data_offsets must be [begin, end]");
+  const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+  if (b > e || e > buffer)
+    throw bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e) + "] outside the " +
+              std::to_string(buffer) + "-byte data buffer");
+  if (e - b != uint64_t(t.numel()) * esize)
+    throw bad("shape and dtype need " + std::to_string(uint64_t(t.numel()) * esize) + " bytes, offsets give " +
+              std::to_string(e - b));
+  t.bytes.assign(data + b, data + e);
+  span = {b, e, key};
+  return t;
+}
+
+// The tensors must tile the data buffer exactly: no gap, no overlap, nothing left over.
+void check_tiling(std::vector<Span> spans, uint64_t buffer, const std::string& name) {
   std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
     return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;
   });
   uint64_t at = 0;
   for (const Span& s : spans) {
     if (s.begin != at)
-      throw fail("tensor '" + s.name + "' starts at " + std::to_string(s.begin) + ", expected " + std::to_string(at) +
-                 (s.begin < at ? " (overlap)" : " (gap)"));
+      throw SafeTensorsError(name + ": tensor '" + s.name + "' starts at " + std::to_string(s.begin) + ", expected " +
+                             std::to_string(at) + (s.begin < at ? " (overlap)" : " (gap)"));
     at = s.end;
   }
   if (at != buffer)
-    throw fail("the data buffer is " + std::to_string(buffer) + " bytes but the tensors cover " + std::to_string(at));
+    throw SafeTensorsError(name + ": the data buffer is " + std::to_string(buffer) + " bytes but the tensors cover " +
+                           std::to_string(at));
+}
+
+}  // namespace
+
+SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::string& name) {
+  uint64_t n = 0;
+  const nlohmann::json header = parse_header(file, name, n);
+  SafeTensors st;
+  const uint64_t buffer = file.size() - 8 - n;
+  std::vector<Span> spans;
+  for (auto& [key, val] : header.items()) {
+    if (key != "__metadata__") {
+      spans.emplace_back();
+      st.tensors.emplace(key, parse_entry(key, val, file.data() + 8 + n, buffer, name, spans.back()));
+      continue;
+    }
+    if (!val.is_object()) throw SafeTensorsError(name + ": __metadata__ is not an object");
+    for (auto& [mk, mv] : val.items()) {
+      if (!mv.is_string()) throw SafeTensorsError(name + ": __metadata__." + mk + " is not a string");
+      st.metadata[mk] = mv.get<std::string>();
+    }
+  }
+  check_tiling(std::move(spans), buffer, name);
   return st;
 }
 
