@@ -4,7 +4,6 @@
 #include <stdexcept>
 
 #include "backend/profile.hpp"
-#include "backend/cpu/kernels.hpp"
 
 namespace fbt {
 
@@ -71,36 +70,14 @@ Var ParamStore::get(const std::string& name) const {
   return at(it->second);
 }
 
-void ParamStore::pack_for_steps(Var W) {
-  if (W.shape().nd != 2) throw std::logic_error("ParamStore::pack_for_steps: " + W.shape().str() + " is not 2-D");
-  if (std::find(packed_nodes_.begin(), packed_nodes_.end(), W.node()) == packed_nodes_.end())
-    packed_nodes_.push_back(W.node());
-}
-
 void ParamStore::freeze() {
   frozen_ = true;
   ++freeze_count_;
-  if (device_ != Device::CPU) return;  // the packs serve the CPU kernels only
-  const profile::Scope prof("pack step weights", profile::Phase::Optimizer);
-  size_t total = 0;
-  for (const Node* n : packed_nodes_) {
-    const int64_t Out = n->value.shape[0], In = n->value.shape[1];
-    total += size_t(cpu::packed_floats(In, Out) + cpu::packed_floats(Out, In));
-  }
-  if (packed_.size() != total) packed_ = DeviceBuffer(Device::CPU, total);  // vector-aligned: see pack_weight
-  float* at = packed_.data();
-  for (Node* n : packed_nodes_) {
-    const int64_t Out = n->value.shape[0], In = n->value.shape[1];
-    float* fwd = at;  // W^T: (In, Out)
-    float* bwd = at + cpu::packed_floats(In, Out);  // W: (Out, In)
-    cpu::pack_weight(fwd, bwd, n->value.data, Out, In);
-    n->packed_fwd = fwd, n->packed_bwd = bwd;
-    at = bwd + cpu::packed_floats(Out, In);
-  }
+  for (const auto& hook : freeze_hooks_) hook(true);
 }
 
 void ParamStore::thaw() {
-  for (Node* n : packed_nodes_) n->packed_fwd = n->packed_bwd = nullptr;
+  for (const auto& hook : freeze_hooks_) hook(false);
   frozen_ = false;
 }
 

@@ -3,6 +3,7 @@
 // order in the blocks.
 #pragma once
 #include <deque>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,11 +45,10 @@ class ParamStore {
 
   void zero_grad();
 
-  // Products of one time step have few rows and run much faster on packed weights (ops:
-  // linear). The model names the weights its time loop multiplies by; freeze() packs their
-  // current values (Node::packed_fwd/packed_bwd) and linears read the packs until thaw().
-  // Values must not change in between: use the scope below around work that only reads them.
-  void pack_for_steps(Var W);
+  // While frozen the values do not change (the scope below), so work derived from them can be
+  // kept: each hook runs with true at freeze() and with false at thaw() (ops: the linear layers'
+  // packed step weights, pack_for_steps).
+  void on_freeze(std::function<void(bool frozen)> hook) { freeze_hooks_.push_back(std::move(hook)); }
   bool frozen() const { return frozen_; }
   // Which freeze the store is in: a new number for each freeze(), 0 when not frozen. Values
   // computed from the weights can be reused while this stays the same.
@@ -66,8 +66,7 @@ class ParamStore {
   DeviceBuffer dvalues_, dgrads_;  // the storage while on a device
   void point_nodes();
   bool finalized_ = false;
-  std::vector<Node*> packed_nodes_;
-  DeviceBuffer packed_;  // their packs, one block, kept between freezes
+  std::vector<std::function<void(bool)>> freeze_hooks_;
   bool frozen_ = false;
   uint64_t freeze_count_ = 0;
 };

@@ -16,10 +16,6 @@ struct Node {
   Tensor value;
   Tensor grad;                 // undefined until backward first touches it (params: always set)
   bool requires_grad = false;
-  // Parameters only, while the store is frozen (ParamStore::freeze): the value packed for
-  // few-row products as W^T (forward) and as W (input gradient); see cpu::pack_weight.
-  const float* packed_fwd = nullptr;
-  const float* packed_bwd = nullptr;
 };
 
 // A handle to a Node. Cheap to copy; valid until the owning tape is reset (parameters: forever).

@@ -13,8 +13,10 @@ int main() {
     for (size_t i = 0; i < x.size(); ++i) x[i] = int32_t((i + call * 5) % 256), y[i] = int32_t((i + call * 5 + 1) % 256);
     const fbt::StepScope step(model.device());  // this call's activations, freed at the end of the loop body
     model.params().zero_grad();
-    fbt::ForwardOutput out = model.forward(x.data(), B, T, &state, {.targets = y.data(),
-                                           .policy = fbt::DetachPolicy::parse("horizon:8", 1)});
+    fbt::CallOptions options;
+    options.targets = y.data();
+    options.policy = fbt::DetachPolicy::parse("horizon:8", 1);
+    fbt::ForwardOutput out = model.forward(x.data(), B, T, &state, options);
     fbt::tape().backward(out.loss);  // gradients reach 8 steps back inside the call
     std::printf("call %d: loss %.4f, memory %s, |grad| %.4f\n", call, out.loss.data()[0],
                 state.memory.shape().str().c_str(), fbt::global_grad_norm(model.params()));

@@ -53,9 +53,11 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize
   }
   projection_ = nn::MemoryProjection(mem_norm, kv_weights);
   // The products of the time loop (a few rows each) read these weights packed when frozen.
+  std::vector<Var> step_weights;
   for (const nn::Block& b : layers_)
-    for (Var W : b.step_weights()) ps.pack_for_steps(W);
-  if (cfg.shared_kv) ps.pack_for_steps(shared_kv);
+    for (Var W : b.step_weights()) step_weights.push_back(W);
+  if (cfg.shared_kv) step_weights.push_back(shared_kv);
+  pack_for_steps(ps, step_weights);
   out_norm_ = nn::LayerNorm(ps, "out_norm", D);
   to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
   ps.finalize();

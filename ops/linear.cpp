@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/profile.hpp"
@@ -29,6 +30,60 @@ struct WeightGrad {
 };
 
 using WeightGrads = std::vector<WeightGrad>;
+
+// A step weight's packs (cpu::pack_weight): W^T for the forward product, W for the input gradient.
+struct Packs {
+  const float* fwd = nullptr;
+  const float* bwd = nullptr;
+};
+
+// The packs in use, by weight: written when a store freezes or thaws (between ops), read by the
+// linear op. Never destroyed, so a model that outlives static destruction still finds it.
+std::unordered_map<const Node*, Packs>& live_packs() {
+  static auto* packs = new std::unordered_map<const Node*, Packs>();
+  return *packs;
+}
+
+Packs packs_of(Var W) {
+  const auto& live = live_packs();
+  if (live.empty()) return {};
+  const auto it = live.find(W.node());
+  return it == live.end() ? Packs{} : it->second;
+}
+
+// One store's step weights, packed at each freeze into storage kept from one freeze to the next.
+class StepWeightPacks {
+ public:
+  explicit StepWeightPacks(std::vector<Var> weights) : weights_(std::move(weights)) {}
+  ~StepWeightPacks() { unpack(); }
+  StepWeightPacks(const StepWeightPacks&) = delete;
+  StepWeightPacks& operator=(const StepWeightPacks&) = delete;
+
+  void pack() {
+    if (weights_.empty() || weights_[0].value().device != Device::CPU) return;  // the packs serve the CPU kernels
+    const profile::Scope prof("pack step weights", profile::Phase::Optimizer);
+    size_t total = 0;
+    for (const Var& W : weights_) total += size_t(cpu::packed_floats(W.shape()[1], W.shape()[0]) +
+                                                  cpu::packed_floats(W.shape()[0], W.shape()[1]));
+    if (storage_.size() != total) storage_ = DeviceBuffer(Device::CPU, total);  // vector-aligned: see pack_weight
+    float* at = storage_.data();
+    for (const Var& W : weights_) {
+      const int64_t Out = W.shape()[0], In = W.shape()[1];
+      float* fwd = at;                                // W^T: (In, Out)
+      float* bwd = at + cpu::packed_floats(In, Out);  // W: (Out, In)
+      cpu::pack_weight(fwd, bwd, W.data(), Out, In);
+      live_packs()[W.node()] = {fwd, bwd};
+      at = bwd + cpu::packed_floats(Out, In);
+    }
+  }
+  void unpack() {
+    for (const Var& W : weights_) live_packs().erase(W.node());
+  }
+
+ private:
+  std::vector<Var> weights_;
+  DeviceBuffer storage_;
+};
 
 // dW += dy^T x and db += column sums of dy over N rows, on the tape's device.
 void weight_grad(Device d, float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
@@ -100,16 +155,28 @@ void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, in
 
 int64_t linear_packed_max_rows() { return cpu::kPackedRows; }
 
+void pack_for_steps(ParamStore& params, const std::vector<Var>& weights) {
+  std::vector<Var> distinct;
+  for (const Var& W : weights) {
+    check(W.shape().nd == 2, "pack_for_steps: ", W.shape(), " is not 2-D");
+    if (std::find(distinct.begin(), distinct.end(), W) == distinct.end()) distinct.push_back(W);
+  }
+  auto packs = std::make_shared<StepWeightPacks>(std::move(distinct));
+  params.on_freeze([packs](bool frozen) { frozen ? packs->pack() : packs->unpack(); });
+}
+
+bool is_packed(Var W) { return packs_of(W).fwd != nullptr; }
+
 void linear_values(float* y, const float* x, Var W, const float* b, int64_t N) {
   const int64_t Out = W.shape()[0], In = W.shape()[1];
   if (on_device()) cuda::linear_forward(y, x, W.data(), b, N, In, Out);
-  else cpu::linear_forward_packed(y, x, W.data(), W.node()->packed_fwd, b, N, In, Out);
+  else cpu::linear_forward_packed(y, x, W.data(), packs_of(W).fwd, b, N, In, Out);
 }
 
 void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate) {
   const int64_t Out = W.shape()[0], In = W.shape()[1];
   if (!on_device())
-    return cpu::linear_backward_input_packed(dx, dy, W.data(), W.node()->packed_bwd, N, In, Out, accumulate);
+    return cpu::linear_backward_input_packed(dx, dy, W.data(), packs_of(W).bwd, N, In, Out, accumulate);
   if (!accumulate) fill_zero(Device::CUDA, dx, size_t(N * In));  // the device kernels add
   cuda::linear_backward(dx, nullptr, nullptr, dy, nullptr, W.data(), N, In, Out);
 }

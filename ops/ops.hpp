@@ -18,6 +18,13 @@ Var linear(Var x, Var W, Var b = Var());
 // parameters are frozen (ParamStore::freeze) and N <= linear_packed_max_rows().
 void linear_values(float* y, const float* x, Var W, const float* b, int64_t N);
 int64_t linear_packed_max_rows();
+// Products of one time step have few rows and run much faster on packed weights: the weights
+// (2-D parameters of `params`) a model's time loop multiplies by are packed at every freeze of
+// the store, as W^T for the forward product and as W for the input gradient (CPU), and linear
+// reads the packs until the store thaws. Their storage is kept from one freeze to the next.
+void pack_for_steps(ParamStore& params, const std::vector<Var>& weights);
+// Whether linear reads a pack of W now.
+bool is_packed(Var W);
 // Batched matrix product.  a:(G,M,K)  b:(G,K,N)  ->  (G,M,N)
 Var bmm(Var a, Var b);
 // Elementwise, same shapes.

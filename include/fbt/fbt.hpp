@@ -7,7 +7,7 @@
 //     fbt::StepScope step(model.device());                             // one step's activations
 //     fbt::ForwardOutput out = model.forward(tokens.data(), B, T, &state);  // out.logits: (B, T, V)
 //   }
-//   model.forward(more.data(), B, T, &state, {.targets = y.data()});  // and carry it
+//   model.forward(more.data(), B, T, &state);                          // and carry it
 //
 //   model.to(fbt::Device::CUDA);                                       // on a GPU (fbt --version says)
 //
