@@ -20,22 +20,6 @@ void layernorm_input_grad(const Tape::GradSink& dx, const float* dy, const float
   else cpu::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C, dx.accumulate);
 }
 
-Var bmm(Var a, Var b) {
-  const profile::Scope prof("bmm", profile::Phase::Forward);
-  check(a.shape().nd == 3 && b.shape().nd == 3 && a.shape()[0] == b.shape()[0] && a.shape()[2] == b.shape()[1],
-        "bmm: shapes ", a.shape(), " and ", b.shape(), " do not chain");
-  const int64_t G = a.shape()[0], M = a.shape()[1], K = a.shape()[2], N = b.shape()[2];
-  Var y = tape().output({G, M, N}, {a, b});
-  kernel(cpu::bmm_forward, cuda::bmm_forward)(y.data(), a.data(), b.data(), G, M, K, N);
-  if (y.requires_grad())
-    tape().record("bmm", y, [=] {
-      Tape& t = tape();
-      kernel(cpu::bmm_backward, cuda::bmm_backward)(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), G,
-                                                    M, K, N);
-    });
-  return y;
-}
-
 namespace {
 // dx (+)= s dy into a gradient sink (nothing when the input needs no gradient).
 void add_scaled_grad(const Tape::GradSink& dx, float s, const float* dy, int64_t n) {
@@ -55,20 +39,6 @@ Var add(Var a, Var b) {
     tape().record("add", y, [=] {
       Tape& t = tape();
       for (Var v : {a, b}) add_scaled_grad(t.grad_sink(v), 1.f, y.grad().data, n);
-    });
-  return y;
-}
-
-Var mul(Var a, Var b) {
-  const profile::Scope prof("mul", profile::Phase::Forward);
-  check(a.shape() == b.shape(), "mul: shapes ", a.shape(), " and ", b.shape(), " differ");
-  Var y = tape().output(a.shape(), {a, b});
-  const int64_t n = a.value().numel();
-  kernel(cpu::mul_forward, cuda::mul_forward)(y.data(), a.data(), b.data(), n);
-  if (y.requires_grad())
-    tape().record("mul", y, [=] {
-      Tape& t = tape();
-      kernel(cpu::mul_backward, cuda::mul_backward)(t.grad(a).data, t.grad(b).data, y.grad().data, a.data(), b.data(), n);
     });
   return y;
 }
@@ -118,18 +88,6 @@ Var layernorm(Var x, Var w, Var b) {
   return y;
 }
 
-Var gelu(Var x) {
-  const profile::Scope prof("gelu", profile::Phase::Forward);
-  Var y = tape().output(x.shape(), {x});
-  const int64_t n = x.value().numel();
-  kernel(cpu::gelu_forward, cuda::gelu_forward)(y.data(), x.data(), n);
-  if (y.requires_grad())
-    tape().record("gelu", y, [=] {
-      kernel(cpu::gelu_backward, cuda::gelu_backward)(tape().grad(x).data, y.grad().data, x.data(), n);
-    });
-  return y;
-}
-
 Var geglu(Var u) {
   const profile::Scope prof("geglu", profile::Phase::Forward);
   check(u.shape()[-1] % 2 == 0, "geglu: last dimension of ", u.shape(), " is odd");
@@ -143,21 +101,6 @@ Var geglu(Var u) {
       const Tape::GradSink du = tape().grad_sink(u);
       if (on_device()) cuda::geglu_backward(du.data, y.grad().data, u.data(), N, F);
       else cpu::geglu_backward(du.data, y.grad().data, u.data(), N, F, du.accumulate);
-    });
-  return y;
-}
-
-Var masked_softmax(Var x, const std::vector<uint8_t>& mask) {
-  const profile::Scope prof("masked_softmax", profile::Phase::Forward);
-  const int64_t N = x.value().rows(), C = x.value().cols();
-  check(int64_t(mask.size()) == N * C, "masked_softmax: mask of ", mask.size(), " for ", x.shape());
-  Var y = tape().output(x.shape(), {x});
-  const uint8_t* m = on_device() ? stage(mask.data(), mask.size()) : mask.data();
-  kernel(cpu::masked_softmax_forward, cuda::masked_softmax_forward)(y.data(), x.data(), m, N, C);
-  if (y.requires_grad())
-    tape().record("masked_softmax", y, [=] {
-      kernel(cpu::masked_softmax_backward, cuda::masked_softmax_backward)(tape().grad(x).data, y.grad().data, y.data(),
-                                                                          N, C);
     });
   return y;
 }

@@ -25,21 +25,15 @@ int64_t linear_packed_max_rows();
 void pack_for_steps(ParamStore& params, const std::vector<Var>& weights);
 // Whether linear reads a pack of W now.
 bool is_packed(Var W);
-// Batched matrix product.  a:(G,M,K)  b:(G,K,N)  ->  (G,M,N)
-Var bmm(Var a, Var b);
 // Elementwise, same shapes.
 Var add(Var a, Var b);
-Var mul(Var a, Var b);
 Var scale(Var x, float s);
 // Multiplies row r of x:(...,C) by keep[r] in {0,1}; rows = x.rows().
 Var mask_rows(Var x, const std::vector<uint8_t>& keep);
 // Layer norm over the last axis (eps 1e-5).  x:(...,C)  w,b:(C)
 Var layernorm(Var x, Var w, Var b);
-Var gelu(Var x);
 // u:(...,2F) -> (...,F): u[..., :F] * gelu(u[..., F:])
 Var geglu(Var u);
-// Softmax over the last axis where mask != 0; fully masked rows are zeros.  mask: x.numel() bytes.
-Var masked_softmax(Var x, const std::vector<uint8_t>& mask);
 // W:(V,D), ids: shape.numel() token ids in [0,V)  ->  shape + (D)
 Var embedding(Var W, const int32_t* ids, const Shape& ids_shape);
 // Mean softmax cross-entropy over rows.  logits:(...,V)  targets: logits.rows() ids  ->  0-d

@@ -16,16 +16,6 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
     }
 }
 
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) {
-        double s = 0.0;
-        for (int64_t k = 0; k < K; ++k) s += double(a[(g * M + i) * K + k]) * b[(g * K + k) * N + j];
-        y[(g * M + i) * N + j] = float(s);
-      }
-}
-
 void layernorm_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t C) {
   for (int64_t r = 0; r < N; ++r) {
     double m = 0.0, v = 0.0;

@@ -7,7 +7,6 @@
 
 namespace fbt::ref {
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
 void layernorm_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t C);
 double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V);
 void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs, int nsegs, const int32_t* bucket,

@@ -7,8 +7,11 @@
 #include "backend/profile.hpp"
 #include "gradcheck.hpp"
 #include "ops/ops.hpp"
+#include "test_only_ops.hpp"
 
 using namespace fbt;
+using fbt::testing::gelu;
+using fbt::testing::mul;
 using fbt::testing::random_leaf;
 
 TEST_CASE("tape: a value used twice accumulates its gradient") {

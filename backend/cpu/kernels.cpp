@@ -363,20 +363,6 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
   if (db) bias_backward(db, dy, N, Out);
 }
 
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
-  for (int64_t g = 0; g < G; ++g)
-    MapR(y + g * M * N, M, N).noalias() = CMapR(a + g * M * K, M, K) * CMapR(b + g * K * N, K, N);
-}
-
-void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
-                  int64_t K, int64_t N) {
-  for (int64_t g = 0; g < G; ++g) {
-    CMapR dY(dy + g * M * N, M, N);
-    if (da) MapR(da + g * M * K, M, K).noalias() += dY * CMapR(b + g * K * N, K, N).transpose();
-    if (db) MapR(db + g * K * N, K, N).noalias() += CMapR(a + g * M * K, M, K).transpose() * dY;
-  }
-}
-
 void add_forward(float* y, const float* a, const float* b, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
@@ -543,30 +529,13 @@ template <class Cdf2>
 auto gelu_grad_from_cdf(const ArrC& x, const Cdf2& cdf2) {
   return 0.5f * cdf2 + x * kInvSqrt2Pi * (-0.5f * x.square()).exp();
 }
-auto gelu_grad(const ArrC& x) { return gelu_grad_from_cdf(x, twice_cdf(x)); }
 
-// y = gelu(x), dx += gelu'(x) * d over n values.
+// y = gelu(x) over n values.
 void gelu_values(float* y, const float* x, int64_t n) {
   ArrC X(x, n);
   Arr(y, n) = 0.5f * X * twice_cdf(X);
 }
-void add_gelu_grad(float* dx, const float* d, const float* x, int64_t n) {
-  ArrC X(x, n);
-  Arr(dx, n) += ArrC(d, n) * gelu_grad(X);
-}
 }  // namespace
-
-void gelu_forward(float* y, const float* x, int64_t n) {
-  const int64_t chunk = 1024;
-#pragma omp parallel for if (n > kActivationParallelMin)
-  for (int64_t i = 0; i < n; i += chunk) gelu_values(y + i, x + i, std::min(chunk, n - i));
-}
-
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
-  const int64_t chunk = 1024;
-#pragma omp parallel for if (n > kActivationParallelMin)
-  for (int64_t i = 0; i < n; i += chunk) add_gelu_grad(dx + i, dy + i, x + i, std::min(chunk, n - i));
-}
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
 #pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
@@ -600,39 +569,6 @@ void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64
 }
 
 // ---- softmax ----
-
-void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
-#pragma omp parallel for if (N * C > kParallelMin)
-  for (int64_t r = 0; r < N; ++r) {
-    const float* xr = x + r * C;
-    const uint8_t* mr = mask + r * C;
-    float* yr = y + r * C;
-    float mx = -INFINITY;
-    for (int64_t c = 0; c < C; ++c)
-      if (mr[c]) mx = std::max(mx, xr[c]);
-    if (mx == -INFINITY) {
-      std::fill(yr, yr + C, 0.f);
-      continue;
-    }
-    float sum = 0.f;
-    for (int64_t c = 0; c < C; ++c) {
-      yr[c] = mr[c] ? std::exp(xr[c] - mx) : 0.f;
-      sum += yr[c];
-    }
-    for (int64_t c = 0; c < C; ++c) yr[c] /= sum;
-  }
-}
-
-void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
-#pragma omp parallel for if (N * C > kParallelMin)
-  for (int64_t r = 0; r < N; ++r) {
-    const float *yr = y + r * C, *dyr = dy + r * C;
-    float dot = 0.f;
-    for (int64_t c = 0; c < C; ++c) dot += yr[c] * dyr[c];
-    float* dxr = dx + r * C;
-    for (int64_t c = 0; c < C; ++c) dxr[c] += yr[c] * (dyr[c] - dot);  // masked: y = 0, no gradient
-  }
-}
 
 // ---- embedding and loss ----
 

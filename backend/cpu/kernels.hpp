@@ -28,11 +28,6 @@ void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
 
-// y[g] = a[g] b[g].   a:(G,M,K)  b:(G,K,N)  y:(G,M,N)
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
-void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
-                  int64_t K, int64_t N);
-
 // ---- weights packed for the products of one time step ----
 // A time step multiplies a few rows (batch x window) by every weight, forward and backward, so
 // those products stream the weights. Packed as column panels whose rows are contiguous, a
@@ -85,17 +80,10 @@ void constant_rows_projection_backward(float* dP, float* dw, float* db, const fl
 bool gather_cache_grads(float* g_diff, float* g_all, const float* gd, const float* gc, int64_t B, int64_t R, int64_t KV,
                         int64_t row, int64_t n);
 
-// Exact GELU, x * Phi(x).
-void gelu_forward(float* y, const float* x, int64_t n);
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
-// GEGLU: y = u[:, :F] * gelu(u[:, F:]).   u:(N,2F)  y:(N,F)
+// GEGLU with the exact GELU, x * Phi(x): y = u[:, :F] * gelu(u[:, F:]).   u:(N,2F)  y:(N,F)
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
 // du (+)= ...: accumulate false overwrites du (as for every "accumulate" flag of this file).
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate = true);
-
-// Softmax over rows where mask != 0; a row with nothing visible is all zeros.  x,y,mask:(N,C)
-void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
-void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
 
 // Embedding gather.  W:(V,D)  ids:(N)  y:(N,D); backward scatter-adds into dW in row order.
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);

@@ -139,14 +139,6 @@ void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t
   enter(), cpu::mask_rows_backward(h(dx), h(dy), h(keep), N, C);
 }
 
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
-  enter(), cpu::bmm_forward(h(y), h(a), h(b), G, M, K, N);
-}
-void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
-                  int64_t K, int64_t N) {
-  enter(), cpu::bmm_backward(h(da), h(db), h(dy), h(a), h(b), G, M, K, N);
-}
-
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
   enter(), cpu::linear_forward(h(y), h(x), h(W), h(b), N, In, Out);
 }
@@ -168,18 +160,9 @@ void layernorm_backward_params(float* dw, float* db, const float* dy, const floa
   enter(), cpu::layernorm_backward_params(h(dw), h(db), h(dy), h(x), h(mean), h(rstd), N, C);
 }
 
-void gelu_forward(float* y, const float* x, int64_t n) { enter(), cpu::gelu_forward(h(y), h(x), n); }
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) { enter(), cpu::gelu_backward(h(dx), h(dy), h(x), n); }
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) { enter(), cpu::geglu_forward(h(y), h(u), N, F); }
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
   enter(), cpu::geglu_backward(h(du), h(dy), h(u), N, F);
-}
-
-void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
-  enter(), cpu::masked_softmax_forward(h(y), h(x), h(mask), N, C);
-}
-void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
-  enter(), cpu::masked_softmax_backward(h(dx), h(dy), h(y), N, C);
 }
 
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {

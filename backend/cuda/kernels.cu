@@ -49,7 +49,6 @@ struct Blas {
   decltype(&cublasSetMathMode) set_math_mode;
   decltype(&cublasSetAtomicsMode) set_atomics_mode;
   decltype(&cublasSgemm_v2) sgemm;
-  decltype(&cublasSgemmStridedBatched) sgemm_strided_batched;
   cublasHandle_t handle;
 };
 
@@ -68,7 +67,6 @@ const Blas& blas_api() {
     x.set_math_mode = reinterpret_cast<decltype(x.set_math_mode)>(sym("cublasSetMathMode"));
     x.set_atomics_mode = reinterpret_cast<decltype(x.set_atomics_mode)>(sym("cublasSetAtomicsMode"));
     x.sgemm = reinterpret_cast<decltype(x.sgemm)>(sym("cublasSgemm_v2"));
-    x.sgemm_strided_batched = reinterpret_cast<decltype(x.sgemm_strided_batched)>(sym("cublasSgemmStridedBatched"));
     CUBLAS_CHECK(x.create(&x.handle));
     // Deterministic: no atomics-based split-K, plain FP32 math.
     CUBLAS_CHECK(x.set_math_mode(x.handle, CUBLAS_PEDANTIC_MATH));
@@ -78,19 +76,12 @@ const Blas& blas_api() {
   return b;
 }
 
-// C = op(A) op(B) (column-major), one product or G of them at fixed strides.
+// C = op(A) op(B) (column-major).
 void sgemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   const float one = 1.f;
   CUBLAS_CHECK(blas_api().sgemm(blas_api().handle, ta, tb, int(m), int(n), int(k), &one, A, int(lda), B, int(ldb), &beta,
                                 C, int(ldc)));
-}
-void sgemm_batched(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* A,
-                   int64_t lda, int64_t sa, const float* B, int64_t ldb, int64_t sb, float beta, float* C, int64_t ldc,
-                   int64_t sc, int64_t G) {
-  const float one = 1.f;
-  CUBLAS_CHECK(blas_api().sgemm_strided_batched(blas_api().handle, ta, tb, int(m), int(n), int(k), &one, A, int(lda), sa,
-                                                B, int(ldb), sb, &beta, C, int(ldc), sc, int(G)));
 }
 
 __device__ inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
@@ -346,19 +337,6 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
   CUDA_CHECK(cudaGetLastError());
 }
 
-// y[g] (M x N) = a[g] (M x K) b[g] (K x N), row-major: col-major y^T = b^T a^T.
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N) {
-  sgemm_batched(CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, b, N, K * N, a, K, M * K, 0.f, y, N, M * N, G);
-}
-
-void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
-                  int64_t K, int64_t N) {
-  if (da)  // da (M x K) += dy (M x N) b^T: col-major da^T = b dy^T, b^T stored as col-major (N x K)
-    sgemm_batched(CUBLAS_OP_T, CUBLAS_OP_N, K, M, N, b, N, K * N, dy, N, M * N, 1.f, da, K, M * K, G);
-  if (db)  // db (K x N) += a^T dy: col-major db^T = dy^T a
-    sgemm_batched(CUBLAS_OP_N, CUBLAS_OP_T, N, K, M, dy, N, M * N, a, K, M * K, 1.f, db, N, K * N, G);
-}
-
 // ---- layer norm: a warp per row ----
 
 namespace {
@@ -464,14 +442,6 @@ void layernorm_backward_params(float* dw, float* db, const float* dy, const floa
 // ---- activations ----
 
 namespace {
-__global__ void gelu_forward_k(float* y, const float* x, int64_t n) {
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i < n) y[i] = gelu_f(x[i]);
-}
-__global__ void gelu_backward_k(float* dx, const float* dy, const float* x, int64_t n) {
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i < n) dx[i] += dy[i] * gelu_grad_f(x[i]);
-}
 __global__ void geglu_forward_k(float* y, const float* u, int64_t N, int64_t F) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= N * F) return;
@@ -488,58 +458,12 @@ __global__ void geglu_backward_k(float* du, const float* dy, const float* u, int
 }
 }  // namespace
 
-void gelu_forward(float* y, const float* x, int64_t n) {
-  gelu_forward_k<<<blocks(n), kThreads>>>(y, x, n);
-  CUDA_CHECK(cudaGetLastError());
-}
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
-  gelu_backward_k<<<blocks(n), kThreads>>>(dx, dy, x, n);
-  CUDA_CHECK(cudaGetLastError());
-}
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
   geglu_forward_k<<<blocks(N * F), kThreads>>>(y, u, N, F);
   CUDA_CHECK(cudaGetLastError());
 }
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
   geglu_backward_k<<<blocks(N * F), kThreads>>>(du, dy, u, N, F);
-  CUDA_CHECK(cudaGetLastError());
-}
-
-// ---- softmax (a thread per row: rows are short in this model) ----
-
-namespace {
-__global__ void masked_softmax_forward_k(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
-  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (r >= N) return;
-  const float* xr = x + r * C;
-  const uint8_t* mr = mask + r * C;
-  float* yr = y + r * C;
-  float mx = -INFINITY;
-  for (int64_t c = 0; c < C; ++c)
-    if (mr[c]) mx = fmaxf(mx, xr[c]);
-  if (mx == -INFINITY) {
-    for (int64_t c = 0; c < C; ++c) yr[c] = 0.f;
-    return;
-  }
-  float sum = 0.f;
-  for (int64_t c = 0; c < C; ++c) sum += (yr[c] = mr[c] ? expf(xr[c] - mx) : 0.f);
-  for (int64_t c = 0; c < C; ++c) yr[c] /= sum;
-}
-__global__ void masked_softmax_backward_k(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
-  int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (r >= N) return;
-  float dot = 0.f;
-  for (int64_t c = 0; c < C; ++c) dot += y[r * C + c] * dy[r * C + c];
-  for (int64_t c = 0; c < C; ++c) dx[r * C + c] += y[r * C + c] * (dy[r * C + c] - dot);
-}
-}  // namespace
-
-void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C) {
-  masked_softmax_forward_k<<<blocks(N), kThreads>>>(y, x, mask, N, C);
-  CUDA_CHECK(cudaGetLastError());
-}
-void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C) {
-  masked_softmax_backward_k<<<blocks(N), kThreads>>>(dx, dy, y, N, C);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -54,11 +54,6 @@ void gather(float* dst, const float* const* parts, const int64_t* offsets, int64
 void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C);
 void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C);
 
-// y[g] = a[g] b[g] (cuBLAS strided batched).  a:(G,M,K)  b:(G,K,N)
-void bmm_forward(float* y, const float* a, const float* b, int64_t G, int64_t M, int64_t K, int64_t N);
-void bmm_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t G, int64_t M,
-                  int64_t K, int64_t N);
-
 // y = x W^T + b (cuBLAS); backward accumulates dx += dy W, dW += dy^T x, db += colsum(dy).
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
@@ -71,13 +66,8 @@ void layernorm_backward_input(float* dx, const float* dy, const float* x, const 
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                const float* rstd, int64_t N, int64_t C);
 
-void gelu_forward(float* y, const float* x, int64_t n);
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F);
-
-void masked_softmax_forward(float* y, const float* x, const uint8_t* mask, int64_t N, int64_t C);
-void masked_softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
 
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
 // Rows 0..N-1 grouped by token id, for the embedding gradient (host side, O(N log N)): distinct
