@@ -1,6 +1,6 @@
 // The Feedback Transformer against MODEL.md: against a naive reference built from primitives
 // (values and gradients under every policy), whole-model gradient checks, state carrying,
-// policies leaving values alone, bucketing, config and policy errors.
+// policies leaving values alone, packed weights, kept projections, bucketing, names, init.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -399,36 +399,4 @@ TEST_CASE("model: initialization is seeded and documented") {
   for (int i = 0; i < 3; ++i) CHECK(lw.data()[i] == 1.f);
   CHECK(a.params().get("mem_norm.weight").data()[0] == 1.f);
   CHECK(a.params().get("to_logits.bias").data()[0] == 0.f);
-}
-
-TEST_CASE("detach policy: parsing and errors") {
-  CHECK(DetachPolicy::parse("none", 1).kind == DetachPolicy::Kind::None);
-  CHECK(DetachPolicy::parse("every:64", 32).n == 64);
-  CHECK(DetachPolicy::parse("horizon:8", 1).str() == "horizon:8");
-  CHECK_THROWS_WITH_AS(DetachPolicy::parse("evrey:4", 1), doctest::Contains("unknown detach policy"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(DetachPolicy::parse("every:5", 2), doctest::Contains("not a multiple of seq_len"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(DetachPolicy::parse("horizon:0", 1), doctest::Contains(">= 1"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(DetachPolicy::parse("horizon:x", 1), doctest::Contains("not an integer"), std::invalid_argument);
-  CHECK(DetachPolicy::parse("every:4", 1).first_differentiable(9) == 8);
-  CHECK(DetachPolicy::parse("horizon:4", 1).first_differentiable(9) == 5);
-  CHECK(DetachPolicy::parse("all", 1).first_differentiable(9) == 9);
-}
-
-TEST_CASE("model config: errors name the key and the line") {
-  auto parse = [](const std::string& text) {
-    YAML::Node root = YAML::Load(text);
-    ConfigSection s(root["model"], "m.yaml", "model");
-    return parse_model_config(s);
-  };
-  CHECK(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n").heads == 8);
-  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  dimm: 3\n"),
-                       "m.yaml:6: model.dimm: unknown key", ConfigError);
-  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  depth: 1\n  mem_len: 4\n"),
-                       doctest::Contains("model.dim: required key is missing"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: eight\n  depth: 1\n  mem_len: 4\n"),
-                       "m.yaml:3: model.dim: expected an integer, got 'eight'", ConfigError);
-  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 0\n  mem_len: 4\n"),
-                       doctest::Contains("model.depth: depth must be >= 1"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  shared_kv: maybe\n"),
-                       doctest::Contains("expected true or false"), ConfigError);
 }

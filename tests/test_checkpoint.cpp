@@ -1,0 +1,75 @@
+// Checkpoints: what they hold, pruning, and resume that continues bit-identically.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "util/safetensors.hpp"
+#include "models/weights.hpp"
+#include "util/config_section.hpp"
+#include "train/optimizer.hpp"
+#include "run_fixture.hpp"
+#include "train/trainer.hpp"
+
+using namespace fbt;
+using namespace fbt::testing;
+namespace fs = std::filesystem;
+
+TEST_CASE("train: checkpoints hold weights and state and keep_last prunes") {
+  TempDir d;
+  RunConfig c = load_run_config(write_config(d));
+  Trainer(c).run(false);
+  const std::string ck = d / "out/checkpoints";
+  CHECK_FALSE(fs::exists(ck + "/step_00000003"));  // pruned (keep_last 2)
+  CHECK(fs::exists(ck + "/step_00000006/DONE"));
+  CHECK(fs::exists(ck + "/step_00000008/DONE"));
+  CHECK(latest_checkpoint(d / "out") == ck + "/step_00000008");
+  SafeTensors st = SafeTensors::load(ck + "/step_00000008/state.safetensors");
+  CHECK(st.metadata.at("step") == "8");
+  CHECK(st.at("memory").shape == std::vector<int64_t>{3, 8, 16});
+  CHECK(final_weights(d / "out") == final_weights(ck + "/step_00000008"));
+  std::ifstream metrics(d / "out/metrics.jsonl");
+  std::string line;
+  int train_lines = 0, valid_lines = 0;
+  while (std::getline(metrics, line)) {
+    train_lines += line.find("\"split\":\"train\"") != std::string::npos;
+    valid_lines += line.find("\"split\":\"valid\"") != std::string::npos;
+  }
+  CHECK(train_lines == 4);
+  CHECK(valid_lines == 2);
+  // A second run into the same out_dir without --resume would overwrite: refused.
+  CHECK_THROWS_WITH(Trainer(c).run(false), doctest::Contains("already holds checkpoints"));
+}
+
+TEST_CASE("train: resume continues bit-identically to an uninterrupted run") {
+  for (std::string dropout : {"", "  attn_dropout: 0.2\n  ff_dropout: 0.1\n"}) {
+    TempDir a, b;
+    Trainer(load_run_config(write_config(a, "", dropout))).run(false);
+    RunConfig cb = load_run_config(write_config(b, "", dropout));
+    Trainer(cb).run(false, 5);  // a session that ends after step 5 (checkpoints at 3 and 5)
+    CHECK(latest_checkpoint(b / "out").find("step_00000005") != std::string::npos);
+    Trainer(cb).run(true);
+    CHECK(final_weights(a / "out") == final_weights(b / "out"));
+  }
+}
+
+TEST_CASE("train: resume skips incomplete checkpoints and starts over without any") {
+  TempDir d;
+  RunConfig c = load_run_config(write_config(d));
+  Trainer(c).run(false, 3);
+  fs::create_directories(d / "out/checkpoints/step_00000007");  // no DONE: a killed save
+  fs::create_directories(d / "out/checkpoints/step_00000009.tmp");
+  CHECK(latest_checkpoint(d / "out").find("step_00000003") != std::string::npos);
+  Trainer t(c);
+  t.run(true);
+  CHECK(t.step() == 8);
+  CHECK_FALSE(fs::exists(d / "out/checkpoints/step_00000009.tmp"));
+  TempDir e;
+  RunConfig ce = load_run_config(write_config(e));
+  Trainer fresh(ce);
+  fresh.run(true);  // nothing to resume: from step 0
+  CHECK(fresh.step() == 8);
+}

@@ -1,0 +1,77 @@
+// Run configs: defaults, --set overrides, and errors that name the file, the line and the key
+// (model: errors are in the model config case).
+#include <doctest/doctest.h>
+#include <yaml-cpp/yaml.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "util/safetensors.hpp"
+#include "models/weights.hpp"
+#include "util/config_section.hpp"
+#include "train/optimizer.hpp"
+#include "run_fixture.hpp"
+#include "train/trainer.hpp"
+
+using namespace fbt;
+using namespace fbt::testing;
+namespace fs = std::filesystem;
+
+TEST_CASE("run config: defaults and overrides") {
+  TempDir d;
+  RunConfig c = load_run_config(write_config(d), {"train.lr=0.5", "model.seq_len=2", "train.detach=every:4"});
+  CHECK(c.train.lr == 0.5);
+  CHECK(c.model.seq_len == 2);
+  CHECK(c.train.detach == "every:4");
+  CHECK(c.train.beta2 == 0.999);
+  CHECK(c.train.schedule == "cosine");
+  RunConfig again = load_run_config(write_config(d));
+  std::ofstream(d / "effective.yaml") << run_config_yaml(again);
+  RunConfig round = load_run_config(d / "effective.yaml");
+  CHECK(run_config_yaml(round) == run_config_yaml(again));
+}
+
+TEST_CASE("run config: errors name the file the line and the key") {
+  TempDir d;
+  const std::string path = write_config(d, "  lrr: 3\n");
+  CHECK_THROWS_WITH_AS(load_run_config(path), doctest::Contains("run.yaml:25: train.lrr: unknown key"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.steps=many"}),
+                       doctest::Contains("train.steps: expected an integer, got 'many'"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.schedule=linear"}),
+                       doctest::Contains("train.schedule: 'linear' is not one of constant, cosine"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"model.seq_len=3", "train.detach=every:4"}),
+                       doctest::Contains("not a multiple of seq_len"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"data.format=u8"}),
+                       doctest::Contains("data.format: 'u8' is not one of"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"model.num_tokens=300"}),
+                       doctest::Contains("format bytes needs num_tokens: 256"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.batch_size=0"}),
+                       doctest::Contains("train.batch_size: must be >= 1"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.lr"}), doctest::Contains("expected section.key=value"),
+                       ConfigError);
+  std::ofstream(d / "bad.yaml") << "model: [1, 2\n";
+  CHECK_THROWS_WITH_AS(load_run_config(d / "bad.yaml"), doctest::Contains("YAML syntax error"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(d / "missing.yaml"), doctest::Contains("cannot open"), ConfigError);
+}
+
+TEST_CASE("model config: errors name the key and the line") {
+  auto parse = [](const std::string& text) {
+    YAML::Node root = YAML::Load(text);
+    ConfigSection s(root["model"], "m.yaml", "model");
+    return parse_model_config(s);
+  };
+  CHECK(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n").heads == 8);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  dimm: 3\n"),
+                       "m.yaml:6: model.dimm: unknown key", ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  depth: 1\n  mem_len: 4\n"),
+                       doctest::Contains("model.dim: required key is missing"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: eight\n  depth: 1\n  mem_len: 4\n"),
+                       "m.yaml:3: model.dim: expected an integer, got 'eight'", ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 0\n  mem_len: 4\n"),
+                       doctest::Contains("model.depth: depth must be >= 1"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  shared_kv: maybe\n"),
+                       doctest::Contains("expected true or false"), ConfigError);
+}
