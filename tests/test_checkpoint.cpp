@@ -1,18 +1,12 @@
 // Checkpoints: what they hold, pruning, and resume that continues bit-identically.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
-#include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 
-#include "util/safetensors.hpp"
-#include "models/weights.hpp"
-#include "util/config_section.hpp"
-#include "train/optimizer.hpp"
 #include "run_fixture.hpp"
 #include "train/trainer.hpp"
+#include "util/safetensors.hpp"
 
 using namespace fbt;
 using namespace fbt::testing;

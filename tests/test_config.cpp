@@ -2,23 +2,16 @@
 // (model: errors are in the model config case).
 #include <doctest/doctest.h>
 #include <yaml-cpp/yaml.h>
-#include <unistd.h>
 
-#include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 
-#include "util/safetensors.hpp"
-#include "models/weights.hpp"
-#include "util/config_section.hpp"
-#include "train/optimizer.hpp"
 #include "run_fixture.hpp"
-#include "train/trainer.hpp"
+#include "train/config.hpp"
+#include "util/config_section.hpp"
 
 using namespace fbt;
 using namespace fbt::testing;
-namespace fs = std::filesystem;
 
 TEST_CASE("run config: defaults and overrides") {
   TempDir d;

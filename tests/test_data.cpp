@@ -1,22 +1,15 @@
 // Token corpora in every format, their errors, and the stream batcher.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
-#include "util/safetensors.hpp"
-#include "models/weights.hpp"
-#include "util/config_section.hpp"
-#include "train/optimizer.hpp"
+#include "data/tokens.hpp"
 #include "run_fixture.hpp"
-#include "train/trainer.hpp"
 
 using namespace fbt;
 using namespace fbt::testing;
-namespace fs = std::filesystem;
 
 TEST_CASE("data: bytes u16 u32 and llm.c shards") {
   TempDir d;

@@ -1,22 +1,12 @@
 // AdamW against hand-computed steps; the learning-rate schedule and clipping.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <cmath>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 
-#include "util/safetensors.hpp"
-#include "models/weights.hpp"
-#include "util/config_section.hpp"
+#include "autograd/params.hpp"
 #include "train/optimizer.hpp"
-#include "run_fixture.hpp"
-#include "train/trainer.hpp"
 
 using namespace fbt;
-using namespace fbt::testing;
-namespace fs = std::filesystem;
 
 TEST_CASE("adamw: one parameter against hand-computed steps") {
   ParamStore ps;

@@ -3,20 +3,13 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 
-#include "util/safetensors.hpp"
-#include "models/weights.hpp"
-#include "util/config_section.hpp"
-#include "train/optimizer.hpp"
 #include "run_fixture.hpp"
 #include "train/trainer.hpp"
 
 using namespace fbt;
 using namespace fbt::testing;
-namespace fs = std::filesystem;
 
 TEST_CASE("eval: the exact model gives the same loss whatever the call length") {
   TempDir d;
