@@ -5,8 +5,9 @@ Shared machines change speed from minute to minute, so each config runs in round
 fbt and the peer (same threads), and the ratio is taken between the medians of the rounds. The
 peer runs at its best: OpenBLAS picks its own kernels (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset).
 
-Usage: /usr/bin/python3 bench/compare.py [CONFIG_NAME ...]   (default: exact windowed long)
+Usage: /usr/bin/python3 bench/compare.py [--fbt BINARY] [CONFIG_NAME ...]   (default: exact windowed long)
        ... compare.py gpu_exact gpu_windowed                 (on a GPU machine: both on the GPU)
+--fbt: the fbt binary to time (default build/fbt), e.g. another build for a before/after.
 """
 import json, os, statistics, subprocess, sys
 
@@ -22,13 +23,17 @@ def run(cmd, env=None):
 
 
 def main():
-    names = sys.argv[1:] or ["exact", "windowed", "long"]  # the GPU configs on request (a GPU machine)
+    args = sys.argv[1:]
+    fbt_bin = "build/fbt"
+    if args[:1] == ["--fbt"]:
+        fbt_bin, args = args[1], args[2:]
+    names = args or ["exact", "windowed", "long"]  # the GPU configs on request (a GPU machine)
     peer_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     for name in names:
         steps, rounds = PLAN[name]
         config = f"bench/{name}.yaml"
         gpu = name.startswith("gpu_")
-        fbt_cmd = ["build/fbt", "bench", "--config", config, "--steps", str(steps)] + (["--set", "train.device=cuda"] if gpu else [])
+        fbt_cmd = [fbt_bin, "bench", "--config", config, "--steps", str(steps)] + (["--set", "train.device=cuda"] if gpu else [])
         peer_cmd = [sys.executable if gpu else "/usr/bin/python3", "bench/peer.py", config, "--steps", str(steps),
                     "--device", "cuda" if gpu else "cpu"]
         fbt, peer = [], []

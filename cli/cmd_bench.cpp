@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "backend/profile.hpp"
@@ -19,7 +20,7 @@
 #include "cli/common.hpp"
 #include "train/config.hpp"
 #include "train/trainer.hpp"
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 
 namespace fbt::cli {
 
@@ -96,7 +97,8 @@ void run_bench(const BenchArgs& a) {
   const TrainConfig& t = cfg.train;
   set_threads(t.threads);
   const Device device = parse_device(t.device);
-  FeedbackTransformer model(cfg.model, /*initialize=*/false);
+  const std::unique_ptr<Model> model_ptr = make_model(cfg.model, /*initialize=*/false);
+  Model& model = *model_ptr;
   model.init(t.seed);
   model.to(device);
   TrainLoop loop(model, loop_config(cfg));

@@ -1,7 +1,9 @@
-// `fbt eval CONFIG --checkpoint RUN`: the mean loss of a checkpoint over a whole split.
+// `fbt eval CONFIG --checkpoint RUN`: the mean loss (and, on labelled data, the accuracy) of a
+// checkpoint over a whole split: a line to read and a JSON line for scripts.
 #include <fmt/core.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
@@ -26,10 +28,15 @@ void run_eval(const EvalArgs& a) {
   model->to(parse_device(cfg.train.device));
   if (model->config().num_tokens != cfg.model.num_tokens)
     throw std::runtime_error(a.checkpoint + ": model vocabulary differs from the config's");
-  Corpus corpus(path, cfg.data.format, cfg.model.num_tokens);
+  Corpus corpus(path, cfg.data, cfg.model.num_tokens);
   const EvalResult r = evaluate(*model, corpus, cfg.train.eval_streams(), cfg.train.bptt, 0, true);
-  fmt::print("\r\x1b[K{} ({}): loss {:.4f} nats | bpc {:.4f} | ppl {:.3f} | {} tokens\n", a.split, path, r.loss, r.bpc(),
-             r.perplexity(), r.tokens);
+  const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy) : "";
+  fmt::print("\r\x1b[K{} ({}): loss {:.4f} nats | bpc {:.4f} | ppl {:.3f}{} | {} tokens\n", a.split, path, r.loss, r.bpc(),
+             r.perplexity(), acc, r.tokens);
+  nlohmann::json j = {{"split", a.split},   {"path", path},     {"loss", r.loss},
+                      {"tokens", r.tokens}, {"model", model->config().type}, {"parameters", model->params().numel()}};
+  if (r.labelled) j["accuracy"] = r.accuracy;
+  fmt::print("{}\n", j.dump());  // for scripts: one JSON line
 }
 
 }  // namespace

@@ -23,8 +23,8 @@ struct ForwardArgs {
 
 void run_forward(const ForwardArgs& a) {
   const ModelConfig cfg = load_model_config(a.config);
-  const std::unique_ptr<FeedbackTransformer> model_ptr = model_with_weights(cfg, a.weights, a.device);
-  FeedbackTransformer& model = *model_ptr;
+  const std::unique_ptr<Model> model_ptr = model_with_weights(cfg, a.weights, a.device);
+  Model& model = *model_ptr;
   const DetachPolicy policy = detach_flag(a.detach, cfg.seq_len);
   const CallBatch b = load_call_batch(a.batch, cfg);
   const int64_t B = b.B, T = b.T;

@@ -41,9 +41,9 @@ struct GradsArgs {
 };
 
 // Consecutive calls over a split's streams, each starting from the state the previous returned.
-std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& rc, FeedbackTransformer& model) {
+std::vector<CallBatch> batches_from_split(const GradsArgs& a, const RunConfig& rc, Model& model) {
   const std::string& path = rc.data.split(a.split);
-  Corpus corpus(path, rc.data.format, rc.model.num_tokens);
+  Corpus corpus(path, rc.data, rc.model.num_tokens);
   StreamBatcher batcher(corpus, rc.train.batch_size, rc.train.bptt);
   std::vector<CallBatch> out;
   State state;
@@ -86,7 +86,7 @@ double median(std::vector<double> v) {
 // The model and the batches to measure on: one call from files (like `fbt forward`), or
 // consecutive batches of a split read from a checkpoint's run.
 struct Subject {
-  std::unique_ptr<FeedbackTransformer> model;
+  std::unique_ptr<Model> model;
   std::vector<CallBatch> batches;
   std::string source;  // what the rows say they were measured on
 };
@@ -114,19 +114,29 @@ Subject load_subject(const GradsArgs& a) {
 using Emit = std::function<void(const json&)>;
 
 void measure_lag(const GradsArgs& a, Subject& s, const DetachPolicy& policy, const Emit& emit) {
-  std::vector<std::vector<double>> rows;  // per lag: all batch rows of all batches
-  for (const CallBatch& b : s.batches) gather(rows, grad_norm_by_lag(*s.model, b, policy));
-  for (size_t k = 0; k < rows.size(); ++k) {
-    json j = {{"kind", "lag"},   {"policy", policy.str()},          {"lag", k + 1}, {"grad_norm", mean(rows[k])},
-              {"median", median(rows[k])}, {"max", *std::max_element(rows[k].begin(), rows[k].end())},
-              {"source", s.source}};
-    if (a.per_row) j["rows"] = rows[k];
-    emit(j);
+  // per lag (and per layer for the baseline): all batch rows of all batches
+  const bool per_layer = is_baseline(*s.model);
+  std::vector<std::vector<std::vector<double>>> rows(per_layer ? size_t(s.model->config().depth) : 1);
+  for (const CallBatch& b : s.batches) {
+    if (!per_layer) gather(rows[0], grad_norm_by_lag(*s.model, b, policy));
+    else {
+      const auto layers = grad_norm_by_lag_per_layer(*s.model, b);
+      for (size_t l = 0; l < layers.size(); ++l) gather(rows[l], layers[l]);
+    }
   }
+  for (size_t l = 0; l < rows.size(); ++l)
+    for (size_t k = 0; k < rows[l].size(); ++k) {
+      const std::vector<double>& r = rows[l][k];
+      json j = {{"kind", "lag"},   {"policy", policy.str()}, {"lag", k + 1}, {"grad_norm", mean(r)},
+                {"median", median(r)}, {"max", *std::max_element(r.begin(), r.end())}, {"source", s.source}};
+      if (per_layer) j["layer"] = l;
+      if (a.per_row) j["rows"] = r;
+      emit(j);
+    }
 }
 
 void measure_bias(const GradsArgs& a, Subject& s, const Emit& emit) {
-  FeedbackTransformer& model = *s.model;
+  Model& model = *s.model;
   auto total_gradient = [&](const DetachPolicy& p) {  // the mean over the batches
     std::vector<double> g(model.params().numel(), 0.0);
     for (const CallBatch& b : s.batches) {
@@ -174,6 +184,9 @@ void run_grads(const GradsArgs& a) {
   auto wants = [&](const std::string& m) { return std::find(a.measures.begin(), a.measures.end(), m) != a.measures.end(); };
   for (const std::string& m : a.measures)
     check(m == "lag" || m == "bias" || m == "jacobian", "--measure ", m, ": expected lag, bias or jacobian");
+  if (is_baseline(*s.model))
+    check(!wants("bias") && !wants("jacobian"), "--measure bias and jacobian apply to the feedback model (the ",
+          "transformer_xl model has no detachment policies and no memory vectors); use --measure lag");
   std::ofstream out(a.out);
   check(bool(out), a.out, ": cannot write");
   const Emit emit = [&](const json& j) { out << j.dump() << "\n"; };

@@ -1,4 +1,4 @@
-// `fbt plot RUN_OR_JSONL`: PNG charts of a run's metrics and of grads files (research/plot.hpp).
+// `fbt plot RUN_OR_JSONL...`: PNG charts of a run's metrics and of grads files (research/plot.hpp).
 #include <fmt/core.h>
 
 #include <memory>
@@ -9,10 +9,11 @@
 namespace fbt::cli {
 
 void add_plot(CLI::App& app) {
-  auto paths = std::make_shared<std::pair<std::string, std::string>>();  // input, out_dir
-  CLI::App* sub = app.add_subcommand("plot", "render PNG charts of a run directory or a JSONL file (gnuplot)");
-  sub->add_option("input", paths->first, "run directory (its *.jsonl) or one .jsonl file")->required();
-  sub->add_option("--out-dir", paths->second, "where the PNGs go (default: beside the input)");
+  auto paths = std::make_shared<std::pair<std::vector<std::string>, std::string>>();  // inputs, out_dir
+  CLI::App* sub = app.add_subcommand("plot", "render PNG charts of run directories or JSONL files (gnuplot)");
+  sub->add_option("input", paths->first, "run directories (their *.jsonl) or .jsonl files; several share the charts")
+      ->required();
+  sub->add_option("--out-dir", paths->second, "where the PNGs go (default: beside the first input)");
   sub->callback([paths] {
     for (const std::string& png : plot_jsonl(paths->first, paths->second)) fmt::print("wrote {}\n", png);
   });

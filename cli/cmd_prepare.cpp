@@ -1,4 +1,5 @@
 // `fbt prepare-bytes FILE OUT_DIR`: a text file as byte tokens, split train/valid/test 90/5/5.
+// `fbt prepare-algorithmic --variables K OUT_DIR`: the code-execution task (data/algorithmic.hpp).
 #include <fmt/core.h>
 
 #include <filesystem>
@@ -6,6 +7,8 @@
 #include <memory>
 
 #include "cli/commands.hpp"
+#include "cli/common.hpp"
+#include "data/algorithmic.hpp"
 #include "util/files.hpp"
 
 namespace fs = std::filesystem;
@@ -36,6 +39,20 @@ void add_prepare_bytes(CLI::App& app) {
   sub->add_option("input", paths->first)->required()->check(CLI::ExistingFile);
   sub->add_option("out_dir", paths->second)->required();
   sub->callback([paths] { run_prepare_bytes(paths->first, paths->second); });
+}
+
+void add_prepare_algorithmic(CLI::App& app) {
+  auto task = std::make_shared<AlgorithmicTask>();
+  auto out_dir = std::make_shared<std::string>();
+  CLI::App* sub = app.add_subcommand("prepare-algorithmic",
+                                     "write the code-execution task: {train,valid,test}.txt, .labels and vocab.txt");
+  sub->add_option("--variables", task->variables, "variables per program, 1 to 5 (x y z p r)")
+      ->required()
+      ->check(at_least(1));
+  sub->add_option("--statements", task->statements, "statements per program")->check(at_least(1));
+  sub->add_option("--seed", task->seed, "generator seed (the same seed writes the same files)");
+  sub->add_option("out_dir", *out_dir)->required();
+  sub->callback([task, out_dir] { fmt::print("{}\n", write_algorithmic_task(*task, *out_dir)); });
 }
 
 }  // namespace fbt::cli

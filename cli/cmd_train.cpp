@@ -25,7 +25,7 @@ void run_train(const TrainArgs& a) {
   Trainer trainer(cfg);
   if (cfg.train.probe_every) {
     const DetachPolicy policy = loop_config(cfg).detach;
-    trainer.set_probe([policy](FeedbackTransformer& model, const CallBatch& batch, int64_t step) {
+    trainer.set_probe([policy](Model& model, const CallBatch& batch, int64_t step) {
       return probe_metrics(model, batch, policy, step);
     });
   }

@@ -33,15 +33,15 @@ DetachPolicy detach_flag(const std::string& text, int64_t seq_len) {
   }
 }
 
-std::unique_ptr<FeedbackTransformer> model_with_weights(const ModelConfig& cfg, const std::string& weights,
+std::unique_ptr<Model> model_with_weights(const ModelConfig& cfg, const std::string& weights,
                                                         const std::string& device) {
-  auto model = std::make_unique<FeedbackTransformer>(cfg, /*initialize=*/false);  // the weights come next
+  auto model = make_model(cfg, /*initialize=*/false);  // the weights come next
   load_weights(*model, SafeTensors::load(weights), weights);
   model->to(parse_device(device));
   return model;
 }
 
-void print_sample(FeedbackTransformer& model, const std::string& prompt, const SampleOptions& options) {
+void print_sample(Model& model, const std::string& prompt, const SampleOptions& options) {
   std::vector<int32_t> ids;
   for (unsigned char ch : prompt) ids.push_back(ch);
   std::fputs(prompt.c_str(), stdout);

@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 #include "train/sample.hpp"
 
 namespace fbt::cli {
@@ -22,10 +22,10 @@ void set_threads(int64_t threads);
 DetachPolicy detach_flag(const std::string& text, int64_t seq_len);
 
 // A model of config `cfg` with the weights of `weights` (checked against it), on `device`.
-std::unique_ptr<FeedbackTransformer> model_with_weights(const ModelConfig& cfg, const std::string& weights,
+std::unique_ptr<Model> model_with_weights(const ModelConfig& cfg, const std::string& weights,
                                                         const std::string& device);
 
 // The prompt, then the model's continuation of it, on stdout as it is drawn (byte-level models).
-void print_sample(FeedbackTransformer& model, const std::string& prompt, const SampleOptions& options);
+void print_sample(Model& model, const std::string& prompt, const SampleOptions& options);
 
 }  // namespace fbt::cli

@@ -1,5 +1,7 @@
 #include "data/tokens.hpp"
 
+#include "data/text.hpp"
+
 #include <fcntl.h>
 #include <glob.h>
 #include <sys/mman.h>
@@ -70,6 +72,30 @@ TokenFile::~TokenFile() {
 }
 
 Corpus::Corpus(const std::string& path_or_glob, const std::string& format, int64_t num_tokens) : name_(path_or_glob) {
+  open_token_files(path_or_glob, format, num_tokens);
+}
+
+Corpus::Corpus(const std::string& path, const CorpusFormat& f, int64_t num_tokens) : name_(path) {
+  if (f.format != "text") {
+    if (f.labels) throw DataError(path + ": labels need format text, not " + f.format);
+    open_token_files(path, f.format, num_tokens);
+    return;
+  }
+  const Vocabulary vocab = Vocabulary::load(f.vocab);
+  if (vocab.size() > num_tokens)
+    throw DataError(f.vocab + ": " + std::to_string(vocab.size()) + " tokens, more than num_tokens " +
+                    std::to_string(num_tokens));
+  text_ = read_text_ids(path, vocab);
+  if (f.labels) {
+    labels_ = read_text_labels(path, vocab, f.ignore_label);
+    if (labels_.size() != text_.size())  // read_text_labels checks every line; this cannot differ
+      throw DataError(path + ".labels: " + std::to_string(labels_.size()) + " labels for " +
+                      std::to_string(text_.size()) + " tokens");
+  }
+  total_ = int64_t(text_.size());
+}
+
+void Corpus::open_token_files(const std::string& path_or_glob, const std::string& format, int64_t num_tokens) {
   std::vector<std::string> paths;
   if (path_or_glob.find_first_of("*?[") != std::string::npos) {
     glob_t g{};
@@ -97,18 +123,27 @@ Corpus::Corpus(const std::string& path_or_glob, const std::string& format, int64
 }
 
 int32_t Corpus::operator[](int64_t i) const {
+  if (!files_.size()) return text_[size_t(i)];
   size_t k = size_t(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin()) - 1;
   return (*files_[k])[i - starts_[k]];
 }
 
 void Corpus::read(int64_t begin, int64_t n, int32_t* out) const {
   if (n <= 0) return;
+  if (files_.empty()) {
+    std::copy(text_.begin() + begin, text_.begin() + begin + n, out);
+    return;
+  }
   size_t k = size_t(std::upper_bound(starts_.begin(), starts_.end(), begin) - starts_.begin()) - 1;
   for (int64_t i = 0; i < n; ++i) {
     int64_t pos = begin + i;
     while (pos - starts_[k] >= files_[k]->size()) ++k;
     out[i] = (*files_[k])[pos - starts_[k]];
   }
+}
+
+void Corpus::read_labels(int64_t begin, int64_t n, int32_t* out) const {
+  std::copy(labels_.begin() + begin, labels_.begin() + begin + n, out);
 }
 
 StreamBatcher::StreamBatcher(const Corpus& corpus, int64_t streams, int64_t bptt)
@@ -124,13 +159,13 @@ void StreamBatcher::set_cursor(int64_t c) {
 }
 
 int64_t StreamBatcher::next(int32_t* inputs, int32_t* targets, bool allow_partial) {
-  const int64_t left = length_ - 1 - cursor_;  // predictable positions left in each stream
-  int64_t n = std::min(bptt_, left);
+  const int64_t n = std::min(bptt_, positions() - cursor_);
   if (n <= 0 || (n < bptt_ && !allow_partial)) return 0;
   for (int64_t s = 0; s < streams_; ++s) {
     const int64_t base = s * length_ + cursor_;
     corpus_.read(base, n, inputs + s * n);
-    corpus_.read(base + 1, n, targets + s * n);
+    if (corpus_.labelled()) corpus_.read_labels(base, n, targets + s * n);
+    else corpus_.read(base + 1, n, targets + s * n);
   }
   cursor_ += n;
   return n;

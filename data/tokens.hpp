@@ -40,25 +40,41 @@ class TokenFile {
   int64_t offset_ = 0, count_ = 0, width_ = 1;
 };
 
-// One or more token files (a glob's matches, sorted) read as one sequence.
+// How a corpus is stored: a token format above, or `text` (data/text.hpp) with its vocabulary
+// and, optionally, aligned labels.
+struct CorpusFormat {
+  std::string format = "bytes";  // bytes | u16 | u32 | llmc | text
+  std::string vocab;             // text: the vocabulary file
+  bool labels = false;           // text: targets are the labels of F.labels, not the next token
+  std::string ignore_label = "_";
+};
+
+// One or more token files (a glob's matches, sorted) read as one sequence, or a text file.
 class Corpus {
  public:
   Corpus(const std::string& path_or_glob, const std::string& format, int64_t num_tokens);
+  Corpus(const std::string& path_or_glob, const CorpusFormat& format, int64_t num_tokens);
   int64_t size() const { return total_; }
   int32_t operator[](int64_t i) const;
   // Copies [begin, begin + n) into out.
   void read(int64_t begin, int64_t n, int32_t* out) const;
   const std::string& name() const { return name_; }
+  // Labelled text: the target of position i is its label (-1: no loss), not the next token.
+  bool labelled() const { return !labels_.empty(); }
+  void read_labels(int64_t begin, int64_t n, int32_t* out) const;
 
  private:
+  void open_token_files(const std::string& path_or_glob, const std::string& format, int64_t num_tokens);
   std::string name_;
   std::vector<std::unique_ptr<TokenFile>> files_;
   std::vector<int64_t> starts_;
+  std::vector<int32_t> text_, labels_;  // text: the ids and labels in memory
   int64_t total_ = 0;
 };
 
 // The split into `streams` contiguous streams of equal length, and the TBPTT cursor over them:
-// each step yields the next `bptt` inputs of every stream and the targets one token later.
+// each step yields the next `bptt` inputs of every stream and the targets one token later (of a
+// labelled corpus: the labels of the inputs).
 class StreamBatcher {
  public:
   StreamBatcher(const Corpus& corpus, int64_t streams, int64_t bptt);
@@ -70,6 +86,8 @@ class StreamBatcher {
   int64_t cursor() const { return cursor_; }
   void set_cursor(int64_t c);
   int64_t stream_length() const { return length_; }
+  // Positions of a stream that have a target: all of a labelled corpus's, all but the last else.
+  int64_t positions() const { return corpus_.labelled() ? length_ : length_ - 1; }
   int64_t streams() const { return streams_; }
 
  private:

@@ -1,5 +1,7 @@
 #include "models/call_batch.hpp"
 
+#include <algorithm>
+
 #include "util/safetensors.hpp"
 #include "util/check.hpp"
 
@@ -23,10 +25,15 @@ CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg) {
           path, ": token id at flat position ", i, " outside [0, num_tokens=", cfg.num_tokens, ")");
   if (st.has("memory")) {
     const StTensor& m = st.at("memory");
-    check(m.shape.size() == 3 && m.shape[0] == b.B && m.shape[1] <= cfg.mem_len && m.shape[2] == cfg.dim, path,
-          ": memory must be [B=", b.B, ", m <= mem_len=", cfg.mem_len, ", D=", cfg.dim, "]");
+    const bool xl = cfg.type == "transformer_xl";  // per-layer memory: [L, B, m, D]
+    const std::vector<int64_t> lead = xl ? std::vector<int64_t>{cfg.depth, b.B} : std::vector<int64_t>{b.B};
+    const size_t r = lead.size();  // the axis of the rows
+    check(m.shape.size() == r + 2 && std::equal(lead.begin(), lead.end(), m.shape.begin()) && m.shape[r] <= cfg.mem_len &&
+              m.shape[r + 1] == cfg.dim,
+          path, ": memory must be [", xl ? "L=" + std::to_string(cfg.depth) + ", " : "", "B=", b.B,
+          ", m <= mem_len=", cfg.mem_len, ", D=", cfg.dim, "]");
     b.memory = m.to_f32(path + ": memory");
-    b.memory_rows = m.shape[1];
+    b.memory_rows = m.shape[r];
   }
   if (st.has("context")) {
     const StTensor& c = st.at("context");
@@ -38,11 +45,11 @@ CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg) {
   return b;
 }
 
-ForwardOutput forward_batch(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy,
+ForwardOutput forward_batch(Model& model, const CallBatch& b, const DetachPolicy& policy,
                             bool with_targets) {
   const int64_t D = model.config().dim;
   State state;
-  if (b.memory_rows) state.memory.assign_host(b.memory, Shape{b.B, b.memory_rows, D}, model.device());
+  if (b.memory_rows) state.memory.assign_host(b.memory, model.memory_shape(b.B, b.memory_rows), model.device());
   CallOptions options;
   if (b.context_rows)
     options.context = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{b.B, b.context_rows, D}, Device::CPU});

@@ -1,17 +1,18 @@
 // The inputs of one model call, as `fbt forward` and `fbt grads` read them from a safetensors
 // file: `inputs` and `targets` [B, T] (I32 or I64), optional `memory` F32 [B, m, D] (the state
-// carried in) and `context` F32 [B, Tc, D] (cross_attend).
+// carried in; the baseline's is [L, B, m, D]) and `context` F32 [B, Tc, D] (cross_attend).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "models/config.hpp"
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 
 namespace fbt {
 
-// One call's inputs: tokens and targets (B,T), optional carried memory (B,m,D) and context (B,Tc,D).
+// One call's inputs: tokens and targets (B,T), optional carried memory (Model::memory_shape) and
+// context (B,Tc,D).
 struct CallBatch {
   int64_t B = 0, T = 0;
   std::vector<int32_t> tokens, targets;
@@ -27,7 +28,7 @@ CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg);
 
 // The model on one batch in the current step (recording when the tape records): its memory as
 // the state carried in, its context on the tape, its targets when with_targets.
-ForwardOutput forward_batch(FeedbackTransformer& model, const CallBatch& b, const DetachPolicy& policy,
+ForwardOutput forward_batch(Model& model, const CallBatch& b, const DetachPolicy& policy,
                             bool with_targets = true);
 
 }  // namespace fbt

@@ -23,10 +23,17 @@ void ModelConfig::validate() const {
                                            std::to_string(num_buckets / 2) + ")");
   need(attn_dropout >= 0.f && attn_dropout < 1.f, "attn_dropout must be in [0, 1)");
   need(ff_dropout >= 0.f && ff_dropout < 1.f, "ff_dropout must be in [0, 1)");
+  need(type == "feedback" || type == "transformer_xl", "type '" + type + "' is not one of feedback, transformer_xl");
+  if (type != "transformer_xl") return;
+  need(seq_len == 1, "seq_len must be 1 for type transformer_xl (every position of a call runs in parallel)");
+  need(!keep_last_hidden, "keep_last_hidden does not apply to type transformer_xl");
+  need(!shared_kv, "shared_kv does not apply to type transformer_xl (every layer has its own to_kv)");
 }
 
 ModelConfig parse_model_config(ConfigSection& s) {
   ModelConfig c;
+  c.type = s.get<std::string>("type", c.type);
+  c.shared_kv = c.type == "feedback";  // the baseline's layers each project their own memory
   c.num_tokens = s.require<int64_t>("num_tokens");
   c.dim = s.require<int64_t>("dim");
   c.depth = s.require<int64_t>("depth");

@@ -27,6 +27,9 @@ struct ModelConfig {
   bool cross_attend = false;
   float attn_dropout = 0.f;
   float ff_dropout = 0.f;
+  // feedback (everything above) or transformer_xl (MODEL.md "The baseline": per-layer memory;
+  // seq_len 1, no keep_last_hidden, no shared_kv)
+  std::string type = "feedback";
 
   int64_t inner() const { return heads * dim_head; }  // I
   int64_t ff_inner() const { return ff_mult * dim; }  // F

@@ -23,6 +23,7 @@ std::string model_config_to_json(const ModelConfig& c) {
                       {"keep_last_hidden", c.keep_last_hidden}, {"shared_kv", c.shared_kv},
                       {"cross_attend", c.cross_attend}, {"attn_dropout", c.attn_dropout},
                       {"ff_dropout", c.ff_dropout}};
+  if (c.type != "feedback") j["type"] = c.type;  // absent: feedback (files written before the baseline)
   return j.dump();
 }
 
@@ -30,6 +31,7 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
   ModelConfig c;
   try {
     auto j = nlohmann::json::parse(text);
+    c.type = j.value("type", std::string("feedback"));
     c.num_tokens = j.at("num_tokens");
     c.dim = j.at("dim");
     c.depth = j.at("depth");
@@ -52,7 +54,7 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
   return c;
 }
 
-SafeTensors weights_to_safetensors(const FeedbackTransformer& model) {
+SafeTensors weights_to_safetensors(const Model& model) {
   SafeTensors st;
   const ParamStore& ps = model.params();
   for (size_t i = 0; i < ps.size(); ++i) {
@@ -64,7 +66,7 @@ SafeTensors weights_to_safetensors(const FeedbackTransformer& model) {
   return st;
 }
 
-void add_gradients(SafeTensors& st, const FeedbackTransformer& model) {
+void add_gradients(SafeTensors& st, const Model& model) {
   const ParamStore& ps = model.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     Var p = ps.at(i);
@@ -72,7 +74,7 @@ void add_gradients(SafeTensors& st, const FeedbackTransformer& model) {
   }
 }
 
-void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::string& source) {
+void load_weights(Model& model, const SafeTensors& st, const std::string& source) {
   ParamStore& ps = model.params();
   for (auto& [name, t] : st.tensors)
     if (!ps.has(name))
@@ -91,16 +93,16 @@ void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::
   ps.sync_to_device();
 }
 
-std::unique_ptr<FeedbackTransformer> load_model_file(const std::string& path) {
+std::unique_ptr<Model> load_model_file(const std::string& path) {
   SafeTensors st = SafeTensors::load(path);
   if (!st.metadata.count("fbt_model_config"))
     throw SafeTensorsError(path + ": no fbt_model_config in __metadata__ (not written by fbt?)");
-  auto model = std::make_unique<FeedbackTransformer>(model_config_from_json(st.metadata.at("fbt_model_config"), path),
+  auto model = make_model(model_config_from_json(st.metadata.at("fbt_model_config"), path),
                                                      /*initialize=*/false);
   load_weights(*model, st, path);
   return model;
 }
 
-void save_model(const FeedbackTransformer& model, const std::string& path) { weights_to_safetensors(model).save(path); }
+void save_model(const Model& model, const std::string& path) { weights_to_safetensors(model).save(path); }
 
 }  // namespace fbt

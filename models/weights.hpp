@@ -5,26 +5,26 @@
 #include <string>
 
 #include "util/safetensors.hpp"
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 
 namespace fbt {
 
 // Every parameter as F32, plus __metadata__ {"format": "pt", "fbt_model_config": <json>}.
-SafeTensors weights_to_safetensors(const FeedbackTransformer& model);
+SafeTensors weights_to_safetensors(const Model& model);
 // Copies tensors into the model. A missing or extra tensor, a wrong dtype or shape is an error
 // naming the tensor and `source`.
-void load_weights(FeedbackTransformer& model, const SafeTensors& st, const std::string& source);
+void load_weights(Model& model, const SafeTensors& st, const std::string& source);
 
 std::string model_config_to_json(const ModelConfig& c);
 ModelConfig model_config_from_json(const std::string& json, const std::string& source);
 
 // A model built from the config in the file's __metadata__, with its weights (a run directory:
 // load_model, train/checkpoint.hpp).
-std::unique_ptr<FeedbackTransformer> load_model_file(const std::string& path);
+std::unique_ptr<Model> load_model_file(const std::string& path);
 // Weights (and the model config) to a safetensors file, atomically.
-void save_model(const FeedbackTransformer& model, const std::string& path);
+void save_model(const Model& model, const std::string& path);
 
 // Gradients as "grad.<name>" F32 tensors.
-void add_gradients(SafeTensors& st, const FeedbackTransformer& model);
+void add_gradients(SafeTensors& st, const Model& model);
 
 }  // namespace fbt

@@ -136,20 +136,24 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
 Var cross_entropy(Var logits, const int32_t* targets) {
   const profile::Scope prof("cross_entropy", profile::Phase::Forward);
   const int64_t N = logits.value().rows(), V = logits.value().cols();
-  for (int64_t i = 0; i < N; ++i)
-    check(targets[i] >= 0 && targets[i] < V, "cross_entropy: target ", targets[i], " at row ", i,
-          " outside [0, ", V, ")");
+  int64_t counted = 0;  // rows with a target
+  for (int64_t i = 0; i < N; ++i) {
+    check(targets[i] >= kNoTarget && targets[i] < V, "cross_entropy: target ", targets[i], " at row ", i,
+          " outside [0, ", V, ") (or ", kNoTarget, ": none)");
+    counted += targets[i] != kNoTarget;
+  }
   Var y = tape().output(Shape{}, {logits});
   float* lse = tape().arena().alloc_floats(size_t(N));
   const int32_t* staged = stage(targets, size_t(N));  // kept for the backward
   // On a device the loss stays there (read once the step is done) and so does its gradient.
-  if (on_device()) cuda::cross_entropy_forward(y.data(), lse, logits.data(), staged, N, V);
-  else y.data()[0] = float(cpu::cross_entropy_forward(lse, logits.data(), staged, N, V) / double(N));
+  if (on_device()) cuda::cross_entropy_forward(y.data(), lse, logits.data(), staged, N, V, counted);
+  else y.data()[0] = counted ? float(cpu::cross_entropy_forward(lse, logits.data(), staged, N, V) / double(counted)) : 0.f;
   if (y.requires_grad())
     tape().record("cross_entropy", y, [=] {
       float* dl = tape().grad(logits).data;
-      if (on_device()) cuda::cross_entropy_backward(dl, y.grad().data, 1.f / float(N), logits.data(), lse, staged, N, V);
-      else cpu::cross_entropy_backward(dl, y.grad().data[0] / float(N), logits.data(), lse, staged, N, V);
+      if (!counted) return;
+      if (on_device()) cuda::cross_entropy_backward(dl, y.grad().data, 1.f / float(counted), logits.data(), lse, staged, N, V);
+      else cpu::cross_entropy_backward(dl, y.grad().data[0] / float(counted), logits.data(), lse, staged, N, V);
     });
   return y;
 }

@@ -36,7 +36,10 @@ Var layernorm(Var x, Var w, Var b);
 Var geglu(Var u);
 // W:(V,D), ids: shape.numel() token ids in [0,V)  ->  shape + (D)
 Var embedding(Var W, const int32_t* ids, const Shape& ids_shape);
-// Mean softmax cross-entropy over rows.  logits:(...,V)  targets: logits.rows() ids  ->  0-d
+// Mean softmax cross-entropy over the rows that have a target.  logits:(...,V)  targets:
+// logits.rows() ids in [0,V), or kNoTarget for a row with no loss (labelled data's ignored
+// positions)  ->  0-d (0 when no row has a target)
+constexpr int32_t kNoTarget = -1;
 Var cross_entropy(Var logits, const int32_t* targets);
 // softmax(w)-weighted sum of K same-shape values.  w:(K)
 Var weighted_sum(Var w, const std::vector<Var>& xs);

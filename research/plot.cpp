@@ -65,6 +65,7 @@ struct Charts {
   std::map<std::string, Series> lag_by, jac_by;               // by policy (grads files) or by step (probes)
   std::map<int, Series> mix;                                  // layer-mix weight i over steps
   std::map<std::string, std::map<std::string, double>> bias;  // policy -> group -> rel_error
+  std::map<std::string, Series> accuracy;                     // labelled data: valid accuracy by run
 };
 
 // A grads line belongs to the series of its policy, and of its source (checkpoint, batch file,
@@ -93,11 +94,16 @@ void add_probe(Charts& c, const json& j) {
   }
 }
 
-void add_line(Charts& c, const json& j, const std::string& series) {
+void add_line(Charts& c, const json& j, const std::string& series, const std::string& run) {
   const std::string kind = j.value("kind", ""), split = j.value("split", "");
   if (split == "train" || split == "valid") {
     c.curves[split + " loss"].points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
     c.curves[split + " bpc"].points.push_back({j["step"].get<double>(), j["bpc"].get<double>()});
+    if (j.contains("accuracy")) {
+      Series& s = c.accuracy[run];
+      s.title = run + " " + split;
+      s.points.push_back({j["step"].get<double>(), j["accuracy"].get<double>()});
+    }
   } else if (split == "probe") {
     add_probe(c, j);
   } else if (kind == "lag" || kind == "jacobian") {
@@ -112,6 +118,8 @@ void add_line(Charts& c, const json& j, const std::string& series) {
 Charts read_charts(const std::vector<fs::path>& files) {
   const bool by_source = several_sources(files);
   Charts c;
+  std::set<std::string> runs;  // the directories the inputs come from
+  for (const fs::path& f : files) runs.insert(f.parent_path().string());
   for (const fs::path& f : files) {
     std::ifstream in(f);
     std::string line;
@@ -126,7 +134,8 @@ Charts read_charts(const std::vector<fs::path>& files) {
         throw std::runtime_error(fmt::format("{}:{}: not a JSON line", f.string(), lineno));
       }
       const std::string policy = j.value("policy", "");
-      add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy);
+      const std::string run = runs.size() > 1 ? f.parent_path().filename().string() : "valid";
+      add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy, run);
     }
   }
   return c;
@@ -200,9 +209,16 @@ void run_gnuplot(const fs::path& script) {
 
 }  // namespace
 
-std::vector<std::string> plot_jsonl(const std::string& input, const std::string& out) {
+std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, const std::string& out) {
+  check(!inputs.empty(), "plot: no input");
   fs::path dir;
-  const std::vector<fs::path> files = jsonl_inputs(input, dir);
+  std::vector<fs::path> files;
+  for (const std::string& input : inputs) {
+    fs::path d;
+    for (const fs::path& f : jsonl_inputs(input, d)) files.push_back(f);
+    if (dir.empty()) dir = d;  // the charts go beside the first input by default
+  }
+  const std::string input = inputs[0];
   const fs::path out_dir = out.empty() ? (dir.empty() ? fs::path(".") : dir) : fs::path(out);
   fs::create_directories(out_dir);
   Charts c = read_charts(files);
@@ -220,6 +236,9 @@ std::vector<std::string> plot_jsonl(const std::string& input, const std::string&
   for (auto& [i, s] : c.mix) mixes.push_back(s);
   script.chart("layer_mix", "memory mix weights softmax(layer_weight)", "step", "weight", mixes, "", "lines lw 2");
   bias_chart(script, c.bias);
+  script.chart("accuracy", "accuracy on the labelled positions", "step", "accuracy", values(c.accuracy),
+               "set yrange [0:1]\n", points);
+  script.text += "set yrange [*:*]\n";
   check(!script.made.empty(), input, ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
   std::ofstream(tmp / "plots.gp") << script.text;
   run_gnuplot(tmp / "plots.gp");

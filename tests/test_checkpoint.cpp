@@ -39,7 +39,7 @@ TEST_CASE("train: checkpoints hold weights and state and keep_last prunes") {
 }
 
 TEST_CASE("train: resume continues bit-identically to an uninterrupted run") {
-  for (std::string dropout : {"", "  attn_dropout: 0.2\n  ff_dropout: 0.1\n"}) {
+  for (std::string dropout : {"", "  attn_dropout: 0.2\n  ff_dropout: 0.1\n", "  type: transformer_xl\n  attn_dropout: 0.2\n"}) {
     TempDir a, b;
     Trainer(load_run_config(write_config(a, "", dropout))).run(false);
     RunConfig cb = load_run_config(write_config(b, "", dropout));

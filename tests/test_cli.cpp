@@ -12,6 +12,7 @@
 
 #include "util/safetensors.hpp"
 #include "models/config.hpp"
+#include "models/feedback_transformer.hpp"
 #include "models/weights.hpp"
 
 using namespace fbt;

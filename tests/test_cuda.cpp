@@ -121,7 +121,7 @@ TEST_CASE("cuda: cross-entropy over a large vocabulary, and many rows of the emb
   DevI gtg(tg);
   const double cpu_loss = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
   Dev gloss(1);
-  cuda::cross_entropy_forward(gloss.p, glse.p, glog.p, gtg.p, N, V);
+  cuda::cross_entropy_forward(gloss.p, glse.p, glog.p, gtg.p, N, V, N);
   CHECK(gloss.host()[0] == doctest::Approx(cpu_loss / double(N)).epsilon(1e-5));
   check_close(glse.host(), lse);
   cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
@@ -131,17 +131,17 @@ TEST_CASE("cuda: cross-entropy over a large vocabulary, and many rows of the emb
   check_close(gdW.host(), dW);
 }
 
-TEST_CASE("cuda: softmax cross-entropy forward and backward") {
+TEST_CASE("cuda: softmax cross-entropy forward and backward, with rows without a target") {
   const int64_t N = 5, V = 7;
   auto logits = randn(sz(N * V), 15);
-  std::vector<int32_t> tg{6, 0, 3, 3, 1};
+  std::vector<int32_t> tg{6, -1, 3, 3, -1};  // two rows carry no loss: the mean is over 3
   std::vector<float> lse(sz(N)), dl(sz(N * V), 0.f);
   Dev glog(logits), glse(sz(N)), gdl(sz(N * V));
   DevI gtg(tg);
   const double cpu_loss = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
   Dev gloss(1), gseed(std::vector<float>{0.5f});
-  cuda::cross_entropy_forward(gloss.p, glse.p, glog.p, gtg.p, N, V);
-  CHECK(gloss.host()[0] == doctest::Approx(cpu_loss / double(N)).epsilon(1e-6));
+  cuda::cross_entropy_forward(gloss.p, glse.p, glog.p, gtg.p, N, V, 3);
+  CHECK(gloss.host()[0] == doctest::Approx(cpu_loss / 3.0).epsilon(1e-6));
   cpu::cross_entropy_backward(dl.data(), 0.2f, logits.data(), lse.data(), tg.data(), N, V);
   cuda::cross_entropy_backward(gdl.p, gseed.p, 0.4f, glog.p, glse.p, gtg.p, N, V);  // 0.5 x 0.4 = 0.2
   check_close(gdl.host(), dl);

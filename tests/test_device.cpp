@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "gradcheck.hpp"
+#include "models/feedback_transformer.hpp"
 #include "run_fixture.hpp"
 #include "autograd/params.hpp"
 #include "backend/cuda/kernels.hpp"
@@ -163,7 +164,7 @@ TEST_CASE("device: a step stages identical host tables once") {
 TEST_CASE("device: every op's values and gradients agree with the CPU") {
   const int64_t B = 2, n = 3, H = 2, Dh = 4, I = H * Dh, R = 5;
   std::vector<uint8_t> keep{1, 0, 1, 1, 0, 1};
-  std::vector<int32_t> ids{3, 0, 3, 5, 1, 2}, bucket;
+  std::vector<int32_t> ids{3, 0, 3, 5, 1, 2}, labels{kNoTarget, 4, kNoTarget, 6, 0, kNoTarget}, bucket;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < R + n; ++j) bucket.push_back(j < R ? int32_t((i + j) % 4) : (j - R < i ? 1 : -1));
   std::vector<Case> cases = {
@@ -177,6 +178,8 @@ TEST_CASE("device: every op's values and gradients agree with the CPU") {
       {"geglu", {{randn(24, 12), {3, 8}}}, [](auto& v) { return geglu(v[0]); }},
       {"embedding", {{randn(28, 14), {7, 4}}}, [&](auto& v) { return embedding(v[0], ids.data(), Shape{2, 3}); }},
       {"cross_entropy", {{randn(42, 15), {6, 7}}}, [&](auto& v) { return cross_entropy(v[0], ids.data()); }},
+      {"cross_entropy with rows without a target", {{randn(42, 27), {6, 7}}},
+       [&](auto& v) { return cross_entropy(v[0], labels.data()); }},
       {"weighted_sum", {{randn(3, 16), {3}}, {randn(10, 17), {2, 5}}, {randn(10, 18), {2, 5}}, {randn(10, 19), {2, 5}}},
        [](auto& v) { return weighted_sum(v[0], {v[1], v[2], v[3]}); }},
       {"concat slice", {{randn(24, 20), {2, 3, 4}}, {randn(16, 21), {2, 2, 4}}},

@@ -289,3 +289,26 @@ TEST_CASE("global grad norm over the parameter block") {
   }
   CHECK(global_grad_norm(ps) == doctest::Approx(std::sqrt(s)));
 }
+
+TEST_CASE("grad: cross-entropy over the rows that have a target") {
+  tape().reset();
+  Var x = random_leaf({4, 5}, 31);
+  const int32_t targets[4] = {2, kNoTarget, 0, kNoTarget};
+  CHECK_GRADS([&] { return cross_entropy(x, targets); }, (std::vector<Var>{x}));
+  // The mean over the two rows with a target: the loss of those rows alone.
+  Var rows = tape().leaf_copy(Tensor{x.data(), Shape{4, 5}, Device::CPU});
+  const float both = cross_entropy(x, targets).data()[0];
+  const int32_t first[1] = {2}, third[1] = {0};
+  const float a = cross_entropy(slice(rows, 0, 0, 1), first).data()[0], b = cross_entropy(slice(rows, 0, 2, 1), third).data()[0];
+  CHECK(both == doctest::Approx(0.5 * (a + b)).epsilon(1e-6));
+  // No row with a target: no loss and no gradient.
+  tape().reset();
+  Var y = random_leaf({2, 5}, 32);
+  const int32_t none[2] = {kNoTarget, kNoTarget};
+  Var l = cross_entropy(y, none);
+  CHECK(l.data()[0] == 0.f);
+  tape().backward(l);
+  for (int i = 0; i < 10; ++i) CHECK(tape().grad(y).data[i] == 0.f);
+  CHECK_THROWS_WITH_AS(cross_entropy(y, std::vector<int32_t>{-2, 0}.data()), doctest::Contains("outside [0, 5)"),
+                       std::invalid_argument);
+}

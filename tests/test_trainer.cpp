@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "models/feedback_transformer.hpp"
 #include "run_fixture.hpp"
 #include "train/trainer.hpp"
 

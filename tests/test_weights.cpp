@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "models/feedback_transformer.hpp"
 #include "models/weights.hpp"
 
 using namespace fbt;

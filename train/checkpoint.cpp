@@ -42,7 +42,7 @@ SafeTensors training_state_tensors(const TrainingState& s) {
   SafeTensors st;
   st.tensors["adam.m"] = StTensor::from_f32({int64_t(s.adam_m.size())}, s.adam_m.data());
   st.tensors["adam.v"] = StTensor::from_f32({int64_t(s.adam_v.size())}, s.adam_v.data());
-  st.tensors["memory"] = StTensor::from_f32({s.memory_B, s.memory_rows, s.memory_D}, s.memory.data());
+  st.tensors["memory"] = StTensor::from_f32(s.memory_shape, s.memory.data());
   st.metadata["step"] = std::to_string(s.step);
   st.metadata["adam_steps"] = std::to_string(s.adam_steps);
   st.metadata["cursor"] = std::to_string(s.cursor);
@@ -69,7 +69,7 @@ void Checkpoints::clear_partial() const {
     if (e.path().extension() == kPartial) fs::remove_all(e.path());
 }
 
-void Checkpoints::save(const FeedbackTransformer& model, const TrainingState& state, int64_t keep_last) const {
+void Checkpoints::save(const Model& model, const TrainingState& state, int64_t keep_last) const {
   fs::create_directories(dir_);
   const fs::path final_dir = fs::path(dir_) / step_dir_name(state.step);
   const fs::path tmp_dir = fs::path(dir_) / (step_dir_name(state.step) + kPartial);
@@ -87,7 +87,7 @@ void Checkpoints::save(const FeedbackTransformer& model, const TrainingState& st
   for (size_t i = 0; i + size_t(keep_last) < done.size(); ++i) fs::remove_all(fs::path(dir_) / done[i]);
 }
 
-void load_checkpoint_weights(FeedbackTransformer& model, const std::string& dir, const std::string& config_source) {
+void load_checkpoint_weights(Model& model, const std::string& dir, const std::string& config_source) {
   const std::string path = (fs::path(dir) / kWeights).string();
   SafeTensors w = SafeTensors::load(path);
   const auto saved = w.metadata.find("fbt_model_config");
@@ -113,9 +113,9 @@ TrainingState load_training_state(const std::string& dir) {
   s.adam_steps = number("adam_steps");
   if (s.adam_steps != s.step) throw SafeTensorsError(path + ": step and optimizer step disagree");
   const StTensor& mem = st.at("memory");
-  if (mem.shape.size() != 3) throw SafeTensorsError(path + ": memory must be [B, rows, D]");
+  if (mem.shape.size() < 3) throw SafeTensorsError(path + ": memory must be [B, rows, D] or [L, B, rows, D]");
   s.memory = mem.to_f32(path);
-  s.memory_B = mem.shape[0], s.memory_rows = mem.shape[1], s.memory_D = mem.shape[2];
+  s.memory_shape = mem.shape;
   s.cursor = number("cursor");
   s.dropout_rng.seed = uint64_t(std::stoull(meta("dropout_rng_seed")));
   s.dropout_rng.counter = uint64_t(std::stoull(meta("dropout_rng_counter")));
@@ -136,7 +136,7 @@ std::string resolve_weights(const std::string& dir_or_file) {
   return (fs::path(latest) / kWeights).string();
 }
 
-std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file) {
+std::unique_ptr<Model> load_model(const std::string& dir_or_file) {
   return load_model_file(resolve_weights(dir_or_file));
 }
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "backend/rng.hpp"
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 
 namespace fbt {
 
@@ -19,8 +19,8 @@ struct TrainingState {
   int64_t step = 0;
   std::vector<float> adam_m, adam_v;
   int64_t adam_steps = 0;
-  std::vector<float> memory;  // (B, memory_rows, D): every stream's carried memory
-  int64_t memory_B = 0, memory_rows = 0, memory_D = 0;
+  std::vector<float> memory;  // every stream's carried memory, of shape memory_shape
+  std::vector<int64_t> memory_shape;  // Model::memory_shape: (B, rows, D), the baseline's (L, B, rows, D)
   int64_t cursor = 0;  // the batcher's position in the training split
   Rng dropout_rng;
   int64_t threads = 0;      // a different count changes the floating-point sums
@@ -38,7 +38,7 @@ class Checkpoints {
   void clear_partial() const;
   // Writes the model and the state as step_NNNNNNNN (atomically: see above), then keeps only the
   // newest keep_last complete checkpoints.
-  void save(const FeedbackTransformer& model, const TrainingState& state, int64_t keep_last) const;
+  void save(const Model& model, const TrainingState& state, int64_t keep_last) const;
 
  private:
   std::string dir_;
@@ -46,7 +46,7 @@ class Checkpoints {
 
 // Loads the weights of checkpoint directory `dir` into model; its saved model config must equal
 // the model's (`config_source` names where the model's came from, for the error).
-void load_checkpoint_weights(FeedbackTransformer& model, const std::string& dir, const std::string& config_source);
+void load_checkpoint_weights(Model& model, const std::string& dir, const std::string& config_source);
 // Reads state.safetensors of checkpoint directory `dir`; a missing or inconsistent entry is an
 // error naming the file.
 TrainingState load_training_state(const std::string& dir);
@@ -57,6 +57,6 @@ std::string latest_checkpoint(const std::string& out_dir);
 // model.safetensors of its newest complete checkpoint (a run's out_dir).
 std::string resolve_weights(const std::string& dir_or_file);
 // A model built from the config in the weights file's __metadata__, with its weights.
-std::unique_ptr<FeedbackTransformer> load_model(const std::string& dir_or_file);
+std::unique_ptr<Model> load_model(const std::string& dir_or_file);
 
 }  // namespace fbt

@@ -29,17 +29,24 @@ int64_t at_least(ConfigSection& t, const char* key, int64_t fallback, int64_t mi
 DataConfig parse_data_config(ConfigSection& d) {
   DataConfig dc;
   dc.format = d.get<std::string>("format", dc.format);
-  if (dc.format != "bytes" && dc.format != "u16" && dc.format != "u32" && dc.format != "llmc")
-    d.fail("format", "'" + dc.format + "' is not one of bytes, u16, u32, llmc");
+  if (dc.format != "bytes" && dc.format != "u16" && dc.format != "u32" && dc.format != "llmc" && dc.format != "text")
+    d.fail("format", "'" + dc.format + "' is not one of bytes, u16, u32, llmc, text");
   dc.train = d.require<std::string>("train");
   dc.valid = d.require<std::string>("valid");
   dc.test = d.get<std::string>("test", "");
+  if (dc.format == "text") dc.vocab = d.require<std::string>("vocab");
+  else if (d.has("vocab")) d.fail("vocab", "only format text reads a vocabulary");
+  dc.labels = d.get<bool>("labels", dc.labels);
+  if (dc.labels && dc.format != "text") d.fail("labels", "labels need format text, not " + dc.format);
+  dc.ignore_label = d.get<std::string>("ignore_label", dc.ignore_label);
+  if (dc.ignore_label.empty() || dc.ignore_label.find_first_of(" \t") != std::string::npos)
+    d.fail("ignore_label", "must be one token without spaces");
   d.finish();
   return dc;
 }
 
-// The optimizer, schedule and step settings (a model of window seq_len).
-void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len) {
+// The optimizer, schedule and step settings (a model of window seq_len; the baseline or not).
+void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len, bool baseline) {
   tc.batch_size = at_least(t, "batch_size", tc.batch_size, 1);
   tc.bptt = at_least(t, "bptt", tc.bptt, 1);
   tc.steps = at_least(t, "steps", tc.steps, 1);
@@ -67,6 +74,8 @@ void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len) {
   } catch (const std::invalid_argument& e) {
     t.fail("detach", e.what());
   }
+  if (baseline && tc.detach != "none")
+    t.fail("detach", "detachment policies do not apply to model type transformer_xl (its state is always a constant)");
 }
 
 // Where and how often: seed, threads, device, evaluation, logging, checkpoints, output, sample.
@@ -113,7 +122,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
 
   ConfigSection t = top.section("train");
-  parse_optimization(t, rc.train, rc.model.seq_len);
+  parse_optimization(t, rc.train, rc.model.seq_len, rc.model.type == "transformer_xl");
   parse_run_settings(t, rc.train);
   t.finish();
   top.finish();
@@ -142,6 +151,9 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "format" << YAML::Value << c.data.format << YAML::Key << "train" << YAML::Value << c.data.train;
   e << YAML::Key << "valid" << YAML::Value << c.data.valid;
   if (!c.data.test.empty()) e << YAML::Key << "test" << YAML::Value << c.data.test;
+  if (c.data.format == "text") e << YAML::Key << "vocab" << YAML::Value << c.data.vocab;
+  if (c.data.labels)
+    e << YAML::Key << "labels" << YAML::Value << true << YAML::Key << "ignore_label" << YAML::Value << c.data.ignore_label;
   e << YAML::EndMap;
   e << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "batch_size" << YAML::Value << t.batch_size << YAML::Key << "bptt" << YAML::Value << t.bptt;

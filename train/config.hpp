@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "data/tokens.hpp"
 #include "models/config.hpp"
 
 namespace YAML {
@@ -12,8 +13,9 @@ class Node;
 
 namespace fbt {
 
-struct DataConfig {
-  std::string format = "bytes";  // bytes | u16 | u32 | llmc
+// The format (bytes | u16 | u32 | llmc | text, and for text the vocabulary and labels:
+// data/tokens.hpp, CorpusFormat) and where the splits are.
+struct DataConfig : CorpusFormat {
   std::string train, valid, test;  // a path or a glob of shards; test optional
 
   // The path of a split by name ("train", "valid", "test"); an error names a bad or unset one.

@@ -5,13 +5,15 @@
 
 namespace fbt {
 
-TrainLoop::TrainLoop(FeedbackTransformer& model, const LoopConfig& cfg)
+TrainLoop::TrainLoop(Model& model, const LoopConfig& cfg)
     : model_(model), cfg_(cfg), opt_(model.params(), cfg.adam), rng_(cfg.seed ^ 0x5eedd50fULL) {}
 
 void TrainLoop::set_memory(std::vector<float> data, int64_t B, int64_t rows) {
-  if (int64_t(data.size()) != B * rows * model_.config().dim)
-    throw std::invalid_argument("TrainLoop::set_memory: size does not match (B, rows, dim)");
-  state_.memory.assign_host(data, Shape{B, rows, model_.config().dim}, model_.device());
+  const Shape shape = model_.memory_shape(B, rows);
+  if (int64_t(data.size()) != shape.numel())
+    throw std::invalid_argument("TrainLoop::set_memory: " + std::to_string(data.size()) + " values for a state " +
+                                shape.str());
+  state_.memory.assign_host(data, shape, model_.device());
   batch_ = B;
 }
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "backend/rng.hpp"
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 #include "train/optimizer.hpp"
 
 namespace fbt {
@@ -29,7 +29,7 @@ struct StepStats {
 
 class TrainLoop {
  public:
-  TrainLoop(FeedbackTransformer& model, const LoopConfig& cfg);
+  TrainLoop(Model& model, const LoopConfig& cfg);
 
   // One optimizer step on inputs/targets (B,T). Row b continues from the memory row b ended
   // with in the previous call (the batch size must not change without reset_memory()).
@@ -46,7 +46,7 @@ class TrainLoop {
   void set_memory(std::vector<float> data, int64_t B, int64_t rows);
 
  private:
-  FeedbackTransformer& model_;
+  Model& model_;
   LoopConfig cfg_;
   AdamW opt_;
   Rng rng_;

@@ -31,7 +31,7 @@ int32_t draw(const float* logits, int64_t V, const SampleOptions& opt, Rng& rng)
 }
 }  // namespace
 
-std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int32_t>& prompt, const SampleOptions& opt,
+std::vector<int32_t> generate(Model& model, const std::vector<int32_t>& prompt, const SampleOptions& opt,
                               const std::function<void(int32_t)>& on_token) {
   const ModelConfig& c = model.config();
   NoGradScope ng;

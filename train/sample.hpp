@@ -5,7 +5,7 @@
 #include <functional>
 #include <vector>
 
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 
 namespace fbt {
 
@@ -17,7 +17,7 @@ struct SampleOptions {
 };
 
 // Returns the new tokens; on_token (optional) sees each as it is drawn.
-std::vector<int32_t> generate(FeedbackTransformer& model, const std::vector<int32_t>& prompt, const SampleOptions& opt,
+std::vector<int32_t> generate(Model& model, const std::vector<int32_t>& prompt, const SampleOptions& opt,
                               const std::function<void(int32_t)>& on_token = {});
 
 }  // namespace fbt

@@ -34,12 +34,12 @@ Trainer::Trainer(const RunConfig& cfg)
   const TrainConfig& t = cfg_.train;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
   const LoopConfig lc = loop_config(cfg_);
-  model_ = std::make_unique<FeedbackTransformer>(cfg_.model, /*initialize=*/false);
+  model_ = make_model(cfg_.model, /*initialize=*/false);
   model_->init(t.seed);
   model_->to(parse_device(t.device));
   loop_ = std::make_unique<TrainLoop>(*model_, lc);
-  train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data.format, cfg_.model.num_tokens);
-  valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data.format, cfg_.model.num_tokens);
+  train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data, cfg_.model.num_tokens);
+  valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data, cfg_.model.num_tokens);
   batcher_ = std::make_unique<StreamBatcher>(*train_data_, t.batch_size, t.bptt);
   StreamBatcher check_valid(*valid_data_, t.eval_streams(), t.bptt);  // fails early on a tiny split
   inputs_.resize(size_t(t.batch_size * t.bptt));
@@ -83,10 +83,12 @@ void Trainer::run_eval(bool whole_split) {
                           whole_split ? 0 : t.eval_tokens, tty_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty_) fmt::print("\r\x1b[K");
-  fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
-             r.perplexity(), r.tokens, secs);
+  const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy) : "";
+  fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f}{} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
+             r.perplexity(), acc, r.tokens, secs);
   std::fflush(stdout);
   nlohmann::json j = {{"split", "valid"}, {"step", step()}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
+  if (r.labelled) j["accuracy"] = r.accuracy;
   metrics_.append(j.dump());
 }
 
@@ -97,7 +99,7 @@ void Trainer::save_checkpoint() {
   s.step = step();
   s.adam_m = opt.m(), s.adam_v = opt.v(), s.adam_steps = opt.steps_taken();
   s.memory = loop_->memory();
-  s.memory_B = cfg_.train.batch_size, s.memory_rows = loop_->memory_rows(), s.memory_D = cfg_.model.dim;
+  s.memory_shape = model_->memory_shape(cfg_.train.batch_size, loop_->memory_rows()).dims();
   s.cursor = batcher_->cursor();
   s.dropout_rng = loop_->dropout_rng();
   s.threads = omp_get_max_threads();
@@ -118,9 +120,10 @@ bool Trainer::resume_latest() {
   opt.m() = s.adam_m, opt.v() = s.adam_v;
   opt.sync_to_device();
   opt.set_steps_taken(s.adam_steps);
-  if (s.memory_B != cfg_.train.batch_size || s.memory_D != cfg_.model.dim)
-    throw SafeTensorsError(state_file + ": stream memory does not match train.batch_size / model.dim");
-  loop_->set_memory(s.memory, s.memory_B, s.memory_rows);
+  const int64_t rows = s.memory_shape.size() >= 3 ? s.memory_shape[s.memory_shape.size() - 2] : 0;
+  if (s.memory_shape != model_->memory_shape(cfg_.train.batch_size, rows).dims())
+    throw SafeTensorsError(state_file + ": stream memory does not match train.batch_size / the model");
+  loop_->set_memory(s.memory, cfg_.train.batch_size, rows);
   batcher_->set_cursor(s.cursor);
   loop_->dropout_rng() = s.dropout_rng;
   if (s.threads != omp_get_max_threads())

@@ -9,7 +9,7 @@
 
 #include "data/tokens.hpp"
 #include "models/call_batch.hpp"
-#include "models/feedback_transformer.hpp"
+#include "models/model.hpp"
 #include "train/checkpoint.hpp"
 #include "train/config.hpp"
 #include "train/evaluate.hpp"
@@ -24,7 +24,7 @@ LoopConfig loop_config(const RunConfig& cfg);
 // A measurement run every train.probe_every steps on the batch just trained on (with its
 // incoming memory); it returns one JSON line for metrics.jsonl. The research tools provide one
 // (research/research.hpp: probe_metrics).
-using Probe = std::function<std::string(FeedbackTransformer& model, const CallBatch& batch, int64_t step)>;
+using Probe = std::function<std::string(Model& model, const CallBatch& batch, int64_t step)>;
 
 class Trainer {
  public:
@@ -38,7 +38,7 @@ class Trainer {
   // Returns whether the run reached train.steps (its final weights are then in out_dir).
   bool run(bool resume, int64_t stop_at = 0);
 
-  FeedbackTransformer& model() { return *model_; }
+  Model& model() { return *model_; }
   int64_t step() const { return loop_->steps_done(); }
 
  private:
@@ -57,7 +57,7 @@ class Trainer {
   void run_eval(bool whole_split);  // else the first train.eval_tokens
 
   RunConfig cfg_;
-  std::unique_ptr<FeedbackTransformer> model_;
+  std::unique_ptr<Model> model_;
   std::unique_ptr<TrainLoop> loop_;
   std::unique_ptr<Corpus> train_data_, valid_data_;
   std::unique_ptr<StreamBatcher> batcher_;

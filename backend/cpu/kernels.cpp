@@ -596,7 +596,7 @@ double cross_entropy_forward(float* lse, const float* logits, const int32_t* tar
     for (int64_t c = 0; c < V; ++c) s += std::exp(double(lr[c] - mx));
     double l = double(mx) + std::log(s);
     lse[r] = float(l);
-    total += l - double(lr[targets[r]]);
+    if (targets[r] >= 0) total += l - double(lr[targets[r]]);
   }
   return total;
 }
@@ -605,6 +605,7 @@ void cross_entropy_backward(float* dlogits, float g, const float* logits, const 
                             const int32_t* targets, int64_t N, int64_t V) {
 #pragma omp parallel for if (N * V > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
+    if (targets[r] < 0) continue;  // no target: no loss, no gradient
     const float* lr = logits + r * V;
     float* dr = dlogits + r * V;
     for (int64_t c = 0; c < V; ++c) dr[c] += g * std::exp(lr[c] - lse[r]);

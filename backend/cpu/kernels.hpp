@@ -90,9 +90,10 @@ void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, 
 void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D);
 
 // Softmax cross-entropy fused with the logits.  logits:(N,V)  targets:(N)  lse:(N) saved.
-// Returns the sum of the N losses (double accumulation).
+// A row whose target is negative has no loss and no gradient. Returns the sum of the rows'
+// losses (double accumulation).
 double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
-// dlogits += g * (softmax(logits) - onehot(target))
+// dlogits += g * (softmax(logits) - onehot(target)) on the rows with a target
 void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V);
 

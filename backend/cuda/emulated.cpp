@@ -176,9 +176,11 @@ void embedding_backward(float* dW, const float* dy, const int32_t* rows, const i
     for (int32_t k = st[u]; k < st[u + 1]; ++k) cpu::axpy(h(dW) + int64_t(t[u]) * D, 1.f, h(dy) + int64_t(r[k]) * D, D);
 }
 
-void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                           int64_t counted) {
   enter();
-  h(loss)[0] = float(cpu::cross_entropy_forward(h(lse), h(logits), h(targets), N, V) / double(N));
+  const double total = cpu::cross_entropy_forward(h(lse), h(logits), h(targets), N, V);
+  h(loss)[0] = counted ? float(total / double(counted)) : 0.f;
 }
 void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V) {

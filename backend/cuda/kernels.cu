@@ -501,22 +501,23 @@ __global__ void cross_entropy_forward_k(float* lse, float* loss, const float* lo
   if (threadIdx.x == 0) {
     const float l = mx + logf(s);
     lse[r] = l;
-    loss[r] = l - lr[targets[r]];
+    loss[r] = targets[r] >= 0 ? l - lr[targets[r]] : 0.f;
   }
 }
-// loss[0] = the mean of the N row losses, summed in a fixed tree by one block.
-__global__ void mean_k(float* loss, const float* rows, int64_t N) {
+// loss[0] = the sum of the N row losses over `counted`, summed in a fixed tree by one block.
+__global__ void mean_k(float* loss, const float* rows, int64_t N, int64_t counted) {
   __shared__ float red[kRowThreads];
   float s = 0.f;
   for (int64_t r = threadIdx.x; r < N; r += blockDim.x) s += rows[r];
   s = block_reduce(s, red, false);
-  if (threadIdx.x == 0) loss[0] = s / float(N);
+  if (threadIdx.x == 0) loss[0] = counted ? s / float(counted) : 0.f;
 }
 __global__ void cross_entropy_backward_k(float* dlogits, const float* g, float scale, const float* logits,
                                          const float* lse, const int32_t* targets, int64_t N, int64_t V) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= N * V) return;
   const int64_t r = i / V, c = i % V;
+  if (targets[r] < 0) return;  // no target: no gradient
   dlogits[i] += g[0] * scale * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
 }
 }  // namespace
@@ -531,10 +532,11 @@ void embedding_backward(float* dW, const float* dy, const int32_t* rows, const i
   embedding_backward_k<<<int(U), 128>>>(dW, dy, rows, tokens, starts, D);
   CUDA_CHECK(cudaGetLastError());
 }
-void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                           int64_t counted) {
   float* rows = scratch(size_t(N));
   cross_entropy_forward_k<<<int(N), kRowThreads>>>(lse, rows, logits, targets, N, V);
-  mean_k<<<1, kRowThreads>>>(loss, rows, N);
+  mean_k<<<1, kRowThreads>>>(loss, rows, N, counted);
   CUDA_CHECK(cudaGetLastError());
 }
 void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,

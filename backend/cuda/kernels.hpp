@@ -93,11 +93,12 @@ inline TokenRows group_by_token(const int32_t* ids, int64_t N) {
 void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
                         int64_t U, int64_t D);
 
-// Returns the summed loss (copied to the host); lse:(N) saved on the device.
-// As the CPU kernels, but nothing crosses to the host: the forward writes the mean loss over the
-// N rows to loss[0] (one float on the device), and the backward reads its upstream gradient from
-// g[0] on the device, scaled by `scale` (1/N for the mean).
-void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+// As the CPU kernels (a negative target: no loss, no gradient), but nothing crosses to the host:
+// the forward writes the mean loss over the `counted` rows with a target to loss[0] (one float on
+// the device; 0 when counted is 0), and the backward reads its upstream gradient from g[0] on the
+// device, scaled by `scale` (1/counted for the mean). lse:(N) saved on the device.
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                           int64_t counted);
 void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V);
 

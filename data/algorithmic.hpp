@@ -1,0 +1,37 @@
+// The paper's algorithmic "code execution" task, as the official generator makes it: programs of
+// N statements over K variables (the first K of x y z p r, values 1..10), one program a line, and
+// labels beside them: every token `_` except the `;` of `print v ;`, labelled with v's value then.
+// A model that predicts the labels must track the state of every variable through the program.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fbt {
+
+struct AlgorithmicTask {
+  int64_t variables = 3;    // K, 1..5
+  int64_t statements = 100;  // N per program
+  uint64_t seed = 1;
+};
+
+// One program: its tokens (ending with END) and a label per token.
+struct Program {
+  std::vector<std::string> tokens, labels;
+};
+
+// `count` programs drawn with generator seed `seed`. Each statement is drawn uniformly among
+// `v = k ;` (v not yet assigned), `v ++ ;` (v below 10), `v -- ;` (v above 1), `print v ;` and
+// `if v < w : S` / `if v > w : S` (w another assigned variable or a constant 1..10, 50/50; S one
+// assignment, increment or decrement, which changes the state only when the condition holds),
+// v uniform among the K variables; a statement that cannot apply is drawn again.
+std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed);
+
+// Every token the task's inputs and labels use (variables, values, keywords, END), in a fixed order.
+std::vector<std::string> algorithmic_vocabulary(int64_t variables);
+
+// OUT_DIR/{train,valid,test}.txt with .labels beside them (10,000 / 1,000 / 1,000 programs, each
+// split from its own seed derived from task.seed) and OUT_DIR/vocab.txt. Returns a summary line.
+std::string write_algorithmic_task(const AlgorithmicTask& task, const std::string& out_dir);
+
+}  // namespace fbt

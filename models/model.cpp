@@ -1,0 +1,70 @@
+#include "models/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "models/feedback_transformer.hpp"
+#include "models/transformer_xl.hpp"
+#include "util/check.hpp"
+
+namespace fbt {
+
+void Memory::store(const float* src, Device src_dev, const Shape& shape, Device d) {
+  const size_t n = size_t(shape.numel());
+  if (buf_.device() != d || buf_.size() < n) buf_ = DeviceBuffer(d, n);
+  copy_bytes(buf_.data(), d, src, src_dev, sizeof(float) * n);
+  shape_ = shape;
+}
+
+void Memory::assign(const Tensor& t) { store(t.data, t.device, t.shape, t.device); }
+
+void Memory::assign_host(const std::vector<float>& values, const Shape& shape, Device d) {
+  check(int64_t(values.size()) == shape.numel(), "Memory: ", values.size(), " values for ", shape);
+  store(values.data(), Device::CPU, shape, d);
+}
+
+std::vector<float> Memory::values() const {
+  std::vector<float> h(rows() ? size_t(shape_.numel()) : 0);
+  copy_bytes(h.data(), Device::CPU, buf_.data(), buf_.device(), sizeof(float) * h.size());
+  return h;
+}
+
+Model::Model(const ModelConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
+
+int32_t Model::bucket(int64_t d, int64_t num_buckets, int64_t max_distance) {
+  const int64_t e = num_buckets / 2;
+  if (d < e) return int32_t(d);
+  const double v = std::log(double(d) / double(e)) / std::log(double(max_distance) / double(e)) * double(num_buckets - e);
+  return int32_t(std::min<int64_t>(num_buckets - 1, e + int64_t(std::floor(v))));
+}
+
+void Model::init(uint64_t seed) {
+  Rng rng(seed);
+  const float out_std = 0.02f / std::sqrt(2.0f * float(cfg_.depth));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_.names()[i];
+    float* x = params_.values().data() + params_.offset(i);  // drawn on the host, then sent
+    const int64_t n = params_.at(i).value().numel();
+    auto ends_with = [&](const std::string& s) {
+      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    const bool is_norm = name.find("norm") != std::string::npos;
+    if (name == "layer_weight" || (is_norm && ends_with(".weight"))) {
+      std::fill(x, x + n, 1.f);
+    } else if (ends_with(".bias")) {
+      std::fill(x, x + n, 0.f);
+    } else {
+      const bool residual_out = ends_with("to_out.weight") || ends_with("w_out.weight");
+      const float std = residual_out ? out_std : 0.02f;
+      for (int64_t k = 0; k < n; ++k) x[k] = std * rng.normal();
+    }
+  }
+  params_.sync_to_device();
+}
+
+std::unique_ptr<Model> make_model(const ModelConfig& cfg, bool initialize) {
+  if (cfg.type == "transformer_xl") return std::make_unique<TransformerXL>(cfg, initialize);
+  return std::make_unique<FeedbackTransformer>(cfg, initialize);
+}
+
+}  // namespace fbt

@@ -1,0 +1,104 @@
+#include "models/transformer_xl.hpp"
+
+#include <algorithm>
+
+#include "util/check.hpp"
+
+namespace fbt {
+
+TransformerXL::TransformerXL(const ModelConfig& cfg, bool initialize) : Model(cfg) {
+  check(cfg.type == "transformer_xl", "TransformerXL: the config's type is ", cfg.type);
+  const int64_t D = cfg.dim;
+  ParamStore& ps = params_;
+  // Registration order follows MODEL.md's table (the feedback model's, without its memory parts).
+  token_emb_ = nn::Embedding(ps, "token_emb", cfg.num_tokens, D);
+  pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads});
+  for (int64_t l = 0; l < cfg.depth; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    nn::Block b;
+    b.attn = nn::MemoryAttention(ps, p, D, cfg.heads, cfg.dim_head, /*own_kv=*/true);
+    if (cfg.cross_attend) b.cross = nn::CrossAttention(ps, p + "cross_norm", p + "cross_attn", D, cfg.heads, cfg.dim_head);
+    b.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
+    layers_.push_back(b);
+  }
+  out_norm_ = nn::LayerNorm(ps, "out_norm", D);
+  to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
+  ps.finalize();
+  if (initialize) init(0);
+}
+
+void TransformerXL::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
+  const ModelConfig& c = cfg_;
+  check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
+  if (state && state->memory.rows()) {
+    const Shape& m = state->memory.shape();
+    check(m.nd == 4 && m[0] == c.depth && m[1] == B && m[3] == c.dim && m[2] <= c.mem_len, "forward: memory ", m,
+          " is not (L=", c.depth, ", B=", B, ", m <= mem_len=", c.mem_len, ", D=", c.dim, ")");
+  }
+  check(o.policy.kind == DetachPolicy::Kind::None, "forward: detachment policies do not apply to transformer_xl (got ",
+        o.policy.str(), ")");
+  check(c.cross_attend == bool(o.context), c.cross_attend ? "forward: cross_attend needs a context"
+                                                          : "forward: a context was given but cross_attend is false");
+  if (o.context)
+    check(o.context.shape().nd == 3 && o.context.shape()[0] == B && o.context.shape()[1] >= 1 &&
+              o.context.shape()[2] == c.dim,
+          "forward: context ", o.context.shape(), " is not (B=", B, ", Tc >= 1, D=", c.dim, ")");
+  if (o.train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f))
+    check(o.rng != nullptr, "forward: training dropout needs a generator");
+}
+
+// What the T queries of a call see among the m + T rows [state; call]: query t (row m + t) sees
+// rows u with m + t - mem_len <= u < m + t, strictly past, biased by the bucket of m + t - u.
+nn::Window TransformerXL::window(int64_t B, int64_t T, int64_t m, const CallOptions& o) const {
+  const int64_t S = m + T;
+  nn::Window w;
+  w.n = T;
+  w.bucket.assign(size_t(T * S), -1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t u = std::max<int64_t>(0, m + t - cfg_.mem_len); u < m + t; ++u)
+      w.bucket[size_t(t * S + u)] = bucket(m + t - u, cfg_.num_buckets, cfg_.max_distance);
+  if (m == 0) {  // the first step of a call without a state sees no key
+    w.sees_a_key.assign(size_t(B * T), 1);
+    for (int64_t b = 0; b < B; ++b) w.sees_a_key[size_t(b * T)] = 0;
+  }
+  w.dropout_p = o.train ? cfg_.attn_dropout : 0.f;
+  w.rng = o.rng;
+  return w;
+}
+
+ForwardOutput TransformerXL::forward(const int32_t* tokens, int64_t B, int64_t T, State* state,
+                                     const CallOptions& options) {
+  check_call(B, T, state, options);
+  Tape& tp = tape();
+  tp.set_device(device());  // this model's step: an error if the tape holds another device's
+  const int64_t D = cfg_.dim, L = cfg_.depth, m = state ? state->memory.rows() : 0, keep = std::min(cfg_.mem_len, m + T);
+  const Tensor* carried = m ? state->memory.tensor() : nullptr;  // (L, B, m, D)
+  const nn::Window w = window(B, T, m, options);
+  const float ff_p = options.train ? cfg_.ff_dropout : 0.f;
+  ForwardOutput res;
+  res.memory = tp.arena().alloc(memory_shape(B, keep));
+  Var h = token_emb_(tokens, Shape{B, T});  // (B,T,D)
+  for (int64_t l = 0; l < L; ++l) {
+    const nn::Block& b = layers_[size_t(l)];
+    Var full = h;  // (B, m+T, D): the layer's inputs, its state rows first (constants)
+    if (m) {
+      const Tensor rows{carried->data + l * B * m * D, Shape{B, m, D}, carried->device};
+      full = concat({tp.leaf_copy(rows), h}, 1);
+    }
+    res.layer_inputs.push_back(h);
+    Var kv = b.attn.to_kv(b.attn.norm(full));  // (B, m+T, 2I)
+    Var ctx_kv = options.context ? b.cross.to_kv(options.context) : Var();
+    h = b(h, {{kv, 0, m + T}}, w, pos_bias_, no_projection_, 0, ctx_kv, ff_p);
+    copy_rows(res.memory.data + l * B * keep * D, keep * D, device(), full.data() + (m + T - keep) * D, (m + T) * D,
+              device(), B, keep * D);
+  }
+  res.logits = to_logits_(out_norm_(h));  // (B,T,V)
+  if (options.targets) res.loss = cross_entropy(res.logits, options.targets);
+  if (state) {
+    state->memory.assign(res.memory);
+    state->projection = ProjectedMemory{};
+  }
+  return res;
+}
+
+}  // namespace fbt
