@@ -29,6 +29,7 @@ struct GradsArgs {
   std::string config, weights, batch;
   // ... or batches of a split read from a checkpoint's run.
   std::string checkpoint, split = "valid";
+  std::vector<std::string> overrides;  // --set on the run config
   int64_t batches = 4;
   std::string detach = "none";
   std::vector<std::string> policies{"none", "horizon:8", "horizon:32", "every:64", "all"};
@@ -102,7 +103,7 @@ Subject load_subject(const GradsArgs& a) {
     s.batches = {load_call_batch(a.batch, cfg)};
     s.source = a.batch;
   } else {
-    const RunConfig rc = load_run_config(a.config);
+    const RunConfig rc = load_run_config(a.config, a.overrides);
     set_threads(rc.train.threads);
     s.model = model_with_weights(rc.model, resolve_weights(a.checkpoint), a.device.empty() ? rc.train.device : a.device);
     s.batches = batches_from_split(a, rc, *s.model);
@@ -210,6 +211,7 @@ void add_grads(CLI::App& app) {
   sub->add_option("--batch", a->batch, "inputs/targets [B,T] (+ memory, context)")->check(CLI::ExistingFile);
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint/run directory or weights file, with --split");
   sub->add_option("--split", a->split, "valid | test | train (with --checkpoint)");
+  sub->add_option("--set", a->overrides, "override a key of the run config (with --checkpoint)");
   sub->add_option("--batches", a->batches, "consecutive batches of the split")->check(at_least(1));
   sub->add_option("--detach", a->detach, "policy for lag and jacobian measurements");
   sub->add_option("--policies", a->policies, "policies compared with none for the truncation bias")->delimiter(',');

@@ -86,12 +86,7 @@ Corpus::Corpus(const std::string& path, const CorpusFormat& f, int64_t num_token
     throw DataError(f.vocab + ": " + std::to_string(vocab.size()) + " tokens, more than num_tokens " +
                     std::to_string(num_tokens));
   text_ = read_text_ids(path, vocab);
-  if (f.labels) {
-    labels_ = read_text_labels(path, vocab, f.ignore_label);
-    if (labels_.size() != text_.size())  // read_text_labels checks every line; this cannot differ
-      throw DataError(path + ".labels: " + std::to_string(labels_.size()) + " labels for " +
-                      std::to_string(text_.size()) + " tokens");
-  }
+  if (f.labels) labels_ = read_text_labels(path, vocab, f.ignore_label);  // checked line by line against the text
   total_ = int64_t(text_.size());
 }
 
@@ -123,7 +118,7 @@ void Corpus::open_token_files(const std::string& path_or_glob, const std::string
 }
 
 int32_t Corpus::operator[](int64_t i) const {
-  if (!files_.size()) return text_[size_t(i)];
+  if (files_.empty()) return text_[size_t(i)];
   size_t k = size_t(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin()) - 1;
   return (*files_[k])[i - starts_[k]];
 }

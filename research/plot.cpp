@@ -97,11 +97,12 @@ void add_probe(Charts& c, const json& j) {
 void add_line(Charts& c, const json& j, const std::string& series, const std::string& run) {
   const std::string kind = j.value("kind", ""), split = j.value("split", "");
   if (split == "train" || split == "valid") {
-    c.curves[split + " loss"].points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-    c.curves[split + " bpc"].points.push_back({j["step"].get<double>(), j["bpc"].get<double>()});
+    const std::string prefix = run.empty() ? split : run + " " + split;  // a line per run and split
+    c.curves[prefix + " loss"].points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    c.curves[prefix + " bpc"].points.push_back({j["step"].get<double>(), j["bpc"].get<double>()});
     if (j.contains("accuracy")) {
-      Series& s = c.accuracy[run];
-      s.title = run + " " + split;
+      Series& s = c.accuracy[prefix];
+      s.title = prefix;
       s.points.push_back({j["step"].get<double>(), j["accuracy"].get<double>()});
     }
   } else if (split == "probe") {
@@ -134,7 +135,7 @@ Charts read_charts(const std::vector<fs::path>& files) {
         throw std::runtime_error(fmt::format("{}:{}: not a JSON line", f.string(), lineno));
       }
       const std::string policy = j.value("policy", "");
-      const std::string run = runs.size() > 1 ? f.parent_path().filename().string() : "valid";
+      const std::string run = runs.size() > 1 ? f.parent_path().filename().string() : "";
       add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy, run);
     }
   }
@@ -171,12 +172,14 @@ std::vector<Series> values(const std::map<std::string, Series>& m) {
   return v;
 }
 
-std::vector<Series> titled(std::map<std::string, Series>& m, const std::vector<std::string>& keys) {
+// The series whose key ends with `suffix` (" loss", " bpc"), titled by their keys.
+std::vector<Series> ending_with(const std::map<std::string, Series>& m, const std::string& suffix) {
   std::vector<Series> v;
-  for (const std::string& k : keys) {
-    m[k].title = k;
-    v.push_back(m[k]);
-  }
+  for (const auto& [k, s] : m)
+    if (k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      v.push_back(s);
+      v.back().title = k;
+    }
   return v;
 }
 
@@ -226,9 +229,8 @@ std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, cons
   fs::create_directories(tmp);
   Script script(out_dir, tmp);
   const std::string points = "linespoints pt 7 ps 0.4";
-  script.chart("loss", "cross-entropy (nats per token)", "step", "loss", titled(c.curves, {"train loss", "valid loss"}), "",
-               points);
-  script.chart("bpc", "bits per character", "step", "bpc", titled(c.curves, {"train bpc", "valid bpc"}), "", points);
+  script.chart("loss", "cross-entropy (nats per token)", "step", "loss", ending_with(c.curves, " loss"), "", points);
+  script.chart("bpc", "bits per character", "step", "bpc", ending_with(c.curves, " bpc"), "", points);
   script.chart("grad_by_lag", "gradient norm of the last-position loss by memory lag", "lag (steps back)",
                "mean ||dL/dm||", values(c.lag_by), "set logscale y\n", points);
   script.chart("jacobian", "||d m_t / d m_(t-k)||_F", "k", "Frobenius norm", values(c.jac_by), "set logscale y\n", points);

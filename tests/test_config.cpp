@@ -25,6 +25,13 @@ TEST_CASE("run config: defaults and overrides") {
   std::ofstream(d / "effective.yaml") << run_config_yaml(again);
   RunConfig round = load_run_config(d / "effective.yaml");
   CHECK(run_config_yaml(round) == run_config_yaml(again));
+  // The baseline's effective config names its type (a run directory's config.yaml rebuilds it).
+  RunConfig xl = load_run_config(write_config(d, "", "  type: transformer_xl\n"));
+  std::ofstream(d / "xl.yaml") << run_config_yaml(xl);
+  CHECK(load_run_config(d / "xl.yaml").model.type == "transformer_xl");
+  CHECK_FALSE(load_run_config(d / "xl.yaml").model.shared_kv);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d, "  detach: all\n", "  type: transformer_xl\n")),
+                       doctest::Contains("train.detach: detachment policies do not apply"), ConfigError);
 }
 
 TEST_CASE("run config: errors name the file the line and the key") {

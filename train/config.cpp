@@ -135,6 +135,7 @@ std::string run_config_yaml(const RunConfig& c) {
   const TrainConfig& t = c.train;
   e << YAML::BeginMap;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "type" << YAML::Value << m.type;
   e << YAML::Key << "num_tokens" << YAML::Value << m.num_tokens << YAML::Key << "dim" << YAML::Value << m.dim;
   e << YAML::Key << "depth" << YAML::Value << m.depth << YAML::Key << "heads" << YAML::Value << m.heads;
   e << YAML::Key << "dim_head" << YAML::Value << m.dim_head << YAML::Key << "ff_mult" << YAML::Value << m.ff_mult;

@@ -17,8 +17,9 @@
 //   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad), StepScope, NoGradScope, detach, ParamStore, to_host
 //   ops/       the differentiable ops (linear, layernorm, attention, cross_entropy, ...)
 //   nn/        the modules (Linear, LayerNorm, FeedForward, MemoryAttention, Block, ...)
-//   models/    ModelConfig (MODEL.md names), FeedbackTransformer, State, CallOptions, DetachPolicy, save_model
-//   data/      Corpus and StreamBatcher for token files
+//   models/    ModelConfig (MODEL.md names), Model, FeedbackTransformer, TransformerXL, make_model, State,
+//              CallOptions, DetachPolicy, save_model
+//   data/      Corpus and StreamBatcher for token files and labelled text, Vocabulary, the code-execution task
 //   train/     AdamW, learning_rate, clip_grad_norm, TrainLoop (a training step for your data), Trainer
 //              (config-driven runs), evaluate, generate (sampling), load_model (a run or weights file)
 //   research/  gradient-flow measurements
@@ -35,9 +36,13 @@
 #include "ops/ops.hpp"
 #include "models/config.hpp"
 #include "models/detach_policy.hpp"
+#include "models/model.hpp"
 #include "models/feedback_transformer.hpp"
+#include "models/transformer_xl.hpp"
 #include "models/weights.hpp"
 #include "data/tokens.hpp"
+#include "data/text.hpp"
+#include "data/algorithmic.hpp"
 #include "train/optimizer.hpp"
 #include "train/loop.hpp"
 #include "train/evaluate.hpp"
