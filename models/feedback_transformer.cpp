@@ -63,24 +63,6 @@ struct FeedbackTransformer::Call {
   uint64_t freeze_id = 0;
 };
 
-void FeedbackTransformer::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
-  const ModelConfig& c = cfg_;
-  check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
-  if (state && state->memory.rows()) {
-    const Shape& m = state->memory.shape();
-    check(m[0] == B && m[2] == c.dim && m[1] <= c.mem_len, "forward: memory ", m, " is not (B=", B,
-          ", m <= mem_len=", c.mem_len, ", D=", c.dim, ")");
-  }
-  check(c.cross_attend == bool(o.context), c.cross_attend ? "forward: cross_attend needs a context"
-                                                          : "forward: a context was given but cross_attend is false");
-  if (o.context)
-    check(o.context.shape().nd == 3 && o.context.shape()[0] == B && o.context.shape()[1] >= 1 &&
-              o.context.shape()[2] == c.dim,
-          "forward: context ", o.context.shape(), " is not (B=", B, ", Tc >= 1, D=", c.dim, ")");
-  if (o.train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f))
-    check(o.rng != nullptr, "forward: training dropout needs a generator");
-}
-
 // Cache setup: the call's buffers, the carried memory's keys/values (the state's kept projection
 // when it belongs to the current freeze, else projected again) and the context's.
 FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, State* state, const CallOptions& o) const {

@@ -35,7 +35,6 @@ class FeedbackTransformer : public Model {
 
  private:
   struct Call;  // one forward call's buffers and caches (feedback_transformer.cpp)
-  void check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const;
   Call open_call(int64_t B, int64_t T, State* state, const CallOptions& o) const;
   nn::Window window(const Call& call, int64_t s) const;
   Var run_window(Call& call, Var h, int64_t s, nn::Window& w, ForwardOutput& res) const;

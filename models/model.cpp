@@ -31,6 +31,24 @@ std::vector<float> Memory::values() const {
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
 
+void Model::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
+  const ModelConfig& c = cfg_;
+  check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
+  if (state && state->memory.rows()) {
+    const Shape& m = state->memory.shape();
+    check(m == memory_shape(B, state->memory.rows()) && state->memory.rows() <= c.mem_len, "forward: memory ", m,
+          " is not ", memory_shape(B, 0), " with m rows, m <= mem_len=", c.mem_len);
+  }
+  check(c.cross_attend == bool(o.context), c.cross_attend ? "forward: cross_attend needs a context"
+                                                          : "forward: a context was given but cross_attend is false");
+  if (o.context)
+    check(o.context.shape().nd == 3 && o.context.shape()[0] == B && o.context.shape()[1] >= 1 &&
+              o.context.shape()[2] == c.dim,
+          "forward: context ", o.context.shape(), " is not (B=", B, ", Tc >= 1, D=", c.dim, ")");
+  if (o.train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f))
+    check(o.rng != nullptr, "forward: training dropout needs a generator");
+}
+
 int32_t Model::bucket(int64_t d, int64_t num_buckets, int64_t max_distance) {
   const int64_t e = num_buckets / 2;
   if (d < e) return int32_t(d);

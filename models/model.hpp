@@ -124,6 +124,9 @@ class Model {
 
  protected:
   explicit Model(const ModelConfig& cfg);
+  // The arguments of a call against the config: (B, T), the state's shape (memory_shape, at
+  // most mem_len rows), the context exactly with cross_attend, a generator for dropout.
+  void check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const;
   ModelConfig cfg_;
   ParamStore params_;
 };

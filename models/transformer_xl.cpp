@@ -27,26 +27,6 @@ TransformerXL::TransformerXL(const ModelConfig& cfg, bool initialize) : Model(cf
   if (initialize) init(0);
 }
 
-void TransformerXL::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
-  const ModelConfig& c = cfg_;
-  check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
-  if (state && state->memory.rows()) {
-    const Shape& m = state->memory.shape();
-    check(m.nd == 4 && m[0] == c.depth && m[1] == B && m[3] == c.dim && m[2] <= c.mem_len, "forward: memory ", m,
-          " is not (L=", c.depth, ", B=", B, ", m <= mem_len=", c.mem_len, ", D=", c.dim, ")");
-  }
-  check(o.policy.kind == DetachPolicy::Kind::None, "forward: detachment policies do not apply to transformer_xl (got ",
-        o.policy.str(), ")");
-  check(c.cross_attend == bool(o.context), c.cross_attend ? "forward: cross_attend needs a context"
-                                                          : "forward: a context was given but cross_attend is false");
-  if (o.context)
-    check(o.context.shape().nd == 3 && o.context.shape()[0] == B && o.context.shape()[1] >= 1 &&
-              o.context.shape()[2] == c.dim,
-          "forward: context ", o.context.shape(), " is not (B=", B, ", Tc >= 1, D=", c.dim, ")");
-  if (o.train && (c.attn_dropout > 0.f || c.ff_dropout > 0.f))
-    check(o.rng != nullptr, "forward: training dropout needs a generator");
-}
-
 // What the T queries of a call see among the m + T rows [state; call]: query t (row m + t) sees
 // rows u with m + t - mem_len <= u < m + t, strictly past, biased by the bucket of m + t - u.
 nn::Window TransformerXL::window(int64_t B, int64_t T, int64_t m, const CallOptions& o) const {
@@ -69,6 +49,8 @@ nn::Window TransformerXL::window(int64_t B, int64_t T, int64_t m, const CallOpti
 ForwardOutput TransformerXL::forward(const int32_t* tokens, int64_t B, int64_t T, State* state,
                                      const CallOptions& options) {
   check_call(B, T, state, options);
+  check(options.policy.kind == DetachPolicy::Kind::None, "forward: detachment policies do not apply to transformer_xl (got ",
+        options.policy.str(), ")");
   Tape& tp = tape();
   tp.set_device(device());  // this model's step: an error if the tape holds another device's
   const int64_t D = cfg_.dim, L = cfg_.depth, m = state ? state->memory.rows() : 0, keep = std::min(cfg_.mem_len, m + T);

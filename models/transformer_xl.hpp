@@ -23,7 +23,6 @@ class TransformerXL : public Model {
   Shape memory_shape(int64_t B, int64_t rows) const override { return Shape{cfg_.depth, B, rows, cfg_.dim}; }
 
  private:
-  void check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const;
   nn::Window window(int64_t B, int64_t T, int64_t m, const CallOptions& o) const;
 
   nn::Embedding token_emb_;
