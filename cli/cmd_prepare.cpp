@@ -50,6 +50,9 @@ void add_prepare_algorithmic(CLI::App& app) {
       ->required()
       ->check(at_least(1));
   sub->add_option("--statements", task->statements, "statements per program")->check(at_least(1));
+  sub->add_option("--train-programs", task->train_programs,
+                  "programs in train.txt (10,000 as the official task; more for short programs)")
+      ->check(at_least(1));
   sub->add_option("--seed", task->seed, "generator seed (the same seed writes the same files)");
   sub->add_option("out_dir", *out_dir)->required();
   sub->callback([task, out_dir] { fmt::print("{}\n", write_algorithmic_task(*task, *out_dir)); });

@@ -141,7 +141,7 @@ std::string write_algorithmic_task(const AlgorithmicTask& task, const std::strin
   const struct {
     const char* name;
     int64_t programs;
-  } splits[] = {{"train", 10000}, {"valid", 1000}, {"test", 1000}};
+  } splits[] = {{"train", task.train_programs}, {"valid", 1000}, {"test", 1000}};
   int64_t tokens = 0;
   for (size_t k = 0; k < 3; ++k) {  // a seed of its own per split: its programs are independent
     const std::vector<Program> programs = generate_programs(task, splits[k].programs, Rng::hash(task.seed, k));
@@ -150,7 +150,8 @@ std::string write_algorithmic_task(const AlgorithmicTask& task, const std::strin
   }
   Vocabulary(algorithmic_vocabulary(task.variables)).save((fs::path(out_dir) / "vocab.txt").string());
   return std::to_string(task.variables) + " variables, " + std::to_string(task.statements) +
-         " statements a program: train 10000 / valid 1000 / test 1000 programs (" + std::to_string(tokens) +
+         " statements a program: train " + std::to_string(task.train_programs) +
+         " / valid 1000 / test 1000 programs (" + std::to_string(tokens) +
          " tokens) and vocab.txt in " + out_dir;
 }
 

@@ -13,6 +13,7 @@ struct AlgorithmicTask {
   int64_t variables = 3;    // K, 1..5
   int64_t statements = 100;  // N per program
   uint64_t seed = 1;
+  int64_t train_programs = 10000;  // the official count; short programs need more to not be memorized
 };
 
 // One program: its tokens (ending with END) and a label per token.
@@ -30,7 +31,7 @@ std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t coun
 // Every token the task's inputs and labels use (variables, values, keywords, END), in a fixed order.
 std::vector<std::string> algorithmic_vocabulary(int64_t variables);
 
-// OUT_DIR/{train,valid,test}.txt with .labels beside them (10,000 / 1,000 / 1,000 programs, each
+// OUT_DIR/{train,valid,test}.txt with .labels beside them (task.train_programs / 1,000 / 1,000 programs, each
 // split from its own seed derived from task.seed) and OUT_DIR/vocab.txt. Returns a summary line.
 std::string write_algorithmic_task(const AlgorithmicTask& task, const std::string& out_dir);
 

@@ -31,3 +31,30 @@ TEST_CASE("train: an unwritable out_dir is an error before any work") {
   RunConfig c = load_run_config(write_config(d), {"train.out_dir=/proc/fbt-cannot-write"});
   CHECK_THROWS_WITH(Trainer(c).run(false), doctest::Contains("cannot create or write"));
 }
+
+TEST_CASE("train: init_from starts a new run from another run's weights, matched by name and shape") {
+  TempDir d;
+  REQUIRE(Trainer(load_run_config(write_config(d))).run(false));
+  const std::vector<float> trained = final_weights(d / "out");
+
+  // A step this small leaves every weight as loaded: the new run's final weights are the old run's.
+  // mem_len has no weights, so it may differ.
+  const std::string tiny = "train.lr=1e-30", no_decay = "train.weight_decay=0", min = "train.min_lr=0";
+  for (const std::string& from : {d / "out", d / "out/model.safetensors"}) {
+    TempDir e;
+    RunConfig c = load_run_config(write_config(d), {"train.init_from=" + from, "train.out_dir=" + (e / "out"),
+                                                    "model.mem_len=5", tiny, no_decay, min, "train.steps=2"});
+    REQUIRE(Trainer(c).run(false));
+    CHECK(final_weights(e / "out") == trained);
+  }
+
+  TempDir e;
+  RunConfig wider = load_run_config(write_config(d), {"train.init_from=" + (d / "out"), "train.out_dir=" + (e / "a"),
+                                                      "model.dim=24"});
+  CHECK_THROWS_WITH(Trainer(wider).run(false), doctest::Contains("(train.init_from): tensor 'token_emb.weight' has shape"));
+  RunConfig xl = load_run_config(write_config(d), {"train.init_from=" + (d / "out"), "train.out_dir=" + (e / "b"),
+                                                   "model.type=transformer_xl", "model.shared_kv=false"});
+  CHECK_THROWS_WITH(Trainer(xl).run(false), doctest::Contains("weights of a feedback model; this run's model.type is transformer_xl"));
+  RunConfig missing = load_run_config(write_config(d), {"train.init_from=" + (e / "nothing"), "train.out_dir=" + (e / "c")});
+  CHECK_THROWS(Trainer(missing).run(false));
+}

@@ -96,6 +96,7 @@ void parse_run_settings(ConfigSection& t, TrainConfig& tc) {
   tc.keep_last = at_least(t, "keep_last", tc.keep_last, 1);
   tc.out_dir = t.get<std::string>("out_dir", tc.out_dir);
   if (tc.out_dir.empty()) t.fail("out_dir", "must not be empty");
+  tc.init_from = t.get<std::string>("init_from", tc.init_from);
   tc.probe_every = at_least(t, "probe_every", tc.probe_every, 0);
   tc.sample_tokens = at_least(t, "sample_tokens", tc.sample_tokens, 0);
   tc.sample_prompt = t.get<std::string>("sample_prompt", tc.sample_prompt);
@@ -171,6 +172,7 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "log_every" << YAML::Value << t.log_every << YAML::Key << "checkpoint_every" << YAML::Value
     << t.checkpoint_every;
   e << YAML::Key << "keep_last" << YAML::Value << t.keep_last << YAML::Key << "out_dir" << YAML::Value << t.out_dir;
+  if (!t.init_from.empty()) e << YAML::Key << "init_from" << YAML::Value << t.init_from;
   e << YAML::Key << "probe_every" << YAML::Value << t.probe_every;
   e << YAML::Key << "sample_tokens" << YAML::Value << t.sample_tokens << YAML::Key << "sample_prompt" << YAML::Value
     << YAML::DoubleQuoted << t.sample_prompt;

@@ -134,6 +134,22 @@ bool Trainer::resume_latest() {
   return true;
 }
 
+// Fine-tuning: a fresh run (optimizer, schedule, memory) on another run's weights. Parameters are
+// matched by name and shape, so the model config may differ in what has no weights (mem_len, dropout).
+void Trainer::init_from(const std::string& source) {
+  const std::string path = resolve_weights(source);
+  const SafeTensors st = SafeTensors::load(path);
+  const auto saved = st.metadata.find("fbt_model_config");
+  if (saved != st.metadata.end()) {
+    const ModelConfig from = model_config_from_json(saved->second, path);
+    if (from.type != cfg_.model.type)
+      throw std::runtime_error(path + " (train.init_from): weights of a " + from.type + " model; this run's model.type is " +
+                               cfg_.model.type);
+  }
+  load_weights(*model_, st, path + " (train.init_from)");
+  fmt::print("initialized from {}\n", path);
+}
+
 // Prepares out_dir: resumes (and cuts metrics back to the checkpoint) or starts afresh, never
 // over an existing run's checkpoints.
 void Trainer::start(bool resume) {
@@ -150,6 +166,7 @@ void Trainer::start(bool resume) {
                              " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");
   } else {
     metrics_.clear();
+    if (!t.init_from.empty()) init_from(t.init_from);
   }
   write_text_atomic((fs::path(t.out_dir) / "config.yaml").string(), run_config_yaml(cfg_));
 }

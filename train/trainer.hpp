@@ -52,6 +52,7 @@ class Trainer {
   StepStats train_step(bool keep_batch);
   void save_checkpoint();
   bool resume_latest();
+  void init_from(const std::string& source);
   void log_start() const;
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
   void run_eval(bool whole_split);  // else the first train.eval_tokens
