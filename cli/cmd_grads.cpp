@@ -1,10 +1,11 @@
 // `fbt grads`: gradient flow through the memory (research/research.hpp) as JSONL rows: gradient
 // norm by lag, truncation bias of detachment policies, Jacobian norms across time.
 #include <fmt/core.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -17,8 +18,11 @@
 #include "train/checkpoint.hpp"
 #include "train/config.hpp"
 #include "util/check.hpp"
+#include "util/files.hpp"
 
 using nlohmann::json;
+
+namespace fs = std::filesystem;
 
 namespace fbt::cli {
 
@@ -188,12 +192,14 @@ void run_grads(const GradsArgs& a) {
   if (is_baseline(*s.model))
     check(!wants("bias") && !wants("jacobian"), "--measure bias and jacobian apply to the feedback model (the ",
           "transformer_xl model has no detachment policies and no memory vectors); use --measure lag");
-  std::ofstream out(a.out);
-  check(bool(out), a.out, ": cannot write");
-  const Emit emit = [&](const json& j) { out << j.dump() << "\n"; };
+  const fs::path dir = fs::path(a.out).parent_path().empty() ? fs::path(".") : fs::path(a.out).parent_path();
+  check(::access(dir.c_str(), W_OK) == 0, a.out, ": cannot write in ", dir.string());  // before the work
+  std::string lines;
+  const Emit emit = [&](const json& j) { lines += j.dump() + "\n"; };
   if (wants("lag")) measure_lag(a, s, policy, emit);
   if (wants("bias")) measure_bias(a, s, emit);
   if (wants("jacobian")) measure_jacobian(a, s, policy, emit);
+  write_text_atomic(a.out, lines);
   const CallBatch& b = s.batches[0];
   fmt::print("wrote {} ({} batch{} of {} x {}, detach {})\n", a.out, s.batches.size(), s.batches.size() == 1 ? "" : "es",
              b.B, b.T, policy.str());

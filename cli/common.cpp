@@ -36,7 +36,7 @@ DetachPolicy detach_flag(const std::string& text, int64_t seq_len) {
 std::unique_ptr<Model> model_with_weights(const ModelConfig& cfg, const std::string& weights,
                                                         const std::string& device) {
   auto model = make_model(cfg, /*initialize=*/false);  // the weights come next
-  load_weights(*model, SafeTensors::load(weights), weights);
+  load_weights(*model, load_checked(weights), weights);
   model->to(parse_device(device));
   return model;
 }

@@ -2,6 +2,8 @@
 // itself; errors from any of them end here as one line on stderr and a non-zero exit.
 #include <fmt/core.h>
 
+#include <csignal>
+
 #include <CLI/CLI.hpp>
 
 #include "backend/cuda/kernels.hpp"
@@ -26,6 +28,9 @@ void print_version() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write past a file-size limit (ulimit -f) then fails with EFBIG and is reported like a full
+  // disk, instead of the signal killing fbt without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"fbt: train and study the Feedback Transformer"};
   app.require_subcommand(0, 1);
   bool version = false;

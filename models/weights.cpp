@@ -1,5 +1,7 @@
 #include "models/weights.hpp"
 
+#include <fmt/core.h>
+
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -93,8 +95,15 @@ void load_weights(Model& model, const SafeTensors& st, const std::string& source
   ps.sync_to_device();
 }
 
-std::unique_ptr<Model> load_model_file(const std::string& path) {
+SafeTensors load_checked(const std::string& path) {
   SafeTensors st = SafeTensors::load(path);
+  if (!st.verified)
+    fmt::print(stderr, "note: {} records no checksum (written before fbt verified its files): loaded unverified\n", path);
+  return st;
+}
+
+std::unique_ptr<Model> load_model_file(const std::string& path) {
+  SafeTensors st = load_checked(path);
   if (!st.metadata.count("fbt_model_config"))
     throw SafeTensorsError(path + ": no fbt_model_config in __metadata__ (not written by fbt?)");
   auto model = make_model(model_config_from_json(st.metadata.at("fbt_model_config"), path),

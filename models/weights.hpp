@@ -9,6 +9,10 @@
 
 namespace fbt {
 
+// A weights or training-state file fbt wrote, its checksum verified (a damaged file is an error
+// naming it); a file from before fbt recorded checksums loads with a note on stderr.
+SafeTensors load_checked(const std::string& path);
+
 // Every parameter as F32, plus __metadata__ {"format": "pt", "fbt_model_config": <json>}.
 SafeTensors weights_to_safetensors(const Model& model);
 // Copies tensors into the model. A missing or extra tensor, a wrong dtype or shape is an error

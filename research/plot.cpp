@@ -9,8 +9,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "util/check.hpp"
+#include "util/files.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -26,12 +28,13 @@ struct Series {
 
 std::string write_data(const fs::path& dir, const std::string& name, const std::vector<Series>& series) {
   const fs::path p = dir / (name + ".dat");
-  std::ofstream out(p);
+  std::ostringstream out;
   for (const Series& s : series) {  // gnuplot index blocks, two blank lines apart
     out << "# " << s.title << "\n";
     for (auto [x, y] : s.points) out << x << " " << y << "\n";
     out << "\n\n";
   }
+  write_text_atomic(p.string(), out.str());
   return p.string();
 }
 
@@ -242,7 +245,7 @@ std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, cons
                "set yrange [0:1]\n", points);
   script.text += "set yrange [*:*]\n";
   check(!script.made.empty(), input, ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
-  std::ofstream(tmp / "plots.gp") << script.text;
+  write_text_atomic((tmp / "plots.gp").string(), script.text);
   run_gnuplot(tmp / "plots.gp");
   fs::remove_all(tmp);
   return script.made;

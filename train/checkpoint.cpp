@@ -58,8 +58,14 @@ SafeTensors training_state_tensors(const TrainingState& s) {
 Checkpoints::Checkpoints(const std::string& out_dir) : dir_((fs::path(out_dir) / "checkpoints").string()) {}
 
 std::string Checkpoints::latest() const {
-  const std::vector<std::string> done = complete_checkpoints(dir_);
-  return done.empty() ? "" : (fs::path(dir_) / done.back()).string();
+  const std::vector<std::string> done = complete();
+  return done.empty() ? "" : done.back();
+}
+
+std::vector<std::string> Checkpoints::complete() const {
+  std::vector<std::string> done = complete_checkpoints(dir_);
+  for (std::string& name : done) name = (fs::path(dir_) / name).string();
+  return done;
 }
 
 void Checkpoints::clear_partial() const {
@@ -73,12 +79,19 @@ void Checkpoints::save(const Model& model, const TrainingState& state, int64_t k
   fs::create_directories(dir_);
   const fs::path final_dir = fs::path(dir_) / step_dir_name(state.step);
   const fs::path tmp_dir = fs::path(dir_) / (step_dir_name(state.step) + kPartial);
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
-  save_model(model, (tmp_dir / kWeights).string());
-  training_state_tensors(state).save((tmp_dir / kState).string());
-  write_text_atomic((tmp_dir / kDone).string(), std::to_string(state.step) + "\n");
-  fsync_path(tmp_dir.string());
+  try {
+    fs::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir);
+    save_model(model, (tmp_dir / kWeights).string());
+    training_state_tensors(state).save((tmp_dir / kState).string());
+    write_text_atomic((tmp_dir / kDone).string(), std::to_string(state.step) + "\n");
+    fsync_path(tmp_dir.string());
+  } catch (const std::exception& e) {  // a full disk, a size limit: leave no partial checkpoint behind
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);
+    throw std::runtime_error(fmt::format("checkpoint of step {} not saved ({}): {}", state.step,
+                                         latest().empty() ? "no earlier checkpoint" : "earlier ones are intact", e.what()));
+  }
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
   fsync_path(dir_);
@@ -89,7 +102,7 @@ void Checkpoints::save(const Model& model, const TrainingState& state, int64_t k
 
 void load_checkpoint_weights(Model& model, const std::string& dir, const std::string& config_source) {
   const std::string path = (fs::path(dir) / kWeights).string();
-  SafeTensors w = SafeTensors::load(path);
+  SafeTensors w = load_checked(path);
   const auto saved = w.metadata.find("fbt_model_config");
   const ModelConfig cfg = model_config_from_json(saved == w.metadata.end() ? "" : saved->second, path);
   if (model_config_to_json(cfg) != model_config_to_json(model.config()))
@@ -99,7 +112,7 @@ void load_checkpoint_weights(Model& model, const std::string& dir, const std::st
 
 TrainingState load_training_state(const std::string& dir) {
   const std::string path = (fs::path(dir) / kState).string();
-  SafeTensors st = SafeTensors::load(path);
+  SafeTensors st = load_checked(path);
   auto meta = [&](const std::string& k) -> const std::string& {
     const auto it = st.metadata.find(k);
     if (it == st.metadata.end()) throw SafeTensorsError(path + ": missing metadata '" + k + "'");
@@ -111,7 +124,8 @@ TrainingState load_training_state(const std::string& dir) {
   s.adam_m = st.at("adam.m").to_f32(path);
   s.adam_v = st.at("adam.v").to_f32(path);
   s.adam_steps = number("adam_steps");
-  if (s.adam_steps != s.step) throw SafeTensorsError(path + ": step and optimizer step disagree");
+  if (s.adam_steps < 0 || s.adam_steps > s.step)  // skipped steps count as steps, not as updates
+    throw SafeTensorsError(path + ": optimizer steps exceed the steps taken");
   const StTensor& mem = st.at("memory");
   if (mem.shape.size() < 3) throw SafeTensorsError(path + ": memory must be [B, rows, D] or [L, B, rows, D]");
   s.memory = mem.to_f32(path);

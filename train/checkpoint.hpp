@@ -34,6 +34,8 @@ class Checkpoints {
   const std::string& dir() const { return dir_; }
   // The newest complete checkpoint's directory, "" if there is none.
   std::string latest() const;
+  // Every complete checkpoint's directory, oldest first.
+  std::vector<std::string> complete() const;
   // Removes the leftovers of saves that were killed midway.
   void clear_partial() const;
   // Writes the model and the state as step_NNNNNNNN (atomically: see above), then keeps only the

@@ -68,6 +68,10 @@ void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len, bool
   if (!(tc.eps > 0)) t.fail("eps", "must be > 0");
   tc.clip = t.get<double>("clip", tc.clip);
   if (tc.clip < 0) t.fail("clip", "must be >= 0 (0 disables clipping)");
+  tc.on_nonfinite = t.get<std::string>("on_nonfinite", tc.on_nonfinite);
+  if (tc.on_nonfinite != "stop" && tc.on_nonfinite != "skip")
+    t.fail("on_nonfinite", "must be stop or skip, got '" + tc.on_nonfinite + "'");
+  tc.skip_limit = at_least(t, "skip_limit", tc.skip_limit, 1);
   tc.detach = t.get<std::string>("detach", tc.detach);
   try {
     DetachPolicy::parse(tc.detach, seq_len);
@@ -164,6 +168,8 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "min_lr" << YAML::Value << t.min_lr << YAML::Key << "weight_decay" << YAML::Value << t.weight_decay;
   e << YAML::Key << "beta1" << YAML::Value << t.beta1 << YAML::Key << "beta2" << YAML::Value << t.beta2;
   e << YAML::Key << "eps" << YAML::Value << t.eps << YAML::Key << "clip" << YAML::Value << t.clip;
+  e << YAML::Key << "on_nonfinite" << YAML::Value << t.on_nonfinite << YAML::Key << "skip_limit" << YAML::Value
+    << t.skip_limit;
   e << YAML::Key << "detach" << YAML::Value << t.detach << YAML::Key << "seed" << YAML::Value << t.seed;
   e << YAML::Key << "threads" << YAML::Value << t.threads << YAML::Key << "device" << YAML::Value << t.device;
   e << YAML::Key << "eval_every" << YAML::Value << t.eval_every;

@@ -33,6 +33,8 @@ struct TrainConfig {
   double weight_decay = 0.01;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double clip = 1.0;         // global grad norm; 0 disables
+  std::string on_nonfinite = "stop";  // stop | skip: a step whose loss or gradient norm is not finite
+  int64_t skip_limit = 10;            // with skip: stop after this many skipped steps in a row
   std::string detach = "none";
   uint64_t seed = 1234;
   int64_t threads = 0;       // 0: all cores

@@ -3,6 +3,7 @@
 // and each row's memory carried into the next call (as a constant, MODEL.md).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "backend/rng.hpp"
@@ -25,7 +26,15 @@ struct LoopConfig {
 
 struct StepStats {
   double loss = 0, grad_norm = 0, lr = 0;
+  // The loss or the gradient norm was not finite: the optimizer did not touch the weights.
+  // `fault` then says what and names the first parameter with a non-finite gradient.
+  bool skipped = false;
+  std::string fault;
 };
+
+// The name of the first parameter (in ParamStore order) whose gradient holds a NaN or an
+// infinity, "" if none.
+std::string first_nonfinite_gradient(ParamStore& params);
 
 class TrainLoop {
  public:
@@ -33,10 +42,15 @@ class TrainLoop {
 
   // One optimizer step on inputs/targets (B,T). Row b continues from the memory row b ended
   // with in the previous call (the batch size must not change without reset_memory()).
+  // A non-finite loss or gradient norm skips the update (StepStats::skipped) but still counts as
+  // a step of the schedule; a memory left non-finite by it is reset.
   StepStats step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
   void reset_memory() { state_.clear(), batch_ = 0; }
 
-  int64_t steps_done() const { return opt_.steps_taken(); }
+  // Steps taken, skipped ones included (the optimizer's own count, optimizer().steps_taken(),
+  // leaves those out).
+  int64_t steps_done() const { return steps_; }
+  void set_steps_done(int64_t steps) { steps_ = steps; }
   AdamW& optimizer() { return opt_; }
   Rng& dropout_rng() { return rng_; }
   // The carried state (B, rows, D) on the host, for checkpoints and probes (it is kept on the
@@ -52,6 +66,7 @@ class TrainLoop {
   Rng rng_;
   State state_;  // every row's memory, carried from one step to the next
   int64_t batch_ = 0;
+  int64_t steps_ = 0;
 };
 
 }  // namespace fbt

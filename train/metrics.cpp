@@ -9,10 +9,9 @@ namespace fbt {
 
 void MetricsFile::clear() const { write_text_atomic(path_, ""); }
 
-void MetricsFile::append(const std::string& json_line) const {
-  std::ofstream out(path_, std::ios::app);
-  out << json_line << "\n";
-}
+void MetricsFile::append(const std::string& json_line) const { append_file(path_, json_line + "\n"); }
+
+void MetricsFile::sync() const { fsync_path(path_); }
 
 void MetricsFile::truncate_after(int64_t step) const {
   std::ifstream in(path_);

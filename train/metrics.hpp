@@ -11,7 +11,8 @@ class MetricsFile {
   explicit MetricsFile(std::string path) : path_(std::move(path)) {}
   const std::string& path() const { return path_; }
   void clear() const;                        // a new run starts with an empty file
-  void append(const std::string& json_line) const;
+  void append(const std::string& json_line) const;  // a failed write is an error
+  void sync() const;  // to disk (with each checkpoint, so that a crash keeps the lines up to it)
   // Keeps the lines of steps <= step only (a resumed run writes again what came after); a line
   // cut short by a kill is dropped.
   void truncate_after(int64_t step) const;

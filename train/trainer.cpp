@@ -73,6 +73,7 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   std::fflush(stdout);
   nlohmann::json j = {{"split", "train"}, {"step", step()},          {"loss", s.loss},        {"bpc", bpc},
                       {"lr", s.lr},       {"grad_norm", s.grad_norm}, {"tokens_per_s", tok_s}};
+  if (skipped_) j["skipped"] = skipped_;
   metrics_.append(j.dump());
 }
 
@@ -104,25 +105,41 @@ void Trainer::save_checkpoint() {
   s.dropout_rng = loop_->dropout_rng();
   s.threads = omp_get_max_threads();
   s.config_yaml = run_config_yaml(cfg_);
+  metrics_.sync();
   checkpoints_.save(*model_, s, cfg_.train.keep_last);
 }
 
+// The newest checkpoint that loads and verifies; a damaged one is skipped by name (a later save
+// of its step replaces it). A checkpoint of another model config is an error, not damage.
 bool Trainer::resume_latest() {
   checkpoints_.clear_partial();
-  const std::string dir = checkpoints_.latest();
-  if (dir.empty()) return false;
+  const std::vector<std::string> dirs = checkpoints_.complete();
+  if (dirs.empty()) return false;
+  for (auto dir = dirs.rbegin(); dir != dirs.rend(); ++dir) {
+    try {
+      resume_from(*dir);
+      return true;
+    } catch (const SafeTensorsError& e) {
+      fmt::print(stderr, "skipping checkpoint {}: {}\n", *dir, e.what());
+    }
+  }
+  throw std::runtime_error("no checkpoint in " + checkpoints_.dir() + " loads intact (see above): nothing to resume from");
+}
+
+void Trainer::resume_from(const std::string& dir) {
   load_checkpoint_weights(*model_, dir, cfg_.source);
   const TrainingState s = load_training_state(dir);
   const std::string state_file = (fs::path(dir) / "state.safetensors").string();
   AdamW& opt = loop_->optimizer();
   if (s.adam_m.size() != opt.m().size() || s.adam_v.size() != opt.v().size())
     throw SafeTensorsError(state_file + ": optimizer state size differs from the model's parameter count");
-  opt.m() = s.adam_m, opt.v() = s.adam_v;
-  opt.sync_to_device();
-  opt.set_steps_taken(s.adam_steps);
   const int64_t rows = s.memory_shape.size() >= 3 ? s.memory_shape[s.memory_shape.size() - 2] : 0;
   if (s.memory_shape != model_->memory_shape(cfg_.train.batch_size, rows).dims())
     throw SafeTensorsError(state_file + ": stream memory does not match train.batch_size / the model");
+  opt.m() = s.adam_m, opt.v() = s.adam_v;
+  opt.sync_to_device();
+  opt.set_steps_taken(s.adam_steps);
+  loop_->set_steps_done(s.step);
   loop_->set_memory(s.memory, cfg_.train.batch_size, rows);
   batcher_->set_cursor(s.cursor);
   loop_->dropout_rng() = s.dropout_rng;
@@ -131,14 +148,13 @@ bool Trainer::resume_latest() {
                "bit-identical\n",
                s.threads, omp_get_max_threads());
   fmt::print("resuming from {} (step {})\n", dir, step());
-  return true;
 }
 
 // Fine-tuning: a fresh run (optimizer, schedule, memory) on another run's weights. Parameters are
 // matched by name and shape, so the model config may differ in what has no weights (mem_len, dropout).
 void Trainer::init_from(const std::string& source) {
   const std::string path = resolve_weights(source);
-  const SafeTensors st = SafeTensors::load(path);
+  const SafeTensors st = load_checked(path);
   const auto saved = st.metadata.find("fbt_model_config");
   if (saved != st.metadata.end()) {
     const ModelConfig from = model_config_from_json(saved->second, path);
@@ -158,6 +174,7 @@ void Trainer::start(bool resume) {
   fs::create_directories(t.out_dir, ec);
   if (ec || ::access(t.out_dir.c_str(), W_OK) != 0)
     throw std::runtime_error("train.out_dir " + t.out_dir + ": cannot create or write this directory");
+  lock_ = std::make_unique<RunLock>(t.out_dir, "train.out_dir " + t.out_dir);  // held until the trainer goes
   if (resume) {
     if (!resume_latest()) fmt::print("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir());
     metrics_.truncate_after(step());
@@ -189,7 +206,7 @@ Trainer::Session Trainer::train_until(int64_t last) {
   const TrainConfig& t = cfg_.train;
   Progress bar("train", t.steps, step());
   auto window_start = std::chrono::steady_clock::now();
-  int64_t window_steps = 0;
+  int64_t window_steps = 0, window_updates = 0, skips_in_row = 0;
   double window_loss = 0;
   const StopRequests stop;
   Session end;
@@ -197,17 +214,21 @@ Trainer::Session Trainer::train_until(int64_t last) {
     const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0;
     StepStats s = train_step(probe);
     if (probe) metrics_.append(probe_(*model_, probe_batch_, step()));
-    window_loss += s.loss;
-    ++window_steps;
     end.evaluated = end.saved = false;
-    if (!std::isfinite(s.loss)) throw std::runtime_error(fmt::format("step {}: loss is {}, stopping", step(), s.loss));
+    ++window_steps;
+    if (s.skipped) {
+      handle_skipped(s, ++skips_in_row);
+    } else {
+      skips_in_row = 0;
+      window_loss += s.loss, ++window_updates;
+    }
     if (step() % t.log_every == 0 || step() == t.steps) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
       bar.clear();
-      s.loss = window_loss / double(window_steps);  // mean over the logging interval
+      s.loss = window_updates ? window_loss / double(window_updates) : NAN;  // mean over the logging interval
       log_train(s, secs, window_steps * t.batch_size * t.bptt, window_steps);
       window_start = std::chrono::steady_clock::now();
-      window_steps = 0, window_loss = 0;
+      window_steps = window_updates = 0, window_loss = 0;
     }
     bar.update(step(), fmt::format("loss {:.3f}", s.loss));
     if (t.eval_every && step() % t.eval_every == 0) {
@@ -220,6 +241,22 @@ Trainer::Session Trainer::train_until(int64_t last) {
   bar.clear();
   end.interrupted = stop.requested();
   return end;
+}
+
+// A step whose update was dropped (TrainLoop::step): the run stops, or with on_nonfinite: skip
+// goes on until skip_limit such steps come in a row.
+void Trainer::handle_skipped(const StepStats& s, int64_t in_row) {
+  const TrainConfig& t = cfg_.train;
+  const std::string latest = checkpoints_.latest();
+  const std::string resume_point = latest.empty() ? "no checkpoint yet" : "resume point: " + latest;
+  if (t.on_nonfinite == "stop")
+    throw std::runtime_error(fmt::format("step {}: {}; stopped before the update reached the weights ({})", step(),
+                                         s.fault, resume_point));
+  if (in_row >= t.skip_limit)
+    throw std::runtime_error(fmt::format("step {}: {}; {} steps in a row skipped (train.skip_limit), stopping ({})",
+                                         step(), s.fault, in_row, resume_point));
+  ++skipped_;
+  fmt::print(stderr, "step {}: {}: update skipped ({} in a row, {} in all)\n", step(), s.fault, in_row, skipped_);
 }
 
 bool Trainer::run(bool resume, int64_t stop_at) {

@@ -15,6 +15,7 @@
 #include "train/evaluate.hpp"
 #include "train/loop.hpp"
 #include "train/metrics.hpp"
+#include "util/run_lock.hpp"
 
 namespace fbt {
 
@@ -52,7 +53,9 @@ class Trainer {
   StepStats train_step(bool keep_batch);
   void save_checkpoint();
   bool resume_latest();
+  void resume_from(const std::string& checkpoint_dir);
   void init_from(const std::string& source);
+  void handle_skipped(const StepStats& s, int64_t in_row);
   void log_start() const;
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
   void run_eval(bool whole_split);  // else the first train.eval_tokens
@@ -65,9 +68,11 @@ class Trainer {
   std::vector<int32_t> inputs_, targets_;
   Probe probe_;
   CallBatch probe_batch_;  // the batch of the last step, when a probe follows it
+  std::unique_ptr<RunLock> lock_;  // on out_dir, from start() on
   Checkpoints checkpoints_;
   MetricsFile metrics_;
   bool tty_ = false;
+  int64_t skipped_ = 0;  // steps whose update was dropped (on_nonfinite: skip), this session
 };
 
 }  // namespace fbt

@@ -10,23 +10,33 @@
 
 namespace fbt {
 
+namespace {
+
+// Writes all of data to fd; returns 0 or the errno of the failure.
+int write_all(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t w = ::write(fd, p, size);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += w;
+    size -= size_t(w);
+  }
+  return 0;
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw std::runtime_error(path + ": write failed: " + std::strerror(err));
-    }
-    p += w;
-    left -= size_t(w);
+  if (const int err = write_all(fd, data, size)) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(path + ": write failed: " + std::strerror(err));
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
@@ -37,6 +47,14 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     ::unlink(tmp.c_str());
     throw std::runtime_error(path + ": cannot rename into place: " + std::strerror(err));
   }
+}
+
+void append_file(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error(path + ": cannot open for appending: " + std::strerror(errno));
+  const int err = write_all(fd, text.data(), text.size());
+  if (::close(fd) != 0 && !err) throw std::runtime_error(path + ": write failed: " + std::strerror(errno));
+  if (err) throw std::runtime_error(path + ": write failed: " + std::strerror(err));
 }
 
 void fsync_path(const std::string& path) {

@@ -9,12 +9,28 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <xxhash.h>
 
 namespace fbt {
 
 namespace {
 constexpr uint64_t kMaxHeader = 100000000;  // as the reference implementation
+
+// The checksum fbt records: XXH3-64 of the header as JSON without the checksum entry (so that the
+// metadata is covered too) followed by the data buffer, as 16 hex digits.
+std::string checksum(const std::string& header_json, const uint8_t* data, size_t size) {
+  XXH3_state_t* state = XXH3_createState();
+  if (!state) throw std::bad_alloc();
+  XXH3_64bits_reset(state);
+  XXH3_64bits_update(state, header_json.data(), header_json.size());
+  if (size) XXH3_64bits_update(state, data, size);
+  const XXH64_hash_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
+}  // namespace
 
 size_t dtype_size(const std::string& t) {
   static const std::map<std::string, size_t> sizes = {{"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8},
@@ -192,12 +208,25 @@ SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::stri
     }
   }
   check_tiling(std::move(spans), buffer, name);
+
+  const auto recorded = st.metadata.find(kChecksumKey);
+  if (recorded != st.metadata.end()) {
+    nlohmann::json covered = header;
+    covered["__metadata__"].erase(kChecksumKey);
+    if (covered["__metadata__"].empty()) covered.erase("__metadata__");
+    if (checksum(covered.dump(), file.data() + 8 + n, buffer) != recorded->second)
+      throw SafeTensorsError(name + ": checksum mismatch: the file is damaged (its bytes are not the ones fbt wrote)");
+    st.metadata.erase(recorded);
+    st.verified = true;
+  }
   return st;
 }
 
 std::vector<uint8_t> SafeTensors::serialize() const {
   nlohmann::json header = nlohmann::json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::map<std::string, std::string> meta = metadata;
+  meta.erase(kChecksumKey);  // recomputed below
+  if (!meta.empty()) header["__metadata__"] = meta;
   uint64_t at = 0;
   for (auto& [name, t] : tensors) {  // std::map: name order, offsets ascending
     if (t.bytes.size() != size_t(t.numel()) * dtype_size(t.dtype))
@@ -205,17 +234,20 @@ std::vector<uint8_t> SafeTensors::serialize() const {
     header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {at, at + t.bytes.size()}}};
     at += t.bytes.size();
   }
+  std::vector<uint8_t> data(at);
+  size_t pos = 0;
+  for (auto& [name, t] : tensors) {
+    if (!t.bytes.empty()) std::memcpy(data.data() + pos, t.bytes.data(), t.bytes.size());
+    pos += t.bytes.size();
+  }
+  header["__metadata__"][kChecksumKey] = checksum(header.dump(), data.data(), data.size());
   std::string h = header.dump();
   while (h.size() % 8) h += ' ';  // align the buffer
   std::vector<uint8_t> out(8 + h.size() + at);
   uint64_t n = h.size();
   for (int i = 0; i < 8; ++i) out[size_t(i)] = uint8_t(n >> (8 * i));
   std::memcpy(out.data() + 8, h.data(), h.size());
-  size_t pos = 8 + h.size();
-  for (auto& [name, t] : tensors) {
-    if (!t.bytes.empty()) std::memcpy(out.data() + pos, t.bytes.data(), t.bytes.size());
-    pos += t.bytes.size();
-  }
+  if (at) std::memcpy(out.data() + 8 + h.size(), data.data(), data.size());
   return out;
 }
 

@@ -1,6 +1,8 @@
 // safetensors files: an 8-byte little-endian header length N, N bytes of JSON header, then the
 // data buffer, which the entries (sorted by offset) must tile exactly. Everything is validated
 // on load; errors name the file and the offending tensor. Saves are atomic (temp + rename).
+// Every file fbt writes records a checksum of its header and data in __metadata__ (kChecksumKey);
+// loading a file that has one verifies it, so a damaged file is an error, never used.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -30,8 +32,11 @@ struct StTensor {
 };
 
 struct SafeTensors {
+  static constexpr const char* kChecksumKey = "fbt_checksum_xxh3";
+
   std::map<std::string, StTensor> tensors;
-  std::map<std::string, std::string> metadata;
+  std::map<std::string, std::string> metadata;  // without the checksum, which parse() checks and serialize() writes
+  bool verified = false;  // parsed from a file whose recorded checksum matched (false: it recorded none)
 
   static SafeTensors load(const std::string& path);
   static SafeTensors parse(const std::vector<uint8_t>& file, const std::string& name);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The reliability promises through the binary (docs/RELIABILITY.md): a second run on a busy out_dir
+# is refused at once, a killed run leaves no lock, a write past a size limit is one line and a
+# non-zero exit with nothing half-written, a damaged checkpoint is refused by name.
+# Usage: reliability_cli.sh FBT
+set -euo pipefail
+fbt=$(realpath "$1")
+dir=$(mktemp -d)
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+cd "$dir"
+fail() { echo "FAIL: $*"; exit 1; }
+for i in $(seq 400); do echo "In the beginning God created the heaven and the earth. $i"; done > text.txt
+"$fbt" prepare-bytes text.txt data >/dev/null
+cat > run.yaml <<YAML
+model: {num_tokens: 256, dim: 64, depth: 2, heads: 2, dim_head: 32, mem_len: 16}
+data: {format: bytes, train: data/train.bin, valid: data/valid.bin}
+train: {batch_size: 4, bptt: 16, steps: 100000, checkpoint_every: 5, keep_last: 2, eval_every: 0,
+        eval_tokens: 200, sample_tokens: 0, threads: 1, log_every: 10, out_dir: run}
+YAML
+
+# 1. One run per out_dir: a second one, plain or --resume, fails at once naming the holder.
+"$fbt" train run.yaml >first.log 2>&1 &
+first=$!
+for _ in $(seq 100); do grep -q "^step" first.log && break; sleep 0.1; done
+for flag in "" "--resume"; do
+  if "$fbt" train run.yaml $flag >second.log 2>&1; then fail "a second run ($flag) on a busy out_dir was not refused"; fi
+  grep -q "train.out_dir run is in use by another run (pid $first on " second.log || { cat second.log; fail "no holder named"; }
+done
+# 2. A run killed with SIGKILL leaves no lock: --resume goes on at once.
+kill -9 "$first"
+wait "$first" 2>/dev/null || true
+"$fbt" train run.yaml --resume --set train.steps=12 >resume.log 2>&1 || { cat resume.log; fail "resume after SIGKILL"; }
+
+# 3. A damaged checkpoint: eval refuses it by name, --resume skips it for the one before.
+newest=$(ls -d run/checkpoints/step_* | tail -1)
+printf '\x55' | dd of="$newest/model.safetensors" bs=1 seek=$(( $(stat -c %s "$newest/model.safetensors") - 100 )) \
+  conv=notrunc 2>/dev/null
+if "$fbt" eval run.yaml --checkpoint "$newest" >eval.log 2>&1; then fail "eval used a damaged checkpoint"; fi
+grep -q "$newest/model.safetensors: checksum mismatch" eval.log || { cat eval.log; fail "damage not named"; }
+"$fbt" train run.yaml --resume --set train.steps=14 >skip.log 2>&1 || { cat skip.log; fail "resume past a damaged checkpoint"; }
+grep -q "skipping checkpoint $newest: .*checksum mismatch" skip.log || { cat skip.log; fail "the skip is not said"; }
+
+# 4. A file-size limit (ulimit -f, in 1 KiB blocks): the first checkpoint's 64 KiB of embeddings
+#    do not fit. One line on stderr, exit 1 (not a signal's 153), no partial checkpoint left.
+set +e
+(ulimit -f 32; exec "$fbt" train run.yaml --set train.out_dir=small --set train.steps=6) >small.out 2>small.err
+rc=$?
+set -e
+[ "$rc" -eq 1 ] || { cat small.err; fail "exit status $rc under ulimit -f, expected 1"; }
+[ "$(wc -l <small.err)" -eq 1 ] || { cat small.err; fail "expected one line on stderr"; }
+grep -q "checkpoint of step 5 not saved (no earlier checkpoint): .*model.safetensors: write failed: File too large" \
+  small.err || { cat small.err; fail "the write failure is not named"; }
+[ -z "$(ls small/checkpoints)" ] || { ls small/checkpoints; fail "a partial checkpoint was left"; }
+echo "ok"

@@ -1,0 +1,64 @@
+#include "util/run_lock.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <stdexcept>
+
+namespace fbt {
+
+namespace {
+
+std::string holder_line() {
+  char host[256] = "unknown";
+  ::gethostname(host, sizeof(host) - 1);
+  char when[64];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", std::localtime(&now));
+  return "pid " + std::to_string(::getpid()) + " on " + host + ", started " + when;
+}
+
+std::string read_all(int fd) {
+  std::string text;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::pread(fd, buf, sizeof(buf), off_t(text.size()))) > 0) text.append(buf, size_t(n));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+RunLock::RunLock(const std::string& dir, const std::string& what) {
+  const std::string path = (std::filesystem::path(dir) / kFile).string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw std::runtime_error(what + ": cannot open lock file " + path + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    const std::string holder = read_all(fd_);
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK)
+      throw std::runtime_error(what + " is in use by another run (" + (holder.empty() ? "holder unknown" : holder) +
+                               "); wait for it to end or choose another out_dir");
+    throw std::runtime_error(what + ": cannot lock " + path + ": " + std::strerror(err));
+  }
+  const std::string line = holder_line() + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) != ssize_t(line.size())) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    throw std::runtime_error(what + ": cannot write lock file " + path + ": " + std::strerror(err));
+  }
+}
+
+RunLock::~RunLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the flock
+}
+
+}  // namespace fbt
