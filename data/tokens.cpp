@@ -107,8 +107,8 @@ void Corpus::open_token_files(const std::string& path_or_glob, const std::string
     auto f = std::make_unique<TokenFile>(p, format);
     for (int64_t i = 0; i < f->size(); ++i) {
       const int32_t id = (*f)[i];
-      if (id >= num_tokens)
-        throw DataError(p + ": token id " + std::to_string(id) + " at position " + std::to_string(i) +
+      if (id < 0 || id >= num_tokens)  // a u32 id of 2^31 or more reads as negative
+        throw DataError(p + ": token id " + std::to_string(uint32_t(id)) + " at position " + std::to_string(i) +
                         " is outside the vocabulary (num_tokens " + std::to_string(num_tokens) + ")");
     }
     starts_.push_back(total_);

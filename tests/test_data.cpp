@@ -69,6 +69,10 @@ TEST_CASE("data: malformed corpora get clear errors") {
   CHECK_THROWS_WITH_AS(Corpus(d / "short.bin", "llmc", 10), doctest::Contains("header says 5 tokens"), DataError);
   CHECK_THROWS_WITH_AS(Corpus(d / "none.bin", "bytes", 256), doctest::Contains("cannot open"), DataError);
   CHECK_THROWS_WITH_AS(Corpus(d / "nothing_*.bin", "bytes", 256), doctest::Contains("no file matches"), DataError);
+  // Found by fuzz_tokens: a u32 id of 2^31 or more read as a negative int32 and passed the check.
+  const uint32_t big[2] = {7, 0xF5000007u};
+  write_bytes(d / "big.bin", big, 8);
+  CHECK_THROWS_WITH_AS(Corpus(d / "big.bin", "u32", 65536), doctest::Contains("token id 4110417927 at position 1"), DataError);
 }
 
 TEST_CASE("batcher: contiguous streams with shifted targets") {
