@@ -8,6 +8,7 @@
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "train/checkpoint.hpp"
+#include "train/trainer.hpp"
 #include "train/config.hpp"
 #include "train/evaluate.hpp"
 
@@ -29,13 +30,17 @@ void run_eval(const EvalArgs& a) {
   if (model->config().num_tokens != cfg.model.num_tokens)
     throw std::runtime_error(a.checkpoint + ": model vocabulary differs from the config's");
   Corpus corpus(path, cfg.data, cfg.model.num_tokens);
-  const EvalResult r = evaluate(*model, corpus, cfg.train.eval_streams(), cfg.train.bptt, 0, true);
-  const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy) : "";
+  const std::unique_ptr<Tokenizer> tokenizer = run_tokenizer(cfg);
+  const EvalResult r = evaluate(*model, corpus, cfg.train.eval_streams(), cfg.train.bptt, 0, true, tokenizer.get());
+  const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy)
+                          : r.bytes  ? fmt::format(" | bpb {:.4f}", r.bpb())
+                                     : "";
   fmt::print("\r\x1b[K{} ({}): loss {:.4f} nats | bpc {:.4f} | ppl {:.3f}{} | {} tokens\n", a.split, path, r.loss, r.bpc(),
              r.perplexity(), acc, r.tokens);
   nlohmann::json j = {{"split", a.split},   {"path", path},     {"loss", r.loss},
                       {"tokens", r.tokens}, {"model", model->config().type}, {"parameters", model->params().numel()}};
   if (r.labelled) j["accuracy"] = r.accuracy;
+  if (r.bytes) j["bpb"] = r.bpb(), j["bytes"] = r.bytes;
   fmt::print("{}\n", j.dump());  // for scripts: one JSON line
 }
 

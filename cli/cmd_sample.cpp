@@ -1,4 +1,5 @@
-// `fbt sample --checkpoint RUN --prompt TEXT`: text from a byte-level model.
+// `fbt sample --checkpoint RUN --prompt TEXT`: text from a model, through the tokenizer its run
+// recorded (bytes, words or SentencePiece).
 #include <memory>
 
 #include "cli/commands.hpp"
@@ -13,15 +14,18 @@ struct SampleArgs {
   std::string checkpoint, prompt = "\n";
   SampleOptions options;
   std::string device = "cpu";
+  bool raw = false;
 };
 
 void run_sample(const SampleArgs& a) {
   auto model = load_model(a.checkpoint);
-  if (model->config().num_tokens != 256)
-    throw std::runtime_error(a.checkpoint + ": text prompts need a byte-level model (num_tokens 256)");
+  const std::unique_ptr<Tokenizer> tokenizer = load_run_tokenizer(a.checkpoint);
+  if (!tokenizer)
+    throw std::runtime_error(a.checkpoint + ": records no tokenizer (trained on id files without data.tokenizer), so "
+                             "text cannot be turned into its ids");
   if (a.prompt.empty()) throw std::invalid_argument("--prompt must not be empty");
   model->to(parse_device(a.device));
-  print_sample(*model, a.prompt, a.options);
+  print_sample(*model, *tokenizer, a.prompt, a.options, a.raw);
 }
 
 }  // namespace
@@ -36,6 +40,7 @@ void add_sample(CLI::App& app) {
   sub->add_option("--temperature", o.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
   sub->add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = all)")->check(at_least(0));
   sub->add_option("--seed", o.seed, "random seed");
+  sub->add_flag("--raw", a->raw, "write the sampled bytes unchanged (default: valid UTF-8, U+FFFD for invalid bytes)");
   sub->add_option("--device", a->device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   sub->callback([a] { run_sample(*a); });
 }

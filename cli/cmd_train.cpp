@@ -31,9 +31,12 @@ void run_train(const TrainArgs& a) {
   }
   if (!trainer.run(a.resume, a.stop_at)) return;
   const TrainConfig& t = cfg.train;
-  if (t.sample_tokens > 0 && cfg.model.num_tokens == 256) {
+  if (t.sample_tokens > 0 && trainer.tokenizer() && !cfg.data.labels) {
+    // A prompt the tokenizer can read: a newline for bytes and SentencePiece, the first word of the vocabulary else.
+    const Tokenizer& tok = *trainer.tokenizer();
+    const std::string prompt = !t.sample_prompt.empty() ? t.sample_prompt : tok.kind() == "words" ? tok.piece(0) : "\n";
     fmt::print("sample ({} tokens, temperature 0.8, top-k 200):\n", t.sample_tokens);
-    print_sample(trainer.model(), t.sample_prompt.empty() ? "\n" : t.sample_prompt, {t.sample_tokens, 0.8f, 200, t.seed});
+    print_sample(trainer.model(), tok, prompt, {t.sample_tokens, 0.8f, 200, t.seed});
   }
 }
 

@@ -41,14 +41,21 @@ std::unique_ptr<Model> model_with_weights(const ModelConfig& cfg, const std::str
   return model;
 }
 
-void print_sample(Model& model, const std::string& prompt, const SampleOptions& options) {
-  std::vector<int32_t> ids;
-  for (unsigned char ch : prompt) ids.push_back(ch);
-  std::fputs(prompt.c_str(), stdout);
-  generate(model, ids, options, [](int32_t t) {
-    std::putchar(char(t));
+void print_sample(Model& model, const Tokenizer& tokenizer, const std::string& prompt, const SampleOptions& options,
+                  bool raw) {
+  const std::vector<int32_t> ids = tokenizer.encode(prompt, "--prompt");
+  if (ids.empty()) throw std::invalid_argument("--prompt: no tokens in it for the " + tokenizer.kind() + " tokenizer");
+  Utf8Stream out;
+  auto emit = [&](const std::string& bytes) {
+    const std::string text = raw ? bytes : out.push(bytes);
+    std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
-  });
+  };
+  emit(prompt);
+  SampleOptions o = options;
+  o.vocab = tokenizer.size();  // ids past the tokenizer's never occur in training data
+  generate(model, ids, o, [&](int32_t t) { emit(tokenizer.piece(t)); });
+  if (!raw) emit(out.finish());
   std::putchar('\n');
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "data/tokenizer.hpp"
 #include "models/model.hpp"
 #include "train/sample.hpp"
 
@@ -25,7 +26,9 @@ DetachPolicy detach_flag(const std::string& text, int64_t seq_len);
 std::unique_ptr<Model> model_with_weights(const ModelConfig& cfg, const std::string& weights,
                                                         const std::string& device);
 
-// The prompt, then the model's continuation of it, on stdout as it is drawn (byte-level models).
-void print_sample(Model& model, const std::string& prompt, const SampleOptions& options);
+// The prompt, then the model's continuation of it, on stdout as it is drawn: the prompt encoded
+// and the tokens decoded by the run's tokenizer; valid UTF-8 (U+FFFD for what is not) unless raw.
+void print_sample(Model& model, const Tokenizer& tokenizer, const std::string& prompt, const SampleOptions& options,
+                  bool raw = false);
 
 }  // namespace fbt::cli

@@ -8,14 +8,14 @@
 
 namespace fbt {
 
-namespace {
-
-std::vector<std::string> split_words(const std::string& line) {
-  std::istringstream in(line);
+std::vector<std::string> split_words(const std::string& text) {
+  std::istringstream in(text);
   std::vector<std::string> words;
   for (std::string w; in >> w;) words.push_back(w);
   return words;
 }
+
+namespace {
 
 std::ifstream open_text(const std::string& path, const std::string& why = "") {
   std::ifstream in(path);

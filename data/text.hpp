@@ -11,6 +11,9 @@
 
 namespace fbt {
 
+// The whitespace-separated tokens of a text, in order.
+std::vector<std::string> split_words(const std::string& text);
+
 class Vocabulary {
  public:
   Vocabulary() = default;

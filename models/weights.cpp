@@ -112,6 +112,10 @@ std::unique_ptr<Model> load_model_file(const std::string& path) {
   return model;
 }
 
-void save_model(const Model& model, const std::string& path) { weights_to_safetensors(model).save(path); }
+void save_model(const Model& model, const std::string& path, const Metadata& extra) {
+  SafeTensors st = weights_to_safetensors(model);
+  st.metadata.insert(extra.begin(), extra.end());
+  st.save(path);
+}
 
 }  // namespace fbt

@@ -1,6 +1,7 @@
 // Model weights <-> safetensors, with MODEL.md's names and shapes; the model config travels in
 // __metadata__ so a checkpoint says what it is.
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 
@@ -25,8 +26,10 @@ ModelConfig model_config_from_json(const std::string& json, const std::string& s
 // A model built from the config in the file's __metadata__, with its weights (a run directory:
 // load_model, train/checkpoint.hpp).
 std::unique_ptr<Model> load_model_file(const std::string& path);
-// Weights (and the model config) to a safetensors file, atomically.
-void save_model(const Model& model, const std::string& path);
+// Weights (and the model config, and any `extra` metadata such as the run's tokenizer) to a
+// safetensors file, atomically.
+using Metadata = std::map<std::string, std::string>;
+void save_model(const Model& model, const std::string& path, const Metadata& extra = {});
 
 // Gradients as "grad.<name>" F32 tensors.
 void add_gradients(SafeTensors& st, const Model& model);

@@ -18,6 +18,7 @@
 #include "train/checkpoint.hpp"
 #include "train/trainer.hpp"
 #include "util/run_lock.hpp"
+#include "util/files.hpp"
 #include "util/safetensors.hpp"
 
 using namespace fbt;
@@ -46,11 +47,6 @@ float& first_value(ParamStore& ps, const std::string& name) {
   return ps.values()[0];
 }
 constexpr const char* kPoisoned = "layers.0.ff.w_out.bias";
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 }  // namespace
 
@@ -106,7 +102,8 @@ TEST_CASE("reliability: safetensors files record a checksum of header and data; 
   CHECK(back.metadata.size() == 1);  // the checksum is not handed on as metadata
   CHECK(back.serialize() == st.serialize());
 
-  std::vector<uint8_t> bytes = read_file(d / "a.safetensors");
+  const std::string file = read_file(d / "a.safetensors");
+  const std::vector<uint8_t> bytes(file.begin(), file.end());
   for (size_t at : {size_t(5), size_t(100), size_t(256)}) {  // data buffer
     std::vector<uint8_t> bad = bytes;
     bad[bad.size() - at] ^= 0x01;
@@ -197,7 +194,7 @@ TEST_CASE("reliability: a non-finite step never reaches the weights; stop names 
     CHECK(error.rfind("step 3: loss nan", 0) == 0);
     CHECK(error.find("3 steps in a row skipped (train.skip_limit)") != std::string::npos);
     const std::string metrics = d / "out/metrics.jsonl";
-    CHECK(std::string(read_file(metrics).begin(), read_file(metrics).end()).find("\"skipped\":2") != std::string::npos);
+    CHECK(read_file(metrics).find("\"skipped\":2") != std::string::npos);
   }
   SUBCASE("a skipped step counts in the schedule, not in the optimizer") {
     RunConfig c = load_run_config(write_config(d));

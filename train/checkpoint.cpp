@@ -75,14 +75,15 @@ void Checkpoints::clear_partial() const {
     if (e.path().extension() == kPartial) fs::remove_all(e.path());
 }
 
-void Checkpoints::save(const Model& model, const TrainingState& state, int64_t keep_last) const {
+void Checkpoints::save(const Model& model, const TrainingState& state, int64_t keep_last,
+                       const std::map<std::string, std::string>& weights_metadata) const {
   fs::create_directories(dir_);
   const fs::path final_dir = fs::path(dir_) / step_dir_name(state.step);
   const fs::path tmp_dir = fs::path(dir_) / (step_dir_name(state.step) + kPartial);
   try {
     fs::remove_all(tmp_dir);
     fs::create_directories(tmp_dir);
-    save_model(model, (tmp_dir / kWeights).string());
+    save_model(model, (tmp_dir / kWeights).string(), weights_metadata);
     training_state_tensors(state).save((tmp_dir / kState).string());
     write_text_atomic((tmp_dir / kDone).string(), std::to_string(state.step) + "\n");
     fsync_path(tmp_dir.string());
@@ -152,6 +153,28 @@ std::string resolve_weights(const std::string& dir_or_file) {
 
 std::unique_ptr<Model> load_model(const std::string& dir_or_file) {
   return load_model_file(resolve_weights(dir_or_file));
+}
+
+std::unique_ptr<Tokenizer> load_run_tokenizer(const std::string& dir_or_file) {
+  const std::string weights = resolve_weights(dir_or_file);
+  const SafeTensors st = SafeTensors::load(weights);
+  auto meta = [&](const std::string& key) {
+    const auto it = st.metadata.find(key);
+    return it == st.metadata.end() ? std::string() : it->second;
+  };
+  const std::string kind = meta("fbt_tokenizer"), file = meta("fbt_tokenizer_file");
+  if (kind.empty()) {
+    const std::string config = meta("fbt_model_config");
+    return !config.empty() && model_config_from_json(config, weights).num_tokens == 256 ? load_tokenizer("bytes", "")
+                                                                                         : nullptr;
+  }
+  if (file.empty()) return load_tokenizer(kind, "");
+  // Beside the weights (a run's out_dir, a results folder) or in the run of a checkpoint directory.
+  fs::path dir = fs::absolute(weights).parent_path();
+  for (int up = 0; up < 3 && !dir.empty(); ++up, dir = dir.parent_path())
+    if (fs::exists(dir / file)) return load_tokenizer(kind, (dir / file).string());
+  throw std::runtime_error(weights + ": records the " + kind + " tokenizer " + file +
+                           ", but no such file is beside it or in its run directory");
 }
 
 }  // namespace fbt

@@ -5,11 +5,13 @@
 // leftover, which the next resume clears.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/rng.hpp"
+#include "data/tokenizer.hpp"
 #include "models/model.hpp"
 
 namespace fbt {
@@ -40,7 +42,9 @@ class Checkpoints {
   void clear_partial() const;
   // Writes the model and the state as step_NNNNNNNN (atomically: see above), then keeps only the
   // newest keep_last complete checkpoints.
-  void save(const Model& model, const TrainingState& state, int64_t keep_last) const;
+  // `weights_metadata` goes into model.safetensors (the run's tokenizer).
+  void save(const Model& model, const TrainingState& state, int64_t keep_last,
+            const std::map<std::string, std::string>& weights_metadata = {}) const;
 
  private:
   std::string dir_;
@@ -60,5 +64,9 @@ std::string latest_checkpoint(const std::string& out_dir);
 std::string resolve_weights(const std::string& dir_or_file);
 // A model built from the config in the weights file's __metadata__, with its weights.
 std::unique_ptr<Model> load_model(const std::string& dir_or_file);
+// The tokenizer a weights file records (fbt_tokenizer, fbt_tokenizer_file in __metadata__), its
+// file found beside the weights or in their run directory; bytes for a 256-token model that
+// records none; null otherwise.
+std::unique_ptr<Tokenizer> load_run_tokenizer(const std::string& dir_or_file);
 
 }  // namespace fbt

@@ -1,5 +1,7 @@
 #include "train/config.hpp"
 
+#include <filesystem>
+
 #include <yaml-cpp/yaml.h>
 
 #include <thread>
@@ -41,6 +43,22 @@ DataConfig parse_data_config(ConfigSection& d) {
   dc.ignore_label = d.get<std::string>("ignore_label", dc.ignore_label);
   if (dc.ignore_label.empty() || dc.ignore_label.find_first_of(" \t") != std::string::npos)
     d.fail("ignore_label", "must be one token without spaces");
+  const std::string implied = dc.format == "bytes" ? "bytes" : dc.format == "text" ? "words" : "";
+  dc.tokenizer = d.get<std::string>("tokenizer", implied);
+  if (dc.tokenizer != "" && dc.tokenizer != "bytes" && dc.tokenizer != "words" && dc.tokenizer != "sentencepiece")
+    d.fail("tokenizer", "'" + dc.tokenizer + "' is not one of bytes, words, sentencepiece");
+  if (!implied.empty() && dc.tokenizer != implied)
+    d.fail("tokenizer", "format " + dc.format + " is read with the " + implied + " tokenizer, not " + dc.tokenizer);
+  if (dc.format == "text") {
+    if (d.has("tokenizer_model")) d.fail("tokenizer_model", "format text's tokenizer is data.vocab");
+    dc.tokenizer_model = dc.vocab;
+  } else if (dc.tokenizer == "words" || dc.tokenizer == "sentencepiece") {
+    dc.tokenizer_model = d.require<std::string>("tokenizer_model");
+    if (!std::filesystem::is_regular_file(dc.tokenizer_model))
+      d.fail("tokenizer_model", dc.tokenizer_model + ": no such file");
+  } else if (d.has("tokenizer_model")) {
+    d.fail("tokenizer_model", "only the words and sentencepiece tokenizers read a file");
+  }
   d.finish();
   return dc;
 }
@@ -158,6 +176,9 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "valid" << YAML::Value << c.data.valid;
   if (!c.data.test.empty()) e << YAML::Key << "test" << YAML::Value << c.data.test;
   if (c.data.format == "text") e << YAML::Key << "vocab" << YAML::Value << c.data.vocab;
+  if (!c.data.tokenizer.empty()) e << YAML::Key << "tokenizer" << YAML::Value << c.data.tokenizer;
+  if (c.data.format != "text" && !c.data.tokenizer_model.empty())
+    e << YAML::Key << "tokenizer_model" << YAML::Value << c.data.tokenizer_model;
   if (c.data.labels)
     e << YAML::Key << "labels" << YAML::Value << true << YAML::Key << "ignore_label" << YAML::Value << c.data.ignore_label;
   e << YAML::EndMap;

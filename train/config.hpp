@@ -17,6 +17,9 @@ namespace fbt {
 // data/tokens.hpp, CorpusFormat) and where the splits are.
 struct DataConfig : CorpusFormat {
   std::string train, valid, test;  // a path or a glob of shards; test optional
+  // How text maps to the ids (data/tokenizer.hpp): bytes for format bytes, words (data.vocab)
+  // for format text; for u16/u32/llmc what the user names, "" if none.
+  std::string tokenizer, tokenizer_model;
 
   // The path of a split by name ("train", "valid", "test"); an error names a bad or unset one.
   const std::string& split(const std::string& name) const;

@@ -10,6 +10,7 @@ namespace fbt {
 
 double EvalResult::bpc() const { return loss / std::log(2.0); }
 double EvalResult::perplexity() const { return std::exp(loss); }
+double EvalResult::bpb() const { return bytes ? loss * double(tokens) / std::log(2.0) / double(bytes) : 0.0; }
 
 namespace {
 
@@ -27,7 +28,7 @@ int64_t correct_predictions(const std::vector<float>& logits, const std::vector<
 }  // namespace
 
 EvalResult evaluate(Model& model, const Corpus& corpus, int64_t streams, int64_t bptt,
-                    int64_t max_tokens, bool show_progress) {
+                    int64_t max_tokens, bool show_progress, const Tokenizer* tokenizer) {
   NoGradScope ng;
   StreamBatcher batcher(corpus, streams, bptt);
   std::vector<int32_t> in(size_t(streams * bptt)), tg(size_t(streams * bptt));
@@ -51,6 +52,8 @@ EvalResult evaluate(Model& model, const Corpus& corpus, int64_t streams, int64_t
     total += double(to_host(o.loss.value())[0]) * double(scored);
     r.tokens += scored;
     if (r.labelled) right += correct_predictions(to_host(o.logits.value()), tg, streams * n, model.config().num_tokens);
+    else if (tokenizer)
+      for (int64_t i = 0; i < streams * n; ++i) r.bytes += int64_t(tokenizer->piece(tg[size_t(i)]).size());
     read += streams * n;
     if (show_progress) bar.update(read);
   }

@@ -48,7 +48,7 @@ std::vector<int32_t> generate(Model& model, const std::vector<int32_t>& prompt, 
     std::vector<float> last(size_t(c.num_tokens));  // the last position's logits
     copy_bytes(last.data(), Device::CPU, o.logits.data() + (int64_t(feed.size()) - 1) * c.num_tokens,
                o.logits.value().device, sizeof(float) * last.size());
-    const int32_t tok = draw(last.data(), c.num_tokens, opt, rng);
+    const int32_t tok = draw(last.data(), opt.vocab > 0 ? std::min(opt.vocab, c.num_tokens) : c.num_tokens, opt, rng);
     out.push_back(tok);
     if (on_token) on_token(tok);
     feed.assign(1, tok);

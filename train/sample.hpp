@@ -14,6 +14,7 @@ struct SampleOptions {
   float temperature = 0.8f;  // 0: greedy
   int64_t top_k = 200;       // 0: no cut
   uint64_t seed = 1;
+  int64_t vocab = 0;         // > 0: draw only ids below this (a tokenizer smaller than num_tokens)
 };
 
 // Returns the new tokens; on_token (optional) sees each as it is drawn.

@@ -13,10 +13,25 @@
 #include "models/weights.hpp"
 #include "train/interrupt.hpp"
 #include "train/progress.hpp"
+#include "util/config_section.hpp"
+#include "util/files.hpp"
 
 namespace fs = std::filesystem;
 
 namespace fbt {
+
+std::unique_ptr<Tokenizer> run_tokenizer(const RunConfig& cfg) {
+  const DataConfig& d = cfg.data;
+  if (d.tokenizer.empty()) return nullptr;
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(d.tokenizer, d.tokenizer_model);
+  const std::string name = d.tokenizer_model.empty() ? d.tokenizer : d.tokenizer_model;
+  if (tok->size() > cfg.model.num_tokens)
+    throw ConfigError(fmt::format("{}: {} ids, more than model.num_tokens {}", name, tok->size(), cfg.model.num_tokens));
+  if (d.format == "u16" && tok->size() > 65536)
+    throw ConfigError(fmt::format("{}: {} ids do not fit data.format u16 (65536 ids); prepare the data as u32", name,
+                                  tok->size()));
+  return tok;
+}
 
 LoopConfig loop_config(const RunConfig& cfg) {
   const TrainConfig& t = cfg.train;
@@ -42,6 +57,7 @@ Trainer::Trainer(const RunConfig& cfg)
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data, cfg_.model.num_tokens);
   batcher_ = std::make_unique<StreamBatcher>(*train_data_, t.batch_size, t.bptt);
   StreamBatcher check_valid(*valid_data_, t.eval_streams(), t.bptt);  // fails early on a tiny split
+  if (!cfg_.data.tokenizer.empty()) tokenizer_ = run_tokenizer(cfg_);
   inputs_.resize(size_t(t.batch_size * t.bptt));
   targets_.resize(size_t(t.batch_size * t.bptt));
   tty_ = Progress::terminal();
@@ -81,15 +97,18 @@ void Trainer::run_eval(bool whole_split) {
   const TrainConfig& t = cfg_.train;
   const auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(*model_, *valid_data_, t.eval_streams(), t.bptt,
-                          whole_split ? 0 : t.eval_tokens, tty_);
+                          whole_split ? 0 : t.eval_tokens, tty_, tokenizer_.get());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty_) fmt::print("\r\x1b[K");
-  const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy) : "";
+  const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy)
+                          : r.bytes  ? fmt::format(" | bpb {:.4f}", r.bpb())
+                                     : "";
   fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f}{} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
              r.perplexity(), acc, r.tokens, secs);
   std::fflush(stdout);
   nlohmann::json j = {{"split", "valid"}, {"step", step()}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
   if (r.labelled) j["accuracy"] = r.accuracy;
+  if (r.bytes) j["bpb"] = r.bpb();
   metrics_.append(j.dump());
 }
 
@@ -106,7 +125,7 @@ void Trainer::save_checkpoint() {
   s.threads = omp_get_max_threads();
   s.config_yaml = run_config_yaml(cfg_);
   metrics_.sync();
-  checkpoints_.save(*model_, s, cfg_.train.keep_last);
+  checkpoints_.save(*model_, s, cfg_.train.keep_last, weights_metadata());
 }
 
 // The newest checkpoint that loads and verifies; a damaged one is skipped by name (a later save
@@ -186,6 +205,21 @@ void Trainer::start(bool resume) {
     if (!t.init_from.empty()) init_from(t.init_from);
   }
   write_text_atomic((fs::path(t.out_dir) / "config.yaml").string(), run_config_yaml(cfg_));
+  if (!cfg_.data.tokenizer_model.empty()) {  // the run carries its tokenizer (fbt sample --checkpoint RUN)
+    const fs::path copy = fs::path(t.out_dir) / tokenizer_file_name(cfg_.data.tokenizer);
+    if (!fs::exists(copy) || !fs::equivalent(copy, cfg_.data.tokenizer_model)) {
+      const std::string text = read_file(cfg_.data.tokenizer_model);
+      write_file_atomic(copy.string(), text.data(), text.size());
+    }
+  }
+}
+
+Metadata Trainer::weights_metadata() const {
+  Metadata m;
+  if (cfg_.data.tokenizer.empty()) return m;
+  m["fbt_tokenizer"] = cfg_.data.tokenizer;
+  if (!cfg_.data.tokenizer_model.empty()) m["fbt_tokenizer_file"] = tokenizer_file_name(cfg_.data.tokenizer);
+  return m;
 }
 
 void Trainer::log_start() const {
@@ -274,7 +308,7 @@ bool Trainer::run(bool resume, int64_t stop_at) {
   }
   if (!end.evaluated) run_eval(true);
   if (!end.saved) save_checkpoint();
-  save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string());
+  save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string(), weights_metadata());
   fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
   return true;
 }

@@ -10,6 +10,7 @@
 #include "data/tokens.hpp"
 #include "models/call_batch.hpp"
 #include "models/model.hpp"
+#include "models/weights.hpp"
 #include "train/checkpoint.hpp"
 #include "train/config.hpp"
 #include "train/evaluate.hpp"
@@ -18,6 +19,10 @@
 #include "util/run_lock.hpp"
 
 namespace fbt {
+
+// The run's tokenizer (data.tokenizer), checked against the model and the id format: more ids
+// than model.num_tokens, or than u16 holds, is an error naming the file. Null without one.
+std::unique_ptr<Tokenizer> run_tokenizer(const RunConfig& cfg);
 
 // The training step a run config describes (schedule, clipping, AdamW, policy, dropout seed).
 LoopConfig loop_config(const RunConfig& cfg);
@@ -40,6 +45,8 @@ class Trainer {
   bool run(bool resume, int64_t stop_at = 0);
 
   Model& model() { return *model_; }
+  // How the run's text maps to ids (null for id files without a named tokenizer).
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   int64_t step() const { return loop_->steps_done(); }
 
  private:
@@ -56,6 +63,7 @@ class Trainer {
   void resume_from(const std::string& checkpoint_dir);
   void init_from(const std::string& source);
   void handle_skipped(const StepStats& s, int64_t in_row);
+  Metadata weights_metadata() const;  // the run's tokenizer, for the weights files
   void log_start() const;
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
   void run_eval(bool whole_split);  // else the first train.eval_tokens
@@ -64,6 +72,7 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<TrainLoop> loop_;
   std::unique_ptr<Corpus> train_data_, valid_data_;
+  std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<StreamBatcher> batcher_;
   std::vector<int32_t> inputs_, targets_;
   Probe probe_;

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 namespace fbt {
@@ -47,6 +49,12 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     ::unlink(tmp.c_str());
     throw std::runtime_error(path + ": cannot rename into place: " + std::strerror(err));
   }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 void append_file(const std::string& path, const std::string& text) {

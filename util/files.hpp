@@ -10,6 +10,8 @@ void write_file_atomic(const std::string& path, const void* data, size_t size);
 inline void write_text_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, text.data(), text.size());
 }
+// The whole file; an unreadable one is an error naming it.
+std::string read_file(const std::string& path);
 // Appends text to path (created if missing); a failed write (a full disk, a size limit) is an
 // error naming the file and the reason.
 void append_file(const std::string& path, const std::string& text);
