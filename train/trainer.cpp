@@ -57,7 +57,7 @@ Trainer::Trainer(const RunConfig& cfg)
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data, cfg_.model.num_tokens);
   batcher_ = std::make_unique<StreamBatcher>(*train_data_, t.batch_size, t.bptt);
   StreamBatcher check_valid(*valid_data_, t.eval_streams(), t.bptt);  // fails early on a tiny split
-  if (!cfg_.data.tokenizer.empty()) tokenizer_ = run_tokenizer(cfg_);
+  tokenizer_ = run_tokenizer(cfg_);
   inputs_.resize(size_t(t.batch_size * t.bptt));
   targets_.resize(size_t(t.batch_size * t.bptt));
   tty_ = Progress::terminal();
