@@ -117,6 +117,7 @@ void Tape::zero_grad() {
 
 const void* Tape::stage_on_device(const void* host, size_t bytes) {
   constexpr size_t kKept = 8;
+  if (bytes == 0) return nullptr;  // an empty table (host may be null): nothing to stage
   for (const Staged& s : staged_)
     if (s.bytes.size() == bytes && std::memcmp(s.bytes.data(), host, bytes) == 0) return s.device;
   void* p = arena_.alloc_floats((bytes + sizeof(float) - 1) / sizeof(float));

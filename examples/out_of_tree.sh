@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs fbt into a scratch root, builds the training example with nothing but the installed
 # headers and `pkg-config --cflags --libs fbt`, runs it, and has the installed `fbt sample` read
-# the checkpoint it wrote.  Usage: out_of_tree.sh BUILD_DIR EXAMPLE.cpp PREFIX LIBDIR INCLUDEDIR
+# the checkpoint it wrote.  Usage: out_of_tree.sh BUILD_DIR EXAMPLE.cpp PREFIX LIBDIR INCLUDEDIR [SANITIZE]
+# (SANITIZE: meson's b_sanitize; a sanitized library needs the program built with the same flags)
 set -euo pipefail
-build=$1; src=$2; prefix=$3; libdir=$4; includedir=$5
+build=$1; src=$2; prefix=$3; libdir=$4; includedir=$5; sanitize=${6:-none}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 meson install -C "$build" --no-rebuild --destdir "$root" >/dev/null
@@ -14,7 +15,9 @@ flags=$(pkg-config --cflags --libs fbt)
 echo "pkg-config: $flags"
 cp "$src" "$root/main.cpp"
 # Only the install tree may be on the include path: no -I into the source tree.
-(cd "$root" && g++ -std=c++20 -O1 main.cpp $flags -o app)
+san=()
+[ "$sanitize" != none ] && san=(-fsanitize="$sanitize")
+(cd "$root" && g++ -std=c++20 -O1 "${san[@]}" main.cpp $flags -o app)
 if grep -rlE "include <(Eigen|cuda)" "$inc/fbt" ; then echo "public headers expose Eigen/CUDA"; exit 1; fi
 export LD_LIBRARY_PATH="$lib"
 "$root/app" "$root/ckpt.safetensors"
