@@ -31,6 +31,10 @@ YAML
   grep -q "^And God" "sample-$tok.txt" || { cat "sample-$tok.txt"; fail "$tok: sample does not start with the prompt"; }
   "$fbt" eval "$tok.yaml" --checkpoint "run-$tok" --split test | tail -1 | grep -q '"bpb":' || fail "$tok: fbt eval has no bpb"
 done
+# --raw writes the sampled bytes unchanged; the default output is valid UTF-8.
+"$fbt" sample --checkpoint run-bytes --prompt "And God" --tokens 50 --raw >raw.txt || fail "sample --raw"
+"$fbt" sample --checkpoint run-bytes --prompt "And God" --tokens 50 | iconv -f UTF-8 -t UTF-8 >/dev/null || fail "sample output is not UTF-8"
+
 
 # Errors: one line each, naming the file.
 if "$fbt" prepare --tokenizer sentencepiece --vocab-size 50000 corpus.txt big >big.log 2>&1; then fail "an oversized vocabulary was accepted"; fi
