@@ -70,8 +70,8 @@ std::string make_tokenizer_file(const PrepareArgs& a, const std::string& corpus,
   if (a.tokenizer == "bytes") return "";
   if (a.tokenizer == "words") {
     const std::string path = (out / "vocab.txt").string();
-    if (!a.tokenizer_model.empty()) return fs::copy_file(a.tokenizer_model, path, fs::copy_options::overwrite_existing), path;
-    Vocabulary(word_vocabulary(corpus), path).save(path);
+    if (!a.tokenizer_model.empty()) fs::copy_file(a.tokenizer_model, path, fs::copy_options::overwrite_existing);
+    else Vocabulary(word_vocabulary(corpus), path).save(path);
     return path;
   }
   const std::string path = (out / "tokenizer.model").string();
