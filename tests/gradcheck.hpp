@@ -38,6 +38,25 @@ inline void check_close(const std::vector<float>& got, const std::vector<float>&
   CHECK(worst < tol);
 }
 
+// A whole model's check: ||numeric - analytic|| / ||analytic|| over every value of `values`, the
+// numeric gradient by central differences of `loss` (which reads the values as perturbed in place).
+inline double parameter_grad_error(std::vector<float>& values, const std::vector<float>& analytic,
+                                   const std::function<double()>& loss, double eps = 1e-2) {
+  double diff2 = 0, a2 = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const float saved = values[i];
+    values[i] = float(saved + eps);
+    const double up = loss();
+    values[i] = float(saved - eps);
+    const double down = loss();
+    values[i] = saved;
+    const double numeric = (up - down) / (2 * eps);
+    diff2 += (numeric - analytic[i]) * (numeric - analytic[i]);
+    a2 += double(analytic[i]) * analytic[i];
+  }
+  return std::sqrt(diff2 / a2);
+}
+
 struct GradCheckResult {
   double max_abs_err = 0, rel_err = 0;  // rel_err = ||a - n|| / max(||a||, ||n||, tiny)
 };

@@ -152,25 +152,13 @@ void model_gradcheck(const ModelConfig& cfg, int64_t m) {
   randomize(model, 7);
   Batch b = make_batch(m, 13, 5);
   Result r = run_fast(model, b, DetachPolicy{});
-  std::vector<float>& v = model.params().values();
-  double diff2 = 0, a2 = 0;
-  const double eps = 1e-2;
-  for (size_t i = 0; i < v.size(); ++i) {
-    const float saved = v[i];
-    auto loss_at = [&](double x) {
-      v[i] = float(x);
-      NoGradScope ng;
-      tape().reset();
-      Tensor mt = b.mem_tensor();
-      Var ctx = cfg.cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
-      return double(call(model, b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data()).loss.data()[0]);
-    };
-    const double numeric = (loss_at(saved + eps) - loss_at(saved - eps)) / (2 * eps);
-    v[i] = saved;
-    diff2 += (numeric - r.grads[i]) * (numeric - r.grads[i]);
-    a2 += double(r.grads[i]) * r.grads[i];
-  }
-  const double rel = std::sqrt(diff2) / std::sqrt(a2);
+  const double rel = parameter_grad_error(model.params().values(), r.grads, [&] {
+    NoGradScope ng;
+    tape().reset();
+    Tensor mt = b.mem_tensor();
+    Var ctx = cfg.cross_attend ? tape().leaf_copy(Tensor{b.context.data(), Shape{b.B, 3, 6}, Device::CPU}) : Var();
+    return double(call(model, b.tokens.data(), b.B, b.T, b.m ? &mt : nullptr, ctx, b.targets.data()).loss.data()[0]);
+  });
   INFO("relative error " << rel);
   CHECK(rel < 2e-3);
 }
