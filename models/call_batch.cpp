@@ -46,7 +46,7 @@ CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg) {
 }
 
 ForwardOutput forward_batch(Model& model, const CallBatch& b, const DetachPolicy& policy,
-                            bool with_targets) {
+                            bool with_targets, Rng* dropout) {
   const int64_t D = model.config().dim;
   State state;
   if (b.memory_rows) state.memory.assign_host(b.memory, model.memory_shape(b.B, b.memory_rows), model.device());
@@ -55,6 +55,8 @@ ForwardOutput forward_batch(Model& model, const CallBatch& b, const DetachPolicy
     options.context = tape().leaf_copy(Tensor{const_cast<float*>(b.context.data()), Shape{b.B, b.context_rows, D}, Device::CPU});
   options.targets = with_targets ? b.targets.data() : nullptr;
   options.policy = policy;
+  options.train = dropout != nullptr;
+  options.rng = dropout;
   return model.forward(b.tokens.data(), b.B, b.T, &state, options);
 }
 

@@ -27,8 +27,9 @@ struct CallBatch {
 CallBatch load_call_batch(const std::string& path, const ModelConfig& cfg);
 
 // The model on one batch in the current step (recording when the tape records): its memory as
-// the state carried in, its context on the tape, its targets when with_targets.
+// the state carried in, its context on the tape, its targets when with_targets; dropout on when
+// a generator is given.
 ForwardOutput forward_batch(Model& model, const CallBatch& b, const DetachPolicy& policy,
-                            bool with_targets = true);
+                            bool with_targets = true, Rng* dropout = nullptr);
 
 }  // namespace fbt

@@ -3,7 +3,7 @@
 # it. Layers, lowest first; a folder's subfolders belong to it (backend/cpu is backend).
 set -euo pipefail
 cd "${1:-$(dirname "$0")/..}"
-layers=(util backend autograd ops nn models data train research cli)
+layers=(util backend autograd ops nn models data train research cli python)
 rank() { local i; for i in "${!layers[@]}"; do [ "${layers[$i]}" = "$1" ] && echo "$i" && return; done; echo -1; }
 bad=0
 for dir in "${layers[@]}"; do

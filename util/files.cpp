@@ -34,35 +34,35 @@ int write_all(int fd, const void* data, size_t size) {
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
+  if (fd < 0) throw FileError(path + ": cannot write: " + std::strerror(errno));
   if (const int err = write_all(fd, data, size)) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": write failed: " + std::strerror(err));
+    throw FileError(path + ": write failed: " + std::strerror(err));
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": cannot flush: " + std::strerror(errno));
+    throw FileError(path + ": cannot flush: " + std::strerror(errno));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": cannot rename into place: " + std::strerror(err));
+    throw FileError(path + ": cannot rename into place: " + std::strerror(err));
   }
 }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  if (!in) throw FileError(path + ": cannot open: " + std::strerror(errno));
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 void append_file(const std::string& path, const std::string& text) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error(path + ": cannot open for appending: " + std::strerror(errno));
+  if (fd < 0) throw FileError(path + ": cannot open for appending: " + std::strerror(errno));
   const int err = write_all(fd, text.data(), text.size());
-  if (::close(fd) != 0 && !err) throw std::runtime_error(path + ": write failed: " + std::strerror(errno));
-  if (err) throw std::runtime_error(path + ": write failed: " + std::strerror(err));
+  if (::close(fd) != 0 && !err) throw FileError(path + ": write failed: " + std::strerror(errno));
+  if (err) throw FileError(path + ": write failed: " + std::strerror(err));
 }
 
 void fsync_path(const std::string& path) {

@@ -1,9 +1,16 @@
 // Writes that must not leave a half-written file behind (checkpoints, metrics, prepared data).
 #pragma once
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 
 namespace fbt {
+
+// A failed operation on a file or directory (open, write, flush, rename, lock), its message
+// naming the path and the system's reason. Python sees it as OSError.
+struct FileError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // Writes bytes to path atomically: a temporary file in the same directory, fsync, rename.
 void write_file_atomic(const std::string& path, const void* data, size_t size);

@@ -1,5 +1,7 @@
 #include "util/run_lock.hpp"
 
+#include "util/files.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -37,23 +39,23 @@ std::string read_all(int fd) {
 RunLock::RunLock(const std::string& dir, const std::string& what) {
   const std::string path = (std::filesystem::path(dir) / kFile).string();
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw std::runtime_error(what + ": cannot open lock file " + path + ": " + std::strerror(errno));
+  if (fd_ < 0) throw FileError(what + ": cannot open lock file " + path + ": " + std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     const std::string holder = read_all(fd_);
     ::close(fd_);
     fd_ = -1;
     if (err == EWOULDBLOCK)
-      throw std::runtime_error(what + " is in use by another run (" + (holder.empty() ? "holder unknown" : holder) +
+      throw FileError(what + " is in use by another run (" + (holder.empty() ? "holder unknown" : holder) +
                                "); wait for it to end or choose another out_dir");
-    throw std::runtime_error(what + ": cannot lock " + path + ": " + std::strerror(err));
+    throw FileError(what + ": cannot lock " + path + ": " + std::strerror(err));
   }
   const std::string line = holder_line() + "\n";
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) != ssize_t(line.size())) {
     const int err = errno;
     ::close(fd_);
     fd_ = -1;
-    throw std::runtime_error(what + ": cannot write lock file " + path + ": " + std::strerror(err));
+    throw FileError(what + ": cannot write lock file " + path + ": " + std::strerror(err));
   }
 }
 
