@@ -22,3 +22,18 @@ if grep -rlE "include <(Eigen|cuda)" "$inc/fbt" ; then echo "public headers expo
 export LD_LIBRARY_PATH="$lib"
 "$root/app" "$root/ckpt.safetensors"
 "$root$prefix/bin/fbt" sample --checkpoint "$root/ckpt.safetensors" --prompt "In the" --tokens 30
+# The Python module, where it was built: installed where Debian's python3 looks (under the
+# default prefix), and importable from the install tree alone.
+module=$(find "$root" -name 'fbt.cpython-*.so' | head -1)
+if [ -n "$module" ]; then
+  site=$(dirname "${module#"$root"}")
+  if [ "$prefix" = /usr/local ] || [ "$prefix" = /usr ]; then
+    /usr/bin/python3 -c "import sys; sys.exit(0 if '$site' in sys.path else 1)" ||
+      { echo "the Python module went to $site, which Debian's python3 does not search"; exit 1; }
+  fi
+  PYTHONPATH="$root$site" /usr/bin/python3 -c "
+import numpy as np, fbt
+model = fbt.load('$root/ckpt.safetensors')
+assert model(np.zeros((1, 4), dtype=np.int64)).shape == (1, 4, model.config['num_tokens'])
+print('python module from the install tree:', fbt.__file__)"
+fi
