@@ -3,7 +3,9 @@
 // in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line. With
 // train.device: cuda the step runs on the GPU, the peak is cuBLAS's, and peak_device_mb is the
 // most device memory the run held. --profile adds op-by-op timings of further steps (the timed
-// steps run without the timers).
+// steps run without the timers). Under mpirun each process steps its block of the streams with
+// the gradients summed across processes (docs/DISTRIBUTED.md); the root reports the global
+// tokens/s and what the gradient sum costs on its own.
 #include <fmt/core.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -14,6 +16,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "backend/comm.hpp"
 #include "backend/profile.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "cli/commands.hpp"
@@ -101,8 +104,15 @@ void run_bench(const BenchArgs& a) {
   Model& model = *model_ptr;
   model.init(t.seed);
   model.to(device);
-  TrainLoop loop(model, loop_config(cfg));
-  const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
+  Comm& comm = Comm::world();
+  const int64_t N = comm.size();
+  if (t.batch_size % (N * t.grad_accum))
+    throw std::invalid_argument(fmt::format("train.batch_size {} does not split among {} processes x train.grad_accum {}",
+                                            t.batch_size, N, t.grad_accum));
+  LoopConfig lc = loop_config(cfg);
+  lc.comm = &comm;
+  TrainLoop loop(model, lc);
+  const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens, mine = B / N;
   Rng data_rng(t.seed);
   std::vector<int32_t> in(size_t(B * T)), tg(size_t(B * T));
   auto step = [&] {
@@ -110,7 +120,8 @@ void run_bench(const BenchArgs& a) {
       in[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
       tg[i] = int32_t(data_rng.uniform() * float(V)) % int32_t(V);
     }
-    loop.step(in.data(), tg.data(), B, T);  // memory carried between steps, as in training
+    const int64_t first = comm.rank() * mine * T;  // this process's streams
+    loop.step(in.data() + first, tg.data() + first, mine, T);  // memory carried between steps, as in training
     if (device != Device::CPU) cuda::synchronize();  // (reading the loss already waits; be explicit)
   };
   // One warm-up step (it sizes the arena and fills the memory), then the median step: robust to
@@ -124,9 +135,26 @@ void run_bench(const BenchArgs& a) {
   }
   nlohmann::json profile_rows = nlohmann::json::array();
   if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
-  std::sort(secs.begin(), secs.end());
-  const size_t mid = secs.size() / 2;
-  const double median = secs.size() % 2 ? secs[mid] : 0.5 * (secs[mid - 1] + secs[mid]);
+  auto median_of = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t mid = v.size() / 2;
+    return v.size() % 2 ? v[mid] : 0.5 * (v[mid - 1] + v[mid]);
+  };
+  const double median = median_of(secs);
+  // The gradient sum alone, as a step does it (part of the step time above).
+  const size_t P = model.params().numel();
+  std::vector<double> reduce_secs;
+  if (N > 1) {
+    DeviceBuffer g(device, P);
+    for (int i = 0; i < 5; ++i) {
+      comm.barrier();
+      const auto t0 = std::chrono::steady_clock::now();
+      comm.sum_ordered(g.data(), P, device);
+      if (device != Device::CPU) cuda::synchronize();
+      reduce_secs.push_back(seconds_since(t0));
+    }
+  }
+  if (!comm.root()) return;
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   const double gflops = step_flops(cfg.model, B, T) / median / 1e9;
@@ -144,6 +172,14 @@ void run_bench(const BenchArgs& a) {
                       {"sgemm_peak_gflops", peak},
                       {"fraction_of_peak", gflops / peak}};
   if (a.profile) j["profile"] = profile_rows;
+  if (N > 1) {
+    const double reduce = median_of(reduce_secs);
+    j["processes"] = N;
+    j["reduce_ms"] = 1000.0 * reduce;
+    j["reduce_share"] = reduce / median;
+    // Each process sends and receives (N-1)/N of the gradient twice (its chunks, then the sums).
+    j["reduce_bytes_per_process"] = 2.0 * double(P) * sizeof(float) * double(N - 1) / double(N);
+  }
   if (device != Device::CPU) j["peak_device_mb"] = double(cuda::peak_allocated_bytes()) / (1024.0 * 1024.0);
   fmt::print("{}\n", j.dump());
 }

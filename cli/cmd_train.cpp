@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "backend/comm.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "research/research.hpp"
@@ -31,7 +32,7 @@ void run_train(const TrainArgs& a) {
   }
   if (!trainer.run(a.resume, a.stop_at)) return;
   const TrainConfig& t = cfg.train;
-  if (t.sample_tokens > 0 && trainer.tokenizer() && !cfg.data.labels) {
+  if (t.sample_tokens > 0 && trainer.tokenizer() && !cfg.data.labels && Comm::world().root()) {
     // A prompt the tokenizer can read: a newline for bytes and SentencePiece, the first word of the vocabulary else.
     const Tokenizer& tok = *trainer.tokenizer();
     const std::string prompt = !t.sample_prompt.empty() ? t.sample_prompt : tok.kind() == "words" ? tok.piece(0) : "\n";

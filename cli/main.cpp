@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "backend/comm.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/device.hpp"
 #include "cli/commands.hpp"
@@ -23,6 +24,7 @@ void print_version() {
 #endif
   if (usable) fmt::print("fbt {} (backends: cpu, {}; device: {})\n", FBT_VERSION, built, fbt::cuda::device_name());
   else fmt::print("fbt {} (backends: cpu; {}: {})\n", FBT_VERSION, built, why);
+  fmt::print("data-parallel: {}\n", fbt::Comm::describe());
 }
 
 }  // namespace
@@ -44,7 +46,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "fbt: error: {}\n", e.what());
+    // In a data-parallel run one process's error ends them all (the others would wait forever).
+    int ranks = 1, rank = 0;
+    try {
+      ranks = fbt::Comm::world().size(), rank = fbt::Comm::world().rank();
+    } catch (const std::exception&) {
+    }
+    fmt::print(stderr, "fbt: error: {}{}\n", ranks > 1 ? fmt::format("process {} of {}: ", rank, ranks) : "", e.what());
+    if (ranks > 1) fbt::Comm::world().abort(1);
     return 1;
   }
   if (version) print_version();

@@ -49,6 +49,45 @@ void Model::check_call(int64_t B, int64_t T, const State* state, const CallOptio
     check(o.rng != nullptr, "forward: training dropout needs a generator");
 }
 
+namespace {
+// A state (memory_shape) as [outer][streams][inner]: the stream axis is the third from last.
+struct StreamLayout {
+  int64_t outer = 1, inner = 1;
+};
+StreamLayout stream_layout(const Model& m, int64_t rows) {
+  const Shape s = m.memory_shape(1, rows);
+  StreamLayout l;
+  for (int i = 0; i < s.nd - 3; ++i) l.outer *= s[i];
+  l.inner = s[s.nd - 2] * s[s.nd - 1];
+  return l;
+}
+}  // namespace
+
+std::vector<float> select_streams(const Model& m, const std::vector<float>& state, int64_t B, int64_t rows,
+                                  int64_t first, int64_t count) {
+  const StreamLayout l = stream_layout(m, rows);
+  check(int64_t(state.size()) == l.outer * B * l.inner && first >= 0 && first + count <= B,
+        "select_streams: streams [", first, ", ", first + count, ") of a state of ", B, " streams");
+  std::vector<float> out(size_t(l.outer * count * l.inner));
+  for (int64_t o = 0; o < l.outer; ++o)
+    std::copy_n(state.begin() + (o * B + first) * l.inner, count * l.inner, out.begin() + o * count * l.inner);
+  return out;
+}
+
+std::vector<float> join_streams(const Model& m, const std::vector<float>& blocks, int64_t nblocks, int64_t count,
+                                int64_t rows) {
+  const StreamLayout l = stream_layout(m, rows);
+  const int64_t block = l.outer * count * l.inner, B = nblocks * count;
+  check(int64_t(blocks.size()) == nblocks * block, "join_streams: ", blocks.size(), " values for ", nblocks,
+        " states of ", count, " streams");
+  std::vector<float> out(blocks.size());
+  for (int64_t k = 0; k < nblocks; ++k)
+    for (int64_t o = 0; o < l.outer; ++o)
+      std::copy_n(blocks.begin() + k * block + o * count * l.inner, count * l.inner,
+                  out.begin() + (o * B + k * count) * l.inner);
+  return out;
+}
+
 int32_t Model::bucket(int64_t d, int64_t num_buckets, int64_t max_distance) {
   const int64_t e = num_buckets / 2;
   if (d < e) return int32_t(d);

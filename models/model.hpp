@@ -131,6 +131,14 @@ class Model {
   ParamStore params_;
 };
 
+// A state's streams by block (data-parallel ranks, gradient accumulation's micro-batches): the
+// streams [first, first + count) of a state of B streams (Model::memory_shape(B, rows)), and the
+// inverse, `blocks` states of `count` streams each, end to end, joined into one of blocks x count.
+std::vector<float> select_streams(const Model& m, const std::vector<float>& state, int64_t B, int64_t rows,
+                                  int64_t first, int64_t count);
+std::vector<float> join_streams(const Model& m, const std::vector<float>& blocks, int64_t nblocks, int64_t count,
+                                int64_t rows);
+
 // The model of cfg.type (feedback or transformer_xl). initialize: run init(0); false leaves the
 // parameters zero, for weights loaded right after (drawing tens of millions of normals only to
 // overwrite them costs a second at start-up).

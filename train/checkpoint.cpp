@@ -49,6 +49,7 @@ SafeTensors training_state_tensors(const TrainingState& s) {
   st.metadata["dropout_rng_seed"] = std::to_string(s.dropout_rng.seed);
   st.metadata["dropout_rng_counter"] = std::to_string(s.dropout_rng.counter);
   st.metadata["threads"] = std::to_string(s.threads);
+  st.metadata["processes"] = std::to_string(s.processes);
   st.metadata["config"] = s.config_yaml;
   return st;
 }
@@ -135,6 +136,7 @@ TrainingState load_training_state(const std::string& dir) {
   s.dropout_rng.seed = uint64_t(std::stoull(meta("dropout_rng_seed")));
   s.dropout_rng.counter = uint64_t(std::stoull(meta("dropout_rng_counter")));
   s.threads = number("threads");
+  if (st.metadata.count("processes")) s.processes = number("processes");  // 1 before data-parallel runs
   const auto cfg = st.metadata.find("config");
   if (cfg != st.metadata.end()) s.config_yaml = cfg->second;
   return s;

@@ -26,6 +26,7 @@ struct TrainingState {
   int64_t cursor = 0;  // the batcher's position in the training split
   Rng dropout_rng;
   int64_t threads = 0;      // a different count changes the floating-point sums
+  int64_t processes = 1;    // data-parallel ranks (docs/DISTRIBUTED.md); another count re-splits the streams
   std::string config_yaml;  // the effective run config
 };
 

@@ -66,6 +66,10 @@ DataConfig parse_data_config(ConfigSection& d) {
 // The optimizer, schedule and step settings (a model of window seq_len; the baseline or not).
 void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len, bool baseline) {
   tc.batch_size = at_least(t, "batch_size", tc.batch_size, 1);
+  tc.grad_accum = at_least(t, "grad_accum", tc.grad_accum, 1);
+  if (tc.batch_size % tc.grad_accum)
+    t.fail("grad_accum", "batch_size " + std::to_string(tc.batch_size) + " does not split into " +
+                             std::to_string(tc.grad_accum) + " micro-batches of equal streams");
   tc.bptt = at_least(t, "bptt", tc.bptt, 1);
   tc.steps = at_least(t, "steps", tc.steps, 1);
   tc.lr = t.get<double>("lr", tc.lr);
@@ -184,6 +188,7 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::EndMap;
   e << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "batch_size" << YAML::Value << t.batch_size << YAML::Key << "bptt" << YAML::Value << t.bptt;
+  if (t.grad_accum != 1) e << YAML::Key << "grad_accum" << YAML::Value << t.grad_accum;
   e << YAML::Key << "steps" << YAML::Value << t.steps << YAML::Key << "lr" << YAML::Value << t.lr;
   e << YAML::Key << "warmup" << YAML::Value << t.warmup << YAML::Key << "schedule" << YAML::Value << t.schedule;
   e << YAML::Key << "min_lr" << YAML::Value << t.min_lr << YAML::Key << "weight_decay" << YAML::Value << t.weight_decay;

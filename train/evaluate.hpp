@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "backend/comm.hpp"
 #include "data/tokenizer.hpp"
 #include "data/tokens.hpp"
 #include "models/model.hpp"
@@ -23,7 +24,10 @@ struct EvalResult {
 // Mean cross-entropy over a split read as `streams` contiguous streams with the memory carried,
 // `bptt` tokens per call; max_tokens > 0 stops after about that many predicted tokens. With the
 // corpus's tokenizer, the bytes its predicted tokens stand for are counted too (EvalResult::bpb).
+// With comm, each process evaluates its block of the streams (comm->size() must divide them)
+// and every process gets the totals.
 EvalResult evaluate(Model& model, const Corpus& corpus, int64_t streams, int64_t bptt,
-                    int64_t max_tokens = 0, bool show_progress = false, const Tokenizer* tokenizer = nullptr);
+                    int64_t max_tokens = 0, bool show_progress = false, const Tokenizer* tokenizer = nullptr,
+                    Comm* comm = nullptr);
 
 }  // namespace fbt

@@ -7,36 +7,124 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cpu/kernels.hpp"
+#include "backend/cuda/kernels.hpp"
+
 namespace fbt {
 
 TrainLoop::TrainLoop(Model& model, const LoopConfig& cfg)
-    : model_(model), cfg_(cfg), opt_(model.params(), cfg.adam), rng_(cfg.seed ^ 0x5eedd50fULL) {}
+    : model_(model), cfg_(cfg), opt_(model.params(), cfg.adam), rng_(cfg.seed ^ 0x5eedd50fULL),
+      states_(size_t(std::max<int64_t>(1, cfg.grad_accum))) {
+  if (cfg_.grad_accum < 1) throw std::invalid_argument("TrainLoop: grad_accum must be >= 1");
+}
 
-void TrainLoop::set_memory(std::vector<float> data, int64_t B, int64_t rows) {
+void TrainLoop::reset_memory() {
+  for (State& s : states_) s.clear();
+  batch_ = 0;
+}
+
+std::vector<float> TrainLoop::memory() const {
+  if (memory_rows() == 0) return {};
+  const int64_t K = int64_t(states_.size());
+  std::vector<float> blocks;
+  for (const State& s : states_) {
+    const std::vector<float> v = s.memory.values();
+    blocks.insert(blocks.end(), v.begin(), v.end());
+  }
+  return join_streams(model_, blocks, K, batch_ / K, memory_rows());
+}
+
+void TrainLoop::set_memory(const std::vector<float>& data, int64_t B, int64_t rows) {
+  const int64_t K = int64_t(states_.size());
   const Shape shape = model_.memory_shape(B, rows);
   if (int64_t(data.size()) != shape.numel())
     throw std::invalid_argument("TrainLoop::set_memory: " + std::to_string(data.size()) + " values for a state " +
                                 shape.str());
-  state_.memory.assign_host(data, shape, model_.device());
+  if (B % K) throw std::invalid_argument("TrainLoop::set_memory: " + std::to_string(B) + " rows for " + std::to_string(K) + " micro-batches");
+  for (int64_t k = 0; k < K; ++k)
+    states_[size_t(k)].memory.assign_host(select_streams(model_, data, B, rows, k * (B / K), B / K),
+                                          model_.memory_shape(B / K, rows), model_.device());
   batch_ = B;
 }
 
+namespace {
+
+// Micro-batch j's dropout stream: the step's generator for j = 0 (so one micro-batch draws what
+// it always drew), a seed of its own for the others; all advance alike (same shapes).
+Rng micro_batch_rng(const Rng& step_rng, uint64_t j) {
+  Rng r = step_rng;
+  if (j) r.seed = Rng::hash(step_rng.seed, j);
+  return r;
+}
+
+void scale_in_place(float* g, float s, int64_t n, Device d) {
+  if (d != Device::CPU) cuda::scale_forward(g, g, s, n);
+  else cpu::scale_forward(g, g, s, n);
+}
+
+void add_in_place(float* acc, const float* g, int64_t n, Device d) {
+  if (d != Device::CPU) cuda::add_forward(acc, acc, g, n);
+  else cpu::add_forward(acc, acc, g, n);
+}
+
+}  // namespace
+
 StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
-  if (state_.memory.rows() > 0 && B != batch_)
+  const int64_t K = int64_t(states_.size());
+  if (memory_rows() > 0 && B != batch_)
     throw std::invalid_argument("TrainLoop::step: batch size changed from " + std::to_string(batch_) + " to " +
                                 std::to_string(B) + " with memory carried; call reset_memory() first");
-  const int64_t step = steps_;
-  const StepScope scope(model_.device());
-  model_.params().zero_grad();
-  ForwardOutput o;
-  {
-    const FrozenWeights frozen = model_.freeze_for(B, T);  // for forward and backward, until the optimizer
-    o = model_.forward(inputs, B, T, &state_, {Var(), targets, cfg_.detach, /*train=*/true, &rng_});
-    tape().backward(o.loss);
+  if (B % K)
+    throw std::invalid_argument("TrainLoop::step: " + std::to_string(B) + " rows do not split into grad_accum " +
+                                std::to_string(K) + " micro-batches");
+  const int64_t step = steps_, rows = B / K;
+  Comm* comm = cfg_.comm;
+  ParamStore& params = model_.params();
+  const Device device = params.device();
+  const int64_t P = int64_t(params.numel());
+  // Each micro-batch's loss is a mean over its own targets; the step's is over all of them.
+  std::vector<double> count(static_cast<size_t>(K));
+  double total = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    count[size_t(k)] = double(std::count_if(targets + k * rows * T, targets + (k + 1) * rows * T,
+                                            [](int32_t t) { return t >= 0; }));
+    total += count[size_t(k)];
   }
+  if (comm) comm->sum_ordered(&total, 1);
+  const bool alone = K == 1 && (!comm || comm->size() == 1);
+  if (K > 1 && accumulated_.size() != size_t(P)) accumulated_ = DeviceBuffer(device, size_t(P));
+  const uint64_t first_micro_batch = uint64_t(comm ? comm->rank() : 0) * uint64_t(K);
+  double loss_sum = 0;  // sum over this process's micro-batches of loss x targets, in order
+  Rng next_rng = rng_;
+  for (int64_t k = 0; k < K; ++k) {
+    const StepScope scope(device);
+    params.zero_grad();
+    Rng rng = micro_batch_rng(rng_, first_micro_batch + uint64_t(k));
+    ForwardOutput o;
+    {
+      const FrozenWeights frozen = model_.freeze_for(rows, T);  // for forward and backward, until the optimizer
+      o = model_.forward(inputs + k * rows * T, rows, T, &states_[size_t(k)],
+                         {Var(), targets + k * rows * T, cfg_.detach, /*train=*/true, &rng});
+      tape().backward(o.loss);
+    }
+    loss_sum += double(to_host(o.loss.value())[0]) * count[size_t(k)];
+    next_rng.counter = rng.counter;
+    if (alone) break;
+    const float share = total > 0 ? float(count[size_t(k)] / total) : 0.f;
+    scale_in_place(params.grad_block(), share, P, device);
+    if (K == 1) break;
+    if (k == 0) copy_bytes(accumulated_.data(), device, params.grad_block(), device, size_t(P) * sizeof(float));
+    else add_in_place(accumulated_.data(), params.grad_block(), P, device);
+  }
+  if (K > 1) copy_bytes(params.grad_block(), device, accumulated_.data(), device, size_t(P) * sizeof(float));
+  if (comm) {
+    comm->sum_ordered(params.grad_block(), size_t(P), device);
+    comm->sum_ordered(&loss_sum, 1);
+  }
+  rng_ = next_rng;
   StepStats s;
-  s.loss = to_host(o.loss.value())[0];
-  s.grad_norm = global_grad_norm(model_.params());  // logged before clipping
+  s.loss = total > 0 ? loss_sum / total : 0.0;
+  s.grad_norm = global_grad_norm(params);  // logged before clipping
   s.lr = learning_rate(step, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
   batch_ = B;
   ++steps_;
@@ -46,10 +134,15 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
   }
   s.skipped = true;
   s.fault = fmt::format("loss {}, gradient norm {}", s.loss, s.grad_norm);
-  if (const std::string name = first_nonfinite_gradient(model_.params()); !name.empty())
+  if (const std::string name = first_nonfinite_gradient(params); !name.empty())
     s.fault += " (first non-finite gradient: " + name + ")";
-  const std::vector<float> memory = state_.memory.values();
-  if (!std::all_of(memory.begin(), memory.end(), [](float v) { return std::isfinite(v); })) reset_memory();
+  for (const State& st : states_) {
+    const std::vector<float> memory = st.memory.values();
+    if (!std::all_of(memory.begin(), memory.end(), [](float v) { return std::isfinite(v); })) {
+      reset_memory();
+      break;
+    }
+  }
   return s;
 }
 

@@ -1,11 +1,19 @@
 // One training step, for fbt's own trainer and for programs that bring their own data:
 // forward with dropout, backward under the detachment policy, clipping, the schedule, AdamW,
 // and each row's memory carried into the next call (as a constant, MODEL.md).
+//
+// A step may run as micro-batches (grad_accum) and across processes (comm, docs/DISTRIBUTED.md).
+// Its gradient is then the mean loss's over all of them: each micro-batch's gradient, computed
+// from zero and scaled by its share of the step's targets, is added in micro-batch order, and
+// the processes' sums in rank order. Micro-batch j of the whole step (rank r's k-th is
+// j = r * grad_accum + k) draws its dropout from its own stream, so N processes give the same
+// bits as one process with grad_accum N.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "backend/comm.hpp"
 #include "backend/rng.hpp"
 #include "models/model.hpp"
 #include "train/optimizer.hpp"
@@ -22,6 +30,8 @@ struct LoopConfig {
   AdamWConfig adam{};
   DetachPolicy detach{};
   uint64_t seed = 0;        // dropout
+  int64_t grad_accum = 1;   // micro-batches per step (the rows given to step() split evenly)
+  Comm* comm = nullptr;     // the processes whose gradients are summed (null: this one alone)
 };
 
 struct StepStats {
@@ -40,12 +50,13 @@ class TrainLoop {
  public:
   TrainLoop(Model& model, const LoopConfig& cfg);
 
-  // One optimizer step on inputs/targets (B,T). Row b continues from the memory row b ended
-  // with in the previous call (the batch size must not change without reset_memory()).
+  // One optimizer step on inputs/targets (B,T): this process's rows (with comm, every process
+  // calls it with its own). Row b continues from the memory row b ended with in the previous
+  // call (the batch size must not change without reset_memory()).
   // A non-finite loss or gradient norm skips the update (StepStats::skipped) but still counts as
   // a step of the schedule; a memory left non-finite by it is reset.
   StepStats step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
-  void reset_memory() { state_.clear(), batch_ = 0; }
+  void reset_memory();
 
   // Steps taken, skipped ones included (the optimizer's own count, optimizer().steps_taken(),
   // leaves those out).
@@ -53,18 +64,19 @@ class TrainLoop {
   void set_steps_done(int64_t steps) { steps_ = steps; }
   AdamW& optimizer() { return opt_; }
   Rng& dropout_rng() { return rng_; }
-  // The carried state (B, rows, D) on the host, for checkpoints and probes (it is kept on the
-  // model's device between steps).
-  std::vector<float> memory() const { return state_.memory.values(); }
-  int64_t memory_rows() const { return state_.memory.rows(); }
-  void set_memory(std::vector<float> data, int64_t B, int64_t rows);
+  // The carried state of this process's B rows (Model::memory_shape(B, rows)) on the host, for
+  // checkpoints and probes (it is kept on the model's device between steps).
+  std::vector<float> memory() const;
+  int64_t memory_rows() const { return states_[0].memory.rows(); }
+  void set_memory(const std::vector<float>& data, int64_t B, int64_t rows);
 
  private:
   Model& model_;
   LoopConfig cfg_;
   AdamW opt_;
   Rng rng_;
-  State state_;  // every row's memory, carried from one step to the next
+  std::vector<State> states_;  // each micro-batch's rows' memory, carried from one step to the next
+  DeviceBuffer accumulated_;   // the step's gradient while its micro-batches run (grad_accum > 1)
   int64_t batch_ = 0;
   int64_t steps_ = 0;
 };

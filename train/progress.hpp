@@ -15,7 +15,7 @@ class Progress {
  public:
   Progress(std::string label, int64_t total, int64_t start = 0)
       : label_(std::move(label)), total_(total), start_(start), t0_(std::chrono::steady_clock::now()),
-        enabled_(::isatty(STDOUT_FILENO)) {}
+        enabled_(total > 0 && ::isatty(STDOUT_FILENO)) {}  // total 0: nothing to show
   static bool terminal() { return ::isatty(STDOUT_FILENO); }
 
   void update(int64_t done, const std::string& extra = "") {

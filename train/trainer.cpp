@@ -39,19 +39,33 @@ LoopConfig loop_config(const RunConfig& cfg) {
   lc.lr = t.lr, lc.warmup = t.warmup, lc.total_steps = t.steps, lc.cosine = t.schedule == "cosine", lc.min_lr = t.min_lr;
   lc.clip = t.clip, lc.adam = AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay};
   lc.detach = DetachPolicy::parse(t.detach, cfg.model.seq_len), lc.seed = t.seed;
+  lc.grad_accum = t.grad_accum;
   return lc;
 }
 
 Trainer::Trainer(const RunConfig& cfg)
     : cfg_(cfg),
+      comm_(Comm::world()),
       checkpoints_(cfg.train.out_dir),
       metrics_((fs::path(cfg.train.out_dir) / "metrics.jsonl").string()) {
   const TrainConfig& t = cfg_.train;
+  const int64_t N = comm_.size();
+  if (t.batch_size % (N * t.grad_accum))
+    throw ConfigError(fmt::format("{}: train.batch_size {} does not split among {} processes{}: each needs a whole "
+                                  "number of streams",
+                                  cfg_.source, t.batch_size, N,
+                                  t.grad_accum > 1 ? fmt::format(" x train.grad_accum {}", t.grad_accum) : ""));
+  if (t.eval_streams() % N)
+    throw ConfigError(fmt::format("{}: train.eval_batch_size {} does not split among {} processes", cfg_.source,
+                                  t.eval_streams(), N));
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
-  const LoopConfig lc = loop_config(cfg_);
+  LoopConfig lc = loop_config(cfg_);
+  lc.comm = &comm_;
   model_ = make_model(cfg_.model, /*initialize=*/false);
   model_->init(t.seed);
-  model_->to(parse_device(t.device));
+  const Device device = parse_device(t.device);
+  if (device == Device::CUDA && N > 1) cuda::select_device(comm_.local_rank());  // one GPU per rank on a machine
+  model_->to(device);
   loop_ = std::make_unique<TrainLoop>(*model_, lc);
   train_data_ = std::make_unique<Corpus>(cfg_.data.train, cfg_.data, cfg_.model.num_tokens);
   valid_data_ = std::make_unique<Corpus>(cfg_.data.valid, cfg_.data, cfg_.model.num_tokens);
@@ -60,28 +74,30 @@ Trainer::Trainer(const RunConfig& cfg)
   tokenizer_ = run_tokenizer(cfg_);
   inputs_.resize(size_t(t.batch_size * t.bptt));
   targets_.resize(size_t(t.batch_size * t.bptt));
-  tty_ = Progress::terminal();
+  tty_ = Progress::terminal() && comm_.root();  // one process draws
 }
 
 StepStats Trainer::train_step(bool keep_batch) {
-  const TrainConfig& t = cfg_.train;
   int64_t n = batcher_->next(inputs_.data(), targets_.data(), false);
   if (n == 0) {  // end of a pass: every stream starts over with an empty memory
     batcher_->rewind();
     loop_->reset_memory();
     n = batcher_->next(inputs_.data(), targets_.data(), false);
   }
+  // Every process reads the whole batch and trains on its own block of streams.
+  const int64_t B = local_streams(), first = int64_t(comm_.rank()) * B * n;
   if (keep_batch) {
-    probe_batch_.B = t.batch_size, probe_batch_.T = n;
-    probe_batch_.tokens.assign(inputs_.begin(), inputs_.begin() + t.batch_size * n);
-    probe_batch_.targets.assign(targets_.begin(), targets_.begin() + t.batch_size * n);
+    probe_batch_.B = B, probe_batch_.T = n;
+    probe_batch_.tokens.assign(inputs_.begin() + first, inputs_.begin() + first + B * n);
+    probe_batch_.targets.assign(targets_.begin() + first, targets_.begin() + first + B * n);
     probe_batch_.memory = loop_->memory();
     probe_batch_.memory_rows = loop_->memory_rows();
   }
-  return loop_->step(inputs_.data(), targets_.data(), t.batch_size, n);
+  return loop_->step(inputs_.data() + first, targets_.data() + first, B, n);
 }
 
 void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps) {
+  if (!comm_.root()) return;
   const double bpc = s.loss / std::log(2.0);
   const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
   fmt::print("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
@@ -97,8 +113,9 @@ void Trainer::run_eval(bool whole_split) {
   const TrainConfig& t = cfg_.train;
   const auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(*model_, *valid_data_, t.eval_streams(), t.bptt,
-                          whole_split ? 0 : t.eval_tokens, tty_, tokenizer_.get());
+                          whole_split ? 0 : t.eval_tokens, tty_, tokenizer_.get(), &comm_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!comm_.root()) return;
   if (tty_) fmt::print("\r\x1b[K");
   const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy)
                           : r.bytes  ? fmt::format(" | bpb {:.4f}", r.bpb())
@@ -112,37 +129,55 @@ void Trainer::run_eval(bool whole_split) {
   metrics_.append(j.dump());
 }
 
+// Every process takes part (the streams' memory is gathered); the root writes, and the others
+// wait until the checkpoint is complete on disk.
 void Trainer::save_checkpoint() {
-  AdamW& opt = loop_->optimizer();
-  opt.sync_to_host();
-  TrainingState s;
-  s.step = step();
-  s.adam_m = opt.m(), s.adam_v = opt.v(), s.adam_steps = opt.steps_taken();
-  s.memory = loop_->memory();
-  s.memory_shape = model_->memory_shape(cfg_.train.batch_size, loop_->memory_rows()).dims();
-  s.cursor = batcher_->cursor();
-  s.dropout_rng = loop_->dropout_rng();
-  s.threads = omp_get_max_threads();
-  s.config_yaml = run_config_yaml(cfg_);
-  metrics_.sync();
-  checkpoints_.save(*model_, s, cfg_.train.keep_last, weights_metadata());
+  const std::vector<float> mine = loop_->memory();
+  const int64_t rows = loop_->memory_rows();
+  std::vector<float> all(comm_.root() ? mine.size() * size_t(comm_.size()) : 0);
+  comm_.gather(mine.data(), mine.size(), all.data());
+  if (comm_.root()) {
+    AdamW& opt = loop_->optimizer();
+    opt.sync_to_host();
+    TrainingState s;
+    s.step = step();
+    s.adam_m = opt.m(), s.adam_v = opt.v(), s.adam_steps = opt.steps_taken();
+    s.memory = join_streams(*model_, all, comm_.size(), local_streams(), rows);
+    s.memory_shape = model_->memory_shape(cfg_.train.batch_size, rows).dims();
+    s.cursor = batcher_->cursor();
+    s.dropout_rng = loop_->dropout_rng();
+    s.threads = omp_get_max_threads();
+    s.processes = comm_.size();
+    s.config_yaml = run_config_yaml(cfg_);
+    metrics_.sync();
+    checkpoints_.save(*model_, s, cfg_.train.keep_last, weights_metadata());
+  }
+  comm_.barrier();
 }
 
 // The newest checkpoint that loads and verifies; a damaged one is skipped by name (a later save
-// of its step replaces it). A checkpoint of another model config is an error, not damage.
+// of its step replaces it). A checkpoint of another model config is an error, not damage. The
+// root chooses; the other processes then resume from its choice.
 bool Trainer::resume_latest() {
-  checkpoints_.clear_partial();
-  const std::vector<std::string> dirs = checkpoints_.complete();
-  if (dirs.empty()) return false;
-  for (auto dir = dirs.rbegin(); dir != dirs.rend(); ++dir) {
-    try {
-      resume_from(*dir);
-      return true;
-    } catch (const SafeTensorsError& e) {
-      fmt::print(stderr, "skipping checkpoint {}: {}\n", *dir, e.what());
+  std::string chosen;
+  if (comm_.root()) {
+    checkpoints_.clear_partial();
+    const std::vector<std::string> dirs = checkpoints_.complete();
+    for (auto dir = dirs.rbegin(); dir != dirs.rend() && chosen.empty(); ++dir) {
+      try {
+        resume_from(*dir);
+        chosen = *dir;
+      } catch (const SafeTensorsError& e) {
+        fmt::print(stderr, "skipping checkpoint {}: {}\n", *dir, e.what());
+      }
     }
+    if (!dirs.empty() && chosen.empty())
+      throw std::runtime_error("no checkpoint in " + checkpoints_.dir() +
+                               " loads intact (see above): nothing to resume from");
   }
-  throw std::runtime_error("no checkpoint in " + checkpoints_.dir() + " loads intact (see above): nothing to resume from");
+  comm_.broadcast(chosen);
+  if (!comm_.root() && !chosen.empty()) resume_from(chosen);
+  return !chosen.empty();
 }
 
 void Trainer::resume_from(const std::string& dir) {
@@ -159,13 +194,21 @@ void Trainer::resume_from(const std::string& dir) {
   opt.sync_to_device();
   opt.set_steps_taken(s.adam_steps);
   loop_->set_steps_done(s.step);
-  loop_->set_memory(s.memory, cfg_.train.batch_size, rows);
+  const int64_t B = local_streams();
+  loop_->set_memory(rows ? select_streams(*model_, s.memory, cfg_.train.batch_size, rows, comm_.rank() * B, B)
+                         : std::vector<float>{},
+                    B, rows);
   batcher_->set_cursor(s.cursor);
   loop_->dropout_rng() = s.dropout_rng;
+  if (!comm_.root()) return;
   if (s.threads != omp_get_max_threads())
     fmt::print("warning: checkpoint was written with {} threads, resuming with {}: the continuation will not be "
                "bit-identical\n",
                s.threads, omp_get_max_threads());
+  if (s.processes != comm_.size())
+    fmt::print("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "
+               "process); the continuation matches the {}-process run within float rounding, not bit for bit\n",
+               s.processes, s.processes == 1 ? "" : "es", comm_.size(), cfg_.train.batch_size, B, s.processes);
   fmt::print("resuming from {} (step {})\n", dir, step());
 }
 
@@ -182,28 +225,37 @@ void Trainer::init_from(const std::string& source) {
                                cfg_.model.type);
   }
   load_weights(*model_, st, path + " (train.init_from)");
-  fmt::print("initialized from {}\n", path);
+  if (comm_.root()) fmt::print("initialized from {}\n", path);
 }
 
 // Prepares out_dir: resumes (and cuts metrics back to the checkpoint) or starts afresh, never
 // over an existing run's checkpoints.
+// In a data-parallel run the root owns out_dir (its lock, metrics, config, checkpoints); every
+// process loads the same weights.
 void Trainer::start(bool resume) {
   const TrainConfig& t = cfg_.train;
-  std::error_code ec;
-  fs::create_directories(t.out_dir, ec);
-  if (ec || ::access(t.out_dir.c_str(), W_OK) != 0)
-    throw std::runtime_error("train.out_dir " + t.out_dir + ": cannot create or write this directory");
-  lock_ = std::make_unique<RunLock>(t.out_dir, "train.out_dir " + t.out_dir);  // held until the trainer goes
+  if (comm_.root()) {
+    std::error_code ec;
+    fs::create_directories(t.out_dir, ec);
+    if (ec || ::access(t.out_dir.c_str(), W_OK) != 0)
+      throw std::runtime_error("train.out_dir " + t.out_dir + ": cannot create or write this directory");
+    lock_ = std::make_unique<RunLock>(t.out_dir, "train.out_dir " + t.out_dir);  // held until the trainer goes
+    if (!resume && !checkpoints_.latest().empty())
+      throw std::runtime_error("train.out_dir " + t.out_dir +
+                               " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");
+  }
+  comm_.barrier();  // the root has checked out_dir
   if (resume) {
-    if (!resume_latest()) fmt::print("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir());
-    metrics_.truncate_after(step());
-  } else if (!checkpoints_.latest().empty()) {
-    throw std::runtime_error("train.out_dir " + t.out_dir +
-                             " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");
+    const bool resumed = resume_latest();
+    if (comm_.root()) {
+      if (!resumed) fmt::print("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir());
+      metrics_.truncate_after(step());
+    }
   } else {
-    metrics_.clear();
+    if (comm_.root()) metrics_.clear();
     if (!t.init_from.empty()) init_from(t.init_from);
   }
+  if (!comm_.root()) return;
   write_text_atomic((fs::path(t.out_dir) / "config.yaml").string(), run_config_yaml(cfg_));
   if (!cfg_.data.tokenizer_model.empty()) {  // the run carries its tokenizer (fbt sample --checkpoint RUN)
     const fs::path copy = fs::path(t.out_dir) / tokenizer_file_name(cfg_.data.tokenizer);
@@ -223,6 +275,7 @@ Metadata Trainer::weights_metadata() const {
 }
 
 void Trainer::log_start() const {
+  if (!comm_.root()) return;
   const TrainConfig& t = cfg_.train;
   const ModelConfig& m = cfg_.model;
   fmt::print("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n",
@@ -232,22 +285,28 @@ void Trainer::log_start() const {
                                                              : "cuda: " + cuda::device_name();
   fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} | out_dir {}\n", train_data_->size(),
              t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir);
+  if (comm_.size() > 1 || t.grad_accum > 1)
+    fmt::print("data-parallel: {} process{} x {} streams{}\n", comm_.size(), comm_.size() == 1 ? "" : "es",
+               local_streams(),
+               t.grad_accum > 1 ? fmt::format(", {} micro-batches of {} each", t.grad_accum, local_streams() / t.grad_accum)
+                                : "");
 }
 
 // Steps until `last` or a stop request: logs, evaluations, probes and checkpoints on their
 // schedules.
 Trainer::Session Trainer::train_until(int64_t last) {
   const TrainConfig& t = cfg_.train;
-  Progress bar("train", t.steps, step());
+  Progress bar("train", comm_.root() ? t.steps : 0, step());
   auto window_start = std::chrono::steady_clock::now();
   int64_t window_steps = 0, window_updates = 0, skips_in_row = 0;
   double window_loss = 0;
   const StopRequests stop;
   Session end;
-  while (step() < last && !stop.requested()) {
-    const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0;
+  // Every process stops at the same step: a stop request anywhere ends the step for all.
+  while (step() < last && !comm_.any(stop.requested())) {
+    const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0 && comm_.root();
     StepStats s = train_step(probe);
-    if (probe) metrics_.append(probe_(*model_, probe_batch_, step()));
+    if (probe) metrics_.append(probe_(*model_, probe_batch_, step()));  // on the root's streams
     end.evaluated = end.saved = false;
     ++window_steps;
     if (s.skipped) {
@@ -273,7 +332,7 @@ Trainer::Session Trainer::train_until(int64_t last) {
     if (t.checkpoint_every && step() % t.checkpoint_every == 0) save_checkpoint(), end.saved = true;
   }
   bar.clear();
-  end.interrupted = stop.requested();
+  end.interrupted = step() < last;
   return end;
 }
 
@@ -290,7 +349,8 @@ void Trainer::handle_skipped(const StepStats& s, int64_t in_row) {
     throw std::runtime_error(fmt::format("step {}: {}; {} steps in a row skipped (train.skip_limit), stopping ({})",
                                          step(), s.fault, in_row, resume_point));
   ++skipped_;
-  fmt::print(stderr, "step {}: {}: update skipped ({} in a row, {} in all)\n", step(), s.fault, in_row, skipped_);
+  if (comm_.root())
+    fmt::print(stderr, "step {}: {}: update skipped ({} in a row, {} in all)\n", step(), s.fault, in_row, skipped_);
 }
 
 bool Trainer::run(bool resume, int64_t stop_at) {
@@ -302,14 +362,18 @@ bool Trainer::run(bool resume, int64_t stop_at) {
   const Session end = train_until(stop_at > 0 ? std::min(stop_at, t.steps) : t.steps);
   if (step() < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
     if (!end.saved) save_checkpoint();
-    fmt::print("stopped at step {} of {} ({}); continue with --resume\n", step(), t.steps,
-               end.interrupted ? "interrupted" : "--stop-at");
+    if (comm_.root())
+      fmt::print("stopped at step {} of {} ({}); continue with --resume\n", step(), t.steps,
+                 end.interrupted ? "interrupted" : "--stop-at");
     return false;
   }
   if (!end.evaluated) run_eval(true);
   if (!end.saved) save_checkpoint();
-  save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string(), weights_metadata());
-  fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
+  if (comm_.root()) {
+    save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string(), weights_metadata());
+    fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
+  }
+  comm_.barrier();
   return true;
 }
 

@@ -1,5 +1,6 @@
 // Config-driven training runs: TBPTT streams over a corpus, periodic evaluation, logs, metrics and
-// checkpoints that resume bit-exactly. (A program with its own data uses TrainLoop, loop.hpp.)
+// checkpoints that resume bit-exactly, in one process or data-parallel under mpirun (each process
+// trains its block of the streams; the root writes). (A program with its own data uses TrainLoop.)
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -68,7 +69,11 @@ class Trainer {
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
   void run_eval(bool whole_split);  // else the first train.eval_tokens
 
+  // This process's block of the streams (all of them without mpirun).
+  int64_t local_streams() const { return cfg_.train.batch_size / comm_.size(); }
+
   RunConfig cfg_;
+  Comm& comm_;  // the processes of a data-parallel run (docs/DISTRIBUTED.md)
   std::unique_ptr<Model> model_;
   std::unique_ptr<TrainLoop> loop_;
   std::unique_ptr<Corpus> train_data_, valid_data_;

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "backend/comm.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace fbt::cuda {
@@ -247,5 +248,20 @@ double sum_squares(const float* x, int64_t n) {
   enter();
   return cpu::sum_squares(h(x), n);
 }
+
+void sum_blocks_in_order(float* out, const float* blocks, int64_t count, int64_t n) {
+  enter();
+  fbt::sum_blocks_in_order(h(out), h(blocks), size_t(count), size_t(n));
+}
+
+// One emulated device, and no NCCL: a data-parallel run on it sums through MPI on the host.
+void select_device(int) { enter(); }
+bool nccl_available(std::string* why) {
+  if (why) *why = kStub ? "fbt was built without CUDA" : "the emulated device has no NCCL";
+  return false;
+}
+void nccl_unique_id(char*) { throw std::logic_error("no NCCL on this device"); }
+void nccl_init(const char*, int, int) { throw std::logic_error("no NCCL on this device"); }
+void nccl_sum_ordered(float*, size_t) { throw std::logic_error("no NCCL on this device"); }
 
 }  // namespace fbt::cuda

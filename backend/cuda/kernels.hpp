@@ -120,5 +120,19 @@ void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* dec
                 double beta1, double beta2, double eps, double weight_decay, int64_t t, float grad_scale = 1.f);
 // Sum of squares in a fixed order (double accumulation), for the global grad norm.
 double sum_squares(const float* x, int64_t n);
+// out (n) <- blocks 0, 1, ..., count-1 (n floats each, end to end) added in block order.
+void sum_blocks_in_order(float* out, const float* blocks, int64_t count, int64_t n);
+
+// Data-parallel runs (backend/comm): the GPU this process uses (local_rank modulo the devices),
+// and NCCL, opened on first use (dlopen) where fbt was built with its header. nccl_available
+// says why not. The communicator is bootstrapped from an id rank 0 makes and every rank receives.
+void select_device(int local_rank);
+bool nccl_available(std::string* why = nullptr);
+constexpr size_t kNcclIdBytes = 128;
+void nccl_unique_id(char* id);  // kNcclIdBytes
+void nccl_init(const char* id, int rank, int size);
+// data (n floats on the device) <- the sum over the ranks in rank order: every rank's data
+// gathered (ncclAllGather), then added in rank order (sum_blocks_in_order).
+void nccl_sum_ordered(float* data, size_t n);
 
 }  // namespace fbt::cuda
