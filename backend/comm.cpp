@@ -1,5 +1,6 @@
 #include "backend/comm.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <vector>
@@ -25,11 +26,15 @@ void sum_blocks_in_order(float* out, const float* blocks, size_t count, size_t n
 
 namespace {
 
-// Started by a launcher (mpirun, srun with PMI) with more than one process.
+// The processes a launcher started: mpirun's (Open MPI, or PMI/PMIx-based ones), or a Slurm
+// step's; 0 when none did (started by hand). Then MPI itself says who is who.
 int launched_size() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
-    if (const char* v = std::getenv(var)) return std::atoi(v);
-  return 1;
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"})
+    if (const char* v = std::getenv(var)) {
+      const int n = std::atoi(v);
+      if (n > 1 || std::string(var).rfind("SLURM", 0) != 0) return std::max(n, 1);  // srun -n1: not a launch
+    }
+  return 0;
 }
 
 #ifdef FBT_HAVE_MPI
@@ -61,7 +66,8 @@ Comm& Comm::world() {
 Comm::Comm() {
   const int launched = launched_size();
 #ifdef FBT_HAVE_MPI
-  if (launched <= 1) return;
+  if (launched == 0) return;
+  mpi_ = true;
   int ready = 0;
   MPI_Initialized(&ready);
   if (!ready) {
@@ -88,7 +94,8 @@ Comm::Comm() {
 }
 
 void Comm::sum_ordered(float* data, size_t n, Device d) {
-  if (size_ == 1 || n == 0) return;
+  if (!mpi_ || n == 0) return;
+  // On the GPU under mpirun, NCCL even for one process (mpirun -np 1 runs the NCCL path).
   if (d != Device::CPU) {
     if (!nccl_ready_ && cuda::nccl_available()) {
       std::string id(cuda::kNcclIdBytes, '\0');
@@ -98,12 +105,14 @@ void Comm::sum_ordered(float* data, size_t n, Device d) {
       nccl_ready_ = true;
     }
     if (nccl_ready_) return cuda::nccl_sum_ordered(data, n);
+    if (size_ == 1) return;
     std::vector<float> host(n);  // no NCCL: through the host
     copy_bytes(host.data(), Device::CPU, data, d, n * sizeof(float));
     sum_ordered(host.data(), n, Device::CPU);
     copy_bytes(data, d, host.data(), Device::CPU, n * sizeof(float));
     return;
   }
+  if (size_ == 1) return;
 #ifdef FBT_HAVE_MPI
   // Reduce-scatter by hand, then all-gather: rank r receives every rank's chunk r, adds them in
   // rank order, and every rank gathers the summed chunks (2n values sent per rank, as a ring's).

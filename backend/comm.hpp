@@ -43,6 +43,7 @@ class Comm {
  private:
   Comm();
   int rank_ = 0, size_ = 1, local_rank_ = 0;
+  bool mpi_ = false;  // started by a launcher: MPI is initialized
   bool nccl_ready_ = false;
 };
 
