@@ -13,7 +13,7 @@
 //
 // The surface, by header (layers lowest first, docs/ARCHITECTURE.md):
 //   util/      SafeTensors, write_file_atomic
-//   backend/   Device, DeviceBuffer, Rng
+//   backend/   Device, DeviceBuffer, Rng, Comm (the processes of a data-parallel run)
 //   autograd/  Tensor, Shape, Var, tape() (backward, zero_grad), StepScope, NoGradScope, detach, ParamStore, to_host
 //   ops/       the differentiable ops (linear, layernorm, attention, cross_entropy, ...)
 //   nn/        the modules (Linear, LayerNorm, FeedForward, MemoryAttention, Block, ...)
@@ -30,6 +30,7 @@
 #include "util/safetensors.hpp"
 #include "backend/device.hpp"
 #include "backend/rng.hpp"
+#include "backend/comm.hpp"
 #include "autograd/tensor.hpp"
 #include "autograd/tape.hpp"
 #include "autograd/params.hpp"
