@@ -451,7 +451,7 @@ std::unique_ptr<PyModel> train(const std::string& config, const py::dict& overri
 
 LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const std::string& schedule, double min_lr,
                          double clip, double weight_decay, std::pair<double, double> betas, double eps,
-                         const std::string& detach, uint64_t seed, const Model& model) {
+                         const std::string& detach, uint64_t seed, int64_t grad_accum, const Model& model) {
   if (schedule != "constant" && schedule != "cosine")
     throw std::invalid_argument("schedule: '" + schedule + "' is not one of constant, cosine");
   if (schedule == "cosine" && total_steps <= 0) throw std::invalid_argument("schedule cosine needs total_steps > 0");
@@ -461,6 +461,8 @@ LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const s
   c.adam.beta1 = betas.first, c.adam.beta2 = betas.second, c.adam.eps = eps, c.adam.weight_decay = weight_decay;
   c.detach = detach_policy(model, detach);
   c.seed = seed;
+  if (grad_accum < 1) throw std::invalid_argument("grad_accum must be >= 1");
+  c.grad_accum = grad_accum;
   return c;
 }
 
@@ -688,18 +690,19 @@ void define_module(py::module_& m) {
   const LoopConfig d;
   py::class_<PyTrainLoop>(m, "TrainLoop",
       "One training step at a time on your own arrays: forward with dropout, backward under the detachment "
-      "policy, clipping, the schedule, AdamW, and each row's memory carried into the next step.")
+      "policy, clipping, the schedule, AdamW, and each row's memory carried into the next step; grad_accum "
+      "splits a step's rows into that many micro-batches, their gradients summed in order.")
       .def(py::init([](PyModel& pm, double lr, int64_t warmup, int64_t total_steps, const std::string& schedule,
                        double min_lr, double clip, double weight_decay, std::pair<double, double> betas, double eps,
-                       const std::string& detach, uint64_t seed) {
+                       const std::string& detach, uint64_t seed, int64_t grad_accum) {
              const LoopConfig c = loop_settings(lr, warmup, total_steps, schedule, min_lr, clip, weight_decay, betas,
-                                                eps, detach, seed, *pm.model);
+                                                eps, detach, seed, grad_accum, *pm.model);
              return std::make_unique<PyTrainLoop>(pm, c);
            }),
            py::keep_alive<1, 2>(), "model"_a, py::kw_only(), "lr"_a = d.lr, "warmup"_a = d.warmup,
            "total_steps"_a = d.total_steps, "schedule"_a = "constant", "min_lr"_a = d.min_lr, "clip"_a = d.clip,
            "weight_decay"_a = d.adam.weight_decay, "betas"_a = std::make_pair(d.adam.beta1, d.adam.beta2),
-           "eps"_a = d.adam.eps, "detach"_a = "none", "seed"_a = d.seed)
+           "eps"_a = d.adam.eps, "detach"_a = "none", "seed"_a = d.seed, "grad_accum"_a = d.grad_accum)
       .def(
           "step",
           [](PyTrainLoop& t, py::handle x, py::handle y) {

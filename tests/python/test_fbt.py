@@ -379,6 +379,16 @@ class Training(TempDir):
         self.assertLess(np.mean(losses[-5:]), np.mean(losses[:5]) - 1.0)
         loop.reset_memory()
         self.assertIsNone(loop.memory)
+        # Micro-batches: the same step within float rounding, the memory of every row kept.
+        one, two = small_feedback(num_tokens=256), small_feedback(num_tokens=256)
+        a = fbt.TrainLoop(one).step(batch[:, :-1], batch[:, 1:])
+        split = fbt.TrainLoop(two, grad_accum=2)
+        b = split.step(batch[:, :-1], batch[:, 1:])
+        self.assertAlmostEqual(a["loss"], b["loss"], places=5)
+        self.assertAlmostEqual(a["grad_norm"], b["grad_norm"], places=4)
+        self.assertEqual(split.memory.shape, (4, 12, 32))
+        with self.assertRaisesRegex(ValueError, "grad_accum 2"):
+            fbt.TrainLoop(small_feedback(num_tokens=256), grad_accum=2).step(batch[:3, :-1], batch[:3, 1:])
 
 
 class Errors(TempDir):
