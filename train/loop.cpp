@@ -7,8 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "backend/cpu/kernels.hpp"
-#include "backend/cuda/kernels.hpp"
+#include "ops/dispatch.hpp"
 
 namespace fbt {
 
@@ -57,16 +56,6 @@ Rng micro_batch_rng(const Rng& step_rng, uint64_t j) {
   return r;
 }
 
-void scale_in_place(float* g, float s, int64_t n, Device d) {
-  if (d != Device::CPU) cuda::scale_forward(g, g, s, n);
-  else cpu::scale_forward(g, g, s, n);
-}
-
-void add_in_place(float* acc, const float* g, int64_t n, Device d) {
-  if (d != Device::CPU) cuda::add_forward(acc, acc, g, n);
-  else cpu::add_forward(acc, acc, g, n);
-}
-
 }  // namespace
 
 StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
@@ -111,10 +100,12 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     next_rng.counter = rng.counter;
     if (alone) break;
     const float share = total > 0 ? float(count[size_t(k)] / total) : 0.f;
-    scale_in_place(params.grad_block(), share, P, device);
+    float* g = params.grad_block();
+    kernel(cpu::scale_forward, cuda::scale_forward)(g, g, share, P);  // on the step's device
     if (K == 1) break;
-    if (k == 0) copy_bytes(accumulated_.data(), device, params.grad_block(), device, size_t(P) * sizeof(float));
-    else add_in_place(accumulated_.data(), params.grad_block(), P, device);
+    float* acc = accumulated_.data();
+    if (k == 0) copy_bytes(acc, device, g, device, size_t(P) * sizeof(float));
+    else kernel(cpu::add_forward, cuda::add_forward)(acc, acc, g, P);
   }
   if (K > 1) copy_bytes(params.grad_block(), device, accumulated_.data(), device, size_t(P) * sizeof(float));
   if (comm) {
