@@ -14,17 +14,18 @@
 
 namespace fbt {
 
-void sum_blocks_in_order(float* out, const float* blocks, size_t count, size_t n) {
+namespace {
+
+template <class T>
+void sum_in_order(T* out, const T* blocks, size_t count, size_t n) {
   const int64_t len = int64_t(n);
 #pragma omp parallel for if (len > (1 << 16))
   for (int64_t i = 0; i < len; ++i) {
-    float s = blocks[i];
+    T s = blocks[i];
     for (size_t b = 1; b < count; ++b) s += blocks[b * n + size_t(i)];
     out[i] = s;
   }
 }
-
-namespace {
 
 // The processes a launcher started: mpirun's (Open MPI, or PMI/PMIx-based ones), or a Slurm
 // step's; 0 when none did (started by hand). Then MPI itself says who is who.
@@ -57,6 +58,10 @@ Chunk chunk_of(size_t n, int ranks, int r) {
 #endif
 
 }  // namespace
+
+void sum_blocks_in_order(float* out, const float* blocks, size_t count, size_t n) {
+  sum_in_order(out, blocks, count, n);
+}
 
 Comm& Comm::world() {
   static Comm c;
@@ -141,11 +146,7 @@ void Comm::sum_ordered(double* data, size_t n) {
 #ifdef FBT_HAVE_MPI
   std::vector<double> all(n * size_t(size_));
   mpi_check(MPI_Allgather(data, int(n), MPI_DOUBLE, all.data(), int(n), MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather");
-  for (size_t i = 0; i < n; ++i) {
-    double s = all[i];
-    for (int r = 1; r < size_; ++r) s += all[size_t(r) * n + i];
-    data[i] = s;
-  }
+  sum_in_order(data, all.data(), size_t(size_), n);
 #endif
 }
 
