@@ -83,11 +83,6 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0.0 : s / double(v.size());
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
 // The model and the batches to measure on: one call from files (like `fbt forward`), or
 // consecutive batches of a split read from a checkpoint's run.
 struct Subject {

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 #include <vector>
@@ -19,6 +20,11 @@ CLI::Validator at_least(int64_t lo) {
         return "must be a whole number >= " + std::to_string(lo) + ", got " + s;
       },
       "INT>=" + std::to_string(lo));
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 void set_threads(int64_t threads) {

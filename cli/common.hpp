@@ -1,10 +1,11 @@
-// What the subcommands share: flag checks, thread count, the --detach flag, a model built from a
+// What the subcommands share: flag checks, medians, thread count, the --detach flag, a model built from a
 // config and a weights file, and printing a sample.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/tokenizer.hpp"
 #include "models/model.hpp"
@@ -15,6 +16,9 @@ namespace fbt::cli {
 // A whole-number flag of at least `lo` (CLI11's PositiveNumber would answer 0 with "not in range
 // 0.000000 to 1.797e308").
 CLI::Validator at_least(int64_t lo);
+
+// The median of some measurements (0 for none).
+double median(std::vector<double> v);
 
 // train.threads > 0 sets the OpenMP thread count; 0 keeps OpenMP's default.
 void set_threads(int64_t threads);
