@@ -105,14 +105,11 @@ void run_bench(const BenchArgs& a) {
   model.init(t.seed);
   model.to(device);
   Comm& comm = Comm::world();
-  const int64_t N = comm.size();
-  if (t.batch_size % (N * t.grad_accum))
-    throw std::invalid_argument(fmt::format("train.batch_size {} does not split among {} processes x train.grad_accum {}",
-                                            t.batch_size, N, t.grad_accum));
+  const int64_t N = comm.size(), mine = streams_per_process(cfg, N);
   LoopConfig lc = loop_config(cfg);
   lc.comm = &comm;
   TrainLoop loop(model, lc);
-  const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens, mine = B / N;
+  const int64_t B = t.batch_size, T = t.bptt, V = cfg.model.num_tokens;
   Rng data_rng(t.seed);
   std::vector<int32_t> in(size_t(B * T)), tg(size_t(B * T));
   auto step = [&] {
@@ -135,12 +132,7 @@ void run_bench(const BenchArgs& a) {
   }
   nlohmann::json profile_rows = nlohmann::json::array();
   if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
-  auto median_of = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const size_t mid = v.size() / 2;
-    return v.size() % 2 ? v[mid] : 0.5 * (v[mid - 1] + v[mid]);
-  };
-  const double median = median_of(secs);
+  const double step_secs = median(secs);
   // The gradient sum alone, as a step does it (part of the step time above).
   const size_t P = model.params().numel();
   std::vector<double> reduce_secs;
@@ -157,7 +149,7 @@ void run_bench(const BenchArgs& a) {
   if (!comm.root()) return;
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
-  const double gflops = step_flops(cfg.model, B, T) / median / 1e9;
+  const double gflops = step_flops(cfg.model, B, T) / step_secs / 1e9;
   const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
   nlohmann::json j = {{"config", a.config},
                       {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
@@ -165,18 +157,18 @@ void run_bench(const BenchArgs& a) {
                       {"batch_size", B},
                       {"bptt", T},
                       {"steps", a.steps},
-                      {"tokens_per_s", double(B * T) / median},
-                      {"step_ms", 1000.0 * median},
+                      {"tokens_per_s", double(B * T) / step_secs},
+                      {"step_ms", 1000.0 * step_secs},
                       {"peak_rss_mb", double(ru.ru_maxrss) / 1024.0},
                       {"gflops", gflops},
                       {"sgemm_peak_gflops", peak},
                       {"fraction_of_peak", gflops / peak}};
   if (a.profile) j["profile"] = profile_rows;
   if (N > 1) {
-    const double reduce = median_of(reduce_secs);
+    const double reduce = median(reduce_secs);
     j["processes"] = N;
     j["reduce_ms"] = 1000.0 * reduce;
-    j["reduce_share"] = reduce / median;
+    j["reduce_share"] = reduce / step_secs;
     // Each process sends and receives (N-1)/N of the gradient twice (its chunks, then the sums).
     j["reduce_bytes_per_process"] = 2.0 * double(P) * sizeof(float) * double(N - 1) / double(N);
   }

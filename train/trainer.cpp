@@ -43,6 +43,16 @@ LoopConfig loop_config(const RunConfig& cfg) {
   return lc;
 }
 
+int64_t streams_per_process(const RunConfig& cfg, int64_t processes) {
+  const TrainConfig& t = cfg.train;
+  if (t.batch_size % (processes * t.grad_accum))
+    throw ConfigError(fmt::format("{}: train.batch_size {} does not split among {} processes{}: each needs a whole "
+                                  "number of streams",
+                                  cfg.source, t.batch_size, processes,
+                                  t.grad_accum > 1 ? fmt::format(" x train.grad_accum {}", t.grad_accum) : ""));
+  return t.batch_size / processes;
+}
+
 Trainer::Trainer(const RunConfig& cfg)
     : cfg_(cfg),
       comm_(Comm::world()),
@@ -50,11 +60,7 @@ Trainer::Trainer(const RunConfig& cfg)
       metrics_((fs::path(cfg.train.out_dir) / "metrics.jsonl").string()) {
   const TrainConfig& t = cfg_.train;
   const int64_t N = comm_.size();
-  if (t.batch_size % (N * t.grad_accum))
-    throw ConfigError(fmt::format("{}: train.batch_size {} does not split among {} processes{}: each needs a whole "
-                                  "number of streams",
-                                  cfg_.source, t.batch_size, N,
-                                  t.grad_accum > 1 ? fmt::format(" x train.grad_accum {}", t.grad_accum) : ""));
+  streams_per_process(cfg_, N);  // checked before any work
   if (t.eval_streams() % N)
     throw ConfigError(fmt::format("{}: train.eval_batch_size {} does not split among {} processes", cfg_.source,
                                   t.eval_streams(), N));

@@ -25,6 +25,10 @@ namespace fbt {
 // than model.num_tokens, or than u16 holds, is an error naming the file. Null without one.
 std::unique_ptr<Tokenizer> run_tokenizer(const RunConfig& cfg);
 
+// This process's streams: train.batch_size split evenly among `processes` (a data-parallel run),
+// each block a whole number of grad_accum micro-batches; anything else is a config error naming
+// the numbers.
+int64_t streams_per_process(const RunConfig& cfg, int64_t processes);
 // The training step a run config describes (schedule, clipping, AdamW, policy, dropout seed).
 LoopConfig loop_config(const RunConfig& cfg);
 
