@@ -220,7 +220,12 @@ bool baseline_lacks(const std::string& name) {
 
 // A model built from keywords, as the seed's constructors take them; `seed` draws the initial
 // weights. Unknown keywords are a TypeError, as Python's own calls make them.
+const char* class_name(const std::string& type) {
+  return type == "transformer_xl" ? "TransformerXL" : "FeedbackTransformer";
+}
+
 std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
+  const char* cls = class_name(type);
   ModelConfig c;
   c.type = type;
   if (type == "transformer_xl") c.shared_kv = false;
@@ -232,7 +237,6 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
       seed = py::cast<uint64_t>(value);
       continue;
     }
-    const char* cls = type == "transformer_xl" ? "TransformerXL" : "FeedbackTransformer";
     if (f == fields().end() || (type == "transformer_xl" && baseline_lacks(name)))
       raise(PyExc_TypeError, std::string(cls) + "() got an unexpected keyword argument '" + name + "'");
     try {
@@ -247,8 +251,7 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
   }
   for (const char* required : {"num_tokens", "dim", "depth", "mem_len"})
     if (!kw.contains(required))
-      raise(PyExc_TypeError, std::string(type == "transformer_xl" ? "TransformerXL" : "FeedbackTransformer") +
-                                 "() missing required keyword argument '" + required + "'");
+      raise(PyExc_TypeError, std::string(cls) + "() missing required keyword argument '" + required + "'");
   c.validate();  // std::invalid_argument naming the field: ValueError
   auto m = make_model(c, /*initialize=*/false);
   m->init(seed);
@@ -260,6 +263,15 @@ double shortest(float x) {
   char buf[32];
   const auto end = std::to_chars(buf, buf + sizeof(buf), x).ptr;
   return std::stod(std::string(buf, end));
+}
+
+// The constructor of a model class: keywords only, as the seed's.
+template <class PyClass>
+auto keyword_constructor(const char* type) {
+  return py::init([type](const py::args& args, const py::kwargs& kw) {
+    if (!args.empty()) raise(PyExc_TypeError, std::string(class_name(type)) + "() takes keyword arguments only");
+    return std::unique_ptr<PyClass>(static_cast<PyClass*>(build(type, kw).release()));
+  });
 }
 
 py::dict config_dict(const ModelConfig& c) {
@@ -396,7 +408,7 @@ void load_state_dict(PyModel& pm, const py::dict& d) {
 
 std::string repr(const PyModel& pm) {
   const ModelConfig& c = pm.model->config();
-  std::string s = is_baseline(*pm.model) ? "TransformerXL(" : "FeedbackTransformer(";
+  std::string s = std::string(class_name(c.type)) + "(";
   const py::dict d = config_dict(c);
   bool first = true;
   for (auto [k, v] : d) {
@@ -661,18 +673,12 @@ void define_module(py::module_& m) {
       "FeedbackTransformer(*, num_tokens, dim, depth, mem_len, seq_len=1, heads=8, dim_head=64, ff_mult=4, "
       "num_buckets=32, max_distance=128, keep_last_hidden=False, shared_kv=True, cross_attend=False, "
       "attn_dropout=0.0, ff_dropout=0.0, seed=0): MODEL.md's model and defaults; seed draws the initial weights.")
-      .def(py::init([](const py::args& args, const py::kwargs& kw) {
-        if (!args.empty()) raise(PyExc_TypeError, "FeedbackTransformer() takes keyword arguments only");
-        return std::unique_ptr<PyFeedbackTransformer>(static_cast<PyFeedbackTransformer*>(build("feedback", kw).release()));
-      }));
+      .def(keyword_constructor<PyFeedbackTransformer>("feedback"));
   py::class_<PyTransformerXL, PyModel>(m, "TransformerXL",
       "TransformerXL(*, num_tokens, dim, depth, mem_len, heads=8, dim_head=64, ff_mult=4, num_buckets=32, "
       "max_distance=128, cross_attend=False, attn_dropout=0.0, ff_dropout=0.0, seed=0): MODEL.md's baseline "
       "(per-layer memory of past layer inputs).")
-      .def(py::init([](const py::args& args, const py::kwargs& kw) {
-        if (!args.empty()) raise(PyExc_TypeError, "TransformerXL() takes keyword arguments only");
-        return std::unique_ptr<PyTransformerXL>(static_cast<PyTransformerXL*>(build("transformer_xl", kw).release()));
-      }));
+      .def(keyword_constructor<PyTransformerXL>("transformer_xl"));
 
   m.def("load", &load, "path"_a,
         "A model from a weights file (safetensors, with its config), a run's out_dir or a checkpoint directory.");
