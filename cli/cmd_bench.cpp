@@ -1,6 +1,6 @@
 // `fbt bench`: times full training steps (TrainLoop: forward, backward, clipping, AdamW) on random tokens with a
-// config's model and train.batch_size / bptt / threads, and measures this machine's SGEMM peak
-// in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line. With
+// config's model and train.batch_size / bptt / threads, and measures the SGEMM peak of its
+// own product (cpu::gemm) in the same run, so the achieved GFLOP/s can be read as a fraction of it. One JSON line. With
 // train.device: cuda the step runs on the GPU, the peak is cuBLAS's, and peak_device_mb is the
 // most device memory the run held. --profile adds op-by-op timings of further steps (the timed
 // steps run without the timers). Under mpirun each process steps its block of the streams with
@@ -10,13 +10,14 @@
 #include <omp.h>
 #include <sys/resource.h>
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "backend/comm.hpp"
+#include "backend/cpu/kernels.hpp"
+#include "backend/rng.hpp"
 #include "backend/profile.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "cli/commands.hpp"
@@ -33,15 +34,19 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Best of a few large square SGEMMs with Eigen on the current thread count.
+// Best of a few large square SGEMMs through fbt's own product (cpu::gemm, what linears run) on the
+// current thread count.
 double sgemm_peak_gflops() {
-  const int n = 1024;
-  Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n), c(n, n);
+  const int64_t n = 1024;
+  std::vector<float> a(size_t(n * n)), b(size_t(n * n)), c(size_t(n * n));
+  Rng rng(1);
+  for (float& v : a) v = float(rng.normal());
+  for (float& v : b) v = float(rng.normal());
   double best = 0;
   for (int rep = 0; rep < 4; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
-    c.noalias() = a * b;
-    best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
+    cpu::gemm(c.data(), n, {a.data(), n, 1}, {b.data(), n, 1}, n, n, n, false);
+    best = std::max(best, 2.0 * double(n * n * n) / seconds_since(t0) / 1e9);
   }
   return best;
 }
@@ -162,6 +167,7 @@ void run_bench(const BenchArgs& a) {
                       {"peak_rss_mb", double(ru.ru_maxrss) / 1024.0},
                       {"gflops", gflops},
                       {"sgemm_peak_gflops", peak},
+                      {"gemm", device == Device::CPU ? cpu::gemm_kernel() : std::string("cuBLAS")},
                       {"fraction_of_peak", gflops / peak}};
   if (a.profile) j["profile"] = profile_rows;
   if (N > 1) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what scripts/device-check.sh runs into device-bundle/ (ignored by git), for a GPU machine
 # that cannot install this project's packages: the fbt binary, the cuda suite, libfbt and the
-# shared libraries they need beyond glibc, libstdc++ and the CUDA runtime (OpenBLAS, yaml-cpp,
+# shared libraries they need beyond glibc, libstdc++ and the CUDA runtime (yaml-cpp,
 # fmt, gfortran, gomp), ~45 MB. Carry it to the machine and run
 #   FBT_BUNDLE=device-bundle scripts/device-check.sh
 # Build first (./run build; nvcc must have been found: `build/fbt --version` lists cuda).

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 #include "backend/device.hpp"
 #include "gradcheck.hpp"
 #include "backend/cpu/kernels.hpp"
@@ -90,6 +92,44 @@ TEST_CASE("kernel: weight gradient dW += dy^T x matches the naive loop") {
       }
     cpu::linear_backward_weight(fast.data(), dy.data(), x.data(), N, In, Out);
     check_close(fast, slow);
+  }
+}
+
+TEST_CASE("kernel: gemm matches the naive loop for every layout, and splitting k or threads changes no bit") {
+  // Partial panels, rows split among threads (few columns), one row, k past one chunk, row blocks.
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 17, 5}, {40, 33, 700}, {500, 20, 65},
+                         {200, 300, 130}, {450, 70, 1100}}) {
+    const auto a = randn(M * K, 7), b = randn(K * N, 8);
+    for (bool a_t : {false, true})
+      for (bool b_t : {false, true}) {
+        INFO("M ", M, " N ", N, " K ", K, " A transposed ", a_t, " B transposed ", b_t);
+        // A (M,K) stored row-major, or transposed (K,M); B likewise.
+        const cpu::MatrixView A = a_t ? cpu::MatrixView{a.data(), 1, M} : cpu::MatrixView{a.data(), K, 1};
+        const cpu::MatrixView B = b_t ? cpu::MatrixView{b.data(), 1, K} : cpu::MatrixView{b.data(), N, 1};
+        std::vector<float> slow(sz(M * N), 0.5f);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double s = 0;
+            for (int64_t k = 0; k < K; ++k) s += double(A.data[m * A.rs + k * A.cs]) * B.data[k * B.rs + n * B.cs];
+            slow[sz(m * N + n)] += float(s);
+          }
+        std::vector<float> acc(sz(M * N), 0.5f), fresh(sz(M * N), -7.f);
+        cpu::gemm(acc.data(), N, A, B, M, N, K, true);
+        check_close(acc, slow);
+        cpu::gemm(fresh.data(), N, A, B, M, N, K, false);  // overwrites: 0.5 + A B - 0.5
+        for (size_t i = 0; i < fresh.size(); ++i) fresh[i] += 0.5f;
+        check_close(fresh, slow);
+
+        // The same product as two calls over consecutive k, on one thread: the same floats.
+        const int64_t k1 = K / 3;
+        std::vector<float> split(sz(M * N), 0.5f);
+        const int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        cpu::gemm(split.data(), N, A, B, M, N, k1, true);
+        cpu::gemm(split.data(), N, {A.data + k1 * A.cs, A.rs, A.cs}, {B.data + k1 * B.rs, B.rs, B.cs}, M, N, K - k1, true);
+        omp_set_num_threads(threads);
+        CHECK(split == acc);
+      }
   }
 }
 

@@ -1,4 +1,4 @@
-// CPU kernels: Eigen maps over raw pointers for the matrix products, OpenMP loops elsewhere.
+// CPU kernels: our own register-blocked products (no BLAS), OpenMP loops elsewhere.
 // Reductions that cross rows (parameter gradients) run in a fixed order so results are
 // bit-identical for a given thread count.
 #include "backend/cpu/kernels.hpp"
@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <omp.h>
@@ -17,11 +18,6 @@
 
 namespace fbt::cpu {
 
-using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MapR = Eigen::Map<MatR>;
-using CMapR = Eigen::Map<const MatR>;
-using CVec = Eigen::Map<const Eigen::VectorXf>;
-using Vec = Eigen::Map<Eigen::VectorXf>;
 
 namespace {
 
@@ -157,9 +153,9 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
         for (int64_t o = 0; o < Out; ++o) y[r * Out + o] += b[o];
     return;
   }
-  MapR Y(y, N, Out);
-  Y.noalias() = CMapR(x, N, In) * CMapR(W, Out, In).transpose();
-  if (b) Y.rowwise() += CVec(b, Out).transpose();
+  if (b)  // the sums start from the bias
+    for (int64_t r = 0; r < N; ++r) std::memcpy(y + r * Out, b, sizeof(float) * size_t(Out));
+  gemm(y, Out, {x, In, 1}, {W, 1, In}, N, Out, In, /*accumulate=*/b != nullptr);  // x W^T
 }
 
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out,
@@ -169,8 +165,7 @@ void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N
     split_threads(In, 32, In * Out > (1 << 15), [&](int64_t c0, int64_t c1) { skinny_axpys(dx, dy, W, N, In, Out, c0, c1); });
     return;
   }
-  if (accumulate) MapR(dx, N, In).noalias() += CMapR(dy, N, Out) * CMapR(W, Out, In);
-  else MapR(dx, N, In).noalias() = CMapR(dy, N, Out) * CMapR(W, Out, In);
+  gemm(dx, In, {dy, Out, 1}, {W, In, 1}, N, In, Out, accumulate);  // dy W
 }
 
 // ---- packed panels ----
@@ -193,14 +188,25 @@ constexpr int64_t kPrefetch = 32;  // panel rows ahead: a new panel starts befor
 constexpr int64_t kChunk = 512;
 constexpr int64_t kChunkStride = kChunk + 16;
 
-// y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel); the sums start from init[0:kPanel]
-// (a bias) where given, else from 0.
+// y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel). Each sum is one chain of FMAs over k in
+// order, starting from y's value (acc), else from init[0:kPanel] (a bias) or 0: a product split
+// into consecutive calls over k gives the same floats as one call (see gemm).
 template <int R>
 void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t K, int64_t width, bool acc,
                  const float* init) {
 #ifdef FBT_SIMD
   vf a[R];
-  for (int r = 0; r < R; ++r) a[r] = init ? vload(init) : vzero();
+  for (int r = 0; r < R; ++r) {
+    if (!acc) {
+      a[r] = init ? vload(init) : vzero();
+    } else if (width == kPanel) {
+      a[r] = vload(y + r * ldy);
+    } else {
+      alignas(64) float t[kPanel] = {};
+      for (int64_t c = 0; c < width; ++c) t[c] = y[r * ldy + c];
+      a[r] = vload(t);
+    }
+  }
   for (int64_t k = 0; k < K; ++k) {
     _mm_prefetch(reinterpret_cast<const char*>(P + (k + kPrefetch) * kPanel), _MM_HINT_T0);
     const vf w = vload(P + k * kPanel);
@@ -209,19 +215,19 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
   for (int r = 0; r < R; ++r) {
     float* yr = y + r * ldy;
     if (width == kPanel) {
-      vstore(yr, acc ? vadd(vload(yr), a[r]) : a[r]);
+      vstore(yr, a[r]);
     } else {
       alignas(64) float t[kPanel];
       vstore(t, a[r]);
-      for (int64_t c = 0; c < width; ++c) yr[c] = acc ? yr[c] + t[c] : t[c];
+      for (int64_t c = 0; c < width; ++c) yr[c] = t[c];
     }
   }
 #else
   for (int r = 0; r < R; ++r)
     for (int64_t c = 0; c < width; ++c) {
-      float s = init ? init[c] : 0.f;
-      for (int64_t k = 0; k < K; ++k) s += x[r * ldx + k] * P[k * kPanel + c];
-      y[r * ldy + c] = acc ? y[r * ldy + c] + s : s;
+      float s = acc ? y[r * ldy + c] : init ? init[c] : 0.f;
+      for (int64_t k = 0; k < K; ++k) s = std::fma(x[r * ldx + k], P[k * kPanel + c], s);
+      y[r * ldy + c] = s;
     }
 #endif
 }
@@ -231,8 +237,9 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
 // same k order as in panel_block, so results do not depend on how rows or panels are grouped.
 void row_four_panels(float* y, const float* x, const float* P, int64_t stride, int64_t K, bool acc, const float* init) {
 #ifdef FBT_SIMD
+  const float* start = acc ? y : init;  // the chains start from y, the bias, or 0 (as panel_block's)
   vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
-  if (init) a0 = vload(init), a1 = vload(init + kPanel), a2 = vload(init + 2 * kPanel), a3 = vload(init + 3 * kPanel);
+  if (start) a0 = vload(start), a1 = vload(start + kPanel), a2 = vload(start + 2 * kPanel), a3 = vload(start + 3 * kPanel);
   for (int64_t k = 0; k < K; ++k) {
     const vf xk = vbroadcast(x + k);
     a0 = vfma(xk, vload(P + k * kPanel), a0);
@@ -241,7 +248,7 @@ void row_four_panels(float* y, const float* x, const float* P, int64_t stride, i
     a3 = vfma(xk, vload(P + 3 * stride + k * kPanel), a3);
   }
   const vf a[4] = {a0, a1, a2, a3};
-  for (int q = 0; q < 4; ++q) vstore(y + q * kPanel, acc ? vadd(vload(y + q * kPanel), a[q]) : a[q]);
+  for (int q = 0; q < 4; ++q) vstore(y + q * kPanel, a[q]);
 #else
   for (int q = 0; q < 4; ++q) panel_block<1>(y + q * kPanel, 0, x, 0, P + q * stride, K, kPanel, acc, init ? init + q * kPanel : nullptr);
 #endif
@@ -331,6 +338,94 @@ void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t
   });
 }
 
+// ---- the general product ----
+
+namespace {
+// Rows of A per block: a block's chunk (192 x kChunk floats, ~400 KB) stays in L2 while the
+// thread's panels pass over it.
+constexpr int64_t kGemmRows = 192;
+
+// A[m0 + m, k0 + k] into dst[m * kChunkStride + k] for m < mn, k < kn: k contiguous, as
+// panel_block broadcasts it.
+void pack_rows(float* dst, MatrixView A, int64_t m0, int64_t mn, int64_t k0, int64_t kn) {
+  if (A.cs == 1) {
+    for (int64_t m = 0; m < mn; ++m)
+      std::memcpy(dst + m * kChunkStride, A.data + (m0 + m) * A.rs + k0, sizeof(float) * size_t(kn));
+    return;
+  }
+  for (int64_t k = 0; k < kn; ++k) {  // a transposed operand: read along m, the contiguous way
+    const float* src = A.data + (k0 + k) * A.cs + m0 * A.rs;
+    for (int64_t m = 0; m < mn; ++m) dst[m * kChunkStride + k] = src[m * A.rs];
+  }
+}
+
+// Panels [p0, p1) of B's rows [k0, k0 + kn) into dst ((p - p0) * kn + k) * kPanel + c, zero past N.
+void pack_cols(float* dst, MatrixView B, int64_t N, int64_t p0, int64_t p1, int64_t k0, int64_t kn) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float* d = dst + (p - p0) * kn * kPanel;
+    const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
+    if (width < kPanel) std::memset(d, 0, sizeof(float) * size_t(kn * kPanel));
+    if (B.cs == 1) {
+      for (int64_t k = 0; k < kn; ++k) std::memcpy(d + k * kPanel, B.data + (k0 + k) * B.rs + n0, sizeof(float) * size_t(width));
+    } else {  // a transposed operand: read along k, the contiguous way
+      for (int64_t c = 0; c < width; ++c) {
+        const float* src = B.data + k0 * B.rs + (n0 + c) * B.cs;
+        for (int64_t k = 0; k < kn; ++k) d[k * kPanel + c] = src[k * B.rs];
+      }
+    }
+  }
+}
+}  // namespace
+
+std::string gemm_kernel() {
+#if defined(__AVX512F__)
+  const char* isa = "AVX-512";
+#elif defined(FBT_SIMD)
+  const char* isa = "AVX2/FMA";
+#else
+  const char* isa = "scalar";
+#endif
+  return std::string("fbt panels, ") + isa + ", " + std::to_string(kRowBlock) + " rows x " + std::to_string(kPanel) +
+         " columns";
+}
+
+void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t m = 0; m < M; ++m) std::memset(C + m * ldc, 0, sizeof(float) * size_t(N));
+    return;
+  }
+  const int64_t panels = (N + kPanel - 1) / kPanel;
+  // Rows [m0, m1) x panels [p0, p1) of C by one thread, every element one chain over all of k.
+  auto body = [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+    thread_local std::vector<float> a_buf, b_buf;
+    a_buf.resize(size_t(kGemmRows * kChunkStride));
+    b_buf.resize(size_t((p1 - p0) * kChunk * kPanel));
+    for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+      const int64_t kn = std::min(kChunk, K - k0);
+      const bool acc = accumulate || k0 > 0;
+      pack_cols(b_buf.data(), B, N, p0, p1, k0, kn);
+      for (int64_t r0 = m0; r0 < m1; r0 += kGemmRows) {
+        const int64_t rn = std::min(kGemmRows, m1 - r0);
+        pack_rows(a_buf.data(), A, r0, rn, k0, kn);
+        for (int64_t p = p0; p < p1; ++p)
+          panel_rows(C + r0 * ldc + p * kPanel, ldc, a_buf.data(), kChunkStride, b_buf.data() + (p - p0) * kn * kPanel, rn,
+                     kn, std::min(kPanel, N - p * kPanel), acc, nullptr);
+      }
+    }
+  };
+  const bool parallel = M * N * K > (1 << 15);
+  // Each thread packs what all of its part reads: all of A when the panels are split among the
+  // threads, all of B when the rows are. Split the longer side (as long as every thread gets
+  // whole row blocks); either way each element of C is computed whole by one thread, so the
+  // thread count changes nothing.
+  if (M < N || M < 2 * kRowBlock * int64_t(omp_get_max_threads()))
+    split_threads(panels, 1, parallel, [&](int64_t p0, int64_t p1) { body(0, M, p0, p1); });
+  else
+    split_threads(M, kRowBlock, parallel, [&](int64_t m0, int64_t m1) { body(m0, m1, 0, panels); });
+}
+
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
                            int64_t In, int64_t Out) {
   if (!Wp_fwd || N > kPackedRows) return linear_forward(y, x, W, b, N, In, Out);
@@ -344,7 +439,7 @@ void linear_backward_input_packed(float* dx, const float* dy, const float* W, co
 }
 
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
-  MapR(dW, Out, In).noalias() += CMapR(dy, N, Out).transpose() * CMapR(x, N, In);
+  gemm(dW, In, {dy, 1, Out}, {x, In, 1}, Out, In, N, /*accumulate=*/true);  // dy^T x
 }
 
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out) {

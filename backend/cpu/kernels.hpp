@@ -3,6 +3,7 @@
 // "not needed" and is skipped. Shapes in comments use the legend of autograd/tensor.hpp.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace fbt::cpu {
 
@@ -43,6 +44,20 @@ void pack_weight(float* fwd, float* bwd, const float* W, int64_t Out, int64_t In
 // y = x A + bias (accumulate: y += x A; no bias).  x:(N,K)  A: packed (K,M)  bias:(M) or null  y:(N,M)
 void packed_product(float* y, const float* x, const float* A, int64_t N, int64_t K, int64_t M, bool accumulate,
                     const float* bias = nullptr);
+
+// ---- the general product: fbt's own kernels, at the machine's rate whatever CPU a BLAS knows ----
+// A matrix operand by strides: element (i, j) at data[i * rs + j * cs] (a transpose swaps them).
+struct MatrixView {
+  const float* data;
+  int64_t rs, cs;
+};
+// C (+)= A B.  A:(M,K)  B:(K,N)  C:(M,N) row-major, leading dimension ldc. Every element of C is
+// one chain of FMAs over k in order, from C's value (accumulate) or 0: a product split into
+// consecutive calls over k (a weight gradient taken a window of rows at a time) gives the same
+// floats as one call, for any thread count. The large products of linear_* run here.
+void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate);
+// The kernels gemm runs, in words (the instruction set compiled for, the register block): fbt bench.
+std::string gemm_kernel();
 
 // Elementwise over n values.
 void add_forward(float* y, const float* a, const float* b, int64_t n);
