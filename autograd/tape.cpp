@@ -21,12 +21,15 @@ void Tape::set_device(Device d) {
                            device_name(d) + ": end that step (StepScope) before running one on the other device");
   require_device(d);
   arena_ = Arena(d);
+  scratch_ = Arena(d);
 }
 
-Var Tape::leaf(const Shape& s, bool requires_grad) {
-  nodes_.push_back(Node{arena_.alloc(s), Tensor{}, requires_grad && grad_enabled_});
+Var Tape::new_node(Tensor value, bool requires_grad) {
+  nodes_.push_back(Node{value, Tensor{}, requires_grad, active_ == &scratch_});
   return Var(&nodes_.back());
 }
+
+Var Tape::leaf(const Shape& s, bool requires_grad) { return new_node(arena().alloc(s), requires_grad && grad_enabled_); }
 
 Var Tape::leaf_copy(const Tensor& src, bool requires_grad) {
   Var v = leaf(src.shape, requires_grad);
@@ -43,27 +46,20 @@ Var Tape::output_of(const Shape& s, const Inputs& inputs) {
                                   device_name(device()) + ": move the model with FeedbackTransformer::to()");
     rg = rg || (grad_enabled_ && v.requires_grad());
   }
-  nodes_.push_back(Node{arena_.alloc(s), Tensor{}, rg});
-  return Var(&nodes_.back());
+  return new_node(arena().alloc(s), rg);
 }
 
 Var Tape::output(const Shape& s, std::initializer_list<Var> inputs) { return output_of(s, inputs); }
 Var Tape::output(const Shape& s, const std::vector<Var>& inputs) { return output_of(s, inputs); }
 
-Var Tape::detach(Var v) {
-  nodes_.push_back(Node{v.value(), Tensor{}, false});
-  return Var(&nodes_.back());
-}
+Var Tape::detach(Var v) { return new_node(v.value(), false); }
 
-Var Tape::alias(Var v, bool requires_grad) {
-  nodes_.push_back(Node{v.value(), Tensor{}, requires_grad && grad_enabled_});
-  return Var(&nodes_.back());
-}
+Var Tape::alias(Var v, bool requires_grad) { return new_node(v.value(), requires_grad && grad_enabled_); }
 
 Tensor Tape::grad(Var v) {
   Node* n = v.node();
   if (!n->requires_grad) return Tensor{};
-  if (!n->grad.data && n->value.numel()) n->grad = arena_.zeros(n->value.shape);
+  if (!n->grad.data && n->value.numel()) n->grad = arena_of(n).zeros(n->value.shape);
   return n->grad;
 }
 
@@ -71,7 +67,7 @@ Tape::GradSink Tape::grad_sink(Var v) {
   Node* n = v.node();
   if (!n->requires_grad) return {nullptr, true};
   if (n->grad.data || device() != Device::CPU || !n->value.numel()) return {grad(v).data, true};
-  n->grad = arena_.alloc(n->value.shape);  // unzeroed: the caller writes all of it
+  n->grad = arena_of(n).alloc(n->value.shape);  // unzeroed: the caller writes all of it
   return {n->grad.data, false};
 }
 
@@ -97,17 +93,76 @@ void Tape::backward(Var out, const Tensor& seed) {
                          : seed.data;
     cuda::axpy(g.data, 1.f, s, g.numel());
   }
-  for (auto it = records_.rbegin(); it != records_.rend(); ++it)
-    if (!it->out || it->out->grad.data) {
-      const profile::Scope prof(it->op, profile::Phase::Backward);
-      it->backward();
+  sweep(0);
+}
+
+void Tape::sweep(size_t first) {
+  const uint64_t outer_id = sweep_id_;
+  std::vector<std::function<void()>> outer_end = std::move(sweep_end_);
+  sweep_end_.clear();
+  sweep_id_ = ++sweeps_;
+  for (size_t i = records_.size(); i-- > first;) {
+    const Record& r = records_[i];
+    if (!r.out || r.out->grad.data) {
+      const profile::Scope prof(r.op, profile::Phase::Backward);
+      r.backward();
     }
+  }
   // Work queued for the end of the sweep (an op's deferred products); a hook may queue more.
   for (size_t i = 0; i < sweep_end_.size(); ++i) {
     std::function<void()> f = std::move(sweep_end_[i]);
     f();
   }
-  sweep_end_.clear();
+  sweep_end_ = std::move(outer_end);
+  sweep_id_ = outer_id;
+}
+
+void Tape::use_scratch(bool on) {
+  staged_.clear();  // staged copies live in the arena being left
+  if (on) {
+    active_ = &scratch_;
+  } else {
+    active_ = &arena_;
+    scratch_.reset();
+  }
+}
+
+std::vector<Var> Tape::checkpoint(const char* op, std::function<std::vector<Var>(bool again)> f) {
+  if (!grad_enabled_ || active_ == &scratch_) return f(false);
+  const size_t first_node = nodes_.size(), first_record = records_.size();
+  use_scratch(true);
+  const std::vector<Var> inner = f(false);
+  std::vector<std::pair<Tensor, bool>> kept;  // the outputs, copied into the step's arena
+  for (const Var& v : inner) {
+    const Tensor t = arena_.alloc(v.shape());
+    copy_bytes(t.data, device(), v.data(), device(), sizeof(float) * size_t(t.numel()));
+    kept.push_back({t, v.requires_grad()});
+  }
+  use_scratch(false);
+  records_.resize(first_record);  // the backward comes from the recomputation
+  nodes_.resize(first_node);
+  std::vector<Var> outs;
+  for (const auto& [t, rg] : kept) outs.push_back(new_node(t, rg));
+  bool needed = false;
+  for (const Var& v : outs) needed = needed || v.requires_grad();
+  if (!needed) return outs;
+  record(op, Var(), [this, f, outs] {
+    const size_t nodes = nodes_.size(), records = records_.size();
+    use_scratch(true);
+    const std::vector<Var> again = f(true);
+    for (size_t k = 0; k < outs.size(); ++k) {
+      // The recomputed output takes its gradient in the kept output's buffer: what the records
+      // after the checkpoint sent, to which the piece's own readers add.
+      if (!outs[k].requires_grad()) continue;
+      Node* n = again[k].node();
+      if (n->requires_grad) n->grad = grad(outs[k]);
+    }
+    sweep(records);
+    records_.resize(records);
+    nodes_.resize(nodes);
+    use_scratch(false);
+  });
+  return outs;
 }
 
 void Tape::zero_grad() {
@@ -120,7 +175,7 @@ const void* Tape::stage_on_device(const void* host, size_t bytes) {
   if (bytes == 0) return nullptr;  // an empty table (host may be null): nothing to stage
   for (const Staged& s : staged_)
     if (s.bytes.size() == bytes && std::memcmp(s.bytes.data(), host, bytes) == 0) return s.device;
-  void* p = arena_.alloc_floats((bytes + sizeof(float) - 1) / sizeof(float));
+  void* p = arena().alloc_floats((bytes + sizeof(float) - 1) / sizeof(float));
   cuda::upload(p, host, bytes);
   if (staged_.size() == kKept) staged_.pop_front();
   const char* h = static_cast<const char*>(host);
@@ -133,7 +188,9 @@ void Tape::reset() {
   staged_.clear();
   records_.clear();
   nodes_.clear();
+  active_ = &arena_;
   arena_.reset();
+  scratch_.reset();
 }
 
 }  // namespace fbt

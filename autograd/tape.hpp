@@ -16,6 +16,7 @@ struct Node {
   Tensor value;
   Tensor grad;                 // undefined until backward first touches it (params: always set)
   bool requires_grad = false;
+  bool scratch = false;        // made inside a checkpoint: its storage is the scratch arena's
 };
 
 // A handle to a Node. Cheap to copy; valid until the owning tape is reset (parameters: forever).
@@ -83,6 +84,19 @@ class Tape {
   void backward(Var out);
   void backward(Var out, const Tensor& seed);
 
+  // Activation checkpointing (train.recompute): f, a piece of forward (one window of a sequential
+  // model), runs with its values in a scratch arena, and only its outputs are kept (copied out);
+  // its backward is one record that runs f again, recording this time, sweeps those records
+  // and drops them, so a step holds one piece's activations at a time instead of all of them.
+  // f(again) must compute the same values both times (again: the recomputation in the sweep)
+  // and may read and write storage made outside it (its side effects happen twice).
+  // When not recording, or already inside a checkpoint, f simply runs.
+  std::vector<Var> checkpoint(const char* op, std::function<std::vector<Var>(bool again)> f);
+
+  // Identifies the backward sweep in progress; a checkpoint's recomputation is a sweep of its
+  // own, whose sweep-end work runs when it ends (before the outer sweep resumes).
+  uint64_t sweep_id() const { return sweep_id_; }
+
   // Queues f to run once the current backward sweep has run every record (ops use it to batch
   // work across records: the linear layers' weight gradients, ops/linear.cpp).
   void at_sweep_end(std::function<void()> f) { sweep_end_.push_back(std::move(f)); }
@@ -94,7 +108,8 @@ class Tape {
   // Frees every node, record and activation of the step (parameters are not on the tape).
   void reset();
 
-  Arena& arena() { return arena_; }
+  // Where the step's storage comes from now: the scratch arena inside a checkpoint.
+  Arena& arena() { return *active_; }
   // n host bytes copied into the step's arena on a device, for kernels to read. Contents staged
   // earlier in the step are reused, not copied again (a window's bucket table, read by every
   // layer): staged copies are read-only.
@@ -104,13 +119,17 @@ class Tape {
  private:
   friend class NoGradScope;
   Arena arena_;
+  Arena scratch_;  // a checkpoint's values, and its recomputation's values and gradients
+  Arena* active_ = &arena_;
   std::deque<Node> nodes_;
   struct Record {
     Node* out;
     const char* op;
     std::function<void()> backward;
   };
-  std::vector<Record> records_;
+  // A deque: a record may add records while it runs (a checkpoint's recomputation) without
+  // moving the one running.
+  std::deque<Record> records_;
   std::vector<std::function<void()>> sweep_end_;
   struct Staged {
     std::vector<char> bytes;
@@ -119,7 +138,14 @@ class Tape {
   std::deque<Staged> staged_;  // the last few staged copies of this step
   template <class Inputs>
   Var output_of(const Shape& s, const Inputs& inputs);
+  Var new_node(Tensor value, bool requires_grad);
+  Arena& arena_of(const Node* n) { return n->scratch ? scratch_ : arena_; }
+  // Runs records [first, end) in reverse, then the sweep-end work they queued.
+  void sweep(size_t first);
+  // Enters (true) or leaves the scratch arena; leaving empties it.
+  void use_scratch(bool on);
   bool grad_enabled_ = true;
+  uint64_t sweep_id_ = 0, sweeps_ = 0;
 };
 
 // The tape ops record on: one per thread.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <utility>
 
 #include "util/check.hpp"
 
@@ -130,13 +132,18 @@ nn::Window FeedbackTransformer::window(const Call& call, int64_t s) const {
   return w;
 }
 
-// One window through every layer (MODEL.md's step): returns the top hidden state and writes the
-// window's memory vectors, projected for the windows after it.  h:(B,n,D) -> (B,n,D)
-Var FeedbackTransformer::run_window(Call& call, Var h, int64_t s, nn::Window& w, ForwardOutput& res) const {
+// The first memory row window s may differentiate into under the call's policy: rows
+// [lo, split) of its memory are constants for it, [split, p) differentiable.
+int64_t FeedbackTransformer::first_differentiable_row(const Call& call, int64_t s) const {
   const int64_t p = call.m0 + s, lo = std::max<int64_t>(0, p - cfg_.mem_len);
-  // Rows [lo, split) are constants for this window under the policy, [split, p) differentiable.
-  const int64_t split =
-      std::clamp<int64_t>(call.m0 + std::max<int64_t>(0, call.options->policy.first_differentiable(s)), lo, p);
+  return std::clamp<int64_t>(call.m0 + std::max<int64_t>(0, call.options->policy.first_differentiable(s)), lo, p);
+}
+
+// One window through every layer (MODEL.md's step): returns the top hidden state and the
+// window's memory vectors, which it writes into the call's memory and, projected, into the
+// caches for the windows after it.  h:(B,n,D) -> {(B,n,D), (B,n,D)}
+std::pair<Var, Var> FeedbackTransformer::run_window(const Call& call, Var h, int64_t s, int64_t split, nn::Window w) const {
+  const int64_t p = call.m0 + s, lo = std::max<int64_t>(0, p - cfg_.mem_len);
   // Every layer reads the same memory rows of the one shared cache: their key/value gradient is
   // summed over the layers first (ops.hpp, KVGradGroup); with one query per window it does not pay.
   if (cfg_.shared_kv && cfg_.seq_len > 1) w.group = kv_grad_group();
@@ -152,13 +159,11 @@ Var FeedbackTransformer::run_window(Call& call, Var h, int64_t s, nn::Window& w,
     hs.push_back(h);
   }
   Var mem = cfg_.keep_last_hidden ? h : weighted_sum(layer_weight_, hs);  // (B,n,D)
-  res.written.push_back(mem);
-  res.written_start.push_back(s);
   const int64_t D = cfg_.dim;
   copy_rows(call.mem_buf.data + p * D, call.cap * D, device(), mem.data(), w.n * D, device(), call.B, w.n * D);
   // The last window's memory is read by no one in this call, unless the projection is kept.
   if (s + w.n < call.T || (call.keep_projection && call.freeze_id)) projection_(mem, call.caches, p);
-  return h;
+  return {h, mem};
 }
 
 // Teardown: the state after the call (its last min(mem_len, m0 + T) rows) into the output and
@@ -187,18 +192,42 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   check_call(B, T, state, options);
   tape().set_device(device());  // this model's step: an error if the tape holds another device's
   const FrozenWeights frozen = freeze_for(B, T);
-  Call call = open_call(B, T, state, options);
+  // Shared: with recompute, the windows run again in the backward, after this call has returned.
+  const auto call = std::make_shared<Call>(open_call(B, T, state, options));
   Var emb = token_emb_(tokens, Shape{B, T});  // (B,T,D): all positions at once
   ForwardOutput res;
   std::vector<Var> outs;
-  for (int64_t s = 0; s < T; s += cfg_.seq_len) {
-    nn::Window w = window(call, s);
-    outs.push_back(run_window(call, slice(emb, 1, s, w.n), s, w, res));
+  // Recomputed windows go in groups of at least kRecomputeRows rows: a group's weight gradients
+  // are summed when its recomputation ends, and products of fewer rows would cost more in
+  // re-reading the gradient than in arithmetic. Without recompute a group is one window.
+  const int64_t rows = B * cfg_.seq_len;
+  const int64_t group = options.recompute ? std::max<int64_t>(1, (kRecomputeRows + rows - 1) / rows) : 1;
+  for (int64_t s0 = 0; s0 < T; s0 += group * cfg_.seq_len) {
+    struct Step {
+      nn::Window w;
+      int64_t s, split;
+    };
+    std::vector<Step> steps;
+    for (int64_t s = s0; s < std::min(T, s0 + group * cfg_.seq_len); s += cfg_.seq_len)
+      steps.push_back({window(*call, s), s, first_differentiable_row(*call, s)});
+    const std::vector<Var> out = run_piece(options, [this, call, emb, steps] {
+      std::vector<Var> hm;  // h, mem of each window
+      for (const Step& st : steps) {
+        const auto [h, mem] = run_window(*call, slice(emb, 1, st.s, st.w.n), st.s, st.split, st.w);
+        hm.push_back(h), hm.push_back(mem);
+      }
+      return hm;
+    });
+    for (size_t k = 0; k < steps.size(); ++k) {
+      outs.push_back(out[2 * k]);
+      res.written.push_back(out[2 * k + 1]);
+      res.written_start.push_back(steps[k].s);
+    }
   }
   Var out = outs.size() == 1 ? outs[0] : concat(outs, 1);  // (B,T,D)
   res.logits = to_logits_(out_norm_(out));                 // (B,T,V)
   if (options.targets) res.loss = cross_entropy(res.logits, options.targets);
-  close_call(call, res, state);
+  close_call(*call, res, state);
   return res;
 }
 

@@ -10,6 +10,7 @@
 // projection, only the first reaches the vector (ops: project_memory).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "models/model.hpp"
@@ -34,10 +35,12 @@ class FeedbackTransformer : public Model {
   Shape memory_shape(int64_t B, int64_t rows) const override { return Shape{B, rows, cfg_.dim}; }
 
  private:
+  static constexpr int64_t kRecomputeRows = 128;  // rows of a recomputed group of windows (forward)
   struct Call;  // one forward call's buffers and caches (feedback_transformer.cpp)
   Call open_call(int64_t B, int64_t T, State* state, const CallOptions& o) const;
   nn::Window window(const Call& call, int64_t s) const;
-  Var run_window(Call& call, Var h, int64_t s, nn::Window& w, ForwardOutput& res) const;
+  int64_t first_differentiable_row(const Call& call, int64_t s) const;
+  std::pair<Var, Var> run_window(const Call& call, Var h, int64_t s, int64_t split, nn::Window w) const;
   void close_call(Call& call, ForwardOutput& res, State* state) const;
 
   nn::Embedding token_emb_;

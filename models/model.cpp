@@ -49,6 +49,20 @@ void Model::check_call(int64_t B, int64_t T, const State* state, const CallOptio
     check(o.rng != nullptr, "forward: training dropout needs a generator");
 }
 
+std::vector<Var> Model::run_piece(const CallOptions& o, std::function<std::vector<Var>()> piece) {
+  if (!o.recompute) return piece();
+  Rng* rng = o.rng;
+  const Rng start = rng ? *rng : Rng();
+  return tape().checkpoint("recompute", [piece = std::move(piece), rng, start](bool again) {
+    if (!again || !rng) return piece();
+    const Rng resume = *rng;
+    *rng = start;
+    std::vector<Var> out = piece();
+    *rng = resume;
+    return out;
+  });
+}
+
 namespace {
 // A state (memory_shape) as [outer][streams][inner]: the stream axis is the third from last.
 struct StreamLayout {

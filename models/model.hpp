@@ -3,6 +3,7 @@
 // and the state types. Training, evaluation, sampling and checkpoints work on a Model.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,6 +75,11 @@ struct CallOptions {
   DetachPolicy policy{};             // which memory vectors the backward differentiates through
   bool train = false;                // dropout on (needs rng)
   Rng* rng = nullptr;
+  // Activation checkpointing (train.recompute): the call keeps only each piece's outputs (the
+  // feedback model's windows: their hidden states and memory vectors; the baseline's layers:
+  // their inputs) and its backward recomputes one piece at a time (Tape::checkpoint), to the
+  // same floats. rng and the context must then live until the backward has run.
+  bool recompute = false;
 };
 
 struct ForwardOutput {
@@ -127,6 +133,9 @@ class Model {
   // The arguments of a call against the config: (B, T), the state's shape (memory_shape, at
   // most mem_len rows), the context exactly with cross_attend, a generator for dropout.
   void check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const;
+  // piece() under Tape::checkpoint when o.recompute, else simply run. Recomputed, its dropout
+  // draws the same numbers: the generator is set back to where the piece began, then restored.
+  static std::vector<Var> run_piece(const CallOptions& o, std::function<std::vector<Var>()> piece);
   ModelConfig cfg_;
   ParamStore params_;
 };

@@ -60,19 +60,22 @@ ForwardOutput TransformerXL::forward(const int32_t* tokens, int64_t B, int64_t T
   ForwardOutput res;
   res.memory = tp.arena().alloc(memory_shape(B, keep));
   Var h = token_emb_(tokens, Shape{B, T});  // (B,T,D)
+  const Var context = options.context;
   for (int64_t l = 0; l < L; ++l) {
     const nn::Block& b = layers_[size_t(l)];
-    Var full = h;  // (B, m+T, D): the layer's inputs, its state rows first (constants)
-    if (m) {
-      const Tensor rows{carried->data + l * B * m * D, Shape{B, m, D}, carried->device};
-      full = concat({tp.leaf_copy(rows), h}, 1);
-    }
+    // The layer's state rows, copied (the state changes when the call ends).  (B, m, D)
+    const Var state_rows = m ? tp.leaf_copy(Tensor{carried->data + l * B * m * D, Shape{B, m, D}, carried->device}) : Var();
     res.layer_inputs.push_back(h);
-    Var kv = b.attn.to_kv(b.attn.norm(full));  // (B, m+T, 2I)
-    Var ctx_kv = options.context ? b.cross.to_kv(options.context) : Var();
-    h = b(h, {{kv, 0, m + T}}, w, pos_bias_, no_projection_, 0, ctx_kv, ff_p);
-    copy_rows(res.memory.data + l * B * keep * D, keep * D, device(), full.data() + (m + T - keep) * D, (m + T) * D,
-              device(), B, keep * D);
+    const Tensor mem_l{res.memory.data + l * B * keep * D, Shape{B, keep, D}, device()};
+    h = run_piece(options, [this, &b, h, state_rows, context, w, ff_p, mem_l, m, T, keep] {
+      const int64_t D = cfg_.dim;
+      const Var full = state_rows ? concat({state_rows, h}, 1) : h;  // (B, m+T, D): state rows first (constants)
+      Var kv = b.attn.to_kv(b.attn.norm(full));                     // (B, m+T, 2I)
+      Var ctx_kv = context ? b.cross.to_kv(context) : Var();
+      copy_rows(mem_l.data, keep * D, device(), full.data() + (m + T - keep) * D, (m + T) * D, device(), mem_l.shape[0],
+                keep * D);
+      return std::vector<Var>{b(h, {{kv, 0, m + T}}, w, pos_bias_, no_projection_, 0, ctx_kv, ff_p)};
+    })[0];
   }
   res.logits = to_logits_(out_norm_(h));  // (B,T,V)
   if (options.targets) res.loss = cross_entropy(res.logits, options.targets);

@@ -181,9 +181,8 @@ bool cache_row_grads(const Projected& p, const KVCache& c, float*& g_diff, float
 }
 
 // Rows of constant memory vectors (a received state): no gradient goes back into them, so the
-// product g_all P exists only for the norm's parameters, and those (and P's) gradients come
-// cheaper from M = g_all^T xhat (kv x D), the product P's gradient needs anyway:
-// g_all^T normed = M diag(w) + colsum(g_all) b^T, dw = colsum(P o M), db = P^T colsum(g_all). CPU.
+// product g_all P exists only for the norm's parameters, and those gradients come cheaper from
+// M = g_all^T xhat (kv x D): dw = colsum(P o M), db = P^T colsum(g_all). CPU.
 void constant_rows_backward(const Projected& p) {
   Tape& t = tape();
   Arena& a = t.arena();
@@ -200,9 +199,10 @@ void constant_rows_backward(const Projected& p) {
     std::memset(colsum, 0, sizeof(float) * size_t(KV));
     cpu::linear_backward_weight(M, g_all, xhat, N, D, KV);
     cpu::bias_backward(colsum, g_all, N, KV);
-    cpu::constant_rows_projection_backward(c.P.requires_grad() ? t.grad(c.P).data : nullptr, t.grad(p.norm_w).data,
-                                           t.grad(p.norm_b).data, M, colsum, c.P.data(), p.norm_w.data(),
-                                           p.norm_b.data(), KV, D);
+    // P's share goes with P's other (dy, x) pairs, so that all of P's gradient sums in one order
+    // whether or not windows are recomputed (Tape::checkpoint).
+    if (c.P.requires_grad()) defer_weight_grad(t.grad(c.P).data, nullptr, g_all, p.normed.data, N, D, KV);
+    cpu::constant_rows_projection_backward(t.grad(p.norm_w).data, t.grad(p.norm_b).data, M, colsum, c.P.data(), KV, D);
   }
 }
 

@@ -132,12 +132,16 @@ void flush_weight_grads(WeightGrads& grads) {
 
 void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
   // This thread's pairs of the sweep in progress, owned by the hook that flushes them: a sweep
-  // that ends (or a tape reset that drops the hook) leaves nothing behind for the next one.
+  // that ends (or a tape reset that drops the hook) leaves nothing behind for the next one. A
+  // checkpoint's recomputation is a sweep of its own and flushes its pairs when it ends (their
+  // rows are freed then); cpu::gemm's chains make that the same floats as one product.
   thread_local std::weak_ptr<WeightGrads> current;
+  thread_local uint64_t current_sweep = 0;
   std::shared_ptr<WeightGrads> pending = current.lock();
-  if (!pending) {
+  if (!pending || current_sweep != tape().sweep_id()) {
     pending = std::make_shared<WeightGrads>();
     current = pending;
+    current_sweep = tape().sweep_id();
     tape().at_sweep_end([pending] { flush_weight_grads(*pending); });
   }
   WeightGrads& grads = *pending;

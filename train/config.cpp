@@ -71,6 +71,7 @@ void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len, bool
     t.fail("grad_accum", "batch_size " + std::to_string(tc.batch_size) + " does not split into " +
                              std::to_string(tc.grad_accum) + " micro-batches of equal streams");
   tc.bptt = at_least(t, "bptt", tc.bptt, 1);
+  tc.recompute = t.get<bool>("recompute", tc.recompute);
   tc.steps = at_least(t, "steps", tc.steps, 1);
   tc.lr = t.get<double>("lr", tc.lr);
   if (!(tc.lr > 0)) t.fail("lr", "must be > 0");
@@ -189,6 +190,7 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "batch_size" << YAML::Value << t.batch_size << YAML::Key << "bptt" << YAML::Value << t.bptt;
   if (t.grad_accum != 1) e << YAML::Key << "grad_accum" << YAML::Value << t.grad_accum;
+  if (t.recompute) e << YAML::Key << "recompute" << YAML::Value << true;
   e << YAML::Key << "steps" << YAML::Value << t.steps << YAML::Key << "lr" << YAML::Value << t.lr;
   e << YAML::Key << "warmup" << YAML::Value << t.warmup << YAML::Key << "schedule" << YAML::Value << t.schedule;
   e << YAML::Key << "min_lr" << YAML::Value << t.min_lr << YAML::Key << "weight_decay" << YAML::Value << t.weight_decay;

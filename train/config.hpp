@@ -28,6 +28,7 @@ struct DataConfig : CorpusFormat {
 struct TrainConfig {
   int64_t batch_size = 16;   // streams, over all processes of a data-parallel run
   int64_t grad_accum = 1;    // micro-batches per step, of batch_size / grad_accum streams each
+  bool recompute = false;    // keep each window's outputs only, recompute the rest in backward
   int64_t bptt = 64;         // tokens per stream per step
   int64_t steps = 1000;
   double lr = 1e-3;

@@ -93,7 +93,7 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     {
       const FrozenWeights frozen = model_.freeze_for(rows, T);  // for forward and backward, until the optimizer
       o = model_.forward(inputs + k * rows * T, rows, T, &states_[size_t(k)],
-                         {Var(), targets + k * rows * T, cfg_.detach, /*train=*/true, &rng});
+                         {Var(), targets + k * rows * T, cfg_.detach, /*train=*/true, &rng, cfg_.recompute});
       tape().backward(o.loss);
     }
     loss_sum += double(to_host(o.loss.value())[0]) * count[size_t(k)];

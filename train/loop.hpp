@@ -31,6 +31,7 @@ struct LoopConfig {
   DetachPolicy detach{};
   uint64_t seed = 0;        // dropout
   int64_t grad_accum = 1;   // micro-batches per step (the rows given to step() split evenly)
+  bool recompute = false;   // activation checkpointing (CallOptions::recompute): same floats, less memory
   Comm* comm = nullptr;     // the processes whose gradients are summed (null: this one alone)
 };
 

@@ -40,6 +40,7 @@ LoopConfig loop_config(const RunConfig& cfg) {
   lc.clip = t.clip, lc.adam = AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay};
   lc.detach = DetachPolicy::parse(t.detach, cfg.model.seq_len), lc.seed = t.seed;
   lc.grad_accum = t.grad_accum;
+  lc.recompute = t.recompute;
   return lc;
 }
 

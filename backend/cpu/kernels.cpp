@@ -588,15 +588,13 @@ bool gather_cache_grads(float* g_diff, float* g_all, const float* gd, const floa
   return any_const;
 }
 
-void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
-                                       const float* P, const float* w, const float* b, int64_t KV, int64_t D) {
+void constant_rows_projection_backward(float* dw, float* db, const float* M, const float* colsum, const float* P,
+                                       int64_t KV, int64_t D) {
   // Threads own column ranges; every sum runs over the rows in order (deterministic).
   split_threads(D, 64, KV * D > kParallelMin, [&](int64_t c0, int64_t c1) {
     for (int64_t o = 0; o < KV; ++o) {
       const float* Mo = M + o * D;
       const float* Po = P + o * D;
-      if (dP)
-        for (int64_t c = c0; c < c1; ++c) dP[o * D + c] += Mo[c] * w[c] + colsum[o] * b[c];
       if (dw)
         for (int64_t c = c0; c < c1; ++c) dw[c] += Po[c] * Mo[c];
       if (db)

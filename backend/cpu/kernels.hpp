@@ -82,12 +82,12 @@ void layernorm_backward_params(float* dw, float* db, const float* dy, const floa
                                const float* rstd, int64_t N, int64_t C);
 // xhat = (x - mean) * rstd, the normalized rows before the norm's weight and bias.
 void layernorm_xhat(float* xhat, const float* x, const float* mean, const float* rstd, int64_t N, int64_t C);
-// The gradients that y = layernorm(x) P^T sends to P (kv x D), the norm's weight w and bias b
+// The gradients that y = layernorm(x) P^T (P: kv x D) sends to the norm's weight w and bias b
 // from rows whose x is a constant, given M = g^T xhat (kv x D) and colsum (kv), the column sums
-// of the rows' gradient g: dP += M diag(w) + colsum b^T (dP may be null), dw += colsum(P o M),
-// db += P^T colsum. The same sums as through dxhat = g P, without that product.
-void constant_rows_projection_backward(float* dP, float* dw, float* db, const float* M, const float* colsum,
-                                       const float* P, const float* w, const float* b, int64_t KV, int64_t D);
+// of the rows' gradient g: dw += colsum(P o M), db += P^T colsum. The same sums as through
+// dxhat = g P, without that product.
+void constant_rows_projection_backward(float* dw, float* db, const float* M, const float* colsum, const float* P,
+                                       int64_t KV, int64_t D);
 // Rows [row, row + n) of a key/value cache's two gradients, gd and gc (B, R, KV; either may be
 // null: no reader wrote it), gathered per batch row: g_diff = gd (zeros when null) and, when gc
 // is given, g_all = gd + gc. Returns whether any gc value of these rows is nonzero (whether a
