@@ -3,7 +3,10 @@
 
 Shared machines change speed from minute to minute, so each config runs in rounds that alternate
 fbt and the peer (same threads), and the ratio is taken between the medians of the rounds. The
-peer runs at its best: OpenBLAS picks its own kernels (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset).
+peer runs at its best: its OpenBLAS is given the newest kernels the CPU runs (OPENBLAS_CORETYPE,
+chosen from the CPU's flags: Debian's OpenBLAS may not know the CPU model and fall back to old
+kernels). fbt runs as a user runs it, in the environment it was given. On "long", fbt runs
+twice per round: keeping every activation, and with train.recompute.
 
 Usage: /usr/bin/python3 bench/compare.py [--fbt BINARY] [CONFIG_NAME ...]   (default: exact windowed long)
        ... compare.py gpu_exact gpu_windowed                 (on a GPU machine: both on the GPU)
@@ -12,9 +15,36 @@ Usage: /usr/bin/python3 bench/compare.py [--fbt BINARY] [CONFIG_NAME ...]   (def
 import json, os, statistics, subprocess, sys
 
 # config -> (timed steps per run, rounds): five rounds, so that one slow minute of the machine or one
-# run of the peer in its fast or slow mode moves the median little; the long peer needs ~20 GB and
-# ~45 s a step: one round
-PLAN = {"exact": (5, 5), "windowed": (3, 5), "long": (1, 1), "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
+# run of the peer in its fast or slow mode moves the median little; the long peer needs ~5 GB and
+# ~35 s a step: three rounds of one step
+PLAN = {"exact": (5, 5), "windowed": (3, 5), "long": (1, 3), "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
+# config -> the fbt variants timed in each round (--set overrides), the first the one compared for speed
+VARIANTS = {"long": [[], ["train.recompute=true"]]}
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def newest_openblas_core():
+    """The newest OpenBLAS x86-64 kernel family this CPU's flags run (OPENBLAS_CORETYPE), or None."""
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if {"amx_tile", "avx512_fp16"} <= flags:
+        return "SapphireRapids"
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_bf16"} <= flags:
+        return "Cooperlake"
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
 
 
 def run(cmd, env=None):
@@ -29,6 +59,11 @@ def main():
         fbt_bin, args = args[1], args[2:]
     names = args or ["exact", "windowed", "long"]  # the GPU configs on request (a GPU machine)
     peer_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    core = newest_openblas_core()
+    if core:
+        peer_env["OPENBLAS_CORETYPE"] = core
+    print(f"CPU: {cpu_name()}; the peer's OPENBLAS_CORETYPE: {core or '(unset)'}; fbt: {fbt_bin}, environment as given",
+          flush=True)
     for name in names:
         steps, rounds = PLAN[name]
         config = f"bench/{name}.yaml"
@@ -36,21 +71,28 @@ def main():
         fbt_cmd = [fbt_bin, "bench", "--config", config, "--steps", str(steps)] + (["--set", "train.device=cuda"] if gpu else [])
         peer_cmd = [sys.executable if gpu else "/usr/bin/python3", "bench/peer.py", config, "--steps", str(steps),
                     "--device", "cuda" if gpu else "cpu"]
-        fbt, peer = [], []
+        variants = VARIANTS.get(name, [[]])
+        fbt, peer = [[] for _ in variants], []
         for r in range(rounds):
-            fbt.append(run(fbt_cmd))
+            for v, sets in enumerate(variants):
+                fbt[v].append(run(fbt_cmd + [a for s in sets for a in ("--set", s)]))
             peer.append(run(peer_cmd, peer_env))
-            print(f"{name} round {r + 1}: fbt {fbt[-1]['tokens_per_s']:.0f} tok/s ({fbt[-1]['gflops']:.0f} GFLOP/s, "
-                  f"{fbt[-1]['fraction_of_peak']:.2f} of a {fbt[-1]['sgemm_peak_gflops']:.0f} GFLOP/s SGEMM), "
-                  f"pytorch {peer[-1]['tokens_per_s']:.0f} tok/s", flush=True)
-        f = statistics.median(x["tokens_per_s"] for x in fbt)
+            line = ", ".join(f"fbt{' ' + ' '.join(sets) if sets else ''} {fbt[v][-1]['tokens_per_s']:.0f} tok/s "
+                             f"({fbt[v][-1]['peak_rss_mb']:.0f} MB)" for v, sets in enumerate(variants))
+            print(f"{name} round {r + 1}: {line}; pytorch {peer[-1]['tokens_per_s']:.0f} tok/s "
+                  f"({peer[-1]['peak_rss_mb']:.0f} MB); fbt's gemm {fbt[0][-1]['sgemm_peak_gflops']:.0f} GFLOP/s", flush=True)
         p = statistics.median(x["tokens_per_s"] for x in peer)
-        f_rss = max(x["peak_rss_mb"] for x in fbt)
         p_rss = max(x["peak_rss_mb"] for x in peer)
-        print(f"{name:<9} tokens/s {f:.0f} vs {p:.0f}: {f / p:.2f}x   peak RSS {f_rss:.0f} MB vs {p_rss:.0f} MB: "
-              f"{p_rss / f_rss:.2f}x less", flush=True)
+        f0 = statistics.median(x["tokens_per_s"] for x in fbt[0])
+        for v, sets in enumerate(variants):
+            f = statistics.median(x["tokens_per_s"] for x in fbt[v])
+            f_rss = max(x["peak_rss_mb"] for x in fbt[v])
+            label = name + (" " + " ".join(sets) if sets else "")
+            extra = f"; {f / f0:.2f} of fbt's speed without it" if v else ""
+            print(f"{label:<9} tokens/s {f:.0f} vs {p:.0f}: {f / p:.2f}x   peak RSS {f_rss:.0f} MB vs {p_rss:.0f} MB: "
+                  f"{f_rss / p_rss:.3f}x{extra}", flush=True)
         if gpu:
-            f_dev = max(x["peak_device_mb"] for x in fbt)
+            f_dev = max(x["peak_device_mb"] for x in fbt[0])
             p_dev = max(x["peak_gpu_mb"] for x in peer)
             print(f"{name:<9} peak GPU memory {f_dev:.0f} MB vs {p_dev:.0f} MB", flush=True)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The PyTorch peer for `fbt bench`: the same Feedback Transformer (../shared/docs/MODEL.md),
-written the way a good PyTorch user writes it (a loop over windows, projected keys/values cached
-and concatenated as the seed does, autograd), timed the same way: one warm-up step, then the
+written the way a careful PyTorch user writes it (a loop over windows, projected keys/values cached
+and concatenated as the seed does, kept head-major so no product copies them, autograd), timed the same way: one warm-up step, then the
 median of N full training steps (forward, backward, clipping, AdamW) on random tokens. Prints one
 JSON line.
 
@@ -106,14 +106,23 @@ class FeedbackTransformer(nn.Module):
         emb = self.token_emb(x)
         w = self.layer_weight.softmax(0)
         projs = [self.shared_kv] if self.shared else [l.to_kv for l in self.layers]
-        # cached projected keys/values (B, M, 2I), as the seed caches them; the carried state is a constant
-        mem_kv = [None if memory is None else p(self.mem_norm(memory)) for p in projs]
+
+        def heads(kv):  # (B, n, 2I) -> keys, values (B, H, n, Dh) each
+            k, v = kv.split(I, -1)
+            return (k.reshape(B, -1, H, Dh).transpose(1, 2).contiguous(),
+                    v.reshape(B, -1, H, Dh).transpose(1, 2).contiguous())
+
+        # The cached projected keys/values of the memory, head-major (B, H, M, Dh) so that the
+        # attention products read them without a copy (a (B, M, 2I) cache viewed per head is not
+        # contiguous: every product would copy it, and autograd would keep the copies); the
+        # carried state is a constant.
+        mem_kv = [None if memory is None else heads(p(self.mem_norm(memory))) for p in projs]
         written = [] if memory is None else [memory]
         outs = []
         for s in range(0, T, self.seq_len):
             h = emb[:, s:s + self.seq_len]
             n = h.shape[1]
-            M = 0 if mem_kv[0] is None else mem_kv[0].shape[1]
+            M = 0 if mem_kv[0] is None else mem_kv[0][0].shape[2]
             table = self.bias_table(n, M)
             visible = table >= 0
             bias = self.pos_bias(table.clamp(min=0)).permute(2, 0, 1)  # (H, n, S)
@@ -123,14 +132,12 @@ class FeedbackTransformer(nn.Module):
                 proj = projs[0 if self.shared else li]
                 parts = [] if kvs is None else [kvs]
                 if n > 1:
-                    parts.append(proj(self.mem_norm(h)))
+                    parts.append(heads(proj(self.mem_norm(h))))
                 if parts:
-                    kv = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-                    k, v = kv.split(I, -1)
+                    k = torch.cat([p[0] for p in parts], 2) if len(parts) > 1 else parts[0][0]
+                    v = torch.cat([p[1] for p in parts], 2) if len(parts) > 1 else parts[0][1]
                     q = layer.to_q(layer.attn_norm(h)) / math.sqrt(Dh)
                     q = q.view(B, n, H, Dh).transpose(1, 2)
-                    k = k.view(B, -1, H, Dh).transpose(1, 2)
-                    v = v.view(B, -1, H, Dh).transpose(1, 2)
                     logits = q @ k.transpose(-1, -2) + bias
                     logits = logits.masked_fill(~visible, float("-inf"))
                     attn = logits.softmax(-1).nan_to_num(0.0)
@@ -145,8 +152,12 @@ class FeedbackTransformer(nn.Module):
             mem = (torch.stack(hs) * w.view(-1, 1, 1, 1)).sum(0)
             written.append(mem)
             for pi, proj in enumerate(projs):
-                new = proj(self.mem_norm(mem))
-                mem_kv[pi] = new if mem_kv[pi] is None else torch.cat([mem_kv[pi], new], 1)[:, -self.mem_len:]
+                nk, nv = heads(proj(self.mem_norm(mem)))
+                if mem_kv[pi] is None:
+                    mem_kv[pi] = (nk, nv)
+                else:
+                    mem_kv[pi] = (torch.cat([mem_kv[pi][0], nk], 2)[:, :, -self.mem_len:],
+                                  torch.cat([mem_kv[pi][1], nv], 2)[:, :, -self.mem_len:])
         out = torch.cat(outs, 1)
         logits = self.to_logits(self.out_norm(out))
         new_memory = torch.cat(written, 1)[:, -self.mem_len:].detach()

@@ -101,7 +101,7 @@ struct BenchArgs {
 };
 
 void run_bench(const BenchArgs& a) {
-  RunConfig cfg = load_run_config(a.config, a.overrides);
+  RunConfig cfg = load_run_config(a.config, a.overrides, /*require_data=*/false);  // random tokens: no data needed
   const TrainConfig& t = cfg.train;
   set_threads(t.threads);
   const Device device = parse_device(t.device);

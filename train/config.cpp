@@ -131,7 +131,7 @@ void parse_run_settings(ConfigSection& t, TrainConfig& tc) {
 
 }  // namespace
 
-RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides, bool require_data) {
   YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) throw ConfigError(path + ": expected sections model:, data: and train:");
   for (const std::string& o : overrides) apply_override(root, o);
@@ -144,9 +144,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   rc.model = parse_model_config(m);
 
   ConfigSection d = top.section("data");
-  if (!top.has("data")) top.fail("data", "required section is missing");
-  rc.data = parse_data_config(d);
-  if (rc.data.format == "bytes" && rc.model.num_tokens != 256)
+  if (!top.has("data") && require_data) top.fail("data", "required section is missing");
+  if (top.has("data")) rc.data = parse_data_config(d);
+  if (top.has("data") && rc.data.format == "bytes" && rc.model.num_tokens != 256)
     m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
 
   ConfigSection t = top.section("train");

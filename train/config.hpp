@@ -67,7 +67,9 @@ struct RunConfig {
 };
 
 // Loads `path`, applies "--set section.key=value" overrides, validates. Errors name file, line, key.
-RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// require_data false: a config without a data: section is accepted (fbt bench draws random tokens).
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {},
+                          bool require_data = true);
 // The effective config as YAML (written to out_dir/config.yaml).
 std::string run_config_yaml(const RunConfig& c);
 
