@@ -18,6 +18,7 @@
 #include "backend/comm.hpp"
 #include "backend/cpu/kernels.hpp"
 #include "backend/rng.hpp"
+#include "backend/threads.hpp"
 #include "backend/profile.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "cli/commands.hpp"
@@ -158,7 +159,7 @@ void run_bench(const BenchArgs& a) {
   const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
   nlohmann::json j = {{"config", a.config},
                       {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
-                      {"threads", omp_get_max_threads()},
+                      {"threads", threads::max_threads()},
                       {"batch_size", B},
                       {"bptt", T},
                       {"steps", a.steps},

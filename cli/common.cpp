@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "backend/threads.hpp"
 #include "models/weights.hpp"
 #include "util/safetensors.hpp"
 
@@ -27,9 +28,7 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-void set_threads(int64_t threads) {
-  if (threads > 0) omp_set_num_threads(int(threads));
-}
+void set_threads(int64_t threads) { threads::set_max(int(threads)); }
 
 DetachPolicy detach_flag(const std::string& text, int64_t seq_len) {
   try {

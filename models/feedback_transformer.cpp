@@ -6,6 +6,7 @@
 #include <memory>
 #include <utility>
 
+#include "backend/threads.hpp"
 #include "util/check.hpp"
 
 namespace fbt {
@@ -203,6 +204,7 @@ ForwardOutput FeedbackTransformer::forward(const int32_t* tokens, int64_t B, int
   const int64_t rows = B * cfg_.seq_len;
   const int64_t group = options.recompute ? std::max<int64_t>(1, (kRecomputeRows + rows - 1) / rows) : 1;
   for (int64_t s0 = 0; s0 < T; s0 += group * cfg_.seq_len) {
+    threads::share_cores();
     struct Step {
       nn::Window w;
       int64_t s, split;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/threads.hpp"
 #include "util/check.hpp"
 
 namespace fbt {
@@ -62,6 +63,7 @@ ForwardOutput TransformerXL::forward(const int32_t* tokens, int64_t B, int64_t T
   Var h = token_emb_(tokens, Shape{B, T});  // (B,T,D)
   const Var context = options.context;
   for (int64_t l = 0; l < L; ++l) {
+    threads::share_cores();
     const nn::Block& b = layers_[size_t(l)];
     // The layer's state rows, copied (the state changes when the call ends).  (B, m, D)
     const Var state_rows = m ? tp.leaf_copy(Tensor{carried->data + l * B * m * D, Shape{B, m, D}, carried->device}) : Var();

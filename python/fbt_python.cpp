@@ -20,6 +20,7 @@
 
 #include "fbt/fbt.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "backend/threads.hpp"
 #include "research/research.hpp"
 #include "util/config_section.hpp"
 #include "util/files.hpp"
@@ -687,9 +688,9 @@ void define_module(py::module_& m) {
         "its log on stdout; returns the trained model (stopped early: the newest checkpoint's).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw std::invalid_argument("threads must be >= 1");
-    omp_set_num_threads(n);
+    threads::set_max(n);
   }, "n"_a, "Threads for the library's parallel work (default: all cores).");
-  m.def("get_num_threads", [] { return omp_get_max_threads(); });
+  m.def("get_num_threads", [] { return threads::max_threads(); });
   m.def("cuda_available", [] { return device_available(Device::CUDA); },
         "Whether model.to('cuda') can work here (fbt built with CUDA and a GPU present).");
 

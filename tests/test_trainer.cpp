@@ -1,10 +1,12 @@
 // The trainer and evaluation: loss independent of the call length, out_dir checked first.
 #include <doctest/doctest.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 
+#include "backend/threads.hpp"
 #include "models/feedback_transformer.hpp"
 #include "train/loop.hpp"
 #include "run_fixture.hpp"
@@ -141,5 +143,42 @@ TEST_CASE("train: recompute gives the same floats as keeping every activation, f
     const std::vector<float> wa = kept->params().values(), wb = again->params().values();
     CHECK(wa == wb);
     CHECK(plain.memory() == recomputing.memory());
+  }
+}
+
+// No kernel's result depends on the thread count (every cross-row sum runs in a fixed order), so
+// a process may change its team between steps (threads::share_cores) and a run may resume on
+// another thread count, both bit for bit.
+TEST_CASE("train: the thread count changes no bit") {
+  struct Case {
+    const char* type;
+    int64_t seq_len;
+  };
+  for (const Case& c : {Case{"feedback", 1}, Case{"feedback", 4}, Case{"transformer_xl", 1}}) {
+    INFO(c.type, " seq_len ", c.seq_len);
+    ModelConfig mc;
+    mc.type = c.type, mc.num_tokens = 300, mc.dim = 64, mc.depth = 2, mc.heads = 2, mc.dim_head = 32, mc.mem_len = 16;
+    mc.seq_len = c.seq_len, mc.shared_kv = mc.type == "feedback", mc.attn_dropout = 0.1f, mc.ff_dropout = 0.1f;
+    const int64_t B = 8, T = 16;
+    std::vector<std::vector<float>> weights;
+    threads::set_sharing(false);  // the team is the test's to set
+    for (int threads : {1, 3}) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      auto model = make_model(mc);
+      LoopConfig lc;
+      lc.lr = 3e-3, lc.seed = 4;
+      TrainLoop loop(*model, lc);
+      Rng rng(5);
+      std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
+      for (int step = 0; step < 3; ++step) {
+        for (size_t i = 0; i < x.size(); ++i) x[i] = int32_t(rng.uniform() * 300) % 300, y[i] = int32_t(rng.uniform() * 300) % 300;
+        loop.step(x.data(), y.data(), B, T);
+      }
+      omp_set_num_threads(saved);
+      weights.push_back(model->params().values());
+    }
+    threads::set_sharing(true);
+    CHECK(weights[0] == weights[1]);
   }
 }

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/threads.hpp"
 #include "ops/dispatch.hpp"
 
 namespace fbt {
@@ -66,6 +67,7 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
   if (B % K)
     throw std::invalid_argument("TrainLoop::step: " + std::to_string(B) + " rows do not split into grad_accum " +
                                 std::to_string(K) + " micro-batches");
+  threads::share_cores();
   const int64_t step = steps_, rows = B / K;
   Comm* comm = cfg_.comm;
   ParamStore& params = model_.params();

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cuda/kernels.hpp"
+#include "backend/threads.hpp"
 #include "models/weights.hpp"
 #include "train/interrupt.hpp"
 #include "train/progress.hpp"
@@ -65,7 +66,7 @@ Trainer::Trainer(const RunConfig& cfg)
   if (t.eval_streams() % N)
     throw ConfigError(fmt::format("{}: train.eval_batch_size {} does not split among {} processes", cfg_.source,
                                   t.eval_streams(), N));
-  if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  threads::set_max(int(t.threads));
   LoopConfig lc = loop_config(cfg_);
   lc.comm = &comm_;
   model_ = make_model(cfg_.model, /*initialize=*/false);
@@ -153,7 +154,7 @@ void Trainer::save_checkpoint() {
     s.memory_shape = model_->memory_shape(cfg_.train.batch_size, rows).dims();
     s.cursor = batcher_->cursor();
     s.dropout_rng = loop_->dropout_rng();
-    s.threads = omp_get_max_threads();
+    s.threads = threads::max_threads();
     s.processes = comm_.size();
     s.config_yaml = run_config_yaml(cfg_);
     metrics_.sync();
@@ -208,10 +209,6 @@ void Trainer::resume_from(const std::string& dir) {
   batcher_->set_cursor(s.cursor);
   loop_->dropout_rng() = s.dropout_rng;
   if (!comm_.root()) return;
-  if (s.threads != omp_get_max_threads())
-    fmt::print("warning: checkpoint was written with {} threads, resuming with {}: the continuation will not be "
-               "bit-identical\n",
-               s.threads, omp_get_max_threads());
   if (s.processes != comm_.size())
     fmt::print("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "
                "process); the continuation matches the {}-process run within float rounding, not bit for bit\n",
@@ -288,7 +285,7 @@ void Trainer::log_start() const {
   fmt::print("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n",
              double(model_->params().numel()) / 1e6, m.dim, m.depth, m.heads, m.dim_head, m.seq_len, m.mem_len,
              loop_config(cfg_).detach.str());
-  const std::string where = model_->device() == Device::CPU ? fmt::format("cpu, {} threads", omp_get_max_threads())
+  const std::string where = model_->device() == Device::CPU ? fmt::format("cpu, {} threads", threads::max_threads())
                                                              : "cuda: " + cuda::device_name();
   fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} | out_dir {}\n", train_data_->size(),
              t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir);
