@@ -464,7 +464,8 @@ std::unique_ptr<PyModel> train(const std::string& config, const py::dict& overri
 
 LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const std::string& schedule, double min_lr,
                          double clip, double weight_decay, std::pair<double, double> betas, double eps,
-                         const std::string& detach, uint64_t seed, int64_t grad_accum, const Model& model) {
+                         const std::string& detach, uint64_t seed, int64_t grad_accum, bool recompute,
+                         const Model& model) {
   if (schedule != "constant" && schedule != "cosine")
     throw std::invalid_argument("schedule: '" + schedule + "' is not one of constant, cosine");
   if (schedule == "cosine" && total_steps <= 0) throw std::invalid_argument("schedule cosine needs total_steps > 0");
@@ -476,6 +477,7 @@ LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const s
   c.seed = seed;
   if (grad_accum < 1) throw std::invalid_argument("grad_accum must be >= 1");
   c.grad_accum = grad_accum;
+  c.recompute = recompute;
   return c;
 }
 
@@ -698,18 +700,20 @@ void define_module(py::module_& m) {
   py::class_<PyTrainLoop>(m, "TrainLoop",
       "One training step at a time on your own arrays: forward with dropout, backward under the detachment "
       "policy, clipping, the schedule, AdamW, and each row's memory carried into the next step; grad_accum "
-      "splits a step's rows into that many micro-batches, their gradients summed in order.")
+      "splits a step's rows into that many micro-batches, their gradients summed in order; recompute keeps "
+      "only each group of windows' outputs and recomputes the rest in the backward (the same numbers, less memory).")
       .def(py::init([](PyModel& pm, double lr, int64_t warmup, int64_t total_steps, const std::string& schedule,
                        double min_lr, double clip, double weight_decay, std::pair<double, double> betas, double eps,
-                       const std::string& detach, uint64_t seed, int64_t grad_accum) {
+                       const std::string& detach, uint64_t seed, int64_t grad_accum, bool recompute) {
              const LoopConfig c = loop_settings(lr, warmup, total_steps, schedule, min_lr, clip, weight_decay, betas,
-                                                eps, detach, seed, grad_accum, *pm.model);
+                                                eps, detach, seed, grad_accum, recompute, *pm.model);
              return std::make_unique<PyTrainLoop>(pm, c);
            }),
            py::keep_alive<1, 2>(), "model"_a, py::kw_only(), "lr"_a = d.lr, "warmup"_a = d.warmup,
            "total_steps"_a = d.total_steps, "schedule"_a = "constant", "min_lr"_a = d.min_lr, "clip"_a = d.clip,
            "weight_decay"_a = d.adam.weight_decay, "betas"_a = std::make_pair(d.adam.beta1, d.adam.beta2),
-           "eps"_a = d.adam.eps, "detach"_a = "none", "seed"_a = d.seed, "grad_accum"_a = d.grad_accum)
+           "eps"_a = d.adam.eps, "detach"_a = "none", "seed"_a = d.seed, "grad_accum"_a = d.grad_accum,
+           "recompute"_a = d.recompute)
       .def(
           "step",
           [](PyTrainLoop& t, py::handle x, py::handle y) {

@@ -389,6 +389,13 @@ class Training(TempDir):
         self.assertEqual(split.memory.shape, (4, 12, 32))
         with self.assertRaisesRegex(ValueError, "grad_accum 2"):
             fbt.TrainLoop(small_feedback(num_tokens=256), grad_accum=2).step(batch[:3, :-1], batch[:3, 1:])
+        # Recomputing the windows in the backward: the same numbers, bit for bit.
+        kept, again = small_feedback(num_tokens=256), small_feedback(num_tokens=256)
+        a = fbt.TrainLoop(kept).step(batch[:, :-1], batch[:, 1:])
+        b = fbt.TrainLoop(again, recompute=True).step(batch[:, :-1], batch[:, 1:])
+        self.assertEqual((a["loss"], a["grad_norm"]), (b["loss"], b["grad_norm"]))
+        for name, value in kept.state_dict().items():
+            np.testing.assert_array_equal(value, again.state_dict()[name])
 
 
 class Errors(TempDir):
