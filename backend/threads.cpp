@@ -27,6 +27,7 @@ struct Sharing {
   Clock::time_point since{};
   double cpu_since = 0;
   int free_looks = 0;
+  int shrinks = 0;
 };
 
 Sharing& state() {
@@ -84,6 +85,8 @@ void set_sharing(bool on) {
   if (!on && s.max && s.team != s.max) use(s, s.max);
 }
 
+int shrinks() { return state().shrinks; }
+
 void share_cores() {
   Sharing& s = state();
   if (!s.on || omp_in_parallel()) return;
@@ -99,7 +102,7 @@ void share_cores() {
   s.since = now, s.cpu_since = cpu_now;
   if (s.team > 1) {
     // A team that has its cores runs or spins on all of them: team x wall CPU seconds.
-    if (cpu < kStarved * wall * s.team) use(s, 1), s.free_looks = 0;
+    if (cpu < kStarved * wall * s.team) use(s, 1), s.free_looks = 0, ++s.shrinks;
     return;
   }
   // On one thread: is there room for the whole team? (This thread is one of the runnable tasks.)

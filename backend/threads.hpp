@@ -22,5 +22,7 @@ int max_threads();
 void share_cores();
 // Whether share_cores() may shrink the team (default true; FBT_SHARE_CORES=0 turns it off).
 void set_sharing(bool on);
+// How many times share_cores() has shrunk the team so far (fbt bench reports it).
+int shrinks();
 
 }  // namespace fbt::threads

@@ -130,12 +130,15 @@ void run_bench(const BenchArgs& a) {
   // One warm-up step (it sizes the arena and fills the memory), then the median step: robust to
   // the other tenants of a shared machine.
   step();
+  const int shrinks_before = threads::shrinks();
   std::vector<double> secs;
   for (int64_t i = 0; i < a.steps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     step();
     secs.push_back(seconds_since(t0));
   }
+  // Times the team shrank for another process during the timed steps (backend/threads).
+  const int team_shrinks = threads::shrinks() - shrinks_before;
   nlohmann::json profile_rows = nlohmann::json::array();
   if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
   const double step_secs = median(secs);
@@ -160,6 +163,7 @@ void run_bench(const BenchArgs& a) {
   nlohmann::json j = {{"config", a.config},
                       {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
                       {"threads", threads::max_threads()},
+                      {"team_shrinks", team_shrinks},
                       {"batch_size", B},
                       {"bptt", T},
                       {"steps", a.steps},

@@ -231,15 +231,16 @@ TEST_CASE("device: the model's loss, logits, memory and gradients agree with the
   }
 }
 
-TEST_CASE("device: training steps with dropout, clipping and decay agree with the CPU") {
+TEST_CASE("device: training steps with dropout, clipping and decay agree with the CPU, with and without recompute") {
   ModelConfig c = small(2, false, false);
   c.attn_dropout = 0.1f, c.ff_dropout = 0.1f;
   LoopConfig lc;
   lc.lr = 3e-3, lc.warmup = 1, lc.clip = 0.5, lc.adam.weight_decay = 0.1, lc.seed = 4;
   lc.detach = DetachPolicy::parse("horizon:4", c.seq_len);
-  auto train = [&](Device d) {
+  auto train = [&](Device d, bool recompute) {
     FeedbackTransformer model(c);
     model.to(d);
+    lc.recompute = recompute;
     TrainLoop loop(model, lc);
     std::vector<double> losses;
     for (int step = 0; step < 4; ++step) {  // memory carried between the steps
@@ -255,10 +256,13 @@ TEST_CASE("device: training steps with dropout, clipping and decay agree with th
     model.to(Device::CPU);
     return std::make_pair(losses, state);
   };
-  const auto cpu = train(Device::CPU);
-  const auto dev = train(Device::CUDA);
-  for (size_t i = 0; i < cpu.first.size(); ++i) CHECK(dev.first[i] == doctest::Approx(cpu.first[i]).epsilon(1e-5));
-  check_close_overall(dev.second, cpu.second, 1e-4);
+  const auto cpu = train(Device::CPU, false);
+  for (bool recompute : {false, true}) {  // windows recomputed in the backward (Tape::checkpoint) on the device
+    INFO("recompute ", recompute);
+    const auto dev = train(Device::CUDA, recompute);
+    for (size_t i = 0; i < cpu.first.size(); ++i) CHECK(dev.first[i] == doctest::Approx(cpu.first[i]).epsilon(1e-5));
+    check_close_overall(dev.second, cpu.second, 1e-4);
+  }
 }
 
 TEST_CASE("device: sampling keeps its projected memory on the device and draws the CPU's tokens") {
