@@ -1,6 +1,6 @@
 // CPU kernels: our own register-blocked products (no BLAS), OpenMP loops elsewhere.
-// Reductions that cross rows (parameter gradients) run in a fixed order so results are
-// bit-identical for a given thread count.
+// Reductions that cross rows (parameter gradients) run in a fixed order and threads split
+// outputs, never a sum, so results are bit-identical for any thread count.
 #include "backend/cpu/kernels.hpp"
 
 #include <Eigen/Core>
@@ -17,7 +17,6 @@
 #include "backend/cpu/simd.hpp"
 
 namespace fbt::cpu {
-
 
 namespace {
 
