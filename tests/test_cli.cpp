@@ -190,6 +190,15 @@ TEST_CASE("cli: version says which backends are compiled in") {
   CHECK(r.output.find("backends: cpu") != std::string::npos);
 }
 
+TEST_CASE("cli: bench needs no data section (it draws random tokens), and times recompute too") {
+  Dir d;
+  std::ofstream(d / "bench.yaml") << kModelYaml << "train: {batch_size: 2, bptt: 6, threads: 1, recompute: true}\n";
+  const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2", false);
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(nlohmann::json::parse(r.output).at("tokens_per_s").get<double>() > 0);
+}
+
 TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows that cover the step") {
   Dir d;
   write_bench_config(d, "threads: 1");
@@ -200,6 +209,8 @@ TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows th
   for (const char* key : {"tokens_per_s", "step_ms", "peak_rss_mb", "gflops", "sgemm_peak_gflops", "fraction_of_peak"})
     CHECK(j.at(key).get<double>() > 0);
   CHECK(j.at("tokens_per_s").get<double>() == doctest::Approx(12 / (j.at("step_ms").get<double>() / 1000)));
+  CHECK(j.at("gemm").get<std::string>().rfind("fbt panels", 0) == 0);  // the product kernels, by name
+  CHECK(j.at("team_shrinks").get<int>() >= 0);
   double linear_fwd = 0, attention_bwd = 0, adamw = 0, total = 0;
   for (const auto& r : j.at("profile")) {
     const std::string op = r.at("op"), phase = r.at("phase");
