@@ -1,7 +1,5 @@
 #include "cli/common.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <stdexcept>
@@ -28,7 +26,9 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-void set_threads(int64_t threads) { threads::set_max(int(threads)); }
+void set_threads(int64_t threads) {
+  if (threads > 0) threads::set_max(int(threads));
+}
 
 DetachPolicy detach_flag(const std::string& text, int64_t seq_len) {
   try {

@@ -5,7 +5,6 @@
 //  - arrays are checked here (dtype kind, rank, shape, id range) and name the argument;
 //  - every call into the library runs without the GIL and one at a time (without_gil);
 //  - C++ errors arrive as Python exceptions with the same one-line message (translate_errors).
-#include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

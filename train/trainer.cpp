@@ -1,7 +1,6 @@
 #include "train/trainer.hpp"
 
 #include <fmt/core.h>
-#include <omp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -66,7 +65,7 @@ Trainer::Trainer(const RunConfig& cfg)
   if (t.eval_streams() % N)
     throw ConfigError(fmt::format("{}: train.eval_batch_size {} does not split among {} processes", cfg_.source,
                                   t.eval_streams(), N));
-  threads::set_max(int(t.threads));
+  if (t.threads > 0) threads::set_max(int(t.threads));  // 0: as the process already has it
   LoopConfig lc = loop_config(cfg_);
   lc.comm = &comm_;
   model_ = make_model(cfg_.model, /*initialize=*/false);
