@@ -315,12 +315,19 @@ int64_t packed_floats(int64_t K, int64_t M) { return (M + kPanel - 1) / kPanel *
 
 void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms) {
   const int64_t panels = (M + kPanel - 1) / kPanel;
-  for (int64_t p = 0; p < panels; ++p)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t c = 0; c < kPanel; ++c) {
-        const int64_t m = p * kPanel + c;
-        dst[(p * K + k) * kPanel + c] = m < M ? src[k * ks + m * ms] : 0.f;
+  for (int64_t p = 0; p < panels; ++p) {
+    float* d = dst + p * K * kPanel;
+    const int64_t m0 = p * kPanel, width = std::min(kPanel, M - m0);
+    if (width < kPanel) std::memset(d, 0, sizeof(float) * size_t(K * kPanel));
+    if (ms == 1) {
+      for (int64_t k = 0; k < K; ++k) std::memcpy(d + k * kPanel, src + k * ks + m0, sizeof(float) * size_t(width));
+    } else {  // columns strided (a transposed operand): read each along k, the contiguous way
+      for (int64_t c = 0; c < width; ++c) {
+        const float* col = src + (m0 + c) * ms;
+        for (int64_t k = 0; k < K; ++k) d[k * kPanel + c] = col[k * ks];
       }
+    }
+  }
 }
 
 void pack_weight(float* fwd, float* bwd, const float* W, int64_t Out, int64_t In) {
@@ -407,22 +414,6 @@ void pack_rows(float* dst, MatrixView A, int64_t m0, int64_t mn, int64_t k0, int
   }
 }
 
-// Panels [p0, p1) of B's rows [k0, k0 + kn) into dst ((p - p0) * kn + k) * kPanel + c, zero past N.
-void pack_cols(float* dst, MatrixView B, int64_t N, int64_t p0, int64_t p1, int64_t k0, int64_t kn) {
-  for (int64_t p = p0; p < p1; ++p) {
-    float* d = dst + (p - p0) * kn * kPanel;
-    const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
-    if (width < kPanel) std::memset(d, 0, sizeof(float) * size_t(kn * kPanel));
-    if (B.cs == 1) {
-      for (int64_t k = 0; k < kn; ++k) std::memcpy(d + k * kPanel, B.data + (k0 + k) * B.rs + n0, sizeof(float) * size_t(width));
-    } else {  // a transposed operand: read along k, the contiguous way
-      for (int64_t c = 0; c < width; ++c) {
-        const float* src = B.data + k0 * B.rs + (n0 + c) * B.cs;
-        for (int64_t k = 0; k < kn; ++k) d[k * kPanel + c] = src[k * B.rs];
-      }
-    }
-  }
-}
 }  // namespace
 
 std::string gemm_kernel() {
@@ -458,7 +449,9 @@ void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t 
     for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
       const int64_t kn = std::min(kChunk, K - k0);
       const bool acc = accumulate || k0 > 0;
-      pack_cols(b_buf.data(), B, N, p0, p1, k0, kn);
+      // This thread's panels [p0, p1) of B's rows [k0, k0 + kn): panel p at (p - p0) kn kPanel.
+      pack_panels(b_buf.data(), B.data + k0 * B.rs + p0 * kPanel * B.cs, kn, std::min(N, p1 * kPanel) - p0 * kPanel, B.rs,
+                  B.cs);
       for (int64_t r0 = m0; r0 < m1; r0 += kGemmRows) {
         const int64_t rn = std::min(kGemmRows, m1 - r0);
         pack_rows(a_buf.data(), A, r0, rn, k0, kn);

@@ -34,7 +34,7 @@ void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
 // those products stream the weights. Packed as column panels whose rows are contiguous, a
 // weight streams in order and each vector loaded meets up to 16 rows (ParamStore::freeze).
 // A:(K,M) with element (k,m) at src[k*ks + m*ms] -> dst:(ceil(M/kPanel), K, kPanel), zero-padded.
-// (The plain definition of the layout; pack_weight is what a step uses.)
+// (The layout's definition, and how gemm packs its B operand; pack_weight is what a step uses.)
 int64_t packed_floats(int64_t K, int64_t M);
 void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms);
 // Both packs of a weight W:(Out, In) in one pass over it, as pack_panels(fwd, W, In, Out, 1, In)
