@@ -67,10 +67,8 @@ void use(Sharing& s, int team) {
 
 void set_max(int n) {
   Sharing& s = state();
-  s.max = n > 0 ? n : omp_get_num_procs();
-  if (n < 1)
-    if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) s.max = std::atoi(env);
-  use(s, s.max);
+  s.max = n;
+  use(s, n);
   s.since = Clock::now(), s.cpu_since = process_cpu_seconds(), s.free_looks = 0;
 }
 

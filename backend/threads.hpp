@@ -13,8 +13,8 @@
 
 namespace fbt::threads {
 
-// The most threads the library runs (train.threads, --threads, fbt.set_num_threads); n < 1: every
-// core (OpenMP's default, OMP_NUM_THREADS where set). Also the team size from now on.
+// The most threads the library runs (train.threads, --threads, fbt.set_num_threads; n >= 1), and
+// the team size from now on. Without a call, OpenMP's default (OMP_NUM_THREADS or every core).
 void set_max(int n);
 int max_threads();
 // Looks (at most every 50 ms, one clock read otherwise) at whether the team gets its cores and
