@@ -144,10 +144,13 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   rc.model = parse_model_config(m);
 
   ConfigSection d = top.section("data");
-  if (!top.has("data") && require_data) top.fail("data", "required section is missing");
-  if (top.has("data")) rc.data = parse_data_config(d);
-  if (top.has("data") && rc.data.format == "bytes" && rc.model.num_tokens != 256)
-    m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
+  if (top.has("data")) {
+    rc.data = parse_data_config(d);
+    if (rc.data.format == "bytes" && rc.model.num_tokens != 256)
+      m.fail("num_tokens", "format bytes needs num_tokens: 256, got " + std::to_string(rc.model.num_tokens));
+  } else if (require_data) {
+    top.fail("data", "required section is missing");
+  }
 
   ConfigSection t = top.section("train");
   parse_optimization(t, rc.train, rc.model.seq_len, rc.model.type == "transformer_xl");
