@@ -22,20 +22,16 @@ PLAN = {"exact": (5, 5), "windowed": (3, 5), "long": (1, 3), "gpu_exact": (3, 2)
 VARIANTS = {"long": [[], ["train.recompute=true"]]}
 
 
-def cpu_name():
+def cpu_field(name):
+    """A field of the first CPU in /proc/cpuinfo ("model name", "flags"), "" if absent."""
     for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
+        if line.split(":", 1)[0].strip() == name:
             return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    return ""
 
 
-def newest_openblas_core():
-    """The newest OpenBLAS x86-64 kernel family this CPU's flags run (OPENBLAS_CORETYPE), or None."""
-    flags = set()
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+def newest_openblas_core(flags):
+    """The newest OpenBLAS x86-64 kernel family these CPU flags run (OPENBLAS_CORETYPE), or None."""
     if {"amx_tile", "avx512_fp16"} <= flags:
         return "SapphireRapids"
     if {"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_bf16"} <= flags:
@@ -59,10 +55,10 @@ def main():
         fbt_bin, args = args[1], args[2:]
     names = args or ["exact", "windowed", "long"]  # the GPU configs on request (a GPU machine)
     peer_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    core = newest_openblas_core()
+    core = newest_openblas_core(set(cpu_field("flags").split()))
     if core:
         peer_env["OPENBLAS_CORETYPE"] = core
-    print(f"CPU: {cpu_name()}; the peer's OPENBLAS_CORETYPE: {core or '(unset)'}; fbt: {fbt_bin}, environment as given",
+    print(f"CPU: {cpu_field('model name') or 'unknown'}; the peer's OPENBLAS_CORETYPE: {core or '(unset)'}; fbt: {fbt_bin}, environment as given",
           flush=True)
     for name in names:
         steps, rounds = PLAN[name]
