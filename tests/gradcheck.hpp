@@ -22,6 +22,14 @@ inline void fill_normal(float* x, int64_t n, uint64_t seed, float scale = 1.f) {
   for (int64_t i = 0; i < n; ++i) x[i] = scale * r.normal();
 }
 
+// n token ids below V, drawn from seed.
+inline std::vector<int32_t> tokens(int64_t n, uint64_t seed, int32_t V) {
+  Rng r(seed);
+  std::vector<int32_t> t;
+  for (int64_t i = 0; i < n; ++i) t.push_back(int32_t(r.uniform() * float(V)) % V);
+  return t;
+}
+
 inline Var random_leaf(const Shape& s, uint64_t seed, float scale = 1.f, bool requires_grad = true) {
   Var v = tape().leaf(s, requires_grad);
   fill_normal(v.data(), s.numel(), seed, scale);

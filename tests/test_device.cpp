@@ -22,6 +22,7 @@ using namespace fbt;
 using fbt::testing::check_close;
 using fbt::testing::fill_normal;
 using fbt::testing::sz;
+using fbt::testing::tokens;
 
 namespace {
 
@@ -94,12 +95,6 @@ ModelConfig small(int64_t seq_len, bool shared_kv, bool cross) {
   return c;
 }
 
-std::vector<int32_t> tokens(int64_t n, uint64_t seed, int32_t V) {
-  Rng r(seed);
-  std::vector<int32_t> t;
-  for (int64_t i = 0; i < n; ++i) t.push_back(int32_t(r.uniform() * float(V)) % V);
-  return t;
-}
 
 struct Call {
   std::vector<float> logits, memory, grads;

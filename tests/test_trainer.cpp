@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "backend/threads.hpp"
+#include "gradcheck.hpp"
 #include "models/feedback_transformer.hpp"
 #include "train/loop.hpp"
 #include "run_fixture.hpp"
@@ -78,10 +79,9 @@ TEST_CASE("train: grad_accum matches one pass within rounding and carries every 
     lc.grad_accum = 4;
     TrainLoop accum(*four, lc);
     const int64_t B = 8, T = 6;
-    Rng rng(5);
-    std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
+    std::vector<int32_t> x, y;
     for (int step = 0; step < 5; ++step) {
-      for (size_t i = 0; i < x.size(); ++i) x[i] = int32_t(rng.uniform() * 40) % 40, y[i] = int32_t(rng.uniform() * 40) % 40;
+      x = tokens(B * T, 10 + step, 40), y = tokens(B * T, 20 + step, 40);
       y[3] = kNoTarget;  // micro-batches with unequal target counts weigh by their counts
       const StepStats a = plain.step(x.data(), y.data(), B, T), b = accum.step(x.data(), y.data(), B, T);
       CHECK(b.loss == doctest::Approx(a.loss).epsilon(1e-5));
@@ -132,10 +132,8 @@ TEST_CASE("train: recompute gives the same floats as keeping every activation, f
     lc.recompute = true;
     TrainLoop recomputing(*again, lc);
     const int64_t B = 4, T = 12;
-    Rng rng(5);
-    std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
     for (int step = 0; step < 4; ++step) {
-      for (size_t i = 0; i < x.size(); ++i) x[i] = int32_t(rng.uniform() * 40) % 40, y[i] = int32_t(rng.uniform() * 40) % 40;
+      const auto x = tokens(B * T, 10 + step, 40), y = tokens(B * T, 20 + step, 40);
       const StepStats a = plain.step(x.data(), y.data(), B, T), b = recomputing.step(x.data(), y.data(), B, T);
       CHECK(b.loss == a.loss);
       CHECK(b.grad_norm == a.grad_norm);
@@ -169,10 +167,8 @@ TEST_CASE("train: the thread count changes no bit") {
       LoopConfig lc;
       lc.lr = 3e-3, lc.seed = 4;
       TrainLoop loop(*model, lc);
-      Rng rng(5);
-      std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
       for (int step = 0; step < 3; ++step) {
-        for (size_t i = 0; i < x.size(); ++i) x[i] = int32_t(rng.uniform() * 300) % 300, y[i] = int32_t(rng.uniform() * 300) % 300;
+        const auto x = tokens(B * T, 10 + step, 300), y = tokens(B * T, 20 + step, 300);
         loop.step(x.data(), y.data(), B, T);
       }
       omp_set_num_threads(saved);
