@@ -170,6 +170,8 @@ void add_prepare_algorithmic(CLI::App& app) {
                   "programs in train.txt (10,000 as the official task; more for short programs)")
       ->check(at_least(1));
   sub->add_option("--seed", task->seed, "generator seed (the same seed writes the same files)");
+  sub->add_flag("--label-every-statement", task->label_every_statement,
+                "label every statement's `;` in train.txt.labels (the value it leaves), not only the prints'");
   sub->add_option("out_dir", *out_dir)->required();
   sub->callback([task, out_dir] { fmt::print("{}\n", write_algorithmic_task(*task, *out_dir)); });
 }

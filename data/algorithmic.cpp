@@ -20,7 +20,8 @@ constexpr const char* kIgnore = "_";
 // The state of a program being drawn: each variable's value, 0 while unassigned.
 class ProgramWriter {
  public:
-  ProgramWriter(int64_t variables, Rng& rng) : values_(size_t(variables), 0), rng_(rng) {}
+  ProgramWriter(int64_t variables, bool every_statement, Rng& rng)
+      : values_(size_t(variables), 0), every_statement_(every_statement), rng_(rng) {}
 
   // Draws kinds and variables until one statement applies, and appends it.
   void statement() {
@@ -61,7 +62,8 @@ class ProgramWriter {
       emit(kind == Increment ? "++" : "--");
       if (run) values_[v] += kind == Increment ? 1 : -1;
     }
-    emit(";");
+    // (an assignment under a false condition leaves v unassigned: nothing to label)
+    emit(";", every_statement_ && values_[v] != 0 ? std::to_string(values_[v]) : kIgnore);
   }
   bool try_statement(int kind, bool nested) {
     const size_t v = size_t(draw(int64_t(values_.size())));
@@ -96,6 +98,7 @@ class ProgramWriter {
   }
 
   std::vector<int64_t> values_;
+  bool every_statement_;  // label every `;`, not only the prints'
   Rng& rng_;
   Program program_;
 };
@@ -115,14 +118,15 @@ void write_split(const std::string& path, const std::vector<Program>& programs) 
 
 }  // namespace
 
-std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed) {
+std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed,
+                                       bool every_statement) {
   if (task.variables < 1 || task.variables > 5)
     throw std::invalid_argument("--variables: must be 1 to 5, got " + std::to_string(task.variables));
   if (task.statements < 1) throw std::invalid_argument("--statements: must be >= 1, got " + std::to_string(task.statements));
   Rng rng(seed);
   std::vector<Program> programs;
   for (int64_t i = 0; i < count; ++i) {
-    ProgramWriter w(task.variables, rng);
+    ProgramWriter w(task.variables, every_statement, rng);
     for (int64_t s = 0; s < task.statements; ++s) w.statement();
     programs.push_back(w.finish());
   }
@@ -144,7 +148,9 @@ std::string write_algorithmic_task(const AlgorithmicTask& task, const std::strin
   } splits[] = {{"train", task.train_programs}, {"valid", 1000}, {"test", 1000}};
   int64_t tokens = 0;
   for (size_t k = 0; k < 3; ++k) {  // a seed of its own per split: its programs are independent
-    const std::vector<Program> programs = generate_programs(task, splits[k].programs, Rng::hash(task.seed, k));
+    const bool every_statement = task.label_every_statement && k == 0;  // train only: evaluation stays official
+    const std::vector<Program> programs =
+        generate_programs(task, splits[k].programs, Rng::hash(task.seed, k), every_statement);
     for (const Program& p : programs) tokens += int64_t(p.tokens.size());
     write_split((fs::path(out_dir) / (std::string(splits[k].name) + ".txt")).string(), programs);
   }
@@ -152,7 +158,8 @@ std::string write_algorithmic_task(const AlgorithmicTask& task, const std::strin
   return std::to_string(task.variables) + " variables, " + std::to_string(task.statements) +
          " statements a program: train " + std::to_string(task.train_programs) +
          " / valid 1000 / test 1000 programs (" + std::to_string(tokens) +
-         " tokens) and vocab.txt in " + out_dir;
+         " tokens) and vocab.txt in " + out_dir +
+         (task.label_every_statement ? " (train labels on every statement)" : "");
 }
 
 }  // namespace fbt

@@ -14,6 +14,10 @@ struct AlgorithmicTask {
   int64_t statements = 100;  // N per program
   uint64_t seed = 1;
   int64_t train_programs = 10000;  // the official count; short programs need more to not be memorized
+  // Labels of the train split on every statement's `;` (the value, after the statement, of the
+  // variable it assigns, changes or prints) instead of on prints alone: a denser training signal
+  // for the same state tracking. Valid and test keep the official print labels.
+  bool label_every_statement = false;
 };
 
 // One program: its tokens (ending with END) and a label per token.
@@ -21,12 +25,13 @@ struct Program {
   std::vector<std::string> tokens, labels;
 };
 
-// `count` programs drawn with generator seed `seed`. Each statement is drawn uniformly among
+// `count` programs drawn with generator seed `seed`; `every_statement` labels every statement's `;`. Each statement is drawn uniformly among
 // `v = k ;` (v not yet assigned), `v ++ ;` (v below 10), `v -- ;` (v above 1), `print v ;` and
 // `if v < w : S` / `if v > w : S` (w another assigned variable or a constant 1..10, 50/50; S one
 // assignment, increment or decrement, which changes the state only when the condition holds),
 // v uniform among the K variables; a statement that cannot apply is drawn again.
-std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed);
+std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed,
+                                       bool every_statement = false);
 
 // Every token the task's inputs and labels use (variables, values, keywords, END), in a fixed order.
 std::vector<std::string> algorithmic_vocabulary(int64_t variables);

@@ -162,8 +162,9 @@ TEST_CASE("data: labels align with the text, '_' carries no loss, and bad label 
 }
 
 namespace {
-// Runs a program of the task and checks it against its rules; returns the values printed.
-std::vector<int> run_program(const Program& p, int64_t K) {
+// Runs a program of the task and checks it and its labels against the rules; returns the values
+// printed. `every_statement`: every `;` is labelled with the value its statement leaves.
+std::vector<int> run_program(const Program& p, int64_t K, bool every_statement = false) {
   const std::vector<std::string> vars{"x", "y", "z", "p", "r"};
   std::map<std::string, int> value;
   std::vector<int> printed;
@@ -178,18 +179,20 @@ std::vector<int> run_program(const Program& p, int64_t K) {
   auto simple = [&](size_t i, bool run) {
     const std::string v = p.tokens[i];
     REQUIRE(is_var(v));
+    size_t end = i + 3;  // its ';'
     if (p.tokens[i + 1] == "=") {
       CHECK(value.count(v) == 0);  // assigned once
       if (run) value[v] = num(p.tokens[i + 2]);
-      CHECK(p.tokens[i + 3] == ";");
-      return i + 4;
+    } else {
+      REQUIRE(value.count(v) == 1);  // never used before its assignment
+      const int next = value[v] + (p.tokens[i + 1] == "++" ? 1 : -1);
+      CHECK((next >= 1 && next <= 10));  // the rules keep every value in 1..10
+      if (run) value[v] = next;
+      end = i + 2;
     }
-    REQUIRE(value.count(v) == 1);  // never used before its assignment
-    const int next = value[v] + (p.tokens[i + 1] == "++" ? 1 : -1);
-    CHECK((next >= 1 && next <= 10));  // the rules keep every value in 1..10
-    if (run) value[v] = next;
-    CHECK(p.tokens[i + 2] == ";");
-    return i + 3;
+    CHECK(p.tokens[end] == ";");
+    CHECK(p.labels[end] == (every_statement && value.count(v) ? std::to_string(value[v]) : "_"));
+    return end + 1;
   };
   size_t i = 0;
   int64_t statements = 0;
@@ -214,8 +217,11 @@ std::vector<int> run_program(const Program& p, int64_t K) {
   CHECK(i + 1 == p.tokens.size());
   CHECK(statements == 100);
   int64_t labelled = 0;
-  for (const std::string& l : p.labels) labelled += l != "_";
-  CHECK(labelled == int64_t(printed.size()));
+  for (size_t k = 0; k < p.labels.size(); ++k) {
+    labelled += p.labels[k] != "_";
+    CHECK((p.labels[k] == "_" || p.tokens[k] == ";"));
+  }
+  if (!every_statement) CHECK(labelled == int64_t(printed.size()));
   return printed;
 }
 }  // namespace
@@ -238,6 +244,13 @@ TEST_CASE("data: the code-execution generator follows the task's rules and repea
   // print is one of five kinds drawn uniformly (the others are redrawn when they cannot apply)
   CHECK(double(prints) / (200.0 * 100.0) == doctest::Approx(0.2).epsilon(0.35));
   CHECK_THROWS_WITH_AS(generate_programs(AlgorithmicTask{6, 100, 1}, 1, 1), doctest::Contains("1 to 5"), std::invalid_argument);
+
+  // Labelling every statement changes the labels only: the same programs, the same print labels.
+  const std::vector<Program> dense = generate_programs(task, 200, 7, /*every_statement=*/true);
+  for (size_t k = 0; k < a.size(); ++k) {
+    CHECK(dense[k].tokens == a[k].tokens);
+    CHECK(run_program(dense[k], 3, true) == run_program(a[k], 3));
+  }
 }
 
 TEST_CASE("data: prepare-algorithmic writes three independent splits and a vocabulary they all read") {
@@ -259,12 +272,20 @@ TEST_CASE("data: prepare-algorithmic writes three independent splits and a vocab
     CHECK(lines == (std::string(split) == "train" ? 10000 : 1000));
     CHECK(c.labelled());
   }
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
   CHECK(first_lines[0] != first_lines[1]);  // each split from its own seed
   CHECK(first_lines[1] != first_lines[2]);
-  const std::string again = d / "again";
-  write_algorithmic_task(task, again);
-  for (const char* f : {"train.txt", "valid.txt.labels", "vocab.txt"}) {
-    std::ifstream x(d / ("task/" + std::string(f))), y(again + "/" + f);
-    CHECK(std::string(std::istreambuf_iterator<char>(x), {}) == std::string(std::istreambuf_iterator<char>(y), {}));
-  }
+  write_algorithmic_task(task, d / "again");
+  for (const char* f : {"train.txt", "valid.txt.labels", "vocab.txt"})
+    CHECK(read(d / ("task/" + std::string(f))) == read(d / ("again/" + std::string(f))));
+  // --label-every-statement: the train labels get denser; valid and test stay the official ones.
+  task.label_every_statement = true;
+  write_algorithmic_task(task, d / "dense");
+  CHECK(read(d / "dense/train.txt") == read(d / "task/train.txt"));
+  CHECK(read(d / "dense/train.txt.labels") != read(d / "task/train.txt.labels"));
+  for (const char* f : {"valid.txt.labels", "test.txt.labels"})
+    CHECK(read(d / ("dense/" + std::string(f))) == read(d / ("task/" + std::string(f))));
 }
