@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "run_fixture.hpp"
 #include "train/trainer.hpp"
 #include "util/safetensors.hpp"
@@ -28,12 +30,18 @@ TEST_CASE("train: checkpoints hold weights and state and keep_last prunes") {
   std::ifstream metrics(d / "out/metrics.jsonl");
   std::string line;
   int train_lines = 0, valid_lines = 0;
+  double elapsed = 0;
   while (std::getline(metrics, line)) {
-    train_lines += line.find("\"split\":\"train\"") != std::string::npos;
-    valid_lines += line.find("\"split\":\"valid\"") != std::string::npos;
+    const nlohmann::json j = nlohmann::json::parse(line);
+    train_lines += j["split"] == "train";
+    valid_lines += j["split"] == "valid";
+    CHECK(j["tokens"] == j["step"].get<int64_t>() * 3 * 7);  // batch_size x bptt a step
+    CHECK(j["elapsed_s"].get<double>() >= elapsed);
+    elapsed = j["elapsed_s"];
   }
   CHECK(train_lines == 4);
   CHECK(valid_lines == 2);
+  CHECK(std::stod(st.metadata.at("elapsed_s")) > 0);
   // A second run into the same out_dir without --resume would overwrite: refused.
   CHECK_THROWS_WITH(Trainer(c).run(false), doctest::Contains("already holds checkpoints"));
 }
@@ -45,8 +53,13 @@ TEST_CASE("train: resume continues bit-identically to an uninterrupted run") {
     RunConfig cb = load_run_config(write_config(b, "", dropout));
     Trainer(cb).run(false, 5);  // a session that ends after step 5 (checkpoints at 3 and 5)
     CHECK(latest_checkpoint(b / "out").find("step_00000005") != std::string::npos);
+    const double first_session_s = std::stod(
+        SafeTensors::load(latest_checkpoint(b / "out") + "/state.safetensors").metadata.at("elapsed_s"));
     Trainer(cb).run(true);
     CHECK(final_weights(a / "out") == final_weights(b / "out"));
+    // the run's wall time goes on from the checkpoint's
+    CHECK(std::stod(SafeTensors::load(latest_checkpoint(b / "out") + "/state.safetensors").metadata.at("elapsed_s")) >
+          first_session_s);
   }
 }
 

@@ -50,6 +50,7 @@ SafeTensors training_state_tensors(const TrainingState& s) {
   st.metadata["dropout_rng_counter"] = std::to_string(s.dropout_rng.counter);
   st.metadata["threads"] = std::to_string(s.threads);
   st.metadata["processes"] = std::to_string(s.processes);
+  st.metadata["elapsed_s"] = fmt::format("{:.3f}", s.elapsed_s);
   st.metadata["config"] = s.config_yaml;
   return st;
 }
@@ -137,6 +138,7 @@ TrainingState load_training_state(const std::string& dir) {
   s.dropout_rng.counter = uint64_t(std::stoull(meta("dropout_rng_counter")));
   s.threads = number("threads");
   if (st.metadata.count("processes")) s.processes = number("processes");  // 1 before data-parallel runs
+  if (st.metadata.count("elapsed_s")) s.elapsed_s = std::stod(meta("elapsed_s"));  // 0 before it was kept
   const auto cfg = st.metadata.find("config");
   if (cfg != st.metadata.end()) s.config_yaml = cfg->second;
   return s;

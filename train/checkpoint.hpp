@@ -27,6 +27,7 @@ struct TrainingState {
   Rng dropout_rng;
   int64_t threads = 0;      // a different count changes the floating-point sums
   int64_t processes = 1;    // data-parallel ranks (docs/DISTRIBUTED.md); another count re-splits the streams
+  double elapsed_s = 0;     // wall time the run has trained (and evaluated) so far, over all its sessions
   std::string config_yaml;  // the effective run config
 };
 

@@ -110,8 +110,9 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   fmt::print("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
              step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps));
   std::fflush(stdout);
-  nlohmann::json j = {{"split", "train"}, {"step", step()},          {"loss", s.loss},        {"bpc", bpc},
-                      {"lr", s.lr},       {"grad_norm", s.grad_norm}, {"tokens_per_s", tok_s}};
+  nlohmann::json j = {{"split", "train"},      {"step", step()},          {"loss", s.loss},
+                      {"bpc", bpc},            {"lr", s.lr},              {"grad_norm", s.grad_norm},
+                      {"tokens_per_s", tok_s}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
   if (skipped_) j["skipped"] = skipped_;
   metrics_.append(j.dump());
 }
@@ -130,7 +131,8 @@ void Trainer::run_eval(bool whole_split) {
   fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f}{} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
              r.perplexity(), acc, r.tokens, secs);
   std::fflush(stdout);
-  nlohmann::json j = {{"split", "valid"}, {"step", step()}, {"loss", r.loss}, {"bpc", r.bpc()}, {"ppl", r.perplexity()}};
+  nlohmann::json j = {{"split", "valid"}, {"step", step()},   {"loss", r.loss},           {"bpc", r.bpc()},
+                      {"ppl", r.perplexity()}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
   if (r.labelled) j["accuracy"] = r.accuracy;
   if (r.bytes) j["bpb"] = r.bpb();
   metrics_.append(j.dump());
@@ -155,6 +157,7 @@ void Trainer::save_checkpoint() {
     s.dropout_rng = loop_->dropout_rng();
     s.threads = threads::max_threads();
     s.processes = comm_.size();
+    s.elapsed_s = elapsed_s();
     s.config_yaml = run_config_yaml(cfg_);
     metrics_.sync();
     checkpoints_.save(*model_, s, cfg_.train.keep_last, weights_metadata());
@@ -207,6 +210,7 @@ void Trainer::resume_from(const std::string& dir) {
                     B, rows);
   batcher_->set_cursor(s.cursor);
   loop_->dropout_rng() = s.dropout_rng;
+  earlier_sessions_s_ = s.elapsed_s;
   if (!comm_.root()) return;
   if (s.processes != comm_.size())
     fmt::print("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "
@@ -339,6 +343,10 @@ Trainer::Session Trainer::train_until(int64_t last) {
   return end;
 }
 
+double Trainer::elapsed_s() const {
+  return earlier_sessions_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - session_start_).count();
+}
+
 // A step whose update was dropped (TrainLoop::step): the run stops, or with on_nonfinite: skip
 // goes on until skip_limit such steps come in a row.
 void Trainer::handle_skipped(const StepStats& s, int64_t in_row) {
@@ -360,6 +368,7 @@ bool Trainer::run(bool resume, int64_t stop_at) {
   const TrainConfig& t = cfg_.train;
   if (t.probe_every && !probe_)
     throw std::logic_error("train.probe_every is set but the trainer was given no probe (Trainer::set_probe)");
+  session_start_ = std::chrono::steady_clock::now();
   start(resume);
   log_start();
   const Session end = train_until(stop_at > 0 ? std::min(stop_at, t.steps) : t.steps);

@@ -2,6 +2,7 @@
 // checkpoints that resume bit-exactly, in one process or data-parallel under mpirun (each process
 // trains its block of the streams; the root writes). (A program with its own data uses TrainLoop.)
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -75,6 +76,10 @@ class Trainer {
 
   // This process's block of the streams (all of them without mpirun).
   int64_t local_streams() const { return cfg_.train.batch_size / comm_.size(); }
+  // What every metrics line carries to be plotted against: tokens trained on (all processes) and
+  // wall time the run has spent, over all its sessions.
+  int64_t tokens_seen() const { return step() * cfg_.train.batch_size * cfg_.train.bptt; }
+  double elapsed_s() const;
 
   RunConfig cfg_;
   Comm& comm_;  // the processes of a data-parallel run (docs/DISTRIBUTED.md)
@@ -91,6 +96,8 @@ class Trainer {
   MetricsFile metrics_;
   bool tty_ = false;
   int64_t skipped_ = 0;  // steps whose update was dropped (on_nonfinite: skip), this session
+  double earlier_sessions_s_ = 0;  // elapsed_s when this session resumed
+  std::chrono::steady_clock::time_point session_start_;  // run() was called
 };
 
 }  // namespace fbt
