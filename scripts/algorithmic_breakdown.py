@@ -6,7 +6,8 @@ of docs/RESULTS.md (the value of the last assignment; every statement applied, c
     PYTHONPATH=build/python /usr/bin/python3 scripts/algorithmic_breakdown.py RUN FILE.txt [--programs N]
 
 RUN is a run's out_dir, a checkpoint directory or a model.safetensors (fbt.load); FILE.txt a split
-written by `fbt prepare-algorithmic`, with vocab.txt beside it. The file is read as one stream in
+written by `fbt prepare-algorithmic`; the ids are those of the run's data.vocab (--vocab, by default
+the vocab.txt beside FILE.txt). The file is read as one stream in
 chunks of --bptt tokens, the memory carried from chunk to chunk as in training.
 """
 import argparse
@@ -61,9 +62,10 @@ def main():
     ap.add_argument("file")
     ap.add_argument("--programs", type=int, default=1000, help="programs read from the file's start")
     ap.add_argument("--bptt", type=int, default=64, help="tokens per forward call")
+    ap.add_argument("--vocab", help="the run's vocabulary (default: vocab.txt beside FILE.txt)")
     a = ap.parse_args()
 
-    vocab = [w.strip() for w in open(os.path.join(os.path.dirname(a.file) or ".", "vocab.txt"))]
+    vocab = [w.strip() for w in open(a.vocab or os.path.join(os.path.dirname(a.file) or ".", "vocab.txt"))]
     ids = {w: k for k, w in enumerate(vocab)}
     tokens, prints = [], []  # prints: (stream position, value, rule 1, rule 2, since, changes)
     with open(a.file) as f:
