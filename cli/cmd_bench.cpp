@@ -108,7 +108,7 @@ void run_bench(const BenchArgs& a) {
   const Device device = parse_device(t.device);
   const std::unique_ptr<Model> model_ptr = make_model(cfg.model, /*initialize=*/false);
   Model& model = *model_ptr;
-  model.init(t.seed);
+  model.init(t.seed, t.init);
   model.to(device);
   Comm& comm = Comm::world();
   const int64_t N = comm.size(), mine = streams_per_process(cfg, N);

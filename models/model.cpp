@@ -109,7 +109,13 @@ int32_t Model::bucket(int64_t d, int64_t num_buckets, int64_t max_distance) {
   return int32_t(std::min<int64_t>(num_buckets - 1, e + int64_t(std::floor(v))));
 }
 
-void Model::init(uint64_t seed) {
+void Model::check_init_scheme(const std::string& scheme) {
+  if (scheme != "gpt2" && scheme != "torch") throw std::invalid_argument("'" + scheme + "' is not one of gpt2, torch");
+}
+
+void Model::init(uint64_t seed, const std::string& scheme) {
+  check_init_scheme(scheme);
+  const bool torch = scheme == "torch";
   Rng rng(seed);
   const float out_std = 0.02f / std::sqrt(2.0f * float(cfg_.depth));
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -124,6 +130,14 @@ void Model::init(uint64_t seed) {
       std::fill(x, x + n, 1.f);
     } else if (ends_with(".bias")) {
       std::fill(x, x + n, 0.f);
+    } else if (torch && name != "pos_bias.weight") {
+      const Shape& shape = params_.at(i).shape();
+      if (name == "token_emb.weight") {
+        for (int64_t k = 0; k < n; ++k) x[k] = rng.normal();
+      } else {  // [out, in]
+        const float bound = 1.0f / std::sqrt(float(shape[shape.nd - 1]));
+        for (int64_t k = 0; k < n; ++k) x[k] = bound * (2.0f * rng.uniform() - 1.0f);
+      }
     } else {
       const bool residual_out = ends_with("to_out.weight") || ends_with("w_out.weight");
       const float std = residual_out ? out_std : 0.02f;

@@ -110,10 +110,15 @@ class Model {
   void to(Device d) { params_.to(d); }
   Device device() const { return params_.device(); }
 
-  // Initialization for training from scratch (docs/ARCHITECTURE.md): normal(0, 0.02) weights,
-  // output projections of residual branches scaled by 1/sqrt(2L), zero biases, unit norms,
-  // layer_weight ones.
-  void init(uint64_t seed);
+  // Initialization for training from scratch (docs/ARCHITECTURE.md); both schemes give zero
+  // biases, unit norms and layer_weight ones.
+  //  "gpt2": every matrix normal(0, 0.02), output projections of residual branches 0.02/sqrt(2L).
+  //  "torch": PyTorch's defaults: every matrix uniform(+-1/sqrt(fan_in)) as torch.nn.Linear's,
+  //  token_emb normal(0, 1) as torch.nn.Embedding's; pos_bias normal(0, 0.02) as in gpt2. At
+  //  GPT-2's widths the two agree (1/sqrt(3 * 768) = 0.021); at small widths "torch" is larger.
+  void init(uint64_t seed, const std::string& scheme = "gpt2");
+  // std::invalid_argument unless `scheme` is one init() knows.
+  static void check_init_scheme(const std::string& scheme);
 
   // tokens:(B,T) ids. state: the memory carried in (null or empty: none), replaced by the call's
   // memory when given. Records on tape() when recording.

@@ -230,11 +230,17 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
   c.type = type;
   if (type == "transformer_xl") c.shared_kv = false;
   uint64_t seed = 0;
+  std::string init = "gpt2";
   for (auto [key, value] : kw) {
     const std::string name = py::cast<std::string>(key);
     auto f = std::find_if(fields().begin(), fields().end(), [&](const Field& x) { return name == x.name; });
     if (name == "seed") {
       seed = py::cast<uint64_t>(value);
+      continue;
+    }
+    if (name == "init") {
+      init = py::cast<std::string>(value);
+      Model::check_init_scheme(init);  // std::invalid_argument: ValueError
       continue;
     }
     if (f == fields().end() || (type == "transformer_xl" && baseline_lacks(name)))
@@ -254,7 +260,7 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
       raise(PyExc_TypeError, std::string(cls) + "() missing required keyword argument '" + required + "'");
   c.validate();  // std::invalid_argument naming the field: ValueError
   auto m = make_model(c, /*initialize=*/false);
-  m->init(seed);
+  m->init(seed, init);
   return wrap(std::move(m));
 }
 

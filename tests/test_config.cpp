@@ -42,6 +42,9 @@ TEST_CASE("run config: errors name the file the line and the key") {
                        doctest::Contains("train.steps: expected an integer, got 'many'"), ConfigError);
   CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.schedule=linear"}),
                        doctest::Contains("train.schedule: 'linear' is not one of constant, cosine"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.init=xavier"}),
+                       doctest::Contains("train.init: 'xavier' is not one of gpt2, torch"), ConfigError);
+  CHECK(load_run_config(write_config(d), {"train.init=torch"}).train.init == "torch");
   CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"model.seq_len=3", "train.detach=every:4"}),
                        doctest::Contains("not a multiple of seq_len"), ConfigError);
   CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"data.format=u8"}),

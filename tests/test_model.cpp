@@ -3,6 +3,8 @@
 // policies leaving values alone, packed weights, kept projections, bucketing, names, init.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "gradcheck.hpp"
@@ -387,4 +389,42 @@ TEST_CASE("model: initialization is seeded and documented") {
   for (int i = 0; i < 3; ++i) CHECK(lw.data()[i] == 1.f);
   CHECK(a.params().get("mem_norm.weight").data()[0] == 1.f);
   CHECK(a.params().get("to_logits.bias").data()[0] == 0.f);
+}
+
+TEST_CASE("model: the gpt2 and torch initializations draw what ARCHITECTURE.md says") {
+  ModelConfig c;
+  c.num_tokens = 256, c.dim = 64, c.depth = 2, c.heads = 2, c.dim_head = 32, c.mem_len = 4;
+  auto stats = [](const Var& v) {  // mean, standard deviation, largest magnitude
+    const float* x = v.data();
+    const int64_t n = v.value().numel();
+    double sum = 0, sq = 0, top = 0;
+    for (int64_t k = 0; k < n; ++k) sum += x[k], sq += double(x[k]) * x[k], top = std::max(top, double(std::fabs(x[k])));
+    const double mean = sum / double(n);
+    return std::array<double, 3>{mean, std::sqrt(sq / double(n) - mean * mean), top};
+  };
+  for (const char* type : {"feedback", "transformer_xl"}) {
+    c.type = type;
+    c.shared_kv = c.type == "feedback";
+    auto m = make_model(c, false);
+    m->init(5, "gpt2");
+    CHECK(stats(m->params().get("token_emb.weight"))[1] == doctest::Approx(0.02).epsilon(0.05));
+    CHECK(stats(m->params().get("layers.0.ff.w_out.weight"))[1] == doctest::Approx(0.02 / 2).epsilon(0.05));
+    m->init(5, "torch");
+    CHECK(stats(m->params().get("token_emb.weight"))[1] == doctest::Approx(1.0).epsilon(0.05));
+    // uniform(+-1/sqrt(fan_in)): standard deviation 1/sqrt(3 fan_in), nothing past the bound
+    for (const auto& [name, fan_in] : {std::pair<const char*, double>{"layers.0.attn.to_q.weight", 64},
+                                       {"layers.1.attn.to_out.weight", 64},
+                                       {"layers.1.ff.w_in.weight", 64},
+                                       {"layers.0.ff.w_out.weight", 256},
+                                       {"to_logits.weight", 64}}) {
+      const auto s = stats(m->params().get(name));
+      CHECK(s[1] == doctest::Approx(1 / std::sqrt(3 * fan_in)).epsilon(0.05));
+      CHECK(s[2] <= 1 / std::sqrt(fan_in));
+      CHECK(std::fabs(s[0]) < 0.1 * s[1]);
+    }
+    CHECK(stats(m->params().get("pos_bias.weight"))[1] == doctest::Approx(0.02).epsilon(0.3));  // 64 draws
+    CHECK(stats(m->params().get("layers.0.ff.w_in.bias"))[2] == 0);
+    CHECK(stats(m->params().get("out_norm.weight"))[0] == 1);
+  }
+  CHECK_THROWS_WITH_AS(make_model(c, false)->init(1, "xavier"), "'xavier' is not one of gpt2, torch", std::invalid_argument);
 }

@@ -9,6 +9,7 @@
 #include "backend/device.hpp"
 #include "util/config_section.hpp"
 #include "models/detach_policy.hpp"
+#include "models/model.hpp"
 
 namespace fbt {
 
@@ -123,6 +124,12 @@ void parse_run_settings(ConfigSection& t, TrainConfig& tc) {
   tc.keep_last = at_least(t, "keep_last", tc.keep_last, 1);
   tc.out_dir = t.get<std::string>("out_dir", tc.out_dir);
   if (tc.out_dir.empty()) t.fail("out_dir", "must not be empty");
+  tc.init = t.get<std::string>("init", tc.init);
+  try {
+    Model::check_init_scheme(tc.init);
+  } catch (const std::invalid_argument& e) {
+    t.fail("init", e.what());
+  }
   tc.init_from = t.get<std::string>("init_from", tc.init_from);
   tc.probe_every = at_least(t, "probe_every", tc.probe_every, 0);
   tc.sample_tokens = at_least(t, "sample_tokens", tc.sample_tokens, 0);
@@ -209,6 +216,7 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "log_every" << YAML::Value << t.log_every << YAML::Key << "checkpoint_every" << YAML::Value
     << t.checkpoint_every;
   e << YAML::Key << "keep_last" << YAML::Value << t.keep_last << YAML::Key << "out_dir" << YAML::Value << t.out_dir;
+  if (t.init != "gpt2") e << YAML::Key << "init" << YAML::Value << t.init;
   if (!t.init_from.empty()) e << YAML::Key << "init_from" << YAML::Value << t.init_from;
   e << YAML::Key << "probe_every" << YAML::Value << t.probe_every;
   e << YAML::Key << "sample_tokens" << YAML::Value << t.sample_tokens << YAML::Key << "sample_prompt" << YAML::Value

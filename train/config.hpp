@@ -51,6 +51,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 500;  // 0: only at the end
   int64_t keep_last = 3;
   std::string out_dir = "runs/default";
+  std::string init = "gpt2";       // how a fresh run draws its weights: gpt2 | torch (Model::init)
   std::string init_from;           // weights a fresh run starts from (fine-tuning): a file or a run/checkpoint dir
   int64_t probe_every = 0;         // research probe (gradient norm by lag, layer mix) every N steps; 0: off
   int64_t sample_tokens = 200;     // sample printed at the end (0: none)

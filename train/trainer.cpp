@@ -69,7 +69,7 @@ Trainer::Trainer(const RunConfig& cfg)
   LoopConfig lc = loop_config(cfg_);
   lc.comm = &comm_;
   model_ = make_model(cfg_.model, /*initialize=*/false);
-  model_->init(t.seed);
+  model_->init(t.seed, t.init);
   const Device device = parse_device(t.device);
   if (device == Device::CUDA && N > 1) cuda::select_device(comm_.local_rank());  // one GPU per rank on a machine
   model_->to(device);

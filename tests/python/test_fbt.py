@@ -431,6 +431,12 @@ class Errors(TempDir):
             fbt.TransformerXL(num_tokens=10, dim=8, depth=2, mem_len=4, seq_len=2)
         with self.assertRaisesRegex(TypeError, "keyword arguments only"):
             fbt.FeedbackTransformer(10, 8, 2, 4)
+        with self.assertRaisesRegex(ValueError, "'xavier' is not one of gpt2, torch"):
+            fbt.FeedbackTransformer(num_tokens=10, dim=8, depth=2, mem_len=4, init="xavier")
+        # train.init's schemes: torch.nn.Embedding's normal(0, 1) against gpt2's 0.02
+        wide = dict(num_tokens=200, dim=64, depth=1, mem_len=4)
+        self.assertAlmostEqual(fbt.TransformerXL(init="torch", **wide).state_dict()["token_emb.weight"].std(), 1.0, delta=0.05)
+        self.assertAlmostEqual(fbt.TransformerXL(**wide).state_dict()["token_emb.weight"].std(), 0.02, delta=0.002)
         model = small_feedback()
         sd = {k: v.copy() for k, v in model.state_dict().items()}
         del sd["token_emb.weight"]
