@@ -25,11 +25,12 @@ struct Program {
   std::vector<std::string> tokens, labels;
 };
 
-// `count` programs drawn with generator seed `seed`; `every_statement` labels every statement's `;`. Each statement is drawn uniformly among
+// `count` programs drawn with generator seed `seed`. Each statement is drawn uniformly among
 // `v = k ;` (v not yet assigned), `v ++ ;` (v below 10), `v -- ;` (v above 1), `print v ;` and
 // `if v < w : S` / `if v > w : S` (w another assigned variable or a constant 1..10, 50/50; S one
 // assignment, increment or decrement, which changes the state only when the condition holds),
 // v uniform among the K variables; a statement that cannot apply is drawn again.
+// `every_statement`: every statement's `;` is labelled, not only the prints'.
 std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed,
                                        bool every_statement = false);
 
