@@ -238,9 +238,8 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
       seed = py::cast<uint64_t>(value);
       continue;
     }
-    if (name == "init") {
+    if (name == "init") {  // checked by Model::init below (std::invalid_argument: ValueError)
       init = py::cast<std::string>(value);
-      Model::check_init_scheme(init);  // std::invalid_argument: ValueError
       continue;
     }
     if (f == fields().end() || (type == "transformer_xl" && baseline_lacks(name)))
