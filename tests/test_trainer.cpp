@@ -44,13 +44,15 @@ TEST_CASE("train: init_from starts a new run from another run's weights, matched
   // A step this small leaves every weight as loaded: the new run's final weights are the old run's.
   // mem_len has no weights, so it may differ.
   const std::string tiny = "train.lr=1e-30", no_decay = "train.weight_decay=0", min = "train.min_lr=0";
-  for (const std::string& from : {d / "out", d / "out/model.safetensors"}) {
-    TempDir e;
-    RunConfig c = load_run_config(write_config(d), {"train.init_from=" + from, "train.out_dir=" + (e / "out"),
-                                                    "model.mem_len=5", tiny, no_decay, min, "train.steps=2"});
-    REQUIRE(Trainer(c).run(false));
-    CHECK(final_weights(e / "out") == trained);
-  }
+  // --resume with nothing to resume is a fresh run, from init_from's weights too (./run algorithmic's stages).
+  for (const bool resume : {false, true})
+    for (const std::string& from : {d / "out", d / "out/model.safetensors"}) {
+      TempDir e;
+      RunConfig c = load_run_config(write_config(d), {"train.init_from=" + from, "train.out_dir=" + (e / "out"),
+                                                      "model.mem_len=5", tiny, no_decay, min, "train.steps=2"});
+      REQUIRE(Trainer(c).run(resume));
+      CHECK(final_weights(e / "out") == trained);
+    }
 
   TempDir e;
   RunConfig wider = load_run_config(write_config(d), {"train.init_from=" + (d / "out"), "train.out_dir=" + (e / "a"),

@@ -252,14 +252,14 @@ void Trainer::start(bool resume) {
                                " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");
   }
   comm_.barrier();  // the root has checked out_dir
-  if (resume) {
-    const bool resumed = resume_latest();
+  const bool resumed = resume && resume_latest();
+  if (resumed) {
+    if (comm_.root()) metrics_.truncate_after(step());
+  } else {  // a fresh run, also when --resume finds nothing to resume (a curriculum stage's first call)
     if (comm_.root()) {
-      if (!resumed) fmt::print("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir());
-      metrics_.truncate_after(step());
+      if (resume) fmt::print("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir());
+      metrics_.clear();
     }
-  } else {
-    if (comm_.root()) metrics_.clear();
     if (!t.init_from.empty()) init_from(t.init_from);
   }
   if (!comm_.root()) return;
