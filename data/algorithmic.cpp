@@ -133,8 +133,8 @@ std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t coun
   return programs;
 }
 
-std::vector<std::string> algorithmic_vocabulary(int64_t variables) {
-  std::vector<std::string> v(kNames, kNames + variables);
+std::vector<std::string> algorithmic_vocabulary() {
+  std::vector<std::string> v(std::begin(kNames), std::end(kNames));
   for (int k = kMinValue; k <= kMaxValue; ++k) v.push_back(std::to_string(k));
   for (const char* t : {"=", "++", "--", ";", "print", "if", "<", ">", ":", "END"}) v.push_back(t);
   return v;
@@ -154,7 +154,7 @@ std::string write_algorithmic_task(const AlgorithmicTask& task, const std::strin
     for (const Program& p : programs) tokens += int64_t(p.tokens.size());
     write_split((fs::path(out_dir) / (std::string(splits[k].name) + ".txt")).string(), programs);
   }
-  Vocabulary(algorithmic_vocabulary(task.variables)).save((fs::path(out_dir) / "vocab.txt").string());
+  Vocabulary(algorithmic_vocabulary()).save((fs::path(out_dir) / "vocab.txt").string());
   return std::to_string(task.variables) + " variables, " + std::to_string(task.statements) +
          " statements a program: train " + std::to_string(task.train_programs) +
          " / valid 1000 / test 1000 programs (" + std::to_string(tokens) +

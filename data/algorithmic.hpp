@@ -34,8 +34,10 @@ struct Program {
 std::vector<Program> generate_programs(const AlgorithmicTask& task, int64_t count, uint64_t seed,
                                        bool every_statement = false);
 
-// Every token the task's inputs and labels use (variables, values, keywords, END), in a fixed order.
-std::vector<std::string> algorithmic_vocabulary(int64_t variables);
+// Every token the task's inputs and labels can use (all five variables, values, keywords, END), in a
+// fixed order whatever the number of variables: data of 1, 3 or 5 variables share its ids, so a
+// curriculum's stages (configs/algorithmic/) carry their weights from one to the next.
+std::vector<std::string> algorithmic_vocabulary();
 
 // OUT_DIR/{train,valid,test}.txt with .labels beside them (task.train_programs / 1,000 / 1,000 programs, each
 // split from its own seed derived from task.seed) and OUT_DIR/vocab.txt. Returns a summary line.

@@ -260,6 +260,7 @@ TEST_CASE("data: prepare-algorithmic writes three independent splits and a vocab
   write_algorithmic_task(task, d / "task");
   const Vocabulary vocab = Vocabulary::load(d / "task/vocab.txt");
   CHECK(vocab.id("r") >= 0);
+  CHECK(vocab.size() == 25);
   std::vector<std::string> first_lines;
   for (const char* split : {"train", "valid", "test"}) {
     const std::string path = d / ("task/" + std::string(split) + ".txt");
@@ -288,4 +289,8 @@ TEST_CASE("data: prepare-algorithmic writes three independent splits and a vocab
   CHECK(read(d / "dense/train.txt.labels") != read(d / "task/train.txt.labels"));
   for (const char* f : {"valid.txt.labels", "test.txt.labels"})
     CHECK(read(d / ("dense/" + std::string(f))) == read(d / ("task/" + std::string(f))));
+  // One vocabulary for every number of variables: a curriculum's stages share token ids.
+  task.variables = 1;
+  write_algorithmic_task(task, d / "one");
+  CHECK(read(d / "one/vocab.txt") == read(d / "task/vocab.txt"));
 }
