@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Where a model of the code-execution task goes wrong: accuracy on printed values by how far back
-the printed variable was assigned and how often it has changed since, beside the two simple rules
-of docs/RESULTS.md (the value of the last assignment; every statement applied, conditions ignored).
+the printed variable was assigned and how often it has changed since, and by whether an `if`'s
+condition decided the printed value (where the rule that ignores conditions is wrong), beside the two
+simple rules of docs/RESULTS.md (the value of the last assignment; every statement applied,
+conditions ignored).
 
     PYTHONPATH=build/python /usr/bin/python3 scripts/algorithmic_breakdown.py RUN FILE.txt [--programs N]
 
@@ -85,13 +87,14 @@ def main():
     rows = collections.defaultdict(lambda: np.zeros(4))  # count, model, rule 1, rule 2 right
     for p, value, last_assignment, unconditional, since, changes in prints:
         key = (min(since, 6), min(changes, 3))
-        for k in (key, "all"):
+        conditions = "an if decided v" if unconditional != value else "no if decided v"
+        for k in (key, conditions, "all"):
             rows[k] += (1, predicted[p] == str(value), last_assignment == value, unconditional == value)
     print(f"{'statements since v = k':>22} {'changes of v':>12} {'prints':>7} {'model':>7} "
           f"{'last v = k':>10} {'no ifs':>7}")
-    for k in sorted(rows, key=lambda k: (k == "all", k)):
+    for k in sorted(rows, key=lambda k: (isinstance(k, str), k == "all", str(k))):
         n, model_right, rule1, rule2 = rows[k]
-        since, changes = ("all", "") if k == "all" else (f"{k[0]}{'+' if k[0] == 6 else ''}",
+        since, changes = (k, "") if isinstance(k, str) else (f"{k[0]}{'+' if k[0] == 6 else ''}",
                                                         f"{k[1]}{'+' if k[1] == 3 else ''}")
         print(f"{since:>22} {changes:>12} {int(n):>7} {model_right / n:>7.1%} {rule1 / n:>10.1%} {rule2 / n:>7.1%}")
 
