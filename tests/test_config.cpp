@@ -78,3 +78,17 @@ TEST_CASE("model config: errors name the key and the line") {
   CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  shared_kv: maybe\n"),
                        doctest::Contains("expected true or false"), ConfigError);
 }
+
+// The shipped recipes (configs/, what ./run algorithmic and the docs name) parse and validate: a
+// typo in one is caught here, not hours into a run.
+TEST_CASE("config: every recipe under configs/ loads and validates") {
+  int recipes = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(FBT_SOURCE_DIR "/configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    CAPTURE(entry.path().string());
+    const RunConfig c = load_run_config(entry.path().string());
+    CHECK(!c.train.out_dir.empty());
+    ++recipes;
+  }
+  CHECK(recipes >= 12);
+}
