@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The table `./run algorithmic` prints: one line per run read from stdin as `NAME EVAL_JSON` (the
-JSON line of `fbt eval`). Steps, tokens and wall time are the run's (the last line of
-runs/algorithmic/NAME/metrics.jsonl) plus those of the earlier curriculum stages it was initialized
-from (the `init_from` of each stage's config.yaml, followed back to a run that has none)."""
+"""The table `./run algorithmic` prints. Reads lines `NAME STATEMENTS EVAL_JSON` from stdin (the JSON
+line of `fbt eval` for run NAME on the test split of programs of STATEMENTS statements) and prints
+one row per run: its steps, tokens and wall time (the last line of runs/algorithmic/NAME/metrics.jsonl)
+plus those of the earlier curriculum stages it was initialized from (the `init_from` of each stage's
+config.yaml, followed back to a run that has none), then its test accuracy at each program length."""
+import collections
 import json
 import os
 import re
@@ -20,16 +22,20 @@ def stages(run_dir):
             run_dir = os.path.dirname(run_dir)
 
 
-print(f"{'run':<22} {'stages':>6} {'parameters':>10} {'steps':>7} {'tokens':>12} {'wall time':>10} "
-      f"{'test accuracy':>14} {'test loss':>10}")
+tests = collections.defaultdict(dict)  # run -> statements -> eval JSON
 for line in sys.stdin:
-    name, evaluation = line.split(" ", 1)
-    test = json.loads(evaluation)
+    name, statements, evaluation = line.split(" ", 2)
+    tests[name][int(statements)] = json.loads(evaluation)
+lengths = sorted({n for run in tests.values() for n in run})
+
+print(f"{'run':<24} {'stages':>6} {'parameters':>10} {'steps':>7} {'tokens':>11} {'wall time':>10}"
+      + "".join(f"{f'{n} statements':>15}" for n in lengths))
+for name, by_length in tests.items():
     steps = tokens = elapsed = count = 0
     for run_dir in stages(f"runs/algorithmic/{name}"):
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:
             last = json.loads(f.readlines()[-1])
-        steps, tokens, count = steps + last["step"], tokens + last["tokens"], count + 1
-        elapsed += last["elapsed_s"]
-    print(f"{name:<22} {count:>6} {test['parameters']:>10} {steps:>7} {tokens:>12} {elapsed / 60:>6.1f} min "
-          f"{test['accuracy']:>14.4f} {test['loss']:>10.4f}")
+        steps, tokens, elapsed, count = steps + last["step"], tokens + last["tokens"], elapsed + last["elapsed_s"], count + 1
+    parameters = next(iter(by_length.values()))["parameters"]
+    print(f"{name:<24} {count:>6} {parameters:>10} {steps:>7} {tokens:>11} {elapsed / 60:>6.1f} min"
+          + "".join(f"{by_length[n]['accuracy']:>15.1%}" if n in by_length else f"{'':>15}" for n in lengths))
