@@ -9,6 +9,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/kernels.hpp"
@@ -18,17 +19,21 @@ namespace fbt::cpu {
 
 namespace {
 
-// Row pointer of global key index j (0..S-1) for batch b: walks the segment list.
-struct RowIndex {
-  std::vector<int> seg;
-  std::vector<int64_t> row;
-  RowIndex(const KVRows* segs, int nsegs, int64_t S) : seg(size_t(S)), row(size_t(S)) {
-    int64_t j = 0;
-    for (int k = 0; k < nsegs; ++k)
+// One (batch, head)'s key rows in key order over the segments, and their gradient rows (null
+// where a segment takes none); a key's value is I floats further. Per-thread storage, kept.
+struct HeadKeys {
+  std::vector<const float*> key;
+  std::vector<float*> grad;
+  void gather(const KVRows* segs, int nsegs, int64_t S, int64_t b, int64_t h, int64_t Dh, int64_t I) {
+    key.resize(size_t(S)), grad.resize(size_t(S));
+    size_t j = 0;
+    for (int k = 0; k < nsegs; ++k) {
+      const int64_t at = b * segs[k].batch_stride + h * Dh;
       for (int64_t r = 0; r < segs[k].rows; ++r, ++j) {
-        seg[size_t(j)] = k;
-        row[size_t(j)] = r;
+        key[j] = segs[k].data + at + r * 2 * I;
+        grad[j] = segs[k].grad ? segs[k].grad + at + r * 2 * I : nullptr;
       }
+    }
   }
 };
 
@@ -74,30 +79,56 @@ std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I, int64_t Dh)
 }
 
 
-// out[0:Dh] += sum_j weight(j) row(j)[0:Dh] over the S keys, skipping zero weights; the sums
-// stay in registers across keys (a single query's output or gradient).
+// Calls f(NV, Part, mask) for a run of `width` < 4 kLanes columns of a row: NV (0 to 3) whole
+// vectors as a compile-time constant and, when the width leaves one, a partial vector (Part
+// true, `mask` its lanes). Every head size is vectorized: dim_head 8 or 24 with 16 lanes too.
+template <typename F>
+void with_columns(int64_t width, F f) {
+  using simd::kLanes;
+  const simd::vmask m = simd::lanes(width % kLanes);
+  switch (width / kLanes * 2 + (width % kLanes != 0)) {
+    case 1: return f(std::integral_constant<int, 0>{}, std::true_type{}, m);
+    case 2: return f(std::integral_constant<int, 1>{}, std::false_type{}, m);
+    case 3: return f(std::integral_constant<int, 1>{}, std::true_type{}, m);
+    case 4: return f(std::integral_constant<int, 2>{}, std::false_type{}, m);
+    case 5: return f(std::integral_constant<int, 2>{}, std::true_type{}, m);
+    case 6: return f(std::integral_constant<int, 3>{}, std::false_type{}, m);
+    case 7: return f(std::integral_constant<int, 3>{}, std::true_type{}, m);
+    default: return;  // no columns
+  }
+}
+
+// out[0:NV kLanes (+ part)] += sum_j weight(j) row(j)[...] over the S keys, skipping zero
+// weights; the sums stay in registers across keys, each element one chain of FMAs in key order.
+template <int NV, bool Part, typename Weight, typename Row>
+void add_weighted_block(float* out, int64_t S, Weight weight, Row row, simd::vmask m) {
+  using namespace simd;
+  vf a[NV + 1];
+  for (int v = 0; v < NV; ++v) a[v] = vload(out + v * kLanes);
+  if constexpr (Part) a[NV] = vload_part(out + NV * kLanes, m);
+  for (int64_t j = 0; j < S; ++j) {
+    const float w = weight(j);
+    if (w == 0.f) continue;
+    const float* r = row(j);
+    const vf vw = vset1(w);
+    for (int v = 0; v < NV; ++v) a[v] = vfma(vw, vload(r + v * kLanes), a[v]);
+    if constexpr (Part) a[NV] = vfma(vw, vload_part(r + NV * kLanes, m), a[NV]);
+  }
+  for (int v = 0; v < NV; ++v) vstore(out + v * kLanes, a[v]);
+  if constexpr (Part) vstore_part(out + NV * kLanes, a[NV], m);
+}
+
+// out[0:Dh] += sum_j weight(j) row(j)[0:Dh] over the S keys (a single query's output or
+// gradient), in blocks of up to 4 vectors.
 template <typename Weight, typename Row>
 void add_weighted_rows(float* out, int64_t S, int64_t Dh, Weight weight, Row row) {
-  using namespace simd;
+  using simd::kLanes;
   int64_t c = 0;
-  for (; c + 4 * kLanes <= Dh; c += 4 * kLanes) {
-    vf a0 = vload(out + c), a1 = vload(out + c + kLanes), a2 = vload(out + c + 2 * kLanes), a3 = vload(out + c + 3 * kLanes);
-    for (int64_t j = 0; j < S; ++j) {
-      const float w = weight(j);
-      if (w == 0.f) continue;
-      const float* r = row(j) + c;
-      const vf vw = vset1(w);
-      a0 = vfma(vw, vload(r), a0), a1 = vfma(vw, vload(r + kLanes), a1);
-      a2 = vfma(vw, vload(r + 2 * kLanes), a2), a3 = vfma(vw, vload(r + 3 * kLanes), a3);
-    }
-    vstore(out + c, a0), vstore(out + c + kLanes, a1), vstore(out + c + 2 * kLanes, a2), vstore(out + c + 3 * kLanes, a3);
-  }
-  for (; c < Dh; ++c) {
-    float s = out[c];
-    for (int64_t j = 0; j < S; ++j)
-      if (const float w = weight(j); w != 0.f) s += w * row(j)[c];
-    out[c] = s;
-  }
+  auto cols = [&](int64_t j) { return row(j) + c; };
+  for (; c + 4 * kLanes <= Dh; c += 4 * kLanes) add_weighted_block<4, false>(out + c, S, weight, cols, simd::lanes(0));
+  with_columns(Dh - c, [&](auto nv, auto part, simd::vmask m) {
+    add_weighted_block<decltype(nv)::value, decltype(part)::value>(out + c, S, weight, cols, m);
+  });
 }
 
 // A single query per (batch, head): dot products and weighted sums over key rows, vectorized
@@ -105,26 +136,23 @@ void add_weighted_rows(float* out, int64_t S, int64_t Dh, Weight weight, Row row
 void attention_forward_rows(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                             const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
-  RowIndex idx(segs, nsegs, S);
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      // Key j's row for this batch and head (values follow the keys, I further).
-      auto key = [&](int64_t j) {
-        const KVRows& sg = segs[idx.seg[size_t(j)]];
-        return sg.data + b * sg.batch_stride + idx.row[size_t(j)] * 2 * I + h * Dh;
-      };
+      thread_local HeadKeys keys;
+      keys.gather(segs, nsegs, S, b, h, Dh, I);
+      const float* const* key = keys.key.data();
       for (int64_t i = 0; i < n; ++i) {
         const float* qi = q + (b * n + i) * I + h * Dh;
         float* p = probs + ((b * H + h) * n + i) * S;
         const int32_t* bk = bucket + i * S;
-        for (int64_t j = 0; j < S; ++j) p[j] = bk[j] >= 0 ? simd::dot(qi, key(j), Dh) : 0.f;
+        for (int64_t j = 0; j < S; ++j) p[j] = bk[j] >= 0 ? simd::dot(qi, key[j], Dh) : 0.f;
         float* o = out + (b * n + i) * I + h * Dh;
         std::fill(o, o + Dh, 0.f);
         if (!masked_softmax_row(p, bk, bias, h, H, S)) continue;  // no visible key: zeros
         const float* dr = drop ? drop + ((b * H + h) * n + i) * S : nullptr;
         add_weighted_rows(o, S, Dh, [&](int64_t j) { return dr ? p[j] * dr[j] : p[j]; },
-                          [&](int64_t j) { return key(j) + I; });
+                          [&](int64_t j) { return key[j] + I; });
       }
     }
 }
@@ -133,15 +161,13 @@ void attention_backward_rows(float* dq, float* dbias, float* dlogits, const floa
                              const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                              const float* drop, const AttentionDims& d) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
-  RowIndex idx(segs, nsegs, S);
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      // Offset of key j's row for this batch and head, in its segment's data and grad.
-      auto offset = [&](int64_t j) {
-        return b * segs[idx.seg[size_t(j)]].batch_stride + idx.row[size_t(j)] * 2 * I + h * Dh;
-      };
-      auto seg = [&](int64_t j) -> const KVRows& { return segs[idx.seg[size_t(j)]]; };
+      thread_local HeadKeys keys;
+      keys.gather(segs, nsegs, S, b, h, Dh, I);
+      const float* const* key = keys.key.data();
+      float* const* grad = keys.grad.data();
       for (int64_t i = 0; i < n; ++i) {
         const float* doi = dout + (b * n + i) * I + h * Dh;
         const float* qi = q + (b * n + i) * I + h * Dh;
@@ -153,21 +179,19 @@ void attention_backward_rows(float* dq, float* dbias, float* dlogits, const floa
         for (int64_t j = 0; j < S; ++j) {
           dl[j] = 0.f;
           if (p[j] == 0.f) continue;
-          const KVRows& sg = seg(j);
-          const int64_t off = offset(j) + I;
           const float m = dr ? dr[j] : 1.f;
-          dl[j] = simd::dot(doi, sg.data + off, Dh) * m;
+          dl[j] = simd::dot(doi, key[j] + I, Dh) * m;
           dot += p[j] * dl[j];
-          if (sg.grad && m != 0.f) simd::add_scaled(sg.grad + off, p[j] * m, doi, Dh);
+          if (grad[j] && m != 0.f) simd::add_scaled(grad[j] + I, p[j] * m, doi, Dh);
         }
         // softmax backward, then dq += dl_j k_j, dk_j += dl_j q
         for (int64_t j = 0; j < S; ++j)
           if (p[j] != 0.f) dl[j] = p[j] * (dl[j] - dot);
         if (dq)
           add_weighted_rows(dq + (b * n + i) * I + h * Dh, S, Dh, [&](int64_t j) { return dl[j]; },
-                            [&](int64_t j) { return seg(j).data + offset(j); });
+                            [&](int64_t j) { return key[j]; });
         for (int64_t j = 0; j < S; ++j)
-          if (p[j] != 0.f && seg(j).grad) simd::add_scaled(seg(j).grad + offset(j), dl[j], qi, Dh);
+          if (p[j] != 0.f && grad[j]) simd::add_scaled(grad[j], dl[j], qi, Dh);
       }
     }
 }
@@ -183,22 +207,28 @@ struct Strides {
   int64_t row, col;  // A(r, k) = A[r * row + k * col]
 };
 
-template <int RB, int CV>
-void nn_block(float* C, int64_t ldc, const float* A, Strides as, const float* B, int64_t ldb, int64_t K, bool acc) {
+template <int RB, int CV, bool Part = false>
+void nn_block(float* C, int64_t ldc, const float* A, Strides as, const float* B, int64_t ldb, int64_t K, bool acc,
+              simd::vmask m = simd::lanes(0)) {
   using namespace simd;
-  vf c[RB][CV];
+  constexpr int NV = CV + Part;  // the last one partial with Part
+  auto load = [&](const float* p, int v) { return Part && v == CV ? vload_part(p, m) : vload(p); };
+  vf c[RB][NV];
   for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < CV; ++v) c[r][v] = acc ? vload(C + r * ldc + v * kLanes) : vzero();
+    for (int v = 0; v < NV; ++v) c[r][v] = acc ? load(C + r * ldc + v * kLanes, v) : vzero();
   for (int64_t k = 0; k < K; ++k) {
-    vf bv[CV];
-    for (int v = 0; v < CV; ++v) bv[v] = vload(B + k * ldb + v * kLanes);
+    vf bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load(B + k * ldb + v * kLanes, v);
     for (int r = 0; r < RB; ++r) {
       const vf a = vbroadcast(A + r * as.row + k * as.col);
-      for (int v = 0; v < CV; ++v) c[r][v] = vfma(a, bv[v], c[r][v]);
+      for (int v = 0; v < NV; ++v) c[r][v] = vfma(a, bv[v], c[r][v]);
     }
   }
   for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < CV; ++v) vstore(C + r * ldc + v * kLanes, c[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      if (Part && v == CV) vstore_part(C + r * ldc + v * kLanes, c[r][v], m);
+      else vstore(C + r * ldc + v * kLanes, c[r][v]);
+    }
 }
 
 template <int RB>
@@ -209,12 +239,7 @@ void nn_rows(float* C, int64_t ldc, const float* A, Strides as, const float* B, 
   for (; j + 4 * kLanes <= N; j += 4 * kLanes) nn_block<RB, 4>(C + j, ldc, A, as, B + j, ldb, K, acc);
   for (; j + 2 * kLanes <= N; j += 2 * kLanes) nn_block<RB, 2>(C + j, ldc, A, as, B + j, ldb, K, acc);
   for (; j + kLanes <= N; j += kLanes) nn_block<RB, 1>(C + j, ldc, A, as, B + j, ldb, K, acc);
-  for (; j < N; ++j)  // the columns past whole vectors
-    for (int r = 0; r < RB; ++r) {
-      float s = acc ? C[r * ldc + j] : 0.f;
-      for (int64_t k = 0; k < K; ++k) s += A[r * as.row + k * as.col] * B[k * ldb + j];
-      C[r * ldc + j] = s;
-    }
+  if (j < N) nn_block<RB, 0, true>(C + j, ldc, A, as, B + j, ldb, K, acc, simd::lanes(N - j));  // the columns past whole vectors
 }
 
 // C (M x N) = A B, or C += A B with acc.
@@ -264,7 +289,7 @@ void head_rows(float* dst, const KVRows* segs, int nsegs, int64_t b, int64_t h, 
       const float* row = src + r * 2 * I;
       int64_t c = 0;
       for (; c + simd::kLanes <= Dh; c += simd::kLanes) simd::vstore(dst + c, simd::vload(row + c));
-      for (; c < Dh; ++c) dst[c] = row[c];
+      if (c < Dh) simd::vstore_part(dst + c, simd::vload_part(row + c, simd::lanes(Dh - c)), simd::lanes(Dh - c));
     }
   }
 }
@@ -283,7 +308,8 @@ void add_head_rows(const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t 
         int64_t c = 0;
         for (; c + simd::kLanes <= Dh; c += simd::kLanes)
           simd::vstore(row + c, simd::vadd(simd::vload(row + c), simd::vload(g + c)));
-        for (; c < Dh; ++c) row[c] += g[c];
+        if (const simd::vmask m = simd::lanes(Dh - c); c < Dh)
+          simd::vstore_part(row + c, simd::vadd(simd::vload_part(row + c, m), simd::vload_part(g + c, m)), m);
       }
     }
     src += segs[k].rows * Dh;

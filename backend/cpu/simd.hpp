@@ -26,6 +26,12 @@ inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
+// The first n < kLanes lanes of a vector: a row's last, partial vector. Masked-out lanes are
+// neither read (no fault past the end of a buffer) nor written.
+using vmask = __mmask16;
+inline vmask lanes(int64_t n) { return vmask((1u << n) - 1u); }
+inline vf vload_part(const float* p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
+inline void vstore_part(float* p, vf v, vmask m) { _mm512_mask_storeu_ps(p, m, v); }
 #elif defined(__AVX2__) && defined(__FMA__)
 #define FBT_SIMD 1
 using vf = __m256;
@@ -46,6 +52,10 @@ inline float hsum(vf v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+using vmask = __m256i;
+inline vmask lanes(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+inline vf vload_part(const float* p, vmask m) { return _mm256_maskload_ps(p, m); }
+inline void vstore_part(float* p, vf v, vmask m) { _mm256_maskstore_ps(p, m, v); }
 #else
 // No vector unit targeted: one-lane "vectors", so code written with these still compiles and runs.
 using vf = float;
@@ -61,6 +71,12 @@ inline vf vadd(vf a, vf b) { return a + b; }
 inline vf vsub(vf a, vf b) { return a - b; }
 inline vf vmul(vf a, vf b) { return a * b; }
 inline float hsum(vf v) { return v; }
+using vmask = bool;  // one lane: a partial vector never occurs
+inline vmask lanes(int64_t n) { return n > 0; }
+inline vf vload_part(const float* p, vmask m) { return m ? *p : 0.f; }
+inline void vstore_part(float* p, vf v, vmask m) {
+  if (m) *p = v;
+}
 #endif
 
 // Orders this thread's streamed stores before whatever it writes next (a barrier's flag).
@@ -87,10 +103,21 @@ inline float accumulate(int64_t n, Step step, Tail tail) {
   return s;
 }
 
-// a . b over n floats.
+// a . b over n floats: whole vectors in two accumulators, the last partial vector masked into
+// the second, one horizontal sum.
 inline float dot(const float* a, const float* b, int64_t n) {
-  return accumulate(
-      n, [&](vf acc, int64_t i) { return vfma(vload(a + i), vload(b + i), acc); }, [&](int64_t i) { return a[i] * b[i]; });
+  int64_t i = 0;
+  vf acc0 = vzero(), acc1 = vzero();
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    acc0 = vfma(vload(a + i), vload(b + i), acc0);
+    acc1 = vfma(vload(a + i + kLanes), vload(b + i + kLanes), acc1);
+  }
+  for (; i + kLanes <= n; i += kLanes) acc0 = vfma(vload(a + i), vload(b + i), acc0);
+  if (i < n) {
+    const vmask m = lanes(n - i);
+    acc1 = vfma(vload_part(a + i, m), vload_part(b + i, m), acc1);
+  }
+  return hsum(vadd(acc0, acc1));
 }
 
 // Sum of terms over i in [0, n): vec_term(i) the vector of lanes [i, i + kLanes), scalar_term(i)
@@ -106,7 +133,10 @@ inline void add_scaled(float* y, float a, const float* x, int64_t n) {
   int64_t i = 0;
   const vf va = vset1(a);
   for (; i + kLanes <= n; i += kLanes) vstore(y + i, vfma(va, vload(x + i), vload(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
+  if (i < n) {
+    const vmask m = lanes(n - i);
+    vstore_part(y + i, vfma(va, vload_part(x + i, m), vload_part(y + i, m)), m);
+  }
 }
 
 }  // namespace fbt::cpu::simd
