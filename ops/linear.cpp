@@ -85,28 +85,15 @@ class StepWeightPacks {
   DeviceBuffer storage_;
 };
 
-// dW += dy^T x and db += column sums of dy over N rows, on the tape's device.
-void weight_grad(Device d, float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
-  if (d == Device::CUDA) return cuda::linear_backward(nullptr, dW, db, dy, x, nullptr, N, In, Out);
-  cpu::linear_backward_weight(dW, dy, x, N, In, Out);
-  if (db) cpu::bias_backward(db, dy, N, Out);
-}
-
-// The parts (part_rows[k] x cols each) laid end to end in the arena.
+// The parts (part_rows[k] x cols each) laid end to end in the device arena, by one gather kernel.
 float* stack(const std::vector<const float*>& parts, const std::vector<int64_t>& part_rows, int64_t cols) {
   std::vector<int64_t> at(parts.size() + 1, 0);  // first float of each part in the stack
   for (size_t k = 0; k < parts.size(); ++k) at[k + 1] = at[k] + part_rows[k] * cols;
   Tape& t = tape();
   float* dst = t.arena().alloc_floats(size_t(at.back()));
-  if (t.device() == Device::CUDA) {  // one gather kernel; its tables staged on the device
-    cuda::gather(dst, static_cast<const float* const*>(t.stage_on_device(parts.data(), parts.size() * sizeof(float*))),
-                 static_cast<const int64_t*>(t.stage_on_device(at.data(), at.size() * sizeof(int64_t))),
-                 int64_t(parts.size()), at.back());
-    return dst;
-  }
-#pragma omp parallel for
-  for (size_t k = 0; k < parts.size(); ++k)
-    std::memcpy(dst + at[k], parts[k], sizeof(float) * size_t(at[k + 1] - at[k]));
+  cuda::gather(dst, static_cast<const float* const*>(t.stage_on_device(parts.data(), parts.size() * sizeof(float*))),
+               static_cast<const int64_t*>(t.stage_on_device(at.data(), at.size() * sizeof(int64_t))),
+               int64_t(parts.size()), at.back());
   return dst;
 }
 
@@ -115,15 +102,23 @@ void flush_weight_grads(WeightGrads& grads) {
   const Device d = tape().device();
   constexpr int64_t kDeepPart = 128;  // rows: a GEMM this deep runs at full speed on its own
   for (WeightGrad& w : grads) {
+    if (d == Device::CPU) {  // one product over the parts where they lie
+      std::vector<cpu::RowPart> parts;
+      for (size_t k = 0; k < w.dy_x.size(); ++k) parts.push_back({w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k]});
+      cpu::linear_backward_weight_parts(w.dW, w.db, parts.data(), int(parts.size()), w.In, w.Out);
+      continue;
+    }
     // One part, or parts deep enough for a full-speed GEMM each (windows of many rows): in order.
     if (w.dy_x.size() == 1 || *std::min_element(w.part_rows.begin(), w.part_rows.end()) >= kDeepPart) {
       for (size_t k = 0; k < w.dy_x.size(); ++k)
-        weight_grad(d, w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, w.part_rows[k], w.In, w.Out);
+        cuda::linear_backward(nullptr, w.dW, w.db, w.dy_x[k].first, w.dy_x[k].second, nullptr, w.part_rows[k], w.In,
+                              w.Out);
       continue;
     }
     std::vector<const float*> dys, xs;
     for (const auto& [dy, x] : w.dy_x) dys.push_back(dy), xs.push_back(x);
-    weight_grad(d, w.dW, w.db, stack(dys, w.part_rows, w.Out), stack(xs, w.part_rows, w.In), w.rows, w.In, w.Out);
+    cuda::linear_backward(nullptr, w.dW, w.db, stack(dys, w.part_rows, w.Out), stack(xs, w.part_rows, w.In), nullptr,
+                          w.rows, w.In, w.Out);
   }
   grads.clear();
 }

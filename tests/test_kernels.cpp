@@ -95,6 +95,32 @@ TEST_CASE("kernel: weight gradient dW += dy^T x matches the naive loop") {
   }
 }
 
+TEST_CASE("kernel: the weight gradient over row parts equals the one over the rows stacked, bit for bit") {
+  // Parts of a sweep's time steps (uneven, some past a K chunk's edge, one empty), with a bias.
+  for (auto [In, Out] : {std::pair<int64_t, int64_t>{5, 3}, {33, 65}, {128, 1024}, {70, 130}}) {
+    INFO("In " << In << " Out " << Out);
+    const std::vector<int64_t> rows{32, 7, 0, 500, 32, 1, 200};
+    int64_t N = 0;
+    for (int64_t r : rows) N += r;
+    auto dy = randn(N * Out, 15), x = randn(N * In, 16);
+    std::vector<float> dW(sz(Out * In), 0.25f), db(sz(Out), -0.5f), sW = dW, sb = db;
+    std::vector<cpu::RowPart> parts;
+    std::vector<std::vector<float>> copies;  // each part in storage of its own, as the arena's steps
+    int64_t at = 0;
+    for (int64_t r : rows) {
+      copies.emplace_back(dy.begin() + at * Out, dy.begin() + (at + r) * Out);
+      copies.emplace_back(x.begin() + at * In, x.begin() + (at + r) * In);
+      at += r;
+    }
+    for (size_t k = 0; k < rows.size(); ++k) parts.push_back({copies[2 * k].data(), copies[2 * k + 1].data(), rows[k]});
+    cpu::linear_backward_weight_parts(dW.data(), db.data(), parts.data(), int(parts.size()), In, Out);
+    cpu::linear_backward_weight(sW.data(), dy.data(), x.data(), N, In, Out);
+    cpu::bias_backward(sb.data(), dy.data(), N, Out);
+    CHECK(dW == sW);
+    CHECK(db == sb);
+  }
+}
+
 TEST_CASE("kernel: gemm matches the naive loop for every layout, and splitting k or threads changes no bit") {
   // Partial panels, rows split among threads (few columns), one row, k past one chunk, row blocks.
   for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 17, 5}, {40, 33, 700}, {500, 20, 65},

@@ -313,10 +313,10 @@ void panel_pair_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const f
 
 int64_t packed_floats(int64_t K, int64_t M) { return (M + kPanel - 1) / kPanel * K * kPanel; }
 
-void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms) {
+void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms, int64_t panel_stride) {
   const int64_t panels = (M + kPanel - 1) / kPanel;
   for (int64_t p = 0; p < panels; ++p) {
-    float* d = dst + p * K * kPanel;
+    float* d = dst + p * (panel_stride ? panel_stride : K * kPanel);
     const int64_t m0 = p * kPanel, width = std::min(kPanel, M - m0);
     if (width < kPanel) std::memset(d, 0, sizeof(float) * size_t(K * kPanel));
     if (ms == 1) {
@@ -433,7 +433,9 @@ std::string gemm_kernel() {
          " columns";
 }
 
-void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate) {
+void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_t M, int64_t N, bool accumulate) {
+  int64_t K = 0;
+  for (int i = 0; i < nparts; ++i) K += parts[i].K;
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -441,20 +443,34 @@ void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t 
     return;
   }
   const int64_t panels = (N + kPanel - 1) / kPanel;
+  // f(part, k within the part, offset in the chunk, rows) for the pieces of parts that make up
+  // rows [k0, k0 + kn) of the product's k.
+  auto pieces = [&](int64_t k0, int64_t kn, auto f) {
+    int64_t at = 0;  // first k of part i
+    for (int i = 0; i < nparts && at < k0 + kn; at += parts[i].K, ++i) {
+      const int64_t lo = std::max(k0, at), hi = std::min(k0 + kn, at + parts[i].K);
+      if (lo < hi) f(parts[i], lo - at, lo - k0, hi - lo);
+    }
+  };
   // Rows [m0, m1) x panels [p0, p1) of C by one thread, every element one chain over all of k.
   auto body = [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
     thread_local std::vector<float> a_buf, b_buf;
     a_buf.resize(size_t(kGemmRows * kChunkStride));
     b_buf.resize(size_t((p1 - p0) * kChunk * kPanel));
+    const int64_t width = std::min(N, p1 * kPanel) - p0 * kPanel;
     for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
       const int64_t kn = std::min(kChunk, K - k0);
       const bool acc = accumulate || k0 > 0;
       // This thread's panels [p0, p1) of B's rows [k0, k0 + kn): panel p at (p - p0) kn kPanel.
-      pack_panels(b_buf.data(), B.data + k0 * B.rs + p0 * kPanel * B.cs, kn, std::min(N, p1 * kPanel) - p0 * kPanel, B.rs,
-                  B.cs);
+      pieces(k0, kn, [&](const GemmPart& pt, int64_t k, int64_t off, int64_t rows) {
+        pack_panels(b_buf.data() + off * kPanel, pt.B.data + k * pt.B.rs + p0 * kPanel * pt.B.cs, rows, width, pt.B.rs,
+                    pt.B.cs, kn * kPanel);
+      });
       for (int64_t r0 = m0; r0 < m1; r0 += kGemmRows) {
         const int64_t rn = std::min(kGemmRows, m1 - r0);
-        pack_rows(a_buf.data(), A, r0, rn, k0, kn);
+        pieces(k0, kn, [&](const GemmPart& pt, int64_t k, int64_t off, int64_t rows) {
+          pack_rows(a_buf.data() + off, pt.A, r0, rn, k, rows);
+        });
         const float* panel = b_buf.data();  // panel p at panel + (p - p0) kn kPanel
         int64_t p = p0;
         for (; p + 2 <= p1 && (p + 2) * kPanel <= N; p += 2)
@@ -477,6 +493,11 @@ void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t 
     split_threads(M, kRowBlock, parallel, [&](int64_t m0, int64_t m1) { body(m0, m1, 0, panels); });
 }
 
+void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate) {
+  const GemmPart whole{A, B, K};
+  gemm_parts(C, ldc, &whole, 1, M, N, accumulate);
+}
+
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,
                            int64_t In, int64_t Out) {
   if (!Wp_fwd || N > kPackedRows) return linear_forward(y, x, W, b, N, In, Out);
@@ -491,6 +512,20 @@ void linear_backward_input_packed(float* dx, const float* dy, const float* W, co
 
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out) {
   gemm(dW, In, {dy, 1, Out}, {x, In, 1}, Out, In, N, /*accumulate=*/true);  // dy^T x
+}
+
+void linear_backward_weight_parts(float* dW, float* db, const RowPart* parts, int nparts, int64_t In, int64_t Out) {
+  std::vector<GemmPart> g(static_cast<size_t>(nparts));
+  for (int i = 0; i < nparts; ++i) g[size_t(i)] = {{parts[i].dy, 1, Out}, {parts[i].x, In, 1}, parts[i].rows};  // dy^T x
+  gemm_parts(dW, In, g.data(), nparts, Out, In, /*accumulate=*/true);
+  if (!db) return;
+  int64_t N = 0;
+  for (int i = 0; i < nparts; ++i) N += parts[i].rows;
+  split_threads(Out, 64, N * Out > kParallelMin, [&](int64_t o0, int64_t o1) {  // as bias_backward, part by part
+    for (int i = 0; i < nparts; ++i)
+      for (int64_t r = 0; r < parts[i].rows; ++r)
+        for (int64_t o = o0; o < o1; ++o) db[o] += parts[i].dy[r * Out + o];
+  });
 }
 
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out) {

@@ -28,6 +28,14 @@ void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N
                            bool accumulate = true);
 void linear_backward_weight(float* dW, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
+// The weight and bias gradients over rows held in several parts (the time steps of a sweep),
+// dW += sum_k dy_k^T x_k and db += column sums of every dy_k, each part's rows in order: the
+// same floats as one call on the parts' rows stacked, without stacking them. db may be null.
+struct RowPart {
+  const float *dy, *x;
+  int64_t rows;
+};
+void linear_backward_weight_parts(float* dW, float* db, const RowPart* parts, int nparts, int64_t In, int64_t Out);
 
 // ---- weights packed for the products of one time step ----
 // A time step multiplies a few rows (batch x window) by every weight, forward and backward, so
@@ -36,7 +44,9 @@ void bias_backward(float* db, const float* dy, int64_t N, int64_t Out);
 // A:(K,M) with element (k,m) at src[k*ks + m*ms] -> dst:(ceil(M/kPanel), K, kPanel), zero-padded.
 // (The layout's definition, and how gemm packs its B operand; pack_weight is what a step uses.)
 int64_t packed_floats(int64_t K, int64_t M);
-void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms);
+// panel_stride: floats from one panel to the next (0: K kPanel), to pack K rows into a part of
+// taller panels.
+void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks, int64_t ms, int64_t panel_stride = 0);
 // Both packs of a weight W:(Out, In) in one pass over it, as pack_panels(fwd, W, In, Out, 1, In)
 // (W^T, the forward's) and pack_panels(bwd, W, Out, In, In, 1) (W, the input gradient's) write
 // them; streamed past the caches where both are vector-aligned (they are read in the next step).
@@ -56,6 +66,13 @@ struct MatrixView {
 // consecutive calls over k (a weight gradient taken a window of rows at a time) gives the same
 // floats as one call, for any thread count. The large products of linear_* run here.
 void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate);
+// The same product with k in parts: part i contributes A_i:(M,K_i) B_i:(K_i,N), in order, as if
+// the A_i were side by side and the B_i stacked (the same floats; nothing is copied to do it).
+struct GemmPart {
+  MatrixView A, B;
+  int64_t K;
+};
+void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_t M, int64_t N, bool accumulate);
 // The kernels gemm runs, in words (the instruction set compiled for, the register block): fbt bench.
 std::string gemm_kernel();
 
