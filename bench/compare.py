@@ -5,10 +5,14 @@ Shared machines change speed from minute to minute, so each config runs in round
 fbt and the peer (same threads), and the ratio is taken between the medians of the rounds. The
 peer runs at its best: its OpenBLAS is given the newest kernels the CPU runs (OPENBLAS_CORETYPE,
 chosen from the CPU's flags: Debian's OpenBLAS may not know the CPU model and fall back to old
-kernels). fbt runs as a user runs it, in the environment it was given. On "long", fbt runs
-twice per round: keeping every activation, and with train.recompute.
+kernels), and where a config's windows hold one query the peer runs both ways it can attend
+(batched products and elementwise, bench/peer.py) and fbt is compared with the faster. fbt runs as
+a user runs it, in the environment it was given; its fraction of the machine's peak (its own
+SGEMM rate, measured in the same run) is printed beside each ratio. On "long", fbt runs twice per
+round: keeping every activation, and with train.recompute.
 
-Usage: /usr/bin/python3 bench/compare.py [--fbt BINARY] [CONFIG_NAME ...]   (default: exact windowed long)
+Usage: /usr/bin/python3 bench/compare.py [--fbt BINARY] [CONFIG_NAME ...]
+       (default: code_feedback code_xl kjv exact windowed long)
        ... compare.py gpu_exact gpu_windowed                 (on a GPU machine: both on the GPU)
 --fbt: the fbt binary to time (default build/fbt), e.g. another build for a before/after.
 """
@@ -17,9 +21,13 @@ import json, os, statistics, subprocess, sys
 # config -> (timed steps per run, rounds): five rounds, so that one slow minute of the machine or one
 # run of the peer in its fast or slow mode moves the median little; the long peer needs ~5 GB and
 # ~35 s a step: three rounds of one step
-PLAN = {"exact": (5, 5), "windowed": (3, 5), "long": (1, 3), "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
+PLAN = {"code_feedback": (4, 5), "code_xl": (4, 5), "kjv": (4, 5), "exact": (5, 5), "windowed": (3, 5), "long": (1, 3),
+        "gpu_exact": (3, 2), "gpu_windowed": (3, 2)}
+CPU_CONFIGS = ["code_feedback", "code_xl", "kjv", "exact", "windowed", "long"]
 # config -> the fbt variants timed in each round (--set overrides), the first the one compared for speed
 VARIANTS = {"long": [[], ["train.recompute=true"]]}
+# configs whose feedback windows hold one query: the peer also attends elementwise (the faster is compared)
+SINGLE_QUERY = {"code_feedback", "kjv", "exact", "long"}
 
 
 def cpu_field(name):
@@ -53,7 +61,7 @@ def main():
     fbt_bin = "build/fbt"
     if args[:1] == ["--fbt"]:
         fbt_bin, args = args[1], args[2:]
-    names = args or ["exact", "windowed", "long"]  # the GPU configs on request (a GPU machine)
+    names = args or CPU_CONFIGS  # the GPU configs on request (a GPU machine)
     peer_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     core = newest_openblas_core(set(cpu_field("flags").split()))
     if core:
@@ -68,25 +76,33 @@ def main():
         peer_cmd = [sys.executable if gpu else "/usr/bin/python3", "bench/peer.py", config, "--steps", str(steps),
                     "--device", "cuda" if gpu else "cpu"]
         variants = VARIANTS.get(name, [[]])
-        fbt, peer = [[] for _ in variants], []
+        peer_variants = [[], ["--single-query", "elementwise"]] if name in SINGLE_QUERY and not gpu else [[]]
+        fbt, peer = [[] for _ in variants], [[] for _ in peer_variants]
         for r in range(rounds):
             for v, sets in enumerate(variants):
                 fbt[v].append(run(fbt_cmd + [a for s in sets for a in ("--set", s)]))
-            peer.append(run(peer_cmd, peer_env))
+            for v, extra in enumerate(peer_variants):
+                peer[v].append(run(peer_cmd + extra, peer_env))
             line = ", ".join(f"fbt{' ' + ' '.join(sets) if sets else ''} {fbt[v][-1]['tokens_per_s']:.0f} tok/s "
                              f"({fbt[v][-1]['peak_rss_mb']:.0f} MB)" for v, sets in enumerate(variants))
-            print(f"{name} round {r + 1}: {line}; pytorch {peer[-1]['tokens_per_s']:.0f} tok/s "
-                  f"({peer[-1]['peak_rss_mb']:.0f} MB); fbt's gemm {fbt[0][-1]['sgemm_peak_gflops']:.0f} GFLOP/s", flush=True)
-        p = statistics.median(x["tokens_per_s"] for x in peer)
-        p_rss = max(x["peak_rss_mb"] for x in peer)
+            pline = ", ".join(f"pytorch{' ' + extra[-1] if extra else ''} {peer[v][-1]['tokens_per_s']:.0f} tok/s "
+                              f"({peer[v][-1]['peak_rss_mb']:.0f} MB)" for v, extra in enumerate(peer_variants))
+            print(f"{name} round {r + 1}: {line}; {pline}; fbt's gemm {fbt[0][-1]['sgemm_peak_gflops']:.0f} GFLOP/s",
+                  flush=True)
+        medians = [statistics.median(x["tokens_per_s"] for x in pv) for pv in peer]
+        best = max(range(len(peer)), key=lambda v: medians[v])  # the peer at its best
+        p = medians[best]
+        p_rss = max(x["peak_rss_mb"] for x in peer[best])
+        peer_label = f" (pytorch {peer_variants[best][-1]})" if peer_variants[best] else ""
         f0 = statistics.median(x["tokens_per_s"] for x in fbt[0])
         for v, sets in enumerate(variants):
             f = statistics.median(x["tokens_per_s"] for x in fbt[v])
             f_rss = max(x["peak_rss_mb"] for x in fbt[v])
+            peak = statistics.median(x["fraction_of_peak"] for x in fbt[v])
             label = name + (" " + " ".join(sets) if sets else "")
             extra = f"; {f / f0:.2f} of fbt's speed without it" if v else ""
-            print(f"{label:<9} tokens/s {f:.0f} vs {p:.0f}: {f / p:.2f}x   peak RSS {f_rss:.0f} MB vs {p_rss:.0f} MB: "
-                  f"{f_rss / p_rss:.3f}x{extra}", flush=True)
+            print(f"{label:<13} tokens/s {f:.0f} vs {p:.0f}{peer_label}: {f / p:.2f}x   fbt at {100 * peak:.0f}% of peak   "
+                  f"peak RSS {f_rss:.0f} MB vs {p_rss:.0f} MB: {f_rss / p_rss:.3f}x{extra}", flush=True)
         if gpu:
             f_dev = max(x["peak_device_mb"] for x in fbt[0])
             p_dev = max(x["peak_gpu_mb"] for x in peer)

@@ -1,11 +1,18 @@
 #!/usr/bin/python3
-"""The PyTorch peer for `fbt bench`: the same Feedback Transformer (../shared/docs/MODEL.md),
-written the way a careful PyTorch user writes it (a loop over windows, projected keys/values cached
-and concatenated as the seed does, kept head-major so no product copies them, autograd), timed the same way: one warm-up step, then the
-median of N full training steps (forward, backward, clipping, AdamW) on random tokens. Prints one
-JSON line.
+"""The PyTorch peer for `fbt bench`: the same model (../shared/docs/MODEL.md), written the way a
+careful PyTorch user writes it, timed the same way: one warm-up step, then the median of N full
+training steps (forward, backward, clipping, AdamW) on random tokens. Prints one JSON line.
 
-Usage: /usr/bin/python3 bench/peer.py CONFIG.yaml [--steps N]
+- `model.type: feedback` (the default): a loop over windows, projected keys/values cached and
+  concatenated as the seed does, kept head-major so no product copies them, autograd. A single
+  query per window (seq_len 1) attends with batched products (`--single-query matmul`, the seed's
+  way) or with elementwise products and sums (`--single-query elementwise`): PyTorch 1.13's bmm
+  of (1 x Dh) rows costs more than the arithmetic, and bench/compare.py times both and compares
+  fbt with the faster.
+- `model.type: transformer_xl`: every position of a call in parallel, layer by layer, each layer
+  attending over [its cached inputs; this call's] with one additive bias-and-mask table per call.
+
+Usage: /usr/bin/python3 bench/peer.py CONFIG.yaml [--steps N] [--single-query matmul|elementwise]
        /usr/bin/python3 bench/peer.py CONFIG.yaml --train N   (train on the config's byte corpus like
                                                          fbt train, then print the validation bpc)
 """
@@ -103,6 +110,7 @@ class FeedbackTransformer(nn.Module):
     def forward(self, x, targets, memory=None):
         B, T = x.shape
         H, Dh, I = self.H, self.Dh, self.I
+        elementwise = self.c.get("single_query", "matmul") == "elementwise"
         emb = self.token_emb(x)
         w = self.layer_weight.softmax(0)
         projs = [self.shared_kv] if self.shared else [l.to_kv for l in self.layers]
@@ -138,10 +146,16 @@ class FeedbackTransformer(nn.Module):
                     v = torch.cat([p[1] for p in parts], 2) if len(parts) > 1 else parts[0][1]
                     q = layer.to_q(layer.attn_norm(h)) / math.sqrt(Dh)
                     q = q.view(B, n, H, Dh).transpose(1, 2)
-                    logits = q @ k.transpose(-1, -2) + bias
+                    if n == 1 and elementwise:  # (B, H, 1, Dh) against (B, H, S, Dh): no bmm
+                        logits = (q * k).sum(-1).unsqueeze(-2) + bias
+                    else:
+                        logits = q @ k.transpose(-1, -2) + bias
                     logits = logits.masked_fill(~visible, float("-inf"))
                     attn = logits.softmax(-1).nan_to_num(0.0)
-                    o = (attn @ v).transpose(1, 2).reshape(B, n, I)
+                    if n == 1 and elementwise:
+                        o = (attn.transpose(-1, -2) * v).sum(-2, keepdim=True).transpose(1, 2).reshape(B, n, I)
+                    else:
+                        o = (attn @ v).transpose(1, 2).reshape(B, n, I)
                     o = layer.to_out(o) * visible.any(-1).view(1, n, 1)  # no key: no bias either
                     h = h + o
                 u = layer.w_in(layer.ff_norm(h))
@@ -164,6 +178,72 @@ class FeedbackTransformer(nn.Module):
         return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1)), new_memory
 
 
+class XLLayer(nn.Module):
+    def __init__(self, D, I, Fh):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(D)
+        self.to_q = nn.Linear(D, I, bias=False)
+        self.to_kv = nn.Linear(D, 2 * I, bias=False)
+        self.to_out = nn.Linear(I, D)
+        self.ff_norm = nn.LayerNorm(D)
+        self.w_in = nn.Linear(D, 2 * Fh)
+        self.w_out = nn.Linear(Fh, D)
+
+
+class TransformerXL(nn.Module):
+    """The baseline of MODEL.md: each layer attends over its own cached inputs and this call's."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        D, L, H, Dh = c["dim"], c["depth"], c.get("heads", 8), c.get("dim_head", 64)
+        self.H, self.Dh, self.I = H, Dh, H * Dh
+        self.nb, self.maxd, self.mem_len = c.get("num_buckets", 32), c.get("max_distance", 128), c["mem_len"]
+        self.token_emb = nn.Embedding(c["num_tokens"], D)
+        self.pos_bias = nn.Embedding(self.nb, H)
+        self.layers = nn.ModuleList(XLLayer(D, self.I, c.get("ff_mult", 4) * D) for _ in range(L))
+        self.out_norm = nn.LayerNorm(D)
+        self.to_logits = nn.Linear(D, c["num_tokens"])
+        self._tables = {}
+
+    def table(self, T, m):  # (T, m + T) bucket ids (0 where invisible), visibility, rows that see a key
+        if (T, m) not in self._tables:
+            ids = torch.zeros((T, m + T), dtype=torch.long)
+            visible = torch.zeros((T, m + T), dtype=torch.bool)
+            for t in range(T):
+                for u in range(max(0, m + t - self.mem_len), m + t):  # key row u is step u - m
+                    ids[t, u], visible[t, u] = bucket(m + t - u, self.nb, self.maxd), True
+            dev = self.pos_bias.weight.device
+            self._tables[(T, m)] = (ids.to(dev), visible.to(dev), visible.any(-1).view(1, T, 1).to(dev))
+        return self._tables[(T, m)]
+
+    def forward(self, x, targets, memory=None):
+        B, T = x.shape
+        H, Dh, I = self.H, self.Dh, self.I
+        h = self.token_emb(x)
+        m = 0 if memory is None else memory[0].shape[1]
+        ids, visible, sees = self.table(T, m)
+        bias = self.pos_bias(ids).permute(2, 0, 1).masked_fill(~visible, float("-inf"))  # (H, T, m + T)
+        new_memory = []
+        for l, layer in enumerate(self.layers):
+            full = h if memory is None else torch.cat([memory[l], h], 1)
+            new_memory.append(full[:, -self.mem_len:].detach())
+            q = (layer.to_q(layer.attn_norm(h)) / math.sqrt(Dh)).view(B, T, H, Dh).transpose(1, 2)
+            k, v = layer.to_kv(layer.attn_norm(full)).view(B, m + T, 2, H, Dh).permute(2, 0, 3, 1, 4)
+            attn = (q @ k.transpose(-1, -2) + bias).softmax(-1).nan_to_num(0.0)
+            o = (attn @ v).transpose(1, 2).reshape(B, T, I)
+            h = h + layer.to_out(o) * sees  # a query with no key: no to_out bias either
+            u = layer.w_in(layer.ff_norm(h))
+            a, g = u.chunk(2, -1)
+            h = h + layer.w_out(a * F.gelu(g))
+        logits = self.to_logits(self.out_norm(h))
+        return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1)), new_memory
+
+
+def make_model(c):
+    return TransformerXL(c) if c.get("type", "feedback") == "transformer_xl" else FeedbackTransformer(c)
+
+
 def init_like_fbt(model, depth):
     """fbt's initialization (models/feedback_transformer.cpp): normal(0, 0.02), residual output
     projections 0.02/sqrt(2L), biases 0, norm weights 1, layer_weight 1."""
@@ -183,7 +263,7 @@ def train_on_corpus(cfg, steps):
     global-norm clipping, AdamW decaying 2-D weights except pos_bias; then the whole valid split."""
     m, t, d = cfg["model"], cfg["train"], cfg["data"]
     torch.manual_seed(t.get("seed", 1234))
-    model = FeedbackTransformer(m)
+    model = make_model(m)
     init_like_fbt(model, m["depth"])
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "pos_bias.weight"]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and n != "pos_bias.weight")]
@@ -239,6 +319,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--train", type=int, default=0, help="train this many steps on the corpus, print valid bpc")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU targets: bench/gpu_*.yaml)")
+    ap.add_argument("--single-query", choices=["matmul", "elementwise"], default="matmul",
+                    help="the feedback model's attention of one query per window: batched products or elementwise")
     args = ap.parse_args()
     if args.train:
         cfg = load_config(args.config)
@@ -254,7 +336,8 @@ def main():
     torch.manual_seed(t.get("seed", 1234))
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    model = FeedbackTransformer(m).to(device)
+    m["single_query"] = args.single_query
+    model = make_model(m).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=t.get("lr", 1e-3), weight_decay=t.get("weight_decay", 0.01))
     B, T, V = t.get("batch_size", 16), t.get("bptt", 64), m["num_tokens"]
 

@@ -58,11 +58,16 @@ double step_flops(const ModelConfig& c, int64_t B, int64_t T) {
   const double L = double(c.depth), n = double(c.seq_len);
   double per_token = 0;
   per_token += L * (2 * D * I + 2 * I * D + 2 * D * 2 * F + 2 * F * D);     // to_q, to_out, w_in, w_out
-  per_token += (c.shared_kv ? 1.0 : L) * 2 * D * 2 * I;                    // memory key/value projection
-  if (c.seq_len > 1) per_token += L * 2 * D * 2 * I;                       // window-local keys/values
-  // Keys a query sees once the carried memory is full (the steps bench times): every memory slot,
-  // and on average half of its own window.
-  const double visible = double(c.mem_len) + (n - 1) / 2;
+  double visible = 0;  // keys a query sees once the carried memory is full (the steps bench times)
+  if (c.type == "transformer_xl") {
+    // Each layer projects its cached inputs and the call's, every call (the weights have moved).
+    per_token += L * 2 * D * 2 * I * (double(c.mem_len) + double(T)) / double(T);
+    visible = double(c.mem_len);
+  } else {
+    per_token += (c.shared_kv ? 1.0 : L) * 2 * D * 2 * I;                  // memory key/value projection
+    if (c.seq_len > 1) per_token += L * 2 * D * 2 * I;                     // window-local keys/values
+    visible = double(c.mem_len) + (n - 1) / 2;  // every memory slot, and on average half of its window
+  }
   per_token += L * 2 * 2 * visible * I;                                    // scores and weighted values
   per_token += 2 * D * V;                                                  // logits
   return 3.0 * per_token * double(B * T);
