@@ -119,10 +119,10 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(d) / std::max(std::sqrt(n), 1e-12);
 }
 
-void agree_with_reference(const ModelConfig& cfg, int64_t m, const std::vector<std::string>& policies) {
+void agree_with_reference(const ModelConfig& cfg, int64_t m, const std::vector<std::string>& policies, int64_t T = 7) {
   FeedbackTransformer model(cfg);
   randomize(model, 5);
-  Batch b = make_batch(m, 11);
+  Batch b = make_batch(m, 11, T);
   for (const std::string& p : policies) {
     INFO("policy " << p);
     DetachPolicy pol = DetachPolicy::parse(p, cfg.seq_len);
@@ -173,6 +173,17 @@ TEST_CASE("model: seq_len 1 agrees with the naive reference under every policy")
 
 TEST_CASE("model: seq_len 1 with carried memory agrees with the reference") {
   agree_with_reference(tiny(1, true, false, false), 3, kPolicies1);
+}
+
+TEST_CASE("model: seq_len 1 over a long call agrees with the reference under every policy") {
+  // 40 steps, spans sliding over many of them and over the carried rows; shared and per-layer
+  // projections.
+  const std::vector<std::string> policies = {"none", "all", "every:5", "every:16", "horizon:2", "horizon:17"};
+  agree_with_reference(tiny(1, true, false, false), 3, policies, 40);
+  agree_with_reference(tiny(1, false, false, false), 0, policies, 40);
+  ModelConfig long_memory = tiny(1, false, false, false);
+  long_memory.mem_len = 24;  // spans that reach across blocks
+  agree_with_reference(long_memory, 5, policies, 40);
 }
 
 TEST_CASE("model: windows of 3 agree with the reference under every policy") {
