@@ -155,6 +155,15 @@ TEST_CASE("kernel: gemm matches the naive loop for every layout, and splitting k
         cpu::gemm(split.data(), N, {A.data + k1 * A.cs, A.rs, A.cs}, {B.data + k1 * B.rs, B.rs, B.cs}, M, N, K - k1, true);
         omp_set_num_threads(threads);
         CHECK(split == acc);
+
+        // A stored the other way (packed k-major when transposed): the same chains, the same floats.
+        std::vector<float> other_a(sz(M * K));
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t k = 0; k < K; ++k) other_a[sz(a_t ? m * K + k : k * M + m)] = A.data[m * A.rs + k * A.cs];
+        const cpu::MatrixView A2 = a_t ? cpu::MatrixView{other_a.data(), K, 1} : cpu::MatrixView{other_a.data(), 1, M};
+        std::vector<float> other(sz(M * N), 0.5f);
+        cpu::gemm(other.data(), N, A2, B, M, N, K, true);
+        CHECK(other == acc);
       }
   }
 }

@@ -187,10 +187,22 @@ constexpr int64_t kPrefetch = 32;  // panel rows ahead: a new panel starts befor
 constexpr int64_t kChunk = 512;
 constexpr int64_t kChunkStride = kChunk + 16;
 
+// Where row r's element k of a register block's left operand is: x[r * ld + k] (rows k-contiguous,
+// KMajor false), or x[k * ld + r] (KMajor: the rows of each k contiguous, as gemm packs a
+// transposed operand). Which one changes where values are read, never a sum.
+template <bool KMajor>
+inline const float* element(const float* x, int64_t ld, int r, int64_t k) {
+  return KMajor ? x + k * ld + r : x + r * ld + k;
+}
+template <bool KMajor>
+inline const float* row_at(const float* x, int64_t ld, int64_t r) {
+  return KMajor ? x + r : x + r * ld;
+}
+
 // y[0:R, 0:width] (+)= x[0:R] P, P one panel (K, kPanel). Each sum is one chain of FMAs over k in
 // order, starting from y's value (acc), else from init[0:kPanel] (a bias) or 0: a product split
 // into consecutive calls over k gives the same floats as one call (see gemm).
-template <int R>
+template <int R, bool KMajor = false>
 void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t K, int64_t width, bool acc,
                  const float* init) {
 #ifdef FBT_SIMD
@@ -209,7 +221,7 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
   for (int64_t k = 0; k < K; ++k) {
     _mm_prefetch(reinterpret_cast<const char*>(P + (k + kPrefetch) * kPanel), _MM_HINT_T0);
     const vf w = vload(P + k * kPanel);
-    for (int r = 0; r < R; ++r) a[r] = vfma(vbroadcast(x + r * ldx + k), w, a[r]);
+    for (int r = 0; r < R; ++r) a[r] = vfma(vbroadcast(element<KMajor>(x, ldx, r, k)), w, a[r]);
   }
   for (int r = 0; r < R; ++r) {
     float* yr = y + r * ldy;
@@ -225,7 +237,7 @@ void panel_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float
   for (int r = 0; r < R; ++r)
     for (int64_t c = 0; c < width; ++c) {
       float s = acc ? y[r * ldy + c] : init ? init[c] : 0.f;
-      for (int64_t k = 0; k < K; ++k) s = std::fma(x[r * ldx + k], P[k * kPanel + c], s);
+      for (int64_t k = 0; k < K; ++k) s = std::fma(*element<KMajor>(x, ldx, r, k), P[k * kPanel + c], s);
       y[r * ldy + c] = s;
     }
 #endif
@@ -254,14 +266,16 @@ void row_four_panels(float* y, const float* x, const float* P, int64_t stride, i
 }
 
 // All N rows against one panel: full blocks, then the rest in smaller ones.
+template <bool KMajor = false>
 void panel_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K,
                 int64_t width, bool acc, const float* init) {
   int64_t r = 0;
+  auto xr = [&] { return row_at<KMajor>(x, ldx, r); };
   for (; r + kRowBlock <= N; r += kRowBlock)
-    panel_block<kRowBlock>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
-  for (; r + 8 <= N; r += 8) panel_block<8>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
-  for (; r + 4 <= N; r += 4) panel_block<4>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
-  for (; r < N; ++r) panel_block<1>(y + r * ldy, ldy, x + r * ldx, ldx, P, K, width, acc, init);
+    panel_block<kRowBlock, KMajor>(y + r * ldy, ldy, xr(), ldx, P, K, width, acc, init);
+  for (; r + 8 <= N; r += 8) panel_block<8, KMajor>(y + r * ldy, ldy, xr(), ldx, P, K, width, acc, init);
+  for (; r + 4 <= N; r += 4) panel_block<4, KMajor>(y + r * ldy, ldy, xr(), ldx, P, K, width, acc, init);
+  for (; r < N; ++r) panel_block<1, KMajor>(y + r * ldy, ldy, xr(), ldx, P, K, width, acc, init);
 }
 
 #ifdef FBT_SIMD
@@ -272,7 +286,7 @@ constexpr int kRowBlock2 = 12;  // 24 accumulators of the 32 registers
 #else
 constexpr int kRowBlock2 = 6;   // 12 of 16
 #endif
-template <int R>
+template <int R, bool KMajor = false>
 void panel_pair_block(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P0, const float* P1, int64_t K,
                       bool acc, const float* init) {
   vf a[R][2];
@@ -286,7 +300,7 @@ void panel_pair_block(float* y, int64_t ldy, const float* x, int64_t ldx, const 
     _mm_prefetch(reinterpret_cast<const char*>(P1 + (k + kPrefetch) * kPanel), _MM_HINT_T0);
     const vf w0 = vload(P0 + k * kPanel), w1 = vload(P1 + k * kPanel);
     for (int r = 0; r < R; ++r) {
-      const vf xr = vbroadcast(x + r * ldx + k);
+      const vf xr = vbroadcast(element<KMajor>(x, ldx, r, k));
       a[r][0] = vfma(xr, w0, a[r][0]);
       a[r][1] = vfma(xr, w1, a[r][1]);
     }
@@ -299,15 +313,17 @@ void panel_pair_block(float* y, int64_t ldy, const float* x, int64_t ldx, const 
 #endif
 
 // All N rows against two full panels (the columns [0, 2 kPanel) of y).
+template <bool KMajor = false>
 void panel_pair_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const float* P0, const float* P1, int64_t N,
                      int64_t K, bool acc, const float* init) {
   int64_t r = 0;
 #ifdef FBT_SIMD
   for (; r + kRowBlock2 <= N; r += kRowBlock2)
-    panel_pair_block<kRowBlock2>(y + r * ldy, ldy, x + r * ldx, ldx, P0, P1, K, acc, init);
+    panel_pair_block<kRowBlock2, KMajor>(y + r * ldy, ldy, row_at<KMajor>(x, ldx, r), ldx, P0, P1, K, acc, init);
 #endif
-  panel_rows(y + r * ldy, ldy, x + r * ldx, ldx, P0, N - r, K, kPanel, acc, init);
-  panel_rows(y + r * ldy + kPanel, ldy, x + r * ldx, ldx, P1, N - r, K, kPanel, acc, init ? init + kPanel : nullptr);
+  const float* xr = row_at<KMajor>(x, ldx, r);
+  panel_rows<KMajor>(y + r * ldy, ldy, xr, ldx, P0, N - r, K, kPanel, acc, init);
+  panel_rows<KMajor>(y + r * ldy + kPanel, ldy, xr, ldx, P1, N - r, K, kPanel, acc, init ? init + kPanel : nullptr);
 }
 }  // namespace
 
@@ -414,6 +430,29 @@ void pack_rows(float* dst, MatrixView A, int64_t m0, int64_t mn, int64_t k0, int
   }
 }
 
+// A transposed operand (its columns contiguous: a weight gradient's dy^T) is packed k-major
+// instead, where reading it is a copy: sub-blocks of kSubRows rows (a register block's), sub-block
+// s (height hs) at dst + s kSubRows ktot, its element (k, r) at k hs + r, for the chunk's k in
+// [off, off + kn) of ktot.
+#ifdef FBT_SIMD
+constexpr int64_t kSubRows = kRowBlock2;
+#else
+constexpr int64_t kSubRows = kRowBlock;
+#endif
+void pack_rows_kmajor(float* dst, MatrixView A, int64_t m0, int64_t mn, int64_t k0, int64_t kn, int64_t off,
+                      int64_t ktot) {
+  for (int64_t s0 = 0; s0 < mn; s0 += kSubRows) {
+    const int64_t hs = std::min(kSubRows, mn - s0);
+    float* d = dst + s0 * ktot + off * hs;
+    for (int64_t k = 0; k < kn; ++k) {
+      const float* src = A.data + (k0 + k) * A.cs + (m0 + s0) * A.rs;
+      if (A.rs == 1) std::memcpy(d + k * hs, src, sizeof(float) * size_t(hs));
+      else
+        for (int64_t r = 0; r < hs; ++r) d[k * hs + r] = src[r * A.rs];
+    }
+  }
+}
+
 }  // namespace
 
 std::string gemm_kernel() {
@@ -443,6 +482,8 @@ void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_
     return;
   }
   const int64_t panels = (N + kPanel - 1) / kPanel;
+  bool kmajor = true;  // every A transposed: packed k-major (pack_rows_kmajor)
+  for (int i = 0; i < nparts; ++i) kmajor = kmajor && parts[i].A.cs != 1;
   // f(part, k within the part, offset in the chunk, rows) for the pieces of parts that make up
   // rows [k0, k0 + kn) of the product's k.
   auto pieces = [&](int64_t k0, int64_t kn, auto f) {
@@ -469,16 +510,29 @@ void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_
       for (int64_t r0 = m0; r0 < m1; r0 += kGemmRows) {
         const int64_t rn = std::min(kGemmRows, m1 - r0);
         pieces(k0, kn, [&](const GemmPart& pt, int64_t k, int64_t off, int64_t rows) {
-          pack_rows(a_buf.data() + off, pt.A, r0, rn, k, rows);
+          if (kmajor) pack_rows_kmajor(a_buf.data(), pt.A, r0, rn, k, rows, off, kn);
+          else pack_rows(a_buf.data() + off, pt.A, r0, rn, k, rows);
         });
         const float* panel = b_buf.data();  // panel p at panel + (p - p0) kn kPanel
+        // Rows [s0, s0 + hs) of the block against panels [p, p + 2) or panel p (width wide).
+        auto pair = [&](int64_t p, int64_t s0, int64_t hs) {
+          float* c = C + (r0 + s0) * ldc + p * kPanel;
+          const float *P0 = panel + (p - p0) * kn * kPanel, *P1 = P0 + kn * kPanel;
+          if (kmajor) panel_pair_rows<true>(c, ldc, a_buf.data() + s0 * kn, hs, P0, P1, hs, kn, acc, nullptr);
+          else panel_pair_rows(c, ldc, a_buf.data() + s0 * kChunkStride, kChunkStride, P0, P1, hs, kn, acc, nullptr);
+        };
+        auto single = [&](int64_t p, int64_t s0, int64_t hs, int64_t cols) {
+          float* c = C + (r0 + s0) * ldc + p * kPanel;
+          const float* P = panel + (p - p0) * kn * kPanel;
+          if (kmajor) panel_rows<true>(c, ldc, a_buf.data() + s0 * kn, hs, P, hs, kn, cols, acc, nullptr);
+          else panel_rows(c, ldc, a_buf.data() + s0 * kChunkStride, kChunkStride, P, hs, kn, cols, acc, nullptr);
+        };
+        const int64_t sub = kmajor ? kSubRows : rn;  // k-major packs are read a sub-block at a time
         int64_t p = p0;
         for (; p + 2 <= p1 && (p + 2) * kPanel <= N; p += 2)
-          panel_pair_rows(C + r0 * ldc + p * kPanel, ldc, a_buf.data(), kChunkStride, panel + (p - p0) * kn * kPanel,
-                          panel + (p + 1 - p0) * kn * kPanel, rn, kn, acc, nullptr);
+          for (int64_t s0 = 0; s0 < rn; s0 += sub) pair(p, s0, std::min(sub, rn - s0));
         for (; p < p1; ++p)
-          panel_rows(C + r0 * ldc + p * kPanel, ldc, a_buf.data(), kChunkStride, panel + (p - p0) * kn * kPanel, rn, kn,
-                     std::min(kPanel, N - p * kPanel), acc, nullptr);
+          for (int64_t s0 = 0; s0 < rn; s0 += sub) single(p, s0, std::min(sub, rn - s0), std::min(kPanel, N - p * kPanel));
       }
     }
   };
