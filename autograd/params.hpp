@@ -47,7 +47,7 @@ class ParamStore {
 
   // While frozen the values do not change (the scope below), so work derived from them can be
   // kept: each hook runs with true at freeze() and with false at thaw() (ops: the linear layers'
-  // packed step weights, pack_for_steps).
+  // packed step weights, StepWeightPacks).
   void on_freeze(std::function<void(bool frozen)> hook) { freeze_hooks_.push_back(std::move(hook)); }
   bool frozen() const { return frozen_; }
   // Which freeze the store is in: a new number for each freeze(), 0 when not frozen. Values

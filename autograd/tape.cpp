@@ -97,10 +97,10 @@ void Tape::backward(Var out, const Tensor& seed) {
 }
 
 void Tape::sweep(size_t first) {
-  const uint64_t outer_id = sweep_id_;
   std::vector<std::function<void()>> outer_end = std::move(sweep_end_);
+  std::vector<DeferredWeightGrad> outer_deferred = std::move(deferred_);
   sweep_end_.clear();
-  sweep_id_ = ++sweeps_;
+  deferred_.clear();
   for (size_t i = records_.size(); i-- > first;) {
     const Record& r = records_[i];
     if (!r.out || r.out->grad.data) {
@@ -114,7 +114,7 @@ void Tape::sweep(size_t first) {
     f();
   }
   sweep_end_ = std::move(outer_end);
-  sweep_id_ = outer_id;
+  deferred_ = std::move(outer_deferred);
 }
 
 void Tape::use_scratch(bool on) {
@@ -185,6 +185,7 @@ const void* Tape::stage_on_device(const void* host, size_t bytes) {
 
 void Tape::reset() {
   sweep_end_.clear();
+  deferred_.clear();
   staged_.clear();
   records_.clear();
   nodes_.clear();

@@ -93,13 +93,22 @@ class Tape {
   // When not recording, or already inside a checkpoint, f simply runs.
   std::vector<Var> checkpoint(const char* op, std::function<std::vector<Var>(bool again)> f);
 
-  // Identifies the backward sweep in progress; a checkpoint's recomputation is a sweep of its
-  // own, whose sweep-end work runs when it ends (before the outer sweep resumes).
-  uint64_t sweep_id() const { return sweep_id_; }
 
   // Queues f to run once the current backward sweep has run every record (ops use it to batch
-  // work across records: the linear layers' weight gradients, ops/linear.cpp).
+  // work across records: the linear layers' weight gradients, ops/linear.cpp). A checkpoint's
+  // recomputation is a sweep of its own, whose sweep-end work runs when it ends (before the
+  // outer sweep resumes).
   void at_sweep_end(std::function<void()> f) { sweep_end_.push_back(std::move(f)); }
+  // Weight-gradient products dW += dy^T x (db += column sums of dy, when db is not null) over
+  // `rows` rows, deferred by the linear op to the end of the sweep in progress, in the order the
+  // sweep met them: the sweep's own (a checkpoint's recomputation has its own), emptied by
+  // whoever runs them (the op queues that with at_sweep_end) and dropped with the step.
+  struct DeferredWeightGrad {
+    float *dW, *db;
+    const float *dy, *x;
+    int64_t rows, In, Out;
+  };
+  std::vector<DeferredWeightGrad>& deferred_weight_grads() { return deferred_; }
 
   // Zeroes the gradients of the step's nodes (parameters: ParamStore::zero_grad), so the
   // same records can be swept again.
@@ -131,6 +140,7 @@ class Tape {
   // moving the one running.
   std::deque<Record> records_;
   std::vector<std::function<void()>> sweep_end_;
+  std::vector<DeferredWeightGrad> deferred_;  // the sweep in progress's
   struct Staged {
     std::vector<char> bytes;
     const void* device;
@@ -145,7 +155,6 @@ class Tape {
   // Enters (true) or leaves the scratch arena; leaving empties it.
   void use_scratch(bool on);
   bool grad_enabled_ = true;
-  uint64_t sweep_id_ = 0, sweeps_ = 0;
 };
 
 // The tape ops record on: one per thread.

@@ -35,11 +35,13 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize
   }
   projection_ = nn::MemoryProjection(mem_norm, kv_weights);
   // The products of the time loop (a few rows each) read these weights packed when frozen.
-  std::vector<Var> step_weights;
-  for (const nn::Block& b : layers_)
-    for (Var W : b.step_weights()) step_weights.push_back(W);
-  if (cfg.shared_kv) step_weights.push_back(shared_kv);
-  pack_for_steps(ps, step_weights);
+  std::vector<Var> step_weights = kv_weights;
+  for (nn::Block& b : layers_)
+    for (nn::Linear* lin : b.step_linears()) step_weights.push_back(lin->W);
+  step_packs_ = StepWeightPacks::make(ps, step_weights);
+  for (nn::Block& b : layers_)
+    for (nn::Linear* lin : b.step_linears()) lin->packs = step_packs_.get();
+  projection_.packs = step_packs_.get();
   out_norm_ = nn::LayerNorm(ps, "out_norm", D);
   to_logits_ = nn::Linear(ps, "to_logits", D, cfg.num_tokens, true);
   ps.finalize();
@@ -88,7 +90,7 @@ FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, S
   for (const Var& P : projection_.P) {
     Var storage = tp.leaf({B, cap, 2 * I});
     call.caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true),
-                           mirror ? tp.arena().alloc({B * c.heads, 2, cap, c.dim_head}) : Tensor{}});
+                           mirror ? tp.arena().alloc({B * c.heads, 2, cap, c.dim_head}) : Tensor{}, step_packs_.get()});
   }
   const ProjectedMemory* kept = state ? &state->projection : nullptr;
   if (m0 && kept && call.freeze_id && kept->freeze_id == call.freeze_id) {

@@ -33,6 +33,8 @@ class FeedbackTransformer : public Model {
     return FrozenWeights(params_, steps >= 4 * cfg_.seq_len && B * cfg_.seq_len <= linear_packed_max_rows());
   }
   Shape memory_shape(int64_t B, int64_t rows) const override { return Shape{B, rows, cfg_.dim}; }
+  // The time loop's weights, packed while the parameters are frozen (ops.hpp).
+  const StepWeightPacks& step_packs() const { return *step_packs_; }
 
  private:
   static constexpr int64_t kRecomputeRows = 128;  // rows of a recomputed group of windows (forward)
@@ -50,7 +52,8 @@ class FeedbackTransformer : public Model {
   nn::MemoryProjection projection_;
   nn::LayerNorm out_norm_;
   nn::Linear to_logits_;
-  std::vector<int32_t> bucket_of_;  // bucket_of_[d] for d in [1, mem_len + seq_len]
+  std::vector<int32_t> bucket_of_;
+  std::shared_ptr<StepWeightPacks> step_packs_;  // shared with the parameter store's freeze hook  // bucket_of_[d] for d in [1, mem_len + seq_len]
 };
 
 }  // namespace fbt

@@ -11,9 +11,10 @@ namespace fbt::nn {
 
 struct Linear {  // y = x W^T + b;  W:(Out,In)  b:(Out)
   Var W, b;
+  const StepWeightPacks* packs = nullptr;  // the model's, when W is one of its packed step weights
   Linear() = default;
   Linear(ParamStore& ps, const std::string& name, int64_t in, int64_t out, bool bias);
-  Var operator()(Var x) const { return linear(x, W, b); }
+  Var operator()(Var x) const { return linear(x, W, b, packs); }
 };
 
 struct LayerNorm {  // weight, bias:(C)

@@ -21,11 +21,11 @@ Var MemoryAttention::operator()(Var h, std::vector<KVSegment> segs, const Window
   return w.sees_a_key.empty() ? o : mask_rows(o, w.sees_a_key);
 }
 
-std::vector<Var> Block::step_weights() const {
-  std::vector<Var> ws;
-  for (const Linear* lin : {&attn.to_q, &attn.to_kv, &attn.to_out, &ff.w_in, &ff.w_out, &cross.to_q, &cross.to_out})
-    if (lin->W) ws.push_back(lin->W);
-  return ws;
+std::vector<Linear*> Block::step_linears() {
+  std::vector<Linear*> out;
+  for (Linear* lin : {&attn.to_q, &attn.to_kv, &attn.to_out, &ff.w_in, &ff.w_out, &cross.to_q, &cross.to_out})
+    if (lin->W) out.push_back(lin);
+  return out;
 }
 
 Var Block::operator()(Var h, const std::vector<KVSegment>& segs, const Window& w, Var pos_bias,

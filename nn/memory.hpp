@@ -28,6 +28,7 @@ struct Window {
 struct MemoryProjection {
   LayerNorm norm;
   std::vector<Var> P;  // one per key/value cache
+  const StepWeightPacks* packs = nullptr;  // the model's packs of P
   MemoryProjection() = default;
   MemoryProjection(LayerNorm mem_norm, std::vector<Var> projections) : norm(mem_norm), P(std::move(projections)) {}
   // Rows [row, row+n) of every cache become norm(vectors) P^T.  vectors:(B,n,D)
@@ -35,7 +36,7 @@ struct MemoryProjection {
     project_memory(vectors, norm.w, norm.b, caches, row);
   }
   // The keys/values of a window's own hidden states through cache k's projection.  h:(B,n,D) -> (B,n,2I)
-  Var local(Var h, size_t k) const { return linear(norm(h), P[k]); }
+  Var local(Var h, size_t k) const { return linear(norm(h), P[k], Var(), packs); }
 };
 
 // Self-attention over memory: q = to_q(attn_norm(h)) / sqrt(Dh) attends to the memory rows
@@ -58,7 +59,8 @@ struct Block {
   CrossAttention cross;  // only with cross_attend
   FeedForward ff;
   // The weights whose products run once per time step (the model packs them while frozen).
-  std::vector<Var> step_weights() const;
+  // The linears of a time step (each window multiplies its rows by them): the model packs their weights.
+  std::vector<Linear*> step_linears();
   // ctx_kv: this layer's projected context, or an empty Var.  h:(B,n,D) -> (B,n,D)
   Var operator()(Var h, const std::vector<KVSegment>& segs, const Window& w, Var pos_bias, const MemoryProjection& proj,
                  size_t kv, Var ctx_kv, float ff_dropout_p) const;

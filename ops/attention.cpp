@@ -225,10 +225,10 @@ void general_backward(const Projected& p) {
     const bool any_const = cache_row_grads(p, c, g_diff, g_all);
     if (c.P.requires_grad()) defer_weight_grad(t.grad(c.P).data, nullptr, g_all, p.normed.data, N, p.D, KV);
     float* prod = first ? dn_all : a.alloc_floats(size_t(ND));  // g_all P
-    linear_input_grad(prod, g_all, c.P, N, /*accumulate=*/false);
+    linear_input_grad(prod, g_all, c.P, N, /*accumulate=*/false, c.packs);
     if (!first) axpy(dn_all, 1.f, prod, ND);
     if (!p.mem.requires_grad()) continue;
-    if (any_const) linear_input_grad(dn_diff, g_diff, c.P, N, /*accumulate=*/!first);
+    if (any_const) linear_input_grad(dn_diff, g_diff, c.P, N, /*accumulate=*/!first, c.packs);
     else if (first)  // no reader held these rows constant: the same product
       copy_bytes(dn_diff, dev, prod, dev, sizeof(float) * size_t(ND));
     else axpy(dn_diff, 1.f, prod, ND);
@@ -256,7 +256,7 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
   for (const KVCache& c : caches) {
     const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1];
     Tensor kv = arena.alloc({N, KV});
-    linear_values(kv.data, p.normed.data, c.P, nullptr, N);
+    linear_values(kv.data, p.normed.data, c.P, nullptr, N, c.packs);
     copy_rows(c.diff.data() + row * KV, R * KV, dev, kv.data, p.n * KV, dev, p.B, p.n * KV);
     mirror_kv_rows(c, row, p.n);
   }

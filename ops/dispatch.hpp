@@ -32,14 +32,17 @@ const T* stage(const T* host, size_t n) {
   return p;
 }
 
+class StepWeightPacks;  // ops.hpp
+
 // dW += dy^T x (and db += column sums of dy when db is not null) over N rows, run at the end of
-// the backward sweep with every other pair of the same weight (ops/linear.cpp). dy and x must
-// stay valid until then (arena storage does).
+// the backward sweep with every other pair of the same weight (the tape keeps them:
+// Tape::deferred_weight_grads; ops/linear.cpp). dy and x must stay valid until then (arena
+// storage does).
 void defer_weight_grad(float* dW, float* db, const float* dy, const float* x, int64_t N, int64_t In, int64_t Out);
 
 // dx += dy W (dx = dy W without accumulate) for N rows of a linear with weight W (the weight's
-// gradient is deferred: defer_weight_grad); reads W's pack while frozen on the CPU.
-void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate = true);
+// gradient is deferred: defer_weight_grad); reads W's pack from `packs` when it has one.
+void linear_input_grad(float* dx, const float* dy, Var W, int64_t N, bool accumulate, const StepWeightPacks* packs);
 
 // dx (+)= the layernorm input gradient for dy into a gradient sink (the CPU kernel overwrites a
 // fresh one; the device kernel always adds, and its sinks always accumulate). Nothing when

@@ -12,19 +12,38 @@
 
 namespace fbt {
 
-// y = x W^T + b.  x:(...,In)  W:(Out,In)  b:(Out) or empty  ->  (...,Out)
-Var linear(Var x, Var W, Var b = Var());
-// Its forward values alone, no tape: y = x W^T + b for N rows, reading W's pack while the
-// parameters are frozen (ParamStore::freeze) and N <= linear_packed_max_rows().
-void linear_values(float* y, const float* x, Var W, const float* b, int64_t N);
+// The weights a model's time loop multiplies by, packed for products of few rows (one time
+// step), which run much faster on them: at every freeze of the parameter store
+// (ParamStore::freeze) each is packed as W^T for the forward product and as W for the input
+// gradient (CPU), into storage kept from one freeze to the next, and the packs are dropped when
+// the store thaws, so none is ever stale. The model owns them and hands them to the layers that
+// multiply by those weights; linear() and project_memory() read a weight's packs through them.
+class StepWeightPacks {
+ public:
+  // weights: 2-D parameters of params (repeats are packed once); registers the freeze hook.
+  static std::shared_ptr<StepWeightPacks> make(ParamStore& params, const std::vector<Var>& weights);
+  struct Packs {
+    const float* fwd = nullptr;  // W^T: (In, Out) in column panels
+    const float* bwd = nullptr;  // W: (Out, In) in column panels
+  };
+  // W's packs now: none unless the store is frozen, on the CPU, and W is one of the weights.
+  Packs of(Var W) const;
+  ~StepWeightPacks();
+
+ private:
+  explicit StepWeightPacks(std::vector<Var> weights);
+  void pack();
+  std::vector<Var> weights_;
+  std::vector<Packs> packs_;  // per weight, while packed
+  DeviceBuffer storage_;
+};
+
+// y = x W^T + b.  x:(...,In)  W:(Out,In)  b:(Out) or empty  ->  (...,Out). The products read W's
+// packs when `packs` has them (few rows: at most linear_packed_max_rows()).
+Var linear(Var x, Var W, Var b = Var(), const StepWeightPacks* packs = nullptr);
+// Its forward values alone, no tape: y = x W^T + b for N rows.
+void linear_values(float* y, const float* x, Var W, const float* b, int64_t N, const StepWeightPacks* packs);
 int64_t linear_packed_max_rows();
-// Products of one time step have few rows and run much faster on packed weights: the weights
-// (2-D parameters of `params`) a model's time loop multiplies by are packed at every freeze of
-// the store, as W^T for the forward product and as W for the input gradient (CPU), and linear
-// reads the packs until the store thaws. Their storage is kept from one freeze to the next.
-void pack_for_steps(ParamStore& params, const std::vector<Var>& weights);
-// Whether linear reads a pack of W now.
-bool is_packed(Var W);
 // Elementwise, same shapes.
 Var add(Var a, Var b);
 Var scale(Var x, float s);
@@ -79,6 +98,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
 struct KVCache {
   Var P, diff, cnst;
   Tensor heads = {};
+  const StepWeightPacks* packs = nullptr;  // P's, when the model packs it
 };
 // Rows [row, row + n) of c's storage into its mirror (nothing without one).
 void mirror_kv_rows(const KVCache& c, int64_t row, int64_t n);

@@ -276,7 +276,7 @@ TEST_CASE("model: frozen weights (packed step products) give the plain path's va
   std::vector<float> frozen;
   {
     FrozenWeights scope(model.params());
-    CHECK(is_packed(model.params().get("layers.0.ff.w_in.weight")));
+    CHECK(model.step_packs().of(model.params().get("layers.0.ff.w_in.weight")).fwd != nullptr);
     {
       FrozenWeights inner(model.params());  // nested: reuses the outer copies
     }
@@ -284,7 +284,7 @@ TEST_CASE("model: frozen weights (packed step products) give the plain path's va
     frozen = logits();
   }
   CHECK_FALSE(model.params().frozen());
-  CHECK_FALSE(is_packed(model.params().get("layers.0.ff.w_in.weight")));
+  CHECK(model.step_packs().of(model.params().get("layers.0.ff.w_in.weight")).fwd == nullptr);
   REQUIRE(frozen.size() == plain.size());
   for (size_t i = 0; i < plain.size(); ++i) CHECK(frozen[i] == doctest::Approx(plain[i]).epsilon(1e-5));
   // A weight changed after the scope is read as changed (the transposed copy is gone).
