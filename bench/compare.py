@@ -28,6 +28,8 @@ CPU_CONFIGS = ["code_feedback", "code_xl", "kjv", "exact", "windowed", "long"]
 VARIANTS = {"long": [[], ["train.recompute=true"]]}
 # configs whose feedback windows hold one query: the peer also attends elementwise (the faster is compared)
 SINGLE_QUERY = {"code_feedback", "kjv", "exact", "long"}
+# configs whose sampling speed (batch 1, tokens generated after the timed steps) fbt reports too
+SAMPLE_TOKENS = {"code_feedback": 500, "kjv": 500, "exact": 500}
 
 
 def cpu_field(name):
@@ -73,6 +75,8 @@ def main():
         config = f"bench/{name}.yaml"
         gpu = name.startswith("gpu_")
         fbt_cmd = [fbt_bin, "bench", "--config", config, "--steps", str(steps)] + (["--set", "train.device=cuda"] if gpu else [])
+        if name in SAMPLE_TOKENS:
+            fbt_cmd += ["--sample", str(SAMPLE_TOKENS[name])]
         peer_cmd = [sys.executable if gpu else "/usr/bin/python3", "bench/peer.py", config, "--steps", str(steps),
                     "--device", "cuda" if gpu else "cpu"]
         variants = VARIANTS.get(name, [[]])
@@ -103,6 +107,9 @@ def main():
             extra = f"; {f / f0:.2f} of fbt's speed without it" if v else ""
             print(f"{label:<13} tokens/s {f:.0f} vs {p:.0f}{peer_label}: {f / p:.2f}x   fbt at {100 * peak:.0f}% of peak   "
                   f"peak RSS {f_rss:.0f} MB vs {p_rss:.0f} MB: {f_rss / p_rss:.3f}x{extra}", flush=True)
+        if name in SAMPLE_TOKENS:
+            sample = statistics.median(x["sample_tokens_per_s"] for x in fbt[0])
+            print(f"{name:<13} fbt samples {sample:.0f} tokens/s at batch 1", flush=True)
         if gpu:
             f_dev = max(x["peak_device_mb"] for x in fbt[0])
             p_dev = max(x["peak_gpu_mb"] for x in peer)

@@ -5,7 +5,8 @@
 // most device memory the run held. --profile adds op-by-op timings of further steps (the timed
 // steps run without the timers). Under mpirun each process steps its block of the streams with
 // the gradients summed across processes (docs/DISTRIBUTED.md); the root reports the global
-// tokens/s and what the gradient sum costs on its own.
+// tokens/s and what the gradient sum costs on its own. --sample N adds the speed of generating N
+// tokens at batch 1 (incremental decoding, as fbt sample).
 #include <fmt/core.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -24,6 +25,7 @@
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "train/config.hpp"
+#include "train/sample.hpp"
 #include "train/trainer.hpp"
 #include "models/model.hpp"
 
@@ -104,6 +106,7 @@ struct BenchArgs {
   std::vector<std::string> overrides;
   int64_t steps = 10;
   bool profile = false;  // then as many steps again with op timers: a table on stderr, "profile" in the JSON
+  int64_t sample = 0;    // then generate this many tokens at batch 1: sampling speed in the JSON
 };
 
 void run_bench(const BenchArgs& a) {
@@ -161,6 +164,15 @@ void run_bench(const BenchArgs& a) {
     }
   }
   if (!comm.root()) return;
+  // Sampling speed: one stream, a token of prompt, then one step per new token (train/sample).
+  double sample_secs = 0;
+  if (a.sample > 0) {
+    SampleOptions so;
+    so.tokens = a.sample, so.temperature = 1.f, so.top_k = 0, so.seed = t.seed;
+    const auto t0 = std::chrono::steady_clock::now();
+    generate(model, {0}, so);
+    sample_secs = seconds_since(t0);
+  }
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   const double gflops = step_flops(cfg.model, B, T) / step_secs / 1e9;
@@ -180,6 +192,7 @@ void run_bench(const BenchArgs& a) {
                       {"gemm", device == Device::CPU ? cpu::gemm_kernel() : std::string("cuBLAS")},
                       {"fraction_of_peak", gflops / peak}};
   if (a.profile) j["profile"] = profile_rows;
+  if (a.sample > 0) j["sample_tokens_per_s"] = double(a.sample) / sample_secs;
   if (N > 1) {
     const double reduce = median(reduce_secs);
     j["processes"] = N;
@@ -205,6 +218,9 @@ void add_bench(CLI::App& app) {
   sub->add_flag("--profile", a->profile,
                 "then time as many steps again op by op (forward, backward, optimizer): a table on stderr, "
                 "\"profile\" rows in the JSON");
+  sub->add_option("--sample", a->sample,
+                  "then generate this many tokens at batch 1 (sampling speed: \"sample_tokens_per_s\" in the JSON)")
+      ->check(at_least(0));
   sub->callback([a] { run_bench(*a); });
 }
 
