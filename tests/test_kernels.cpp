@@ -164,6 +164,14 @@ TEST_CASE("kernel: gemm matches the naive loop for every layout, and splitting k
         std::vector<float> other(sz(M * N), 0.5f);
         cpu::gemm(other.data(), N, A2, B, M, N, K, true);
         CHECK(other == acc);
+
+        // Sums started from a bias (init) are the sums accumulated onto rows holding it.
+        const auto bias = randn(N, 9);
+        std::vector<float> onto(sz(M * N)), from(sz(M * N), -3.f);
+        for (int64_t m = 0; m < M; ++m) std::copy(bias.begin(), bias.end(), onto.begin() + m * N);
+        cpu::gemm(onto.data(), N, A, B, M, N, K, true);
+        cpu::gemm(from.data(), N, A, B, M, N, K, false, bias.data());
+        CHECK(from == onto);
       }
   }
 }

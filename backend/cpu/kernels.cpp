@@ -152,9 +152,7 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
         for (int64_t o = 0; o < Out; ++o) y[r * Out + o] += b[o];
     return;
   }
-  if (b)  // the sums start from the bias
-    for (int64_t r = 0; r < N; ++r) std::memcpy(y + r * Out, b, sizeof(float) * size_t(Out));
-  gemm(y, Out, {x, In, 1}, {W, 1, In}, N, Out, In, /*accumulate=*/b != nullptr);  // x W^T
+  gemm(y, Out, {x, In, 1}, {W, 1, In}, N, Out, In, /*accumulate=*/false, b);  // x W^T, the sums from the bias
 }
 
 void linear_backward_input(float* dx, const float* dy, const float* W, int64_t N, int64_t In, int64_t Out,
@@ -472,16 +470,25 @@ std::string gemm_kernel() {
          " columns";
 }
 
-void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_t M, int64_t N, bool accumulate) {
+void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_t M, int64_t N, bool accumulate,
+                const float* init) {
   int64_t K = 0;
   for (int i = 0; i < nparts; ++i) K += parts[i].K;
   if (M <= 0 || N <= 0) return;
+  if (accumulate) init = nullptr;
   if (K <= 0) {
-    if (!accumulate)
-      for (int64_t m = 0; m < M; ++m) std::memset(C + m * ldc, 0, sizeof(float) * size_t(N));
+    for (int64_t m = 0; m < M && !accumulate; ++m) {
+      if (init) std::memcpy(C + m * ldc, init, sizeof(float) * size_t(N));
+      else std::memset(C + m * ldc, 0, sizeof(float) * size_t(N));
+    }
     return;
   }
   const int64_t panels = (N + kPanel - 1) / kPanel;
+  std::vector<float> start;  // init padded to whole panels: what the first chunk's sums start from
+  if (init) {
+    start.assign(size_t(panels * kPanel), 0.f);
+    std::memcpy(start.data(), init, sizeof(float) * size_t(N));
+  }
   bool kmajor = true;  // every A transposed: packed k-major (pack_rows_kmajor)
   for (int i = 0; i < nparts; ++i) kmajor = kmajor && parts[i].A.cs != 1;
   // f(part, k within the part, offset in the chunk, rows) for the pieces of parts that make up
@@ -518,14 +525,16 @@ void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_
         auto pair = [&](int64_t p, int64_t s0, int64_t hs) {
           float* c = C + (r0 + s0) * ldc + p * kPanel;
           const float *P0 = panel + (p - p0) * kn * kPanel, *P1 = P0 + kn * kPanel;
-          if (kmajor) panel_pair_rows<true>(c, ldc, a_buf.data() + s0 * kn, hs, P0, P1, hs, kn, acc, nullptr);
-          else panel_pair_rows(c, ldc, a_buf.data() + s0 * kChunkStride, kChunkStride, P0, P1, hs, kn, acc, nullptr);
+          const float* from = acc || start.empty() ? nullptr : start.data() + p * kPanel;
+          if (kmajor) panel_pair_rows<true>(c, ldc, a_buf.data() + s0 * kn, hs, P0, P1, hs, kn, acc, from);
+          else panel_pair_rows(c, ldc, a_buf.data() + s0 * kChunkStride, kChunkStride, P0, P1, hs, kn, acc, from);
         };
         auto single = [&](int64_t p, int64_t s0, int64_t hs, int64_t cols) {
           float* c = C + (r0 + s0) * ldc + p * kPanel;
           const float* P = panel + (p - p0) * kn * kPanel;
-          if (kmajor) panel_rows<true>(c, ldc, a_buf.data() + s0 * kn, hs, P, hs, kn, cols, acc, nullptr);
-          else panel_rows(c, ldc, a_buf.data() + s0 * kChunkStride, kChunkStride, P, hs, kn, cols, acc, nullptr);
+          const float* from = acc || start.empty() ? nullptr : start.data() + p * kPanel;
+          if (kmajor) panel_rows<true>(c, ldc, a_buf.data() + s0 * kn, hs, P, hs, kn, cols, acc, from);
+          else panel_rows(c, ldc, a_buf.data() + s0 * kChunkStride, kChunkStride, P, hs, kn, cols, acc, from);
         };
         const int64_t sub = kmajor ? kSubRows : rn;  // k-major packs are read a sub-block at a time
         int64_t p = p0;
@@ -547,9 +556,10 @@ void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_
     split_threads(M, kRowBlock, parallel, [&](int64_t m0, int64_t m1) { body(m0, m1, 0, panels); });
 }
 
-void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate) {
+void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate,
+          const float* init) {
   const GemmPart whole{A, B, K};
-  gemm_parts(C, ldc, &whole, 1, M, N, accumulate);
+  gemm_parts(C, ldc, &whole, 1, M, N, accumulate, init);
 }
 
 void linear_forward_packed(float* y, const float* x, const float* W, const float* Wp_fwd, const float* b, int64_t N,

@@ -65,14 +65,17 @@ struct MatrixView {
 // one chain of FMAs over k in order, from C's value (accumulate) or 0: a product split into
 // consecutive calls over k (a weight gradient taken a window of rows at a time) gives the same
 // floats as one call, for any thread count. The large products of linear_* run here.
-void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate);
+// init (N floats, or null): without accumulate, every row of C starts from it (a bias) instead of 0.
+void gemm(float* C, int64_t ldc, MatrixView A, MatrixView B, int64_t M, int64_t N, int64_t K, bool accumulate,
+          const float* init = nullptr);
 // The same product with k in parts: part i contributes A_i:(M,K_i) B_i:(K_i,N), in order, as if
 // the A_i were side by side and the B_i stacked (the same floats; nothing is copied to do it).
 struct GemmPart {
   MatrixView A, B;
   int64_t K;
 };
-void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_t M, int64_t N, bool accumulate);
+void gemm_parts(float* C, int64_t ldc, const GemmPart* parts, int nparts, int64_t M, int64_t N, bool accumulate,
+                const float* init = nullptr);
 // The kernels gemm runs, in words (the instruction set compiled for, the register block): fbt bench.
 std::string gemm_kernel();
 
