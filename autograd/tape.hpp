@@ -93,7 +93,6 @@ class Tape {
   // When not recording, or already inside a checkpoint, f simply runs.
   std::vector<Var> checkpoint(const char* op, std::function<std::vector<Var>(bool again)> f);
 
-
   // Queues f to run once the current backward sweep has run every record (ops use it to batch
   // work across records: the linear layers' weight gradients, ops/linear.cpp). A checkpoint's
   // recomputation is a sweep of its own, whose sweep-end work runs when it ends (before the

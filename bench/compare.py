@@ -71,6 +71,10 @@ def main():
         peer_env["OPENBLAS_CORETYPE"] = core
     print(f"CPU: {cpu_field('model name') or 'unknown'}; the peer's OPENBLAS_CORETYPE: {core or '(unset)'}; fbt: {fbt_bin}, environment as given",
           flush=True)
+    blas = os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")
+    print(f"the peer's BLAS: {blas}", flush=True)
+    if "openblas" not in blas:  # the reference BLAS: the peer would run at a fraction of its speed
+        print("warning: torch will load the reference BLAS, not OpenBLAS (apt-get install libopenblas0-openmp)", flush=True)
     for name in names:
         steps, rounds = PLAN[name]
         config = f"bench/{name}.yaml"

@@ -178,18 +178,6 @@ class FeedbackTransformer(nn.Module):
         return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1)), new_memory
 
 
-class XLLayer(nn.Module):
-    def __init__(self, D, I, Fh):
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(D)
-        self.to_q = nn.Linear(D, I, bias=False)
-        self.to_kv = nn.Linear(D, 2 * I, bias=False)
-        self.to_out = nn.Linear(I, D)
-        self.ff_norm = nn.LayerNorm(D)
-        self.w_in = nn.Linear(D, 2 * Fh)
-        self.w_out = nn.Linear(Fh, D)
-
-
 class TransformerXL(nn.Module):
     """The baseline of MODEL.md: each layer attends over its own cached inputs and this call's."""
 
@@ -201,7 +189,7 @@ class TransformerXL(nn.Module):
         self.nb, self.maxd, self.mem_len = c.get("num_buckets", 32), c.get("max_distance", 128), c["mem_len"]
         self.token_emb = nn.Embedding(c["num_tokens"], D)
         self.pos_bias = nn.Embedding(self.nb, H)
-        self.layers = nn.ModuleList(XLLayer(D, self.I, c.get("ff_mult", 4) * D) for _ in range(L))
+        self.layers = nn.ModuleList(Layer(D, self.I, c.get("ff_mult", 4) * D, shared_kv=False) for _ in range(L))
         self.out_norm = nn.LayerNorm(D)
         self.to_logits = nn.Linear(D, c["num_tokens"])
         self._tables = {}

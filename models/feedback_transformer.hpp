@@ -52,8 +52,8 @@ class FeedbackTransformer : public Model {
   nn::MemoryProjection projection_;
   nn::LayerNorm out_norm_;
   nn::Linear to_logits_;
-  std::vector<int32_t> bucket_of_;
-  std::shared_ptr<StepWeightPacks> step_packs_;  // shared with the parameter store's freeze hook  // bucket_of_[d] for d in [1, mem_len + seq_len]
+  std::vector<int32_t> bucket_of_;               // bucket_of_[d] for d in [1, mem_len + seq_len]
+  std::shared_ptr<StepWeightPacks> step_packs_;  // shared with the parameter store's freeze hook
 };
 
 }  // namespace fbt

@@ -58,8 +58,7 @@ struct Block {
   MemoryAttention attn;
   CrossAttention cross;  // only with cross_attend
   FeedForward ff;
-  // The weights whose products run once per time step (the model packs them while frozen).
-  // The linears of a time step (each window multiplies its rows by them): the model packs their weights.
+  // The linears whose products run once per time step (the model packs their weights while frozen).
   std::vector<Linear*> step_linears();
   // ctx_kv: this layer's projected context, or an empty Var.  h:(B,n,D) -> (B,n,D)
   Var operator()(Var h, const std::vector<KVSegment>& segs, const Window& w, Var pos_bias, const MemoryProjection& proj,

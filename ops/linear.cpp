@@ -17,8 +17,6 @@ namespace fbt {
 
 StepWeightPacks::StepWeightPacks(std::vector<Var> weights) : weights_(std::move(weights)), packs_(weights_.size()) {}
 
-StepWeightPacks::~StepWeightPacks() = default;
-
 std::shared_ptr<StepWeightPacks> StepWeightPacks::make(ParamStore& params, const std::vector<Var>& weights) {
   std::vector<Var> distinct;
   for (const Var& W : weights) {

@@ -28,7 +28,6 @@ class StepWeightPacks {
   };
   // W's packs now: none unless the store is frozen, on the CPU, and W is one of the weights.
   Packs of(Var W) const;
-  ~StepWeightPacks();
 
  private:
   explicit StepWeightPacks(std::vector<Var> weights);

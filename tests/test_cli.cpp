@@ -190,7 +190,7 @@ TEST_CASE("cli: version says which backends are compiled in") {
   CHECK(r.output.find("backends: cpu") != std::string::npos);
 }
 
-TEST_CASE("cli: bench needs no data section (it draws random tokens), and times recompute too") {
+TEST_CASE("cli: bench needs no data section (it draws random tokens), times recompute too, and sampling on request") {
   Dir d;
   std::ofstream(d / "bench.yaml") << kModelYaml << "train: {batch_size: 2, bptt: 6, threads: 1, recompute: true}\n";
   const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2", false);
@@ -198,15 +198,11 @@ TEST_CASE("cli: bench needs no data section (it draws random tokens), and times 
   REQUIRE(r.status == 0);
   CHECK(nlohmann::json::parse(r.output).at("tokens_per_s").get<double>() > 0);
   CHECK_FALSE(nlohmann::json::parse(r.output).contains("sample_tokens_per_s"));
-}
-
-TEST_CASE("cli: bench --sample adds the speed of sampling at batch 1") {
-  Dir d;
-  std::ofstream(d / "bench.yaml") << kModelYaml << "train: {batch_size: 2, bptt: 6, threads: 1}\n";
-  const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 1 --sample 20", false);
-  INFO(r.output);
-  REQUIRE(r.status == 0);
-  CHECK(nlohmann::json::parse(r.output).at("sample_tokens_per_s").get<double>() > 0);
+  // --sample: the speed of sampling at batch 1 too
+  const Run s = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 1 --sample 20", false);
+  INFO(s.output);
+  REQUIRE(s.status == 0);
+  CHECK(nlohmann::json::parse(s.output).at("sample_tokens_per_s").get<double>() > 0);
   const Run e = fbt_cli("bench --config " + d / "bench.yaml" + " --sample -1");
   CHECK(e.status != 0);
   CHECK(e.output.find("--sample") != std::string::npos);

@@ -289,7 +289,10 @@ void head_rows(float* dst, const KVRows* segs, int nsegs, int64_t b, int64_t h, 
       const float* row = src + r * 2 * I;
       int64_t c = 0;
       for (; c + simd::kLanes <= Dh; c += simd::kLanes) simd::vstore(dst + c, simd::vload(row + c));
-      if (c < Dh) simd::vstore_part(dst + c, simd::vload_part(row + c, simd::lanes(Dh - c)), simd::lanes(Dh - c));
+      if (c < Dh) {
+        const simd::vmask m = simd::lanes(Dh - c);
+        simd::vstore_part(dst + c, simd::vload_part(row + c, m), m);
+      }
     }
   }
 }
@@ -308,8 +311,10 @@ void add_head_rows(const KVRows* segs, int nsegs, int64_t b, int64_t h, int64_t 
         int64_t c = 0;
         for (; c + simd::kLanes <= Dh; c += simd::kLanes)
           simd::vstore(row + c, simd::vadd(simd::vload(row + c), simd::vload(g + c)));
-        if (const simd::vmask m = simd::lanes(Dh - c); c < Dh)
+        if (c < Dh) {
+          const simd::vmask m = simd::lanes(Dh - c);
           simd::vstore_part(row + c, simd::vadd(simd::vload_part(row + c, m), simd::vload_part(g + c, m)), m);
+        }
       }
     }
     src += segs[k].rows * Dh;
