@@ -1,9 +1,13 @@
 #include "research/plot.hpp"
 
 #include <fmt/core.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -17,31 +21,55 @@
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+extern char** environ;
+
 namespace fbt {
 
 namespace {
+
+// No path the user gave reaches the gnuplot script: gnuplot runs in the charts' scratch folder
+// (out_dir/.fbt-plot), where the script names its data files and the PNGs (in ..) by fixed names.
+// Every string from the inputs (series titles from policies, sources and run folders) reaches it
+// through quoted(): single-quoted gnuplot strings, where nothing is expanded (no backquotes,
+// macros or function calls; double quotes would expand backquotes), a quote inside joined on as
+// the constant "'" ('it'."'".'s': gnuplot 5.4 misreads doubled quotes in some places), and
+// control characters, a newline among them (which would end the string and start a command),
+// made '?'.
+std::string printable(const std::string& s) {
+  std::string out = s;
+  for (char& ch : out)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+  return out;
+}
+
+std::string quoted(const std::string& s) {
+  std::string q = "'";
+  for (char ch : printable(s)) q += ch == '\'' ? std::string("'.\"'\".'") : std::string(1, ch);
+  return q + "'";
+}
 
 struct Series {
   std::string title;
   std::vector<std::pair<double, double>> points;
 };
 
+// The series as name.dat in dir; returns the file's name (the script reads it in dir).
 std::string write_data(const fs::path& dir, const std::string& name, const std::vector<Series>& series) {
   const fs::path p = dir / (name + ".dat");
   std::ostringstream out;
   for (const Series& s : series) {  // gnuplot index blocks, two blank lines apart
-    out << "# " << s.title << "\n";
+    out << "# " << printable(s.title) << "\n";
     for (auto [x, y] : s.points) out << x << " " << y << "\n";
     out << "\n\n";
   }
   write_text_atomic(p.string(), out.str());
-  return p.string();
+  return name + ".dat";
 }
 
 std::string plot_lines(const std::string& dat, const std::vector<Series>& series, const std::string& style) {
   std::string cmd = "plot ";
   for (size_t i = 0; i < series.size(); ++i)
-    cmd += fmt::format("{}'{}' index {} with {} title '{}'", i ? ", " : "", dat, i, style, series[i].title);
+    cmd += fmt::format("{}{} index {} with {} title {}", i ? ", " : "", quoted(dat), i, style, quoted(series[i].title));
   return cmd + "\n";
 }
 
@@ -157,10 +185,10 @@ class Script {
       if (!s.points.empty()) nonempty.push_back(s);
     if (nonempty.empty()) return;
     const std::string dat = write_data(tmp_, name, nonempty);
-    const std::string png = (out_dir_ / (name + ".png")).string();
-    text += fmt::format("set output '{}'\nset title '{}'\nset xlabel '{}'\nset ylabel '{}'\n{}", png, title, xl, yl, extra);
+    text += fmt::format("set output {}\nset title {}\nset xlabel {}\nset ylabel {}\n{}", quoted("../" + name + ".png"),
+                        quoted(title), quoted(xl), quoted(yl), extra);
     text += plot_lines(dat, nonempty, style) + "unset logscale\n";
-    made.push_back(png);
+    made.push_back((out_dir_ / (name + ".png")).string());
   }
   std::string text = "set terminal pngcairo size 900,560 noenhanced\nset grid\nset key outside right\n";
   std::vector<std::string> made;
@@ -194,7 +222,7 @@ void bias_chart(Script& script, std::map<std::string, std::map<std::string, doub
   int i = 0;
   for (auto& [policy, groups] : bias) {
     s.points.push_back({double(i), groups.count("all") ? groups["all"] : 0.0});
-    xtics += fmt::format("{}'{}' {}", i ? ", " : "", policy, i);
+    xtics += fmt::format("{}{} {}", i ? ", " : "", quoted(policy), i);
     ++i;
   }
   script.chart("truncation_bias", "truncation bias: ||g - g_none|| / ||g_none||", "policy", "relative error", {s},
@@ -202,14 +230,37 @@ void bias_chart(Script& script, std::map<std::string, std::map<std::string, doub
   script.text += "set xtics autofreq\nset yrange [*:*]\n";
 }
 
-void run_gnuplot(const fs::path& script) {
-  const std::string cmd = "gnuplot '" + script.string() + "' 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  check(p != nullptr, "cannot run gnuplot");
+// gnuplot on dir/plots.gp, started without a shell (nothing can become a command) in dir; what it
+// printed goes into the error when it fails.
+void run_gnuplot(const fs::path& dir) {
+  int fds[2];
+  check(::pipe(fds) == 0, "plot: cannot make a pipe for gnuplot: ", std::strerror(errno));
+  posix_spawn_file_actions_t io;
+  posix_spawn_file_actions_init(&io);
+  posix_spawn_file_actions_adddup2(&io, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&io, fds[1], STDERR_FILENO);
+  posix_spawn_file_actions_addclose(&io, fds[0]);
+  posix_spawn_file_actions_addclose(&io, fds[1]);
+  posix_spawn_file_actions_addchdir_np(&io, dir.c_str());
+  std::string name = "gnuplot", script = "./plots.gp";  // ./: never read as an option
+  char* argv[] = {name.data(), script.data(), nullptr};
+  pid_t pid = 0;
+  const int rc = ::posix_spawnp(&pid, "gnuplot", &io, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&io);
+  ::close(fds[1]);
   std::string msg;
   char buf[512];
-  while (std::fgets(buf, sizeof buf, p)) msg += buf;
-  if (::pclose(p) != 0)
+  for (ssize_t n; rc == 0 && (n = ::read(fds[0], buf, sizeof buf)) != 0;)
+    if (n > 0) msg.append(buf, size_t(n));
+    else if (errno != EINTR) break;
+  ::close(fds[0]);
+  if (rc != 0)
+    throw std::runtime_error(std::string("cannot run gnuplot (install Debian's gnuplot-nox; ./run does): ") +
+                             std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw std::runtime_error("gnuplot failed (install Debian's gnuplot-nox; ./run does): " + msg.substr(0, 400));
 }
 
@@ -246,7 +297,7 @@ std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, cons
   script.text += "set yrange [*:*]\n";
   check(!script.made.empty(), input, ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
   write_text_atomic((tmp / "plots.gp").string(), script.text);
-  run_gnuplot(tmp / "plots.gp");
+  run_gnuplot(tmp);
   fs::remove_all(tmp);
   return script.made;
 }

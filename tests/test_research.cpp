@@ -2,10 +2,18 @@
 // gradient norm by lag, truncation bias, exact and probed Jacobian norms.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "gradcheck.hpp"
 #include "reference_model.hpp"
+#include "research/plot.hpp"
 #include "research/research.hpp"
 
 using namespace fbt;
@@ -173,4 +181,65 @@ TEST_CASE("research: layer mix is the softmax of layer_weight") {
   auto a = layer_mix(model);
   CHECK(a[0] == doctest::Approx(1.0 / 6));
   CHECK(a[2] == doctest::Approx(0.5));
+}
+
+// ---- fbt plot on hostile run folders ----
+
+TEST_CASE("plot: strings from the files and paths it plots never run a command, and the charts are drawn") {
+  namespace fs = std::filesystem;
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    MESSAGE("gnuplot not installed (./run installs gnuplot-nox): skipped");
+    return;
+  }
+  const fs::path root = fs::temp_directory_path() / ("fbt-plot-hostile-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root);
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{root};
+  const fs::path marker = root / "RAN";
+  const std::string m = marker.string();
+  // Payloads for each place a string reaches the script: quotes, newlines and carriage returns,
+  // backquotes, gnuplot's ! and system(), shell $(...), macros, a NUL, a backslash before a quote.
+  const std::vector<std::string> payloads = {
+      "x' 0)\n!touch " + m + "\nset xtics ('y", "`touch " + m + "`", "$(touch " + m + ")",
+      "'; system('touch " + m + "'); '", "x'.system(\"touch " + m + "\").'", "a\r!touch " + m,
+      "\\'\n! touch " + m + " #", "@x ' . `touch " + m + "` . '", std::string("n\0!touch ", 9) + m};
+  auto line = [](std::ofstream& out, const nlohmann::json& j) { out << j.dump() << "\n"; };
+  int case_no = 0;
+  for (const std::string& p : payloads) {
+    INFO("payload " << nlohmann::json(p).dump());
+    const fs::path dir = root / ("case" + std::to_string(case_no++));
+    // (1) policies of grads lines and of bias bars, (2) sources (two files), (3) groups
+    fs::create_directories(dir / "grads");
+    for (const char* file : {"a.jsonl", "b.jsonl"}) {
+      std::ofstream out(dir / "grads" / file);
+      for (int lag = 1; lag <= 3; ++lag)
+        line(out, {{"kind", "lag"}, {"policy", p}, {"source", p}, {"lag", lag}, {"grad_norm", 1.0 / lag}});
+      line(out, {{"kind", "bias"}, {"policy", p}, {"group", p}, {"rel_error", 0.2}});
+      line(out, {{"kind", "bias"}, {"policy", "none"}, {"group", "all"}, {"rel_error", 0.0}});
+    }
+    std::vector<std::string> made = plot_jsonl({(dir / "grads").string()}, "");
+    CHECK(made.size() >= 2);  // gradient by lag and the truncation bias
+    // (4) run folder names (several runs share a chart) and (5) the output folder
+    std::string name = p;
+    std::replace(name.begin(), name.end(), '/', '_');
+    name.erase(std::remove(name.begin(), name.end(), '\0'), name.end());
+    for (const std::string& run : {name + " A", name + " B"}) {
+      fs::create_directories(dir / "runs" / run);
+      std::ofstream out(dir / "runs" / run / "metrics.jsonl");
+      for (int step = 1; step <= 3; ++step)
+        line(out, {{"split", "train"}, {"step", step}, {"loss", 2.0 / step}, {"bpc", 3.0 / step}});
+    }
+    made = plot_jsonl({(dir / "runs" / (name + " A")).string(), (dir / "runs" / (name + " B")).string()},
+                      (dir / ("out " + name)).string());
+    CHECK(made.size() == 2);  // loss and bpc
+    for (const std::string& png : made) CHECK(fs::file_size(png) > 0);
+    CHECK_FALSE(fs::exists(marker));
+  }
+  CHECK_FALSE(fs::exists("RAN"));  // a relative path would have landed here
 }
