@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <stdexcept>
 
 #include "backend/cuda/kernels.hpp"
@@ -33,11 +34,23 @@ void require_device(Device d) {
   if (!device_available(d, &why)) throw std::runtime_error(std::string("device ") + device_name(d) + " is not available: " + why);
 }
 
+OutOfMemory::OutOfMemory(size_t bytes, Device d) {
+  char size[32];
+  std::snprintf(size, sizeof size, "%.1f MB", double(bytes) / (1024.0 * 1024.0));
+  what_ = std::string("could not allocate ") + size + " on the " + device_name(d);
+}
+
 float* device_alloc(Device d, size_t n) {
-  if (d == Device::CUDA) return cuda::alloc(n);
+  if (d == Device::CUDA) {
+    try {
+      return cuda::alloc(n);
+    } catch (const std::bad_alloc&) {  // the emulated device's host memory
+      throw OutOfMemory(n * sizeof(float), d);
+    }
+  }
   const size_t bytes = (std::max<size_t>(n, 1) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
   void* p = std::aligned_alloc(kAlign, bytes);
-  if (!p) throw std::bad_alloc();
+  if (!p) throw OutOfMemory(bytes, d);
   return static_cast<float*>(p);
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,17 @@ bool device_available(Device d, std::string* why = nullptr);
 // Throws, naming the reason, when d is not available.
 void require_device(Device d);
 
-float* device_alloc(Device d, size_t n);  // n floats, 64-byte aligned, uninitialised
+float* device_alloc(Device d, size_t n);  // n floats, 64-byte aligned, uninitialised; OutOfMemory if it cannot
+// An allocation that failed, with its size and device (what() says both); a std::bad_alloc, so
+// code that handles that handles this.
+class OutOfMemory : public std::bad_alloc {
+ public:
+  OutOfMemory(size_t bytes, Device d);
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  std::string what_;
+};
 void device_free(Device d, void* p);
 void fill_zero(Device d, float* p, size_t n);
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);

@@ -52,7 +52,12 @@ int main(int argc, char** argv) {
       ranks = fbt::Comm::world().size(), rank = fbt::Comm::world().rank();
     } catch (const std::exception&) {
     }
-    fmt::print(stderr, "fbt: error: {}{}\n", ranks > 1 ? fmt::format("process {} of {}: ", rank, ranks) : "", e.what());
+    std::string msg = e.what();
+    if (dynamic_cast<const std::bad_alloc*>(&e))  // what ran out, and what to change (checkpoints on disk are intact)
+      msg = fmt::format("out of memory{}; a step needs less with a smaller train.batch_size, bptt or model.mem_len, "
+                        "and in training with train.recompute: true or train.grad_accum: 2 or more",
+                        dynamic_cast<const fbt::OutOfMemory*>(&e) ? std::string(": ") + e.what() : "");
+    fmt::print(stderr, "fbt: error: {}{}\n", ranks > 1 ? fmt::format("process {} of {}: ", rank, ranks) : "", msg);
     if (ranks > 1) fbt::Comm::world().abort(1);
     return 1;
   }

@@ -1,8 +1,10 @@
 // The fbt binary end to end: `forward` against the in-process model, and bad input of every
 // kind getting one clear message and a non-zero exit.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -206,6 +208,31 @@ TEST_CASE("cli: bench needs no data section (it draws random tokens), times reco
   const Run e = fbt_cli("bench --config " + d / "bench.yaml" + " --sample -1");
   CHECK(e.status != 0);
   CHECK(e.output.find("--sample") != std::string::npos);
+}
+
+TEST_CASE("cli: out of memory is one line naming the size that failed and what to change") {
+#if defined(__SANITIZE_ADDRESS__)
+  MESSAGE("AddressSanitizer reserves more address space than the limit allows: skipped");
+#else
+  Dir d;  // a step of ~300 MB of activations under a 400 MB address-space limit
+  std::ofstream(d / "big.yaml") << "model: {num_tokens: 256, dim: 512, depth: 6, heads: 8, dim_head: 64, seq_len: 32, "
+                                   "mem_len: 256}\ntrain: {batch_size: 8, bptt: 128, threads: 1}\n";
+  const std::string cmd = "ulimit -v 400000; exec " + std::string(FBT_BIN) + " bench --config " + d / "big.yaml" +
+                          " --steps 1 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  INFO(out);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(out.find("fbt: error: out of memory: could not allocate ") != std::string::npos);
+  CHECK(out.find(" MB on the cpu; ") != std::string::npos);
+  CHECK(out.find("train.recompute: true") != std::string::npos);
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);  // one line
+#endif
 }
 
 TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows that cover the step") {
