@@ -143,6 +143,45 @@ TEST_CASE("device: buffers round-trip, the emulation keeps host and device point
   });
 }
 
+TEST_CASE("device: every kernel wrapper takes empty work (a zero count or no keys) and leaves its outputs alone") {
+  // On a GPU a launch of zero blocks is an error: the first window of an empty memory has no
+  // keys (S = 0), and a dropout of nothing draws no mask. Every wrapper must see such work through.
+  std::string why;
+  REQUIRE(device_available(Device::CUDA, &why));
+  const std::vector<float> ones(64, 1.f);
+  DeviceBuffer f(Device::CUDA, 64);
+  f.copy_from_host(ones.data(), 64);
+  float* p = f.data();
+  int32_t* ids = cuda::alloc_i32(16);
+  const std::vector<int32_t> zeros(16, 0);
+  cuda::to_device_i32(ids, zeros.data(), 16);
+  const auto* keep = reinterpret_cast<const uint8_t*>(ids);
+  cuda::dropout_mask(p, 0.2f, 1, 0, 0);
+  cuda::add_forward(p, p, p, 0), cuda::mul_forward(p, p, p, 0), cuda::mul_backward(p, p, p, p, p, 0);
+  cuda::scale_forward(p, p, 2.f, 0), cuda::axpy(p, 2.f, p, 0), cuda::add_rows(p, 4, p, 4, 0, 4);
+  cuda::mask_rows_forward(p, p, keep, 0, 4), cuda::mask_rows_backward(p, p, keep, 0, 4);
+  cuda::linear_forward(p, p, p, p, 0, 4, 4), cuda::linear_backward(p, p, p, p, p, p, 0, 4, 4);
+  cuda::layernorm_forward(p, p, p, p, p, p, 0, 4), cuda::layernorm_backward_input(p, p, p, p, p, p, 0, 4);
+  cuda::layernorm_backward_params(p, p, p, p, p, p, 0, 4);
+  cuda::geglu_forward(p, p, 0, 4), cuda::geglu_backward(p, p, p, 0, 4);
+  cuda::embedding_forward(p, p, ids, 0, 4), cuda::embedding_backward(p, p, ids, ids, ids, 0, 4);
+  cuda::adamw_step(p, p, p, p, keep, 0, 1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.f);
+  cuda::sum_blocks_in_order(p, p, 1, 0);
+  CHECK(cuda::sum_squares(p, 0) == 0.0);
+  // Attention over no keys: zeros out; its backward adds nothing to dq or the bias.
+  const cpu::AttentionDims d{2, 1, 2, 4, 0, 3};
+  cuda::attention_forward(p, p + 32, p + 48, nullptr, 0, ids, p + 56, nullptr, d);
+  std::vector<float> back(64);
+  f.copy_to_host(back.data());
+  for (int i = 0; i < 16; ++i) CHECK(back[size_t(i)] == 0.f);       // out (2 x 1 x 8): zeros
+  for (int i = 16; i < 64; ++i) CHECK(back[size_t(i)] == 1.f);      // nothing else touched
+  cuda::attention_backward(p + 16, p + 56, p + 32, p, p + 48, nullptr, 0, ids, p + 32, nullptr, d);
+  f.copy_to_host(back.data());
+  for (int i = 16; i < 32; ++i) CHECK(back[size_t(i)] == 1.f);      // dq: nothing added
+  for (int i = 56; i < 62; ++i) CHECK(back[size_t(i)] == 1.f);      // the bias gradient: nothing added
+  cuda::free(ids);
+}
+
 TEST_CASE("device: a step stages identical host tables once") {
   on(Device::CUDA, [] {
     const std::vector<int32_t> table{3, -1, 2, 0}, other{3, -1, 2, 1};

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -44,6 +45,27 @@ namespace fbt::cuda {
 namespace {
 constexpr int kThreads = 256;
 inline int blocks(int64_t n) { return int((n + kThreads - 1) / kThreads); }
+
+// Whether FBT_CUDA_SYNC=1: wait for every kernel and check it, so a fault is reported at the
+// launch that made it (the first runs on a new GPU) rather than at the next blocking copy.
+bool sync_every_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("FBT_CUDA_SYNC");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
+// Every kernel launch goes through here: an empty grid launches nothing (a zero-block launch is
+// an error, and empty work is common: the first window of an empty memory has no keys, dropout
+// of nothing), and the launch itself is checked.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), int64_t grid, int block, size_t smem, Args... args) {
+  if (grid <= 0) return;
+  kernel<<<unsigned(grid), unsigned(block), smem>>>(args...);
+  CUDA_CHECK(cudaGetLastError());
+  if (sync_every_launch()) CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 // cuBLAS is opened on first use (dlopen), not linked: mapping it costs every process ~200 MB of
 // resident pages, CPU-only runs included. These are the entry points fbt calls.
@@ -267,45 +289,35 @@ __global__ void mask_rows_k(float* y, const float* x, const uint8_t* keep, int64
 }  // namespace
 
 void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t n) {
-  dropout_mask_k<<<blocks(n), kThreads>>>(mask, p, 1.0f / (1.0f - p), seed, counter, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(dropout_mask_k, blocks(n), kThreads, 0, mask, p, 1.0f / (1.0f - p), seed, counter, n);
 }
 void add_forward(float* y, const float* a, const float* b, int64_t n) {
-  add_k<<<blocks(n), kThreads>>>(y, a, b, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(add_k, blocks(n), kThreads, 0, y, a, b, n);
 }
 void mul_forward(float* y, const float* a, const float* b, int64_t n) {
-  mul_k<<<blocks(n), kThreads>>>(y, a, b, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(mul_k, blocks(n), kThreads, 0, y, a, b, n);
 }
 void mul_backward(float* da, float* db, const float* dy, const float* a, const float* b, int64_t n) {
-  mul_backward_k<<<blocks(n), kThreads>>>(da, db, dy, a, b, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(mul_backward_k, blocks(n), kThreads, 0, da, db, dy, a, b, n);
 }
 void scale_forward(float* y, const float* x, float s, int64_t n) {
-  scale_k<<<blocks(n), kThreads>>>(y, x, s, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(scale_k, blocks(n), kThreads, 0, y, x, s, n);
 }
 void axpy(float* y, float s, const float* x, int64_t n) {
-  axpy_k<<<blocks(n), kThreads>>>(y, s, x, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(axpy_k, blocks(n), kThreads, 0, y, s, x, n);
 }
 void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
-  add_rows_k<<<blocks(rows * cols), kThreads>>>(dst, dst_stride, src, src_stride, rows, cols);
-  CUDA_CHECK(cudaGetLastError());
+  launch(add_rows_k, blocks(rows * cols), kThreads, 0, dst, dst_stride, src, src_stride, rows, cols);
 }
 void gather(float* dst, const float* const* parts, const int64_t* offsets, int64_t nparts, int64_t total) {
   if (total == 0) return;
-  gather_k<<<int(std::min<int64_t>(blocks(total), 4096)), kThreads>>>(dst, parts, offsets, nparts, total);
-  CUDA_CHECK(cudaGetLastError());
+  launch(gather_k, int(std::min<int64_t>(blocks(total), 4096)), kThreads, 0, dst, parts, offsets, nparts, total);
 }
 void mask_rows_forward(float* y, const float* x, const uint8_t* keep, int64_t N, int64_t C) {
-  mask_rows_k<<<blocks(N * C), kThreads>>>(y, x, keep, N, C, false);
-  CUDA_CHECK(cudaGetLastError());
+  launch(mask_rows_k, blocks(N * C), kThreads, 0, y, x, keep, N, C, false);
 }
 void mask_rows_backward(float* dx, const float* dy, const uint8_t* keep, int64_t N, int64_t C) {
-  mask_rows_k<<<blocks(N * C), kThreads>>>(dx, dy, keep, N, C, true);
-  CUDA_CHECK(cudaGetLastError());
+  launch(mask_rows_k, blocks(N * C), kThreads, 0, dx, dy, keep, N, C, true);
 }
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
@@ -328,8 +340,7 @@ __global__ void bias_backward_k(float* db, const float* dy, int64_t N, int64_t O
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
   // y^T (Out x N, col-major) = W (Out x In, i.e. W^T col-major In x Out transposed) * x^T
   sgemm(CUBLAS_OP_T, CUBLAS_OP_N, Out, N, In, W, In, x, In, 0.f, y, Out);
-  if (b) add_bias_k<<<blocks(N * Out), kThreads>>>(y, b, N, Out);
-  CUDA_CHECK(cudaGetLastError());
+  if (b) launch(add_bias_k, blocks(N * Out), kThreads, 0, y, b, N, Out);
 }
 
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t N,
@@ -338,8 +349,7 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
     sgemm(CUBLAS_OP_N, CUBLAS_OP_N, In, N, Out, W, In, dy, Out, 1.f, dx, In);
   if (dW)  // dW (Out x In) += dy^T x: col-major dW^T (In x Out) = x^T dy
     sgemm(CUBLAS_OP_N, CUBLAS_OP_T, In, Out, N, x, In, dy, Out, 1.f, dW, In);
-  if (db) bias_backward_k<<<blocks(Out), kThreads>>>(db, dy, N, Out);
-  CUDA_CHECK(cudaGetLastError());
+  if (db) launch(bias_backward_k, blocks(Out), kThreads, 0, db, dy, N, Out);
 }
 
 // ---- layer norm: a warp per row ----
@@ -430,18 +440,15 @@ __global__ void layernorm_backward_params_k(float* dw, float* db, const float* d
 
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
                        int64_t C) {
-  layernorm_forward_k<<<int((N + 7) / 8), 256>>>(y, mean, rstd, x, w, b, N, C);
-  CUDA_CHECK(cudaGetLastError());
+  launch(layernorm_forward_k, int((N + 7) / 8), 256, 0, y, mean, rstd, x, w, b, N, C);
 }
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
                               const float* rstd, int64_t N, int64_t C) {
-  layernorm_backward_input_k<<<int((N + 7) / 8), 256>>>(dx, dy, x, w, mean, rstd, N, C);
-  CUDA_CHECK(cudaGetLastError());
+  launch(layernorm_backward_input_k, int((N + 7) / 8), 256, 0, dx, dy, x, w, mean, rstd, N, C);
 }
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                const float* rstd, int64_t N, int64_t C) {
-  layernorm_backward_params_k<<<blocks(C), kThreads>>>(dw, db, dy, x, mean, rstd, N, C);
-  CUDA_CHECK(cudaGetLastError());
+  launch(layernorm_backward_params_k, blocks(C), kThreads, 0, dw, db, dy, x, mean, rstd, N, C);
 }
 
 // ---- activations ----
@@ -464,12 +471,10 @@ __global__ void geglu_backward_k(float* du, const float* dy, const float* u, int
 }  // namespace
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
-  geglu_forward_k<<<blocks(N * F), kThreads>>>(y, u, N, F);
-  CUDA_CHECK(cudaGetLastError());
+  launch(geglu_forward_k, blocks(N * F), kThreads, 0, y, u, N, F);
 }
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
-  geglu_backward_k<<<blocks(N * F), kThreads>>>(du, dy, u, N, F);
-  CUDA_CHECK(cudaGetLastError());
+  launch(geglu_backward_k, blocks(N * F), kThreads, 0, du, dy, u, N, F);
 }
 
 // ---- embedding and loss ----
@@ -528,26 +533,22 @@ __global__ void cross_entropy_backward_k(float* dlogits, const float* g, float s
 }  // namespace
 
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
-  embedding_forward_k<<<blocks(N * D), kThreads>>>(y, W, ids, N, D);
-  CUDA_CHECK(cudaGetLastError());
+  launch(embedding_forward_k, blocks(N * D), kThreads, 0, y, W, ids, N, D);
 }
 void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
                         int64_t U, int64_t D) {
   if (U == 0) return;
-  embedding_backward_k<<<int(U), 128>>>(dW, dy, rows, tokens, starts, D);
-  CUDA_CHECK(cudaGetLastError());
+  launch(embedding_backward_k, int(U), 128, 0, dW, dy, rows, tokens, starts, D);
 }
 void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
                            int64_t counted) {
   float* rows = scratch(size_t(N));
-  cross_entropy_forward_k<<<int(N), kRowThreads>>>(lse, rows, logits, targets, N, V);
-  mean_k<<<1, kRowThreads>>>(loss, rows, N, counted);
-  CUDA_CHECK(cudaGetLastError());
+  launch(cross_entropy_forward_k, int(N), kRowThreads, 0, lse, rows, logits, targets, N, V);
+  launch(mean_k, 1, kRowThreads, 0, loss, rows, N, counted);
 }
 void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V) {
-  cross_entropy_backward_k<<<blocks(N * V), kThreads>>>(dlogits, g, scale, logits, lse, targets, N, V);
-  CUDA_CHECK(cudaGetLastError());
+  launch(cross_entropy_backward_k, blocks(N * V), kThreads, 0, dlogits, g, scale, logits, lse, targets, N, V);
 }
 
 // ---- memory mix ----
@@ -590,19 +591,17 @@ __global__ void weighted_sum_dw_k(float* dw, const double* da, const float* a, i
 }  // namespace
 
 void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
-  softmax_small_k<<<1, 1>>>(a, w, K);
-  weighted_sum_forward_k<<<blocks(n), kThreads>>>(y, a, xs, K, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(softmax_small_k, 1, 1, 0, a, w, K);
+  launch(weighted_sum_forward_k, blocks(n), kThreads, 0, y, a, xs, K, n);
 }
 void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const float* a, const float* const* xs,
                            int64_t K, int64_t n) {
-  weighted_sum_dx_k<<<blocks(n), kThreads>>>(dxs, dy, a, K, n);
+  launch(weighted_sum_dx_k, blocks(n), kThreads, 0, dxs, dy, a, K, n);
   if (dw) {
     double* da = reinterpret_cast<double*>(scratch(size_t(2 * K)));
-    weighted_sum_dots_k<<<int(K), kThreads>>>(da, dy, xs, n);
-    weighted_sum_dw_k<<<1, 1>>>(dw, da, a, K);
+    launch(weighted_sum_dots_k, int(K), kThreads, 0, da, dy, xs, n);
+    launch(weighted_sum_dw_k, 1, 1, 0, dw, da, a, K);
   }
-  CUDA_CHECK(cudaGetLastError());
 }
 
 // ---- attention over segments (passed by value) ----
@@ -802,22 +801,19 @@ Segs pack(const cpu::KVRows* segs, int nsegs) {
 void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
   const size_t smem = shared_for(attention_forward_k, d);
-  attention_forward_k<<<int(d.B * d.H * d.n), kAttnThreads, smem>>>(out, probs, q, pack(segs, nsegs), bucket, bias,
-                                                                     drop, d);
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_forward_k, d.B * d.H * d.n, kAttnThreads, smem, out, probs, q, pack(segs, nsegs), bucket, bias,
+         drop, d);
 }
 
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const cpu::AttentionDims& d) {
   const Segs sg = pack(segs, nsegs);
-  attention_dlogits_k<<<int(d.B * d.H * d.n), kAttnThreads, shared_for(attention_dlogits_k, d)>>>(dq, dlogits, dout, q,
-                                                                                                sg, probs, drop, d);
-  attention_dkv_k<<<blocks(d.B * d.H * d.S * d.Dh), kThreads>>>(dlogits, dout, q, sg, probs, drop, d);
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_dlogits_k, d.B * d.H * d.n, kAttnThreads, shared_for(attention_dlogits_k, d), dq, dlogits, dout,
+         q, sg, probs, drop, d);
+  launch(attention_dkv_k, blocks(d.B * d.H * d.S * d.Dh), kThreads, 0, dlogits, dout, q, sg, probs, drop, d);
   if (dbias && d.NB > 0) {
-    attention_dbias_k<<<int(d.NB * d.H), kAttnThreads>>>(dbias, dlogits, bucket, d);
-    CUDA_CHECK(cudaGetLastError());
+    launch(attention_dbias_k, int(d.NB * d.H), kAttnThreads, 0, dbias, dlogits, bucket, d);
   }
 }
 
@@ -847,9 +843,8 @@ void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* dec
                 double beta2, double eps, double weight_decay, int64_t t, float grad_scale) {
   // The scalars rounded as train/optimizer.cpp rounds them, so both devices take the same step.
   const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
-  adamw_k<<<blocks(n), kThreads>>>(w, m, v, g, decay, n, float(lr * weight_decay), float(beta1), float(beta2),
-                                    float(eps), float(lr / bc1), float(1.0 / std::sqrt(bc2)), grad_scale);
-  CUDA_CHECK(cudaGetLastError());
+  launch(adamw_k, blocks(n), kThreads, 0, w, m, v, g, decay, n, float(lr * weight_decay), float(beta1), float(beta2),
+         float(eps), float(lr / bc1), float(1.0 / std::sqrt(bc2)), grad_scale);
 }
 
 double sgemm_peak_gflops() {
@@ -878,8 +873,7 @@ double sgemm_peak_gflops() {
 double sum_squares(const float* x, int64_t n) {
   const int nb = 64;  // a fixed grid: the same partial sums in the same order every time
   double* part = reinterpret_cast<double*>(scratch(2 * nb));
-  sum_squares_k<<<nb, kThreads>>>(part, x, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(sum_squares_k, nb, kThreads, 0, part, x, n);
   double h[nb];
   CUDA_CHECK(cudaMemcpy(h, part, sizeof(h), cudaMemcpyDeviceToHost));
   double s = 0.0;
@@ -899,8 +893,7 @@ __global__ void sum_blocks_k(float* out, const float* parts, int64_t count, int6
 
 void sum_blocks_in_order(float* out, const float* parts, int64_t count, int64_t n) {
   if (n == 0) return;
-  sum_blocks_k<<<blocks(n), kThreads>>>(out, parts, count, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(sum_blocks_k, blocks(n), kThreads, 0, out, parts, count, n);
 }
 
 void select_device(int local_rank) {
