@@ -117,8 +117,9 @@ void run_bench(const BenchArgs& a) {
   const std::unique_ptr<Model> model_ptr = make_model(cfg.model, /*initialize=*/false);
   Model& model = *model_ptr;
   model.init(t.seed, t.init);
-  model.to(device);
   Comm& comm = Comm::world();
+  if (device == Device::CUDA && comm.size() > 1) cuda::select_device(comm.local_rank());  // one GPU per rank
+  model.to(device);
   const int64_t N = comm.size(), mine = streams_per_process(cfg, N);
   LoopConfig lc = loop_config(cfg);
   lc.comm = &comm;

@@ -1,2 +1,6 @@
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
+#define DOCTEST_CONFIG_IMPLEMENT
+#include "tests/run_cases.hpp"
+
+REGISTER_LISTENER("case counter", 1, fbt::testing::CaseCounter);
+
+int main(int argc, char** argv) { return fbt::testing::run_cases(argc, argv); }

@@ -1,11 +1,12 @@
 // The cuda suite's main: without a usable GPU every test reports "skipped" (exit 77).
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
-
 #include <cstdio>
 #include <string>
 
 #include "backend/cuda/kernels.hpp"
+#include "tests/run_cases.hpp"
+
+REGISTER_LISTENER("case counter", 1, fbt::testing::CaseCounter);
 
 int main(int argc, char** argv) {
   std::string why;
@@ -13,6 +14,5 @@ int main(int argc, char** argv) {
     std::printf("no usable CUDA device (%s): skipping\n", why.c_str());
     return 77;
   }
-  doctest::Context ctx(argc, argv);
-  return ctx.run();
+  return fbt::testing::run_cases(argc, argv);
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <deque>
 #include <vector>
 
@@ -237,8 +238,10 @@ TEST_CASE("cuda: AdamW step and grad norm match the CPU optimizer") {
   std::vector<uint8_t> decay(P);
   for (size_t i = 0; i < P; ++i) decay[i] = i < 21;
   Dev gw(w0), gm(P), gv(P);
-  uint8_t* gdecay = reinterpret_cast<uint8_t*>(cuda::alloc_i32(P / 4 + 1));
-  cuda::to_device_i32(reinterpret_cast<int32_t*>(gdecay), reinterpret_cast<const int32_t*>(decay.data()), P / 4 + 1);
+  std::vector<int32_t> words(P / 4 + 1, 0);  // the flags in whole int32 words (no read past decay's end)
+  std::memcpy(words.data(), decay.data(), P);
+  uint8_t* gdecay = reinterpret_cast<uint8_t*>(cuda::alloc_i32(words.size()));
+  cuda::to_device_i32(reinterpret_cast<int32_t*>(gdecay), words.data(), words.size());
   AdamW opt(ps, AdamWConfig{0.9, 0.999, 1e-8, 0.1});
   for (int t = 1; t <= 3; ++t) {
     fill_normal(ps.grads().data(), int64_t(P), uint64_t(40 + t));

@@ -109,6 +109,7 @@ Call forward_backward(FeedbackTransformer& model, const DetachPolicy& pol) {
   const std::vector<int32_t> in = tokens(B * T, 1, int32_t(c.num_tokens)), tg = tokens(B * T, 2, int32_t(c.num_tokens));
   std::vector<float> mem = randn(sz(B * m * c.dim), 3), ctx = randn(sz(B * 4 * c.dim), 4);
   State state(Tensor{mem.data(), Shape{B, m, c.dim}, Device::CPU});
+  tape().set_device(model.device());  // the context is made on the tape the call runs on
   Var context = c.cross_attend ? tape().leaf_copy(Tensor{ctx.data(), Shape{B, 4, c.dim}, Device::CPU}) : Var();
   model.params().zero_grad();
   ForwardOutput o = model.forward(in.data(), B, T, &state, {context, tg.data(), pol});

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <unordered_map>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -74,12 +75,23 @@ float* alloc(size_t n) {
   return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(p) | kTag);
 }
 int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
-void free(void* p) {
-  enter();
-  void* q = h(p);
-  now_bytes -= sizes[q];
-  sizes.erase(q);
-  std::free(q);
+namespace {
+std::string first_free_error;
+}
+std::string free_error() { return first_free_error; }
+void free(void* p) noexcept {
+  try {
+    enter();
+    void* q = h(p);
+    now_bytes -= sizes[q];
+    sizes.erase(q);
+    std::free(q);
+  } catch (const std::exception& e) {  // as the device's: reported once, kept, never thrown
+    if (first_free_error.empty()) {
+      first_free_error = e.what();
+      std::fprintf(stderr, "fbt: cuda: %s\n", e.what());
+    }
+  }
 }
 size_t peak_allocated_bytes() { return peak_bytes; }
 double sgemm_peak_gflops() {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -158,11 +159,29 @@ float* alloc(size_t n) {
   return static_cast<float*>(p);
 }
 int32_t* alloc_i32(size_t n) { return reinterpret_cast<int32_t*>(alloc(n)); }
-void free(void* p) {
+namespace {
+std::mutex free_error_mu;
+std::string first_free_error;
+}  // namespace
+
+std::string free_error() {
+  std::lock_guard<std::mutex> lock(free_error_mu);
+  return first_free_error;
+}
+
+void free(void* p) noexcept {
   if (!p) return;
   // At process exit the runtime may be unloaded before the last buffers are released: nothing to do.
-  if (const cudaError_t e = cudaFree(p); e == cudaErrorCudartUnloading) return;
-  else CUDA_CHECK(e);
+  if (const cudaError_t e = cudaFree(p); e == cudaErrorCudartUnloading) {
+    return;
+  } else if (e != cudaSuccess) {
+    std::lock_guard<std::mutex> lock(free_error_mu);
+    if (first_free_error.empty()) {
+      first_free_error = std::string("cudaFree: ") + cudaGetErrorString(e);
+      std::fprintf(stderr, "fbt: cuda: %s (after an earlier error, usually)\n", first_free_error.c_str());
+    }
+    return;
+  }
   Usage& u = usage();
   std::lock_guard<std::mutex> lock(u.mu);
   u.now -= u.sizes[p];

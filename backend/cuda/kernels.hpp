@@ -19,7 +19,11 @@ std::string device_name();
 
 // Device memory and copies (errors throw std::runtime_error with file and line).
 float* alloc(size_t n);
-void free(void* p);
+// Never throws: it runs in destructors, also while unwinding from another error. A failure is
+// written to stderr once and the first one kept (free_error()), so the error that caused it is
+// the one that reaches the user.
+void free(void* p) noexcept;
+std::string free_error();  // the first failure of free, or ""
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 void copy(void* dst, const void* src, size_t bytes, CopyKind kind);
 // `rows` rows of row_bytes each; row r starts at dst + r*dst_pitch and src + r*src_pitch (bytes).
