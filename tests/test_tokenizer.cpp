@@ -13,6 +13,7 @@
 #include "run_fixture.hpp"
 #include "train/checkpoint.hpp"
 #include "train/evaluate.hpp"
+#include "util/safetensors.hpp"
 #include "train/trainer.hpp"
 #include "util/config_section.hpp"
 
@@ -144,6 +145,15 @@ TEST_CASE("tokenizer: a run records its tokenizer; its weights and checkpoints f
     REQUIRE(t != nullptr);
     CHECK(t->kind() == "sentencepiece");
     CHECK(t->encode("And God said") == sp->encode("And God said"));
+  }
+  // A shared weights file cannot make fbt read a tokenizer from elsewhere: only the name fbt writes.
+  for (const std::string hostile : {"../sp.model", "/etc/passwd", "sub/tokenizer.model", ".."}) {
+    INFO(hostile);
+    SafeTensors st = SafeTensors::load(d / "out/model.safetensors");
+    st.metadata["fbt_tokenizer_file"] = hostile;
+    fs::create_directories(fs::path(d / "shared"));
+    st.save(d / "shared/model.safetensors");
+    CHECK_THROWS_WITH(load_run_tokenizer(d / "shared"), doctest::Contains("fbt reads only tokenizer.model beside the weights"));
   }
   fs::remove(d / "out/tokenizer.model");
   CHECK_THROWS_WITH(load_run_tokenizer(d / "out"), doctest::Contains("records the sentencepiece tokenizer tokenizer.model"));

@@ -173,6 +173,12 @@ std::unique_ptr<Tokenizer> load_run_tokenizer(const std::string& dir_or_file) {
                                                                                          : nullptr;
   }
   if (file.empty()) return load_tokenizer(kind, "");
+  // A weights file is shared between people: the name it records is only ever the one fbt writes
+  // beside it, never a path that would make fbt read elsewhere.
+  if (file != tokenizer_file_name(kind))
+    throw std::runtime_error(weights + ": records the tokenizer file \"" + file + "\" for a " + kind +
+                             " tokenizer; fbt reads only " + tokenizer_file_name(kind) +
+                             " beside the weights or in their run directory");
   // Beside the weights (a run's out_dir, a results folder) or in the run of a checkpoint directory.
   fs::path dir = fs::absolute(weights).parent_path();
   for (int up = 0; up < 3 && !dir.empty(); ++up, dir = dir.parent_path())
