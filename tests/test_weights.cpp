@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "models/feedback_transformer.hpp"
 #include "models/weights.hpp"
@@ -36,4 +37,22 @@ TEST_CASE("weights: load errors name the tensor") {
   wrong.tensors["token_emb.weight"] = StTensor::from_f32({4, 5}, z);
   CHECK_THROWS_WITH(load_weights(m2, wrong, "w.safetensors"),
                     "w.safetensors: tensor 'token_emb.weight' has shape [4, 5], expected [5, 4]");
+}
+
+TEST_CASE("weights: a hostile model config in a weights file's metadata is one error naming the file") {
+  for (const char* bad : {"not json", "{\"num_tokens\": 5}", "{\"type\": \"feedback\", \"num_tokens\": 5, \"dim\": -4}",
+                          "[1, 2]", "{\"num_tokens\": \"$(touch ran)\"}"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH_AS(model_config_from_json(bad, "shared.safetensors"),
+                         doctest::Contains("shared.safetensors: bad model config in __metadata__"), SafeTensorsError);
+  }
+  // Fields with sizes no validation allows (validate() names the key).
+  nlohmann::json j = nlohmann::json::parse(weights_to_safetensors(FeedbackTransformer([] {
+                                             ModelConfig c;
+                                             c.num_tokens = 5, c.dim = 4, c.depth = 1, c.heads = 1, c.dim_head = 2;
+                                             c.mem_len = 3;
+                                             return c;
+                                           }())).metadata.at("fbt_model_config"));
+  j["heads"] = 0;
+  CHECK_THROWS_AS(model_config_from_json(j.dump(), "shared.safetensors"), SafeTensorsError);
 }
