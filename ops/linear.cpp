@@ -105,14 +105,13 @@ void weight_grad(const std::vector<Tape::DeferredWeightGrad>& pairs) {
 void flush_weight_grads() {
   const profile::Scope prof("weight gradients", profile::Phase::Backward);
   std::vector<Tape::DeferredWeightGrad>& all = tape().deferred_weight_grads();
-  std::vector<bool> done(all.size(), false);
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (done[i]) continue;
-    std::vector<Tape::DeferredWeightGrad> pairs;
-    for (size_t k = i; k < all.size(); ++k)
-      if (!done[k] && all[k].dW == all[i].dW) pairs.push_back(all[k]), done[k] = true;
-    weight_grad(pairs);
+  std::vector<std::vector<Tape::DeferredWeightGrad>> by_weight;  // each weight's pairs, in order
+  for (const Tape::DeferredWeightGrad& p : all) {
+    auto it = std::find_if(by_weight.begin(), by_weight.end(), [&](const auto& w) { return w.front().dW == p.dW; });
+    if (it == by_weight.end()) by_weight.push_back({p});  // a handful of weights per model: a scan is enough
+    else it->push_back(p);
   }
+  for (const auto& pairs : by_weight) weight_grad(pairs);
   all.clear();
 }
 

@@ -582,10 +582,16 @@ void linear_backward_weight_parts(float* dW, float* db, const RowPart* parts, in
   std::vector<GemmPart> g(static_cast<size_t>(nparts));
   for (int i = 0; i < nparts; ++i) g[size_t(i)] = {{parts[i].dy, 1, Out}, {parts[i].x, In, 1}, parts[i].rows};  // dy^T x
   gemm_parts(dW, In, g.data(), nparts, Out, In, /*accumulate=*/true);
-  if (!db) return;
+  if (db) bias_backward_parts(db, parts, nparts, Out);
+}
+
+void bias_backward_parts(float* db, const RowPart* parts, int nparts, int64_t Out) {
+  // Rows in a fixed order for every column, part after part (Eigen's colwise sum changes its
+  // order with the pointer's alignment); threads own column ranges, so the thread count does not
+  // matter.
   int64_t N = 0;
   for (int i = 0; i < nparts; ++i) N += parts[i].rows;
-  split_threads(Out, 64, N * Out > kParallelMin, [&](int64_t o0, int64_t o1) {  // as bias_backward, part by part
+  split_threads(Out, 64, N * Out > kParallelMin, [&](int64_t o0, int64_t o1) {
     for (int i = 0; i < nparts; ++i)
       for (int64_t r = 0; r < parts[i].rows; ++r)
         for (int64_t o = o0; o < o1; ++o) db[o] += parts[i].dy[r * Out + o];
@@ -593,12 +599,8 @@ void linear_backward_weight_parts(float* dW, float* db, const RowPart* parts, in
 }
 
 void bias_backward(float* db, const float* dy, int64_t N, int64_t Out) {
-  // Rows in a fixed order for every column (Eigen's colwise sum changes its order with the
-  // pointer's alignment); threads own column ranges, so the thread count does not matter.
-  split_threads(Out, 64, N * Out > kParallelMin, [&](int64_t o0, int64_t o1) {
-    for (int64_t r = 0; r < N; ++r)
-      for (int64_t o = o0; o < o1; ++o) db[o] += dy[r * Out + o];
-  });
+  const RowPart whole{dy, nullptr, N};
+  bias_backward_parts(db, &whole, 1, Out);
 }
 
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,

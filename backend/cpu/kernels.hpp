@@ -36,6 +36,7 @@ struct RowPart {
   int64_t rows;
 };
 void linear_backward_weight_parts(float* dW, float* db, const RowPart* parts, int nparts, int64_t In, int64_t Out);
+void bias_backward_parts(float* db, const RowPart* parts, int nparts, int64_t Out);  // x unused
 
 // ---- weights packed for the products of one time step ----
 // A time step multiplies a few rows (batch x window) by every weight, forward and backward, so
