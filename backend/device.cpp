@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "backend/cpu/simd.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace fbt {
@@ -28,6 +29,14 @@ Device parse_device(const std::string& name) {
 const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
 
 bool device_available(Device d, std::string* why) { return d == Device::CPU || cuda::available(why); }
+
+const char* cpu_vector_isa() {
+  switch (cpu::simd::kLanes) {
+    case 16: return "avx512 (16 lanes)";
+    case 8: return "avx2 (8 lanes)";
+    default: return "scalar";
+  }
+}
 
 void require_device(Device d) {
   std::string why;

@@ -20,6 +20,9 @@ const char* device_name(Device d);
 // Whether tensors can live on d here: the CPU always; CUDA where fbt was built with it and a GPU
 // (or the test emulation) is present. `why` says why not.
 bool device_available(Device d, std::string* why = nullptr);
+// The CPU kernels' vector instructions, as compiled: "avx512 (16 lanes)", "avx2 (8 lanes)" or
+// "scalar". AVX2 and AVX-512 builds train the same weights bit for bit.
+const char* cpu_vector_isa();
 // Throws, naming the reason, when d is not available.
 void require_device(Device d);
 

@@ -24,6 +24,7 @@ void print_version() {
 #endif
   if (usable) fmt::print("fbt {} (backends: cpu, {}; device: {})\n", FBT_VERSION, built, fbt::cuda::device_name());
   else fmt::print("fbt {} (backends: cpu; {}: {})\n", FBT_VERSION, built, why);
+  fmt::print("cpu vectors: {}\n", fbt::cpu_vector_isa());
   fmt::print("data-parallel: {}\n", fbt::Comm::describe());
 }
 

@@ -11,6 +11,7 @@
 #include "backend/device.hpp"
 #include "gradcheck.hpp"
 #include "backend/cpu/kernels.hpp"
+#include "backend/cpu/simd.hpp"
 #include "tests/reference_kernels.hpp"
 
 using namespace fbt;
@@ -320,8 +321,7 @@ TEST_CASE("kernel: window attention reads a head-major mirror of the cache in pl
     cpu::mirror_kv_heads(heads.data(), mem.data(), B, R, H, Dh, 1, R);
     const cpu::AttentionDims d{B, n, H, Dh, S, NB};
     std::vector<std::vector<float>> results;
-    // One set of buffers for every run: Eigen's vectorized exp treats an unaligned head of an
-    // array differently, so the same buffers make the comparison exact.
+    // One set of buffers for every run, so the comparison is exact.
     std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(probs.size()), dq, dmem, dloc, db;
     for (int mirrored : {0, 1, 2}) {  // no mirror, the first memory part only, both
       INFO("n " << n << " mirrored parts " << mirrored);
@@ -392,6 +392,60 @@ TEST_CASE("kernel: the memory rows' key/value gradient summed over several calls
     }
     check_close(summed, each, 1e-5);
   }
+}
+
+TEST_CASE("kernel: exp and erf within 2 ulp of libm in every lane, the partial vector the same bits as a whole one") {
+  namespace simd = cpu::simd;
+  std::vector<float> x;
+  for (float v = -87.f; v <= 88.f; v += 0.01171875f) x.push_back(v);  // every lane position meets many values
+  std::vector<float> e(x.size()), f(x.size());
+  simd::each_vector(int64_t(x.size()), [&](const simd::Lanes& l) {
+    l.store(e.data(), simd::vexp(l.load(x.data())));
+    l.store(f.data(), simd::verf(l.load(x.data())));
+  });
+  double worst_exp = 0, worst_erf = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    worst_exp = std::max(worst_exp, std::abs(e[i] - std::exp(double(x[i]))) / std::exp(double(x[i])));
+    worst_erf = std::max(worst_erf, std::abs(f[i] - std::erf(double(x[i]))));
+  }
+  CHECK(worst_exp < 2.4e-7);  // 2 ulp of float
+  CHECK(worst_erf < 2.4e-7);
+  // The edges: -inf and far below give 0 (a softmax's invisible keys), NaN stays NaN, exp(0) = 1.
+  std::vector<float> edge{-INFINITY, -1000.f, -88.5f, 0.f, NAN}, out(edge.size());
+  simd::each_vector(int64_t(edge.size()), [&](const simd::Lanes& l) { l.store(out.data(), simd::vexp(l.load(edge.data()))); });
+  CHECK(out[0] == 0.f);
+  CHECK(out[1] == 0.f);
+  CHECK(out[2] == 0.f);
+  CHECK(out[3] == 1.f);
+  CHECK(std::isnan(out[4]));
+  // Element i at any offset within a vector, in a whole vector or a masked partial one: one value.
+  for (int64_t shift = 1; shift < simd::kLanes + 3; ++shift) {
+    std::vector<float> part(sz(shift + 5));
+    simd::each_vector(shift + 5, [&](const simd::Lanes& l) { l.store(part.data(), simd::vexp(l.load(x.data() + 100))); });
+    for (int64_t i = 0; i < shift + 5; ++i) CHECK(part[sz(i)] == e[sz(100 + i)]);
+  }
+}
+
+TEST_CASE("kernel: a 16-lane sum adds its lanes in AVX-512's order at every vector width") {
+  namespace simd = cpu::simd;
+  float v[16];  // magnitudes far apart, so another order would round differently
+  for (int i = 0; i < 16; ++i) v[i] = std::ldexp(1.f + 0.1f * float(i), (i * 7) % 23 - 11) * (i % 3 ? 1.f : -1.f);
+  simd::vsum a;
+  for (int q = 0; q < simd::kSumParts; ++q) a.part[q] = simd::vload(v + q * simd::kLanes);
+  float t[8];
+  for (int i = 0; i < 8; ++i) t[i] = v[i] + v[i + 8];
+  for (int i = 0; i < 4; ++i) t[i] = t[i] + t[i + 4];
+  for (int i = 0; i < 2; ++i) t[i] = t[i] + t[i + 2];
+  CHECK(simd::hsum(a) == t[0] + t[1]);
+  // dot() takes the same tree, its leftover lanes masked in: n = 16 + 5 against the terms by hand.
+  std::vector<float> p(21), ones(21, 1.f);
+  for (int i = 0; i < 21; ++i) p[sz(i)] = v[i % 16] * float(1 + i / 16);
+  float w[16];
+  for (int i = 0; i < 16; ++i) w[i] = i < 5 ? p[sz(16 + i)] : 0.f;  // the second accumulator
+  for (int i = 0; i < 8; ++i) t[i] = (p[sz(i)] + w[i]) + (p[sz(i + 8)] + w[i + 8]);
+  for (int i = 0; i < 4; ++i) t[i] = t[i] + t[i + 4];
+  for (int i = 0; i < 2; ++i) t[i] = t[i] + t[i + 2];
+  CHECK(simd::dot(p.data(), ones.data(), 21) == t[0] + t[1]);
 }
 
 TEST_CASE("kernel: gelu and geglu agree with erf") {

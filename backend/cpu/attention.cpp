@@ -6,7 +6,6 @@
 // rows of width 2I), forward over segments merged where they are adjacent rows of one buffer, so
 // values never depend on where a detachment policy splits the memory. Heads own disjoint columns, so the key/value gradients
 // need no atomics; the bias gradient is reduced afterwards, one head per thread.
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -50,11 +49,12 @@ bool masked_softmax_row(float* p, const int32_t* bk, const float* bias, int64_t 
     std::fill(p, p + S, 0.f);
     return false;
   }
-  Eigen::Map<Eigen::ArrayXf> row(p, S);
-  row = (row - mx).exp();  // vectorized; invisible keys are zeroed next
-  float sum = 0.f;
+  const simd::vf vmx = simd::vset1(mx);
+  simd::each_vector(S, [&](const simd::Lanes& l) { l.store(p, simd::vexp(simd::vsub(l.load(p), vmx))); });
+  float sum = 0.f;  // in key order; invisible keys zeroed
   for (int64_t j = 0; j < S; ++j) sum += (p[j] = bk[j] < 0 ? 0.f : p[j]);
-  row *= 1.0f / sum;
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < S; ++j) p[j] *= inv;
   return true;
 }
 
@@ -346,8 +346,7 @@ void softmax_columns(float* L, const float* terms, int64_t S, int64_t n, float* 
     if (mx[i] == -INFINITY) mx[i] = 0.f;  // all terms -inf: their exponentials are 0
   for (int64_t j = 0; j < S; ++j)
     for (int64_t i = 0; i < n; ++i) L[j * n + i] -= mx[i];
-  Eigen::Map<Eigen::ArrayXf> all(L, S * n);
-  all = all.exp();  // vectorized
+  simd::each_vector(S * n, [&](const simd::Lanes& l) { l.store(L, simd::vexp(l.load(L))); });
   for (int64_t j = 0; j < S; ++j)
     for (int64_t i = 0; i < n; ++i) inv[i] += L[j * n + i];
   for (int64_t i = 0; i < n; ++i) inv[i] = inv[i] > 0.f ? 1.f / inv[i] : 0.f;

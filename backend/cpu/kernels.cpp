@@ -3,8 +3,6 @@
 // outputs, never a sum, so results are bit-identical for any thread count.
 #include "backend/cpu/kernels.hpp"
 
-#include <Eigen/Core>
-#include <unsupported/Eigen/SpecialFunctions>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -29,57 +27,56 @@ constexpr int64_t kParallelMin = 1 << 14;  // below this, threads cost more than
 // costs as much as the product. Register-blocked with AVX-512 or AVX2/FMA where the compiler
 // targets it; plain loops otherwise.
 
-// y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows: 4 weight rows x 2 input rows in registers.
+// y[r, o] = x[r] . W[o] for o in [o0, o1), all N rows: kDotRows weight rows x 2 input rows of
+// 16-lane sums in registers (4 with AVX-512's 32 registers, 2 with AVX2's 16). Every output is
+// the same sum, however it is blocked: one 16-lane accumulator over the whole 16-lane blocks of
+// In, its horizontal sum, then the leftover terms in order; so at every vector width.
+#if defined(__AVX512F__)
+constexpr int kDotRows = 4;
+#else
+constexpr int kDotRows = 2;
+#endif
 void skinny_dots(float* y, const float* x, const float* W, int64_t N, int64_t In, int64_t Out, int64_t o0, int64_t o1) {
+  const int64_t InV = In / kSumLanes * kSumLanes;
+  auto finish = [&](const vsum& acc, const float* xr, const float* w) {
+    float s = hsum(acc);
+    for (int64_t i = InV; i < In; ++i) s += xr[i] * w[i];
+    return s;
+  };
+  auto one = [&](const float* xr, const float* w) {
+    vsum a = vsum_zero();
+    for (int64_t i = 0; i < InV; i += kSumLanes)
+      for (int q = 0; q < kSumParts; ++q) a.part[q] = vfma(vload(xr + i + q * kLanes), vload(w + i + q * kLanes), a.part[q]);
+    return finish(a, xr, w);
+  };
   int64_t o = o0;
-#ifdef FBT_SIMD
-  const int64_t InV = In / kLanes * kLanes;
-  for (; o + 4 <= o1; o += 4) {
+  for (; o + kDotRows <= o1; o += kDotRows) {
     const float* w0 = W + o * In;
-    const float *w1 = w0 + In, *w2 = w1 + In, *w3 = w2 + In;
     int64_t r = 0;
     for (; r + 2 <= N; r += 2) {
       const float *xa = x + r * In, *xb = xa + In;
-      vf a0 = vzero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-      for (int64_t i = 0; i < InV; i += kLanes) {
-        const vf va = vload(xa + i), vb = vload(xb + i);
-        vf w = vload(w0 + i);
-        a0 = vfma(va, w, a0), b0 = vfma(vb, w, b0);
-        w = vload(w1 + i);
-        a1 = vfma(va, w, a1), b1 = vfma(vb, w, b1);
-        w = vload(w2 + i);
-        a2 = vfma(va, w, a2), b2 = vfma(vb, w, b2);
-        w = vload(w3 + i);
-        a3 = vfma(va, w, a3), b3 = vfma(vb, w, b3);
-      }
-      float ra[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)}, rb[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
-      for (int64_t i = InV; i < In; ++i)
-        for (int k = 0; k < 4; ++k) {
-          ra[k] += xa[i] * w0[k * In + i];
-          rb[k] += xb[i] * w0[k * In + i];
+      vsum a[kDotRows], b[kDotRows];
+      for (int k = 0; k < kDotRows; ++k) a[k] = b[k] = vsum_zero();
+      for (int64_t i = 0; i < InV; i += kSumLanes)
+        for (int q = 0; q < kSumParts; ++q) {
+          const int64_t j = i + q * kLanes;
+          const vf va = vload(xa + j), vb = vload(xb + j);
+          for (int k = 0; k < kDotRows; ++k) {
+            const vf w = vload(w0 + k * In + j);
+            a[k].part[q] = vfma(va, w, a[k].part[q]);
+            b[k].part[q] = vfma(vb, w, b[k].part[q]);
+          }
         }
-      for (int k = 0; k < 4; ++k) {
-        y[r * Out + o + k] = ra[k];
-        y[(r + 1) * Out + o + k] = rb[k];
+      for (int k = 0; k < kDotRows; ++k) {
+        y[r * Out + o + k] = finish(a[k], xa, w0 + k * In);
+        y[(r + 1) * Out + o + k] = finish(b[k], xb, w0 + k * In);
       }
     }
     for (; r < N; ++r)
-      for (int k = 0; k < 4; ++k) {
-        const float* xr = x + r * In;
-        const float* w = w0 + k * In;
-        float s = 0.f;
-        for (int64_t i = 0; i < In; ++i) s += xr[i] * w[i];
-        y[r * Out + o + k] = s;
-      }
+      for (int k = 0; k < kDotRows; ++k) y[r * Out + o + k] = one(x + r * In, w0 + k * In);
   }
-#endif
   for (; o < o1; ++o)
-    for (int64_t r = 0; r < N; ++r) {
-      const float *xr = x + r * In, *w = W + o * In;
-      float s = 0.f;
-      for (int64_t i = 0; i < In; ++i) s += xr[i] * w[i];
-      y[r * Out + o] = s;
-    }
+    for (int64_t r = 0; r < N; ++r) y[r * Out + o] = one(x + r * In, W + o * In);
 }
 
 // dx[r, c0:c1] += sum_o dy[r, o] W[o, c0:c1] for all N rows (outer-product form): blocks of
@@ -756,60 +753,48 @@ void constant_rows_projection_backward(float* dw, float* db, const float* M, con
 }
 
 // ---- activations ----
-// Exact GELU through Eigen's vectorized erf (a rational approximation within a few ulp) and
-// exp: the scalar libm calls cost more than the products around them in a time step.
+// Exact GELU through simd::verf and simd::vexp (vectorized, the same bits at every width): the
+// scalar libm calls would cost more than the products around them in a time step.
 
 namespace {
-using ArrC = Eigen::Map<const Eigen::ArrayXf>;
-using Arr = Eigen::Map<Eigen::ArrayXf>;
 constexpr float kSqrtHalf = float(M_SQRT1_2);
 constexpr float kInvSqrt2Pi = float(0.5 * M_2_SQRTPI * M_SQRT1_2);
 constexpr int64_t kActivationParallelMin = 1 << 12;  // erf per element: threads pay off sooner
 
-// gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) and its derivative Phi(x) + x phi(x), as
-// Eigen expressions of an array map (one formula for every caller).
-auto twice_cdf(const ArrC& x) { return 1.f + (x * kSqrtHalf).erf(); }
-// gelu'(x) given cdf2 = twice_cdf(x) already computed (geglu's backward needs both).
-template <class Cdf2>
-auto gelu_grad_from_cdf(const ArrC& x, const Cdf2& cdf2) {
-  return 0.5f * cdf2 + x * kInvSqrt2Pi * (-0.5f * x.square()).exp();
-}
-
-// y = gelu(x) over n values.
-void gelu_values(float* y, const float* x, int64_t n) {
-  ArrC X(x, n);
-  Arr(y, n) = 0.5f * X * twice_cdf(X);
+// gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)); its derivative Phi(x) + x phi(x).
+inline vf twice_cdf(vf x) { return vadd(vset1(1.f), verf(vmul(x, vset1(kSqrtHalf)))); }
+// gelu'(x) given cdf2 = twice_cdf(x) (geglu's backward needs both).
+inline vf gelu_grad_from_cdf(vf x, vf cdf2) {
+  const vf density = vmul(vmul(x, vset1(kInvSqrt2Pi)), vexp(vmul(vset1(-0.5f), vmul(x, x))));
+  return vadd(vmul(vset1(0.5f), cdf2), density);
 }
 }  // namespace
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
 #pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
   for (int64_t r = 0; r < N; ++r) {
-    const float* ur = u + r * 2 * F;
+    const float *value = u + r * 2 * F, *gate = value + F;
     float* yr = y + r * F;
-    gelu_values(yr, ur + F, F);
-    Arr(yr, F) *= ArrC(ur, F);
+    each_vector(F, [&](const Lanes& l) {  // value * 0.5 gate (1 + erf(gate / sqrt 2))
+      const vf g = l.load(gate);
+      l.store(yr, vmul(vmul(vmul(vset1(0.5f), g), twice_cdf(g)), l.load(value)));
+    });
   }
 }
 
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate) {
 #pragma omp parallel for if (N > 1 && N * F > kActivationParallelMin)
   for (int64_t r = 0; r < N; ++r) {
-    thread_local std::vector<float> cdf_buf;  // 2 Phi(gate): one erf per element for both terms
-    if (int64_t(cdf_buf.size()) < F) cdf_buf.resize(size_t(F));
-    const float* ur = u + r * 2 * F;
-    float* dur = du + r * 2 * F;
-    ArrC value(ur, F), gate(ur + F, F), d(dy + r * F, F);
-    Arr cdf2(cdf_buf.data(), F);
-    cdf2 = twice_cdf(gate);
-    // d value = dy * gelu(gate);  d gate = dy * value * gelu'(gate)
-    if (accumulate) {
-      Arr(dur, F) += d * 0.5f * gate * cdf2;
-      Arr(dur + F, F) += d * value * gelu_grad_from_cdf(gate, cdf2);
-    } else {
-      Arr(dur, F) = d * 0.5f * gate * cdf2;
-      Arr(dur + F, F) = d * value * gelu_grad_from_cdf(gate, cdf2);
-    }
+    const float *value = u + r * 2 * F, *gate = value + F, *d = dy + r * F;
+    float *dvalue = du + r * 2 * F, *dgate = dvalue + F;
+    each_vector(F, [&](const Lanes& l) {  // d value = dy gelu(gate);  d gate = dy value gelu'(gate)
+      const vf g = l.load(gate), dr = l.load(d), cdf2 = twice_cdf(g);
+      vf dv = vmul(vmul(vmul(dr, vset1(0.5f)), g), cdf2);
+      vf dg = vmul(vmul(dr, l.load(value)), gelu_grad_from_cdf(g, cdf2));
+      if (accumulate) dv = vadd(l.load(dvalue), dv), dg = vadd(l.load(dgate), dg);
+      l.store(dvalue, dv);
+      l.store(dgate, dg);
+    });
   }
 }
 

@@ -23,7 +23,7 @@
 //   train/     AdamW, learning_rate, clip_grad_norm, TrainLoop (a training step for your data), Trainer
 //              (config-driven runs), evaluate, generate (sampling), load_model (a run or weights file)
 //   research/  gradient-flow measurements
-// No Eigen or CUDA type appears in any of them.
+// No CUDA type appears in any of them.
 #pragma once
 #include <vector>
 
