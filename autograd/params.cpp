@@ -1,8 +1,11 @@
 #include "autograd/params.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
+#include <string>
 
+#include "backend/device.hpp"
 #include "backend/profile.hpp"
 
 namespace fbt {
@@ -17,14 +20,26 @@ Var ParamStore::add(const std::string& name, const Shape& shape) {
 }
 
 void ParamStore::finalize() {
+  // Values and gradients: 8 bytes a parameter. A count past what memory could hold (or past
+  // size_t) is reported like a failed allocation, never wrapped around.
+  constexpr size_t kMost = std::numeric_limits<size_t>::max() / 8;
   size_t total = 0;
   offsets_.clear();
   for (auto& n : nodes_) {
     offsets_.push_back(total);
-    total += size_t(n.value.numel());
+    total = total > kMost - size_t(n.value.numel()) ? kMost : total + size_t(n.value.numel());
   }
-  values_.assign(total, 0.0f);
-  grads_.assign(total, 0.0f);
+  const auto fail = [&] {
+    return OutOfMemory(total * 8, Device::CPU, "the model's " + std::to_string(total) + " parameters and their gradients",
+                       "choose a smaller model (model.dim, depth, ff_mult, num_tokens)");
+  };
+  if (total == kMost) throw fail();
+  try {
+    values_.assign(total, 0.0f);
+    grads_.assign(total, 0.0f);
+  } catch (const std::bad_alloc&) {
+    throw fail();
+  }
   point_nodes();
   finalized_ = true;
 }

@@ -43,10 +43,12 @@ void require_device(Device d) {
   if (!device_available(d, &why)) throw std::runtime_error(std::string("device ") + device_name(d) + " is not available: " + why);
 }
 
-OutOfMemory::OutOfMemory(size_t bytes, Device d) {
+OutOfMemory::OutOfMemory(size_t bytes, Device d, const std::string& what_for, std::string advice)
+    : advice_(std::move(advice)) {
   char size[32];
   std::snprintf(size, sizeof size, "%.1f MB", double(bytes) / (1024.0 * 1024.0));
-  what_ = std::string("could not allocate ") + size + " on the " + device_name(d);
+  what_ = std::string("could not allocate ") + size + " on the " + device_name(d) + (what_for.empty() ? "" : " for ") +
+          what_for;
 }
 
 float* device_alloc(Device d, size_t n) {

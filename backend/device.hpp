@@ -27,15 +27,17 @@ const char* cpu_vector_isa();
 void require_device(Device d);
 
 float* device_alloc(Device d, size_t n);  // n floats, 64-byte aligned, uninitialised; OutOfMemory if it cannot
-// An allocation that failed, with its size and device (what() says both); a std::bad_alloc, so
-// code that handles that handles this.
+// An allocation that failed, with its size and device (what() says both, and what_for when given);
+// a std::bad_alloc, so code that handles that handles this. advice: what to change, when it is not
+// a step's size (batch, bptt, memory) that the reporter names by default.
 class OutOfMemory : public std::bad_alloc {
  public:
-  OutOfMemory(size_t bytes, Device d);
+  OutOfMemory(size_t bytes, Device d, const std::string& what_for = "", std::string advice = "");
   const char* what() const noexcept override { return what_.c_str(); }
+  const std::string& advice() const { return advice_; }
 
  private:
-  std::string what_;
+  std::string what_, advice_;
 };
 void device_free(Device d, void* p);
 void fill_zero(Device d, float* p, size_t n);

@@ -1,6 +1,8 @@
 #include "models/config.hpp"
 
+#include <limits>
 #include <stdexcept>
+#include <utility>
 
 #include "util/config_section.hpp"
 
@@ -19,6 +21,15 @@ void ModelConfig::validate() const {
   need(seq_len >= 1, "seq_len must be >= 1");
   need(mem_len >= 1, "mem_len must be >= 1");
   need(num_buckets >= 2, "num_buckets must be >= 2");
+  // Bounds that keep every weight's element count within int64 (a hostile config in a weights
+  // file must not wrap a size around); token ids are int32.
+  constexpr int64_t kMost = int64_t(1) << 20;
+  const std::pair<const char*, int64_t> sizes[] = {{"dim", dim},         {"depth", depth},       {"heads", heads},
+                                                   {"dim_head", dim_head}, {"ff_mult", ff_mult}, {"seq_len", seq_len},
+                                                   {"mem_len", mem_len}, {"num_buckets", num_buckets},
+                                                   {"max_distance", max_distance}};
+  for (const auto& [name, v] : sizes) need(v <= kMost, std::string(name) + " must be <= " + std::to_string(kMost));
+  need(num_tokens <= std::numeric_limits<int32_t>::max(), "num_tokens must be <= 2147483647 (token ids are int32)");
   need(max_distance > num_buckets / 2, "max_distance must be greater than num_buckets / 2 (" +
                                            std::to_string(num_buckets / 2) + ")");
   need(attn_dropout >= 0.f && attn_dropout < 1.f, "attn_dropout must be in [0, 1)");

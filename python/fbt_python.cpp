@@ -473,6 +473,9 @@ LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const s
   if (schedule != "constant" && schedule != "cosine")
     throw std::invalid_argument("schedule: '" + schedule + "' is not one of constant, cosine");
   if (schedule == "cosine" && total_steps <= 0) throw std::invalid_argument("schedule cosine needs total_steps > 0");
+  const auto [bad_key, problem] =
+      optimizer_setting_error({lr, min_lr, weight_decay, betas.first, betas.second, eps, clip, warmup});
+  if (!bad_key.empty()) throw std::invalid_argument((bad_key == "beta1" || bad_key == "beta2" ? "betas" : bad_key) + ": " + problem);
   LoopConfig c;
   c.lr = lr, c.warmup = warmup, c.total_steps = total_steps, c.cosine = schedule == "cosine", c.min_lr = min_lr;
   c.clip = clip;

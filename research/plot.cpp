@@ -99,6 +99,19 @@ struct Charts {
   std::map<std::string, Series> accuracy;                     // labelled data: valid accuracy by run
 };
 
+// body() on line `lineno` of f: a JSON error in it (not JSON, a field missing or of the wrong
+// type) becomes one naming the file and line.
+template <typename Body>
+auto on_line(const fs::path& f, int64_t lineno, Body body) {
+  try {
+    return body();
+  } catch (const json::parse_error&) {
+    throw std::runtime_error(fmt::format("{}:{}: not a JSON line", f.string(), lineno));
+  } catch (const json::exception& e) {
+    throw std::runtime_error(fmt::format("{}:{}: {}", f.string(), lineno, e.what()));
+  }
+}
+
 // A grads line belongs to the series of its policy, and of its source (checkpoint, batch file,
 // JSONL file) when the inputs hold several: one line per policy or per checkpoint.
 bool several_sources(const std::vector<fs::path>& files) {
@@ -106,22 +119,23 @@ bool several_sources(const std::vector<fs::path>& files) {
   for (const fs::path& f : files) {
     std::ifstream in(f);
     std::string line;
-    while (std::getline(in, line))
-      if (line.find("\"kind\"") != std::string::npos) sources.insert(f.string() + json::parse(line).value("source", ""));
+    for (int64_t lineno = 1; std::getline(in, line); ++lineno)
+      if (line.find("\"kind\"") != std::string::npos)
+        sources.insert(f.string() + on_line(f, lineno, [&] { return json::parse(line).value("source", ""); }));
   }
   return sources.size() > 1;
 }
 
 void add_probe(Charts& c, const json& j) {
-  const std::string key = fmt::format("step {}", j["step"].get<int64_t>());
+  const std::string key = fmt::format("step {}", j.at("step").get<int64_t>());
   Series& s = c.lag_by[key];
   s.title = key;
-  const auto& g = j["lag_grad_norm"];
+  const auto& g = j.at("lag_grad_norm");
   for (size_t k = 0; k < g.size(); ++k) s.points.push_back({double(k + 1), g[k].get<double>()});
-  const auto& w = j["layer_mix"];
+  const auto& w = j.at("layer_mix");
   for (size_t i = 0; i < w.size(); ++i) {
     c.mix[int(i)].title = i == 0 ? "embedding" : fmt::format("layer {}", i);
-    c.mix[int(i)].points.push_back({j["step"].get<double>(), w[i].get<double>()});
+    c.mix[int(i)].points.push_back({j.at("step").get<double>(), w[i].get<double>()});
   }
 }
 
@@ -129,21 +143,21 @@ void add_line(Charts& c, const json& j, const std::string& series, const std::st
   const std::string kind = j.value("kind", ""), split = j.value("split", "");
   if (split == "train" || split == "valid") {
     const std::string prefix = run.empty() ? split : run + " " + split;  // a line per run and split
-    c.curves[prefix + " loss"].points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-    c.curves[prefix + " bpc"].points.push_back({j["step"].get<double>(), j["bpc"].get<double>()});
+    c.curves[prefix + " loss"].points.push_back({j.at("step").get<double>(), j.at("loss").get<double>()});
+    c.curves[prefix + " bpc"].points.push_back({j.at("step").get<double>(), j.at("bpc").get<double>()});
     if (j.contains("accuracy")) {
       Series& s = c.accuracy[prefix];
       s.title = prefix;
-      s.points.push_back({j["step"].get<double>(), j["accuracy"].get<double>()});
+      s.points.push_back({j.at("step").get<double>(), j.at("accuracy").get<double>()});
     }
   } else if (split == "probe") {
     add_probe(c, j);
   } else if (kind == "lag" || kind == "jacobian") {
     Series& s = (kind == "lag" ? c.lag_by : c.jac_by)[series];
     s.title = series;
-    s.points.push_back({j[kind == "lag" ? "lag" : "k"].get<double>(), j[kind == "lag" ? "grad_norm" : "frobenius"].get<double>()});
+    s.points.push_back({j.at(kind == "lag" ? "lag" : "k").get<double>(), j.at(kind == "lag" ? "grad_norm" : "frobenius").get<double>()});
   } else if (kind == "bias") {
-    c.bias[j["policy"].get<std::string>()][j["group"].get<std::string>()] = j["rel_error"].get<double>();
+    c.bias[j.at("policy").get<std::string>()][j.at("group").get<std::string>()] = j.at("rel_error").get<double>();
   }
 }
 
@@ -159,42 +173,39 @@ Charts read_charts(const std::vector<fs::path>& files) {
     while (std::getline(in, line)) {
       ++lineno;
       if (line.empty()) continue;
-      json j;
-      try {
-        j = json::parse(line);
-      } catch (const json::exception&) {
-        throw std::runtime_error(fmt::format("{}:{}: not a JSON line", f.string(), lineno));
-      }
-      const std::string policy = j.value("policy", "");
-      const std::string run = runs.size() > 1 ? f.parent_path().filename().string() : "";
-      add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy, run);
+      on_line(f, lineno, [&] {
+        const json j = json::parse(line);
+        const std::string policy = j.value("policy", "");
+        const std::string run = runs.size() > 1 ? f.parent_path().filename().string() : "";
+        add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy, run);
+      });
     }
   }
   return c;
 }
 
-// The gnuplot script that draws the charts into out_dir (their data files in tmp); `made` gets
-// the PNGs it writes.
+// The gnuplot script that draws the charts (their data files in data_dir, the PNGs one folder
+// up); `made` gets the PNGs' names.
 class Script {
  public:
-  Script(fs::path out_dir, fs::path tmp) : out_dir_(std::move(out_dir)), tmp_(std::move(tmp)) {}
+  explicit Script(fs::path data_dir) : data_dir_(std::move(data_dir)) {}
   void chart(const std::string& name, const std::string& title, const std::string& xl, const std::string& yl,
              const std::vector<Series>& series, const std::string& extra, const std::string& style) {
     std::vector<Series> nonempty;
     for (const Series& s : series)
       if (!s.points.empty()) nonempty.push_back(s);
     if (nonempty.empty()) return;
-    const std::string dat = write_data(tmp_, name, nonempty);
+    const std::string dat = write_data(data_dir_, name, nonempty);
     text += fmt::format("set output {}\nset title {}\nset xlabel {}\nset ylabel {}\n{}", quoted("../" + name + ".png"),
                         quoted(title), quoted(xl), quoted(yl), extra);
     text += plot_lines(dat, nonempty, style) + "unset logscale\n";
-    made.push_back((out_dir_ / (name + ".png")).string());
+    made.push_back(name + ".png");
   }
   std::string text = "set terminal pngcairo size 900,560 noenhanced\nset grid\nset key outside right\n";
   std::vector<std::string> made;
 
  private:
-  fs::path out_dir_, tmp_;
+  fs::path data_dir_;
 };
 
 std::vector<Series> values(const std::map<std::string, Series>& m) {
@@ -266,22 +277,11 @@ void run_gnuplot(const fs::path& dir) {
 
 }  // namespace
 
-std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, const std::string& out) {
-  check(!inputs.empty(), "plot: no input");
-  fs::path dir;
-  std::vector<fs::path> files;
-  for (const std::string& input : inputs) {
-    fs::path d;
-    for (const fs::path& f : jsonl_inputs(input, d)) files.push_back(f);
-    if (dir.empty()) dir = d;  // the charts go beside the first input by default
-  }
-  const std::string input = inputs[0];
-  const fs::path out_dir = out.empty() ? (dir.empty() ? fs::path(".") : dir) : fs::path(out);
-  fs::create_directories(out_dir);
+std::string gnuplot_script(const std::vector<std::string>& jsonl_files, const std::string& data_dir,
+                           std::vector<std::string>& charts) {
+  const std::vector<fs::path> files(jsonl_files.begin(), jsonl_files.end());
   Charts c = read_charts(files);
-  const fs::path tmp = out_dir / ".fbt-plot";
-  fs::create_directories(tmp);
-  Script script(out_dir, tmp);
+  Script script(data_dir);
   const std::string points = "linespoints pt 7 ps 0.4";
   script.chart("loss", "cross-entropy (nats per token)", "step", "loss", ending_with(c.curves, " loss"), "", points);
   script.chart("bpc", "bits per character", "step", "bpc", ending_with(c.curves, " bpc"), "", points);
@@ -295,11 +295,32 @@ std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, cons
   script.chart("accuracy", "accuracy on the labelled positions", "step", "accuracy", values(c.accuracy),
                "set yrange [0:1]\n", points);
   script.text += "set yrange [*:*]\n";
-  check(!script.made.empty(), input, ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
-  write_text_atomic((tmp / "plots.gp").string(), script.text);
+  charts = script.made;
+  return script.text;
+}
+
+std::vector<std::string> plot_jsonl(const std::vector<std::string>& inputs, const std::string& out) {
+  check(!inputs.empty(), "plot: no input");
+  fs::path dir;
+  std::vector<std::string> files;
+  for (const std::string& input : inputs) {
+    fs::path d;
+    for (const fs::path& f : jsonl_inputs(input, d)) files.push_back(f.string());
+    if (dir.empty()) dir = d;  // the charts go beside the first input by default
+  }
+  const fs::path out_dir = out.empty() ? (dir.empty() ? fs::path(".") : dir) : fs::path(out);
+  fs::create_directories(out_dir);
+  const fs::path tmp = out_dir / ".fbt-plot";
+  fs::create_directories(tmp);
+  std::vector<std::string> pngs;
+  const std::string script = gnuplot_script(files, tmp.string(), pngs);
+  check(!pngs.empty(), inputs[0], ": nothing to plot (no train/valid/probe/lag/jacobian/bias lines)");
+  write_text_atomic((tmp / "plots.gp").string(), script);
   run_gnuplot(tmp);
   fs::remove_all(tmp);
-  return script.made;
+  std::vector<std::string> made;
+  for (const std::string& png : pngs) made.push_back((out_dir / png).string());
+  return made;
 }
 
 }  // namespace fbt

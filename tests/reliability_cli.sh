@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The reliability promises through the binary (docs/RELIABILITY.md): a second run on a busy out_dir
 # is refused at once, a killed run leaves no lock, a write past a size limit is one line and a
-# non-zero exit with nothing half-written, a damaged checkpoint is refused by name.
+# non-zero exit with nothing half-written, and so is a full disk, a damaged checkpoint is refused
+# by name.
 # Usage: reliability_cli.sh FBT
 set -euo pipefail
 fbt=$(realpath "$1")
@@ -51,4 +52,39 @@ set -e
 grep -q "checkpoint of step 5 not saved (no earlier checkpoint): .*model.safetensors: write failed: File too large" \
   small.err || { cat small.err; fail "the write failure is not named"; }
 [ -z "$(ls small/checkpoints)" ] || { ls small/checkpoints; fail "a partial checkpoint was left"; }
+
+# 5. A full disk: out_dir on a small tmpfs (in a private mount namespace; skipped where this user
+#    may not make one) with room for two and a half checkpoints. keep_last 2 needs a third while
+#    it writes one, so step 15's does not fit: one line naming the file and "No space left on
+#    device", exit 1, steps 5 and 10 intact, nothing half-written. With room again, --resume ends
+#    with the weights of a run that never stopped.
+if unshare -m true 2>/dev/null; then
+  "$fbt" train run.yaml --set train.out_dir=ref --set train.steps=20 >/dev/null 2>&1
+  one=$(du -sb ref/checkpoints/step_00000020 | cut -f1)
+  mkdir -p full
+  cat > full.sh <<SH
+set -euo pipefail
+fail() { echo "FAIL: \$*"; exit 1; }
+mount -t tmpfs -o size=$((one * 5 / 2)) tmpfs full
+set +e
+"$fbt" train run.yaml --set train.out_dir=full/run --set train.steps=20 >full.out 2>full.err
+rc=\$?
+set -e
+[ "\$rc" -eq 1 ] || { cat full.err; fail "exit status \$rc on a full disk, expected 1"; }
+[ "\$(wc -l <full.err)" -eq 1 ] || { cat full.err; fail "expected one line on stderr"; }
+grep -q "checkpoint of step 15 not saved (earlier ones are intact): .*: No space left on device" full.err ||
+  { cat full.err; fail "the full disk is not named"; }
+[ "\$(ls full/run/checkpoints | tr '\n' ' ')" = "step_00000005 step_00000010 " ] ||
+  { ls full/run/checkpoints; fail "expected steps 5 and 10 intact, nothing else"; }
+mount -o remount,size=$((one * 8)) full
+"$fbt" train run.yaml --set train.out_dir=full/run --set train.steps=20 --resume >resume.out 2>&1 ||
+  { cat resume.out; fail "resume once there is room"; }
+cp full/run/model.safetensors full-model.safetensors
+SH
+  unshare -m bash full.sh
+  cmp -s full-model.safetensors ref/model.safetensors || fail "the run resumed after a full disk ends with other weights"
+  echo "full disk: one line, checkpoints 5 and 10 intact, resumed to the same weights"
+else
+  echo "full disk: skipped (no private mount namespace for a small tmpfs here)"
+fi
 echo "ok"

@@ -55,6 +55,12 @@ TEST_CASE("run config: errors name the file the line and the key") {
                        doctest::Contains("train.batch_size: must be >= 1"), ConfigError);
   CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.lr"}), doctest::Contains("expected section.key=value"),
                        ConfigError);
+  // NaN never reaches the optimizer (YAML's .nan is not read as a number), and a negative warmup is named
+  for (const char* key : {"lr", "min_lr", "weight_decay", "beta1", "beta2", "eps", "clip"})
+    CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {std::string("train.") + key + "=.nan"}),
+                         doctest::Contains((std::string("train.") + key + ": ").c_str()), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.warmup=-3"}),
+                       doctest::Contains("train.warmup: must be >= 0, got -3"), ConfigError);
   std::ofstream(d / "bad.yaml") << "model: [1, 2\n";
   CHECK_THROWS_WITH_AS(load_run_config(d / "bad.yaml"), doctest::Contains("YAML syntax error"), ConfigError);
   CHECK_THROWS_WITH_AS(load_run_config(d / "missing.yaml"), doctest::Contains("cannot open"), ConfigError);
@@ -75,6 +81,11 @@ TEST_CASE("model config: errors name the key and the line") {
                        "m.yaml:3: model.dim: expected an integer, got 'eight'", ConfigError);
   CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 0\n  mem_len: 4\n"),
                        doctest::Contains("model.depth: depth must be >= 1"), ConfigError);
+  // Sizes that would overflow a weight's element count (a hostile config in weights metadata)
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 1099511627776\n  depth: 1\n  mem_len: 4\n"),
+                       doctest::Contains("dim must be <= 1048576"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 8589934592\n  dim: 8\n  depth: 1\n  mem_len: 4\n"),
+                       doctest::Contains("num_tokens must be <= 2147483647"), ConfigError);
   CHECK_THROWS_WITH_AS(parse("model:\n  num_tokens: 7\n  dim: 8\n  depth: 1\n  mem_len: 4\n  shared_kv: maybe\n"),
                        doctest::Contains("expected true or false"), ConfigError);
 }

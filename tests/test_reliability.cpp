@@ -229,3 +229,18 @@ TEST_CASE("reliability: first_nonfinite_gradient names the first parameter holdi
   ps.grads()[ps.offset(5)] = NAN;
   CHECK(first_nonfinite_gradient(ps) == ps.names()[3]);
 }
+
+TEST_CASE("a run that takes its out_dir removes the temporary files a killed writer left, and nothing else") {
+  const fs::path dir = fs::temp_directory_path() / ("fbt-stale-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "sub.tmp.7");
+  for (const char* name : {"config.yaml.tmp.4242", "model.safetensors.tmp.1", "notes.tmp.txt", "x.tmp.", "x.tmp.12a",
+                           "model.safetensors", "sub.tmp.7/y.tmp.9"})
+    std::ofstream(dir / name) << "x";
+  remove_stale_temporaries(dir.string());
+  CHECK_FALSE(fs::exists(dir / "config.yaml.tmp.4242"));
+  CHECK_FALSE(fs::exists(dir / "model.safetensors.tmp.1"));
+  for (const char* kept : {"notes.tmp.txt", "x.tmp.", "x.tmp.12a", "model.safetensors", "sub.tmp.7/y.tmp.9"})
+    CHECK_MESSAGE(fs::exists(dir / kept), kept);
+  fs::remove_all(dir);
+}

@@ -14,6 +14,7 @@
 #include "gradcheck.hpp"
 #include "reference_model.hpp"
 #include "research/plot.hpp"
+#include "tests/gnuplot_inert.hpp"
 #include "research/research.hpp"
 
 using namespace fbt;
@@ -185,61 +186,130 @@ TEST_CASE("research: layer mix is the softmax of layer_weight") {
 
 // ---- fbt plot on hostile run folders ----
 
+namespace {
+namespace fs = std::filesystem;
+
+// A scratch folder removed at the end of the test.
+struct ScratchDir {
+  fs::path dir;
+  explicit ScratchDir(const std::string& name) : dir(fs::temp_directory_path() / (name + std::to_string(::getpid()))) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+// Payloads for each place a string reaches the script: quotes, newlines and carriage returns,
+// backquotes, gnuplot's ! and system(), shell $(...), macros, a NUL, a backslash before a quote.
+// Each would create `marker` if it ran.
+std::vector<std::string> hostile_payloads(const fs::path& marker) {
+  const std::string m = marker.string();
+  return {"x' 0)\n!touch " + m + "\nset xtics ('y", "`touch " + m + "`", "$(touch " + m + ")",
+          "'; system('touch " + m + "'); '", "x'.system(\"touch " + m + "\").'", "a\r!touch " + m,
+          "\\'\n! touch " + m + " #", "@x ' . `touch " + m + "` . '", std::string("n\0!touch ", 9) + m};
+}
+
+// The payload in every string a plotted file holds: (1) policies of grads lines and of bias bars,
+// (2) sources (two grads files), (3) groups, (4) run folder names (two runs share a chart), with
+// accuracy and probe lines. Returns the two inputs: the grads folder and the two run folders.
+std::pair<std::string, std::vector<std::string>> write_hostile_case(const fs::path& dir, const std::string& p) {
+  auto line = [](std::ofstream& out, const nlohmann::json& j) { out << j.dump() << "\n"; };
+  fs::create_directories(dir / "grads");
+  for (const char* file : {"a.jsonl", "b.jsonl"}) {
+    std::ofstream out(dir / "grads" / file);
+    for (int lag = 1; lag <= 3; ++lag)
+      line(out, {{"kind", "lag"}, {"policy", p}, {"source", p}, {"lag", lag}, {"grad_norm", 1.0 / lag}});
+    line(out, {{"kind", "bias"}, {"policy", p}, {"group", p}, {"rel_error", 0.2}});
+    line(out, {{"kind", "bias"}, {"policy", "none"}, {"group", "all"}, {"rel_error", 0.0}});
+  }
+  std::string name = p;
+  std::replace(name.begin(), name.end(), '/', '_');
+  name.erase(std::remove(name.begin(), name.end(), '\0'), name.end());
+  std::vector<std::string> runs;
+  for (const std::string& run : {name + " A", name + " B"}) {
+    fs::create_directories(dir / "runs" / run);
+    std::ofstream out(dir / "runs" / run / "metrics.jsonl");
+    for (int step = 1; step <= 3; ++step)
+      line(out, {{"split", "train"}, {"step", step}, {"loss", 2.0 / step}, {"bpc", 3.0 / step}});
+    runs.push_back((dir / "runs" / run).string());
+  }
+  return {(dir / "grads").string(), runs};
+}
+}  // namespace
+
 TEST_CASE("plot: strings from the files and paths it plots never run a command, and the charts are drawn") {
-  namespace fs = std::filesystem;
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     MESSAGE("gnuplot not installed (./run installs gnuplot-nox): skipped");
     return;
   }
-  const fs::path root = fs::temp_directory_path() / ("fbt-plot-hostile-" + std::to_string(::getpid()));
-  fs::remove_all(root);
-  fs::create_directories(root);
-  struct Cleanup {
-    fs::path dir;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } cleanup{root};
-  const fs::path marker = root / "RAN";
-  const std::string m = marker.string();
-  // Payloads for each place a string reaches the script: quotes, newlines and carriage returns,
-  // backquotes, gnuplot's ! and system(), shell $(...), macros, a NUL, a backslash before a quote.
-  const std::vector<std::string> payloads = {
-      "x' 0)\n!touch " + m + "\nset xtics ('y", "`touch " + m + "`", "$(touch " + m + ")",
-      "'; system('touch " + m + "'); '", "x'.system(\"touch " + m + "\").'", "a\r!touch " + m,
-      "\\'\n! touch " + m + " #", "@x ' . `touch " + m + "` . '", std::string("n\0!touch ", 9) + m};
-  auto line = [](std::ofstream& out, const nlohmann::json& j) { out << j.dump() << "\n"; };
+  const ScratchDir root("fbt-plot-hostile-");
+  const fs::path marker = root.dir / "RAN";
   int case_no = 0;
-  for (const std::string& p : payloads) {
+  for (const std::string& p : hostile_payloads(marker)) {
     INFO("payload " << nlohmann::json(p).dump());
-    const fs::path dir = root / ("case" + std::to_string(case_no++));
-    // (1) policies of grads lines and of bias bars, (2) sources (two files), (3) groups
-    fs::create_directories(dir / "grads");
-    for (const char* file : {"a.jsonl", "b.jsonl"}) {
-      std::ofstream out(dir / "grads" / file);
-      for (int lag = 1; lag <= 3; ++lag)
-        line(out, {{"kind", "lag"}, {"policy", p}, {"source", p}, {"lag", lag}, {"grad_norm", 1.0 / lag}});
-      line(out, {{"kind", "bias"}, {"policy", p}, {"group", p}, {"rel_error", 0.2}});
-      line(out, {{"kind", "bias"}, {"policy", "none"}, {"group", "all"}, {"rel_error", 0.0}});
-    }
-    std::vector<std::string> made = plot_jsonl({(dir / "grads").string()}, "");
+    const fs::path dir = root.dir / ("case" + std::to_string(case_no++));
+    const auto [grads, runs] = write_hostile_case(dir, p);
+    std::vector<std::string> made = plot_jsonl({grads}, "");
     CHECK(made.size() >= 2);  // gradient by lag and the truncation bias
-    // (4) run folder names (several runs share a chart) and (5) the output folder
-    std::string name = p;
-    std::replace(name.begin(), name.end(), '/', '_');
-    name.erase(std::remove(name.begin(), name.end(), '\0'), name.end());
-    for (const std::string& run : {name + " A", name + " B"}) {
-      fs::create_directories(dir / "runs" / run);
-      std::ofstream out(dir / "runs" / run / "metrics.jsonl");
-      for (int step = 1; step <= 3; ++step)
-        line(out, {{"split", "train"}, {"step", step}, {"loss", 2.0 / step}, {"bpc", 3.0 / step}});
-    }
-    made = plot_jsonl({(dir / "runs" / (name + " A")).string(), (dir / "runs" / (name + " B")).string()},
-                      (dir / ("out " + name)).string());
+    // (5) the output folder
+    made = plot_jsonl(runs, (dir / ("out " + fs::path(runs[0]).filename().string())).string());
     CHECK(made.size() == 2);  // loss and bpc
     for (const std::string& png : made) CHECK(fs::file_size(png) > 0);
     CHECK_FALSE(fs::exists(marker));
   }
   CHECK_FALSE(fs::exists("RAN"));  // a relative path would have landed here
+}
+
+TEST_CASE("plot: a line with a field missing or of the wrong type is one error naming the file and line") {
+  // fuzz_plot's findings: nlohmann's operator[] on a missing key (an assertion, undefined in a
+  // release build) and a type error thrown past the file and line.
+  const ScratchDir root("fbt-plot-fields-");
+  const std::vector<std::string> lines = {
+      R"({"split": "train", "loss": 1.0, "bpc": 1.0})",                      // no step
+      R"({"split": "valid", "step": "ten", "loss": 1.0, "bpc": 1.0})",       // a string step
+      R"({"kind": "lag", "policy": "p", "source": 0.5, "lag": 1, "grad_norm": 1.0})",  // a number source
+      R"({"kind": "bias", "policy": 3, "group": "all", "rel_error": 0.1})",  // a number policy
+      R"({"split": "probe", "step": 1, "lag_grad_norm": {"a": 1}, "layer_mix": []})",
+      R"([1, "kind"])", "3"};
+  int k = 0;
+  for (const std::string& bad : lines) {
+    INFO(bad);
+    const fs::path f = root.dir / ("m" + std::to_string(k++) + ".jsonl");
+    std::ofstream(f) << R"({"split": "train", "step": 1, "loss": 1.0, "bpc": 1.0})" << "\n" << bad << "\n";
+    std::vector<std::string> charts;
+    try {
+      gnuplot_script({f.string()}, root.dir.string(), charts);
+      FAIL("no error");
+    } catch (const std::runtime_error& e) {
+      CHECK(std::string(e.what()).rfind(f.string() + ":2: ", 0) == 0);
+    }
+  }
+}
+
+TEST_CASE("plot: the gnuplot script for hostile files holds their strings only as inert literals") {
+  const ScratchDir root("fbt-plot-script-");
+  int case_no = 0;
+  for (const std::string& p : hostile_payloads(root.dir / "RAN")) {
+    INFO("payload " << nlohmann::json(p).dump());
+    const fs::path dir = root.dir / ("case" + std::to_string(case_no++));
+    const auto [grads, runs] = write_hostile_case(dir, p);
+    std::vector<std::string> files = {grads + "/a.jsonl", grads + "/b.jsonl"};
+    for (const std::string& r : runs) files.push_back(r + "/metrics.jsonl");
+    fs::create_directories(dir / "data");
+    std::vector<std::string> charts;
+    const std::string script = gnuplot_script(files, (dir / "data").string(), charts);
+    CHECK(charts.size() == 4);  // loss, bpc, gradient by lag, truncation bias
+    std::string why;
+    CHECK_MESSAGE(fbt::testing::gnuplot_script_is_inert(script, why), why);
+  }
+  // The check itself: each way out of a literal is caught.
+  std::string why;
+  CHECK(fbt::testing::gnuplot_script_is_inert("set title 'a'.\"'\".'b'\nset output '../loss.png'\n", why));
+  for (const char* bad : {"set title 'a\n!touch x\n'", "set title 'a' . system('id')", "set title \"`id`\"",
+                          "set output '/tmp/x.png'", "plot '< id' index 0 with boxes title 'x'", "!id",
+                          "set title 'a'; !id", "load 'x'"})
+    CHECK_MESSAGE(!fbt::testing::gnuplot_script_is_inert(bad, why), bad);
 }

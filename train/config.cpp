@@ -1,5 +1,6 @@
 #include "train/config.hpp"
 
+#include <cmath>
 #include <filesystem>
 
 #include <yaml-cpp/yaml.h>
@@ -75,23 +76,19 @@ void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len, bool
   tc.recompute = t.get<bool>("recompute", tc.recompute);
   tc.steps = at_least(t, "steps", tc.steps, 1);
   tc.lr = t.get<double>("lr", tc.lr);
-  if (!(tc.lr > 0)) t.fail("lr", "must be > 0");
-  tc.warmup = at_least(t, "warmup", tc.warmup, 0);
+  tc.warmup = t.get<int64_t>("warmup", tc.warmup);
   tc.schedule = t.get<std::string>("schedule", tc.schedule);
   if (tc.schedule != "constant" && tc.schedule != "cosine")
     t.fail("schedule", "'" + tc.schedule + "' is not one of constant, cosine");
   tc.min_lr = t.get<double>("min_lr", tc.min_lr);
-  if (tc.min_lr < 0 || tc.min_lr > tc.lr) t.fail("min_lr", "must be in [0, lr]");
   tc.weight_decay = t.get<double>("weight_decay", tc.weight_decay);
-  if (tc.weight_decay < 0) t.fail("weight_decay", "must be >= 0");
   tc.beta1 = t.get<double>("beta1", tc.beta1);
-  if (tc.beta1 < 0 || tc.beta1 >= 1) t.fail("beta1", "must be in [0, 1)");
   tc.beta2 = t.get<double>("beta2", tc.beta2);
-  if (tc.beta2 < 0 || tc.beta2 >= 1) t.fail("beta2", "must be in [0, 1)");
   tc.eps = t.get<double>("eps", tc.eps);
-  if (!(tc.eps > 0)) t.fail("eps", "must be > 0");
   tc.clip = t.get<double>("clip", tc.clip);
-  if (tc.clip < 0) t.fail("clip", "must be >= 0 (0 disables clipping)");
+  const auto [bad_key, problem] = optimizer_setting_error(
+      {tc.lr, tc.min_lr, tc.weight_decay, tc.beta1, tc.beta2, tc.eps, tc.clip, tc.warmup});
+  if (!bad_key.empty()) t.fail(bad_key, problem);
   tc.on_nonfinite = t.get<std::string>("on_nonfinite", tc.on_nonfinite);
   if (tc.on_nonfinite != "stop" && tc.on_nonfinite != "skip")
     t.fail("on_nonfinite", "must be stop or skip, got '" + tc.on_nonfinite + "'");
@@ -137,6 +134,18 @@ void parse_run_settings(ConfigSection& t, TrainConfig& tc) {
 }
 
 }  // namespace
+
+std::pair<std::string, std::string> optimizer_setting_error(const OptimizerSettings& s) {
+  if (!(s.lr > 0 && std::isfinite(s.lr))) return {"lr", "must be > 0"};
+  if (s.warmup < 0) return {"warmup", "must be >= 0, got " + std::to_string(s.warmup)};
+  if (!(s.min_lr >= 0 && s.min_lr <= s.lr)) return {"min_lr", "must be in [0, lr]"};
+  if (!(s.weight_decay >= 0 && std::isfinite(s.weight_decay))) return {"weight_decay", "must be >= 0"};
+  if (!(s.beta1 >= 0 && s.beta1 < 1)) return {"beta1", "must be in [0, 1)"};
+  if (!(s.beta2 >= 0 && s.beta2 < 1)) return {"beta2", "must be in [0, 1)"};
+  if (!(s.eps > 0 && std::isfinite(s.eps))) return {"eps", "must be > 0"};
+  if (!(s.clip >= 0 && std::isfinite(s.clip))) return {"clip", "must be >= 0 (0 disables clipping)"};
+  return {};
+}
 
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides, bool require_data) {
   YAML::Node root = load_yaml_file(path);

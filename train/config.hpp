@@ -74,4 +74,13 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 // The effective config as YAML (written to out_dir/config.yaml).
 std::string run_config_yaml(const RunConfig& c);
 
+// The optimizer settings' ranges, one rule for the config reader (which adds file and line) and
+// the Python TrainLoop: the first setting out of range as {key, what is wrong}, or empty strings
+// when all hold. NaN is out of every range.
+struct OptimizerSettings {
+  double lr, min_lr, weight_decay, beta1, beta2, eps, clip;
+  int64_t warmup;
+};
+std::pair<std::string, std::string> optimizer_setting_error(const OptimizerSettings& s);
+
 }  // namespace fbt

@@ -247,6 +247,7 @@ void Trainer::start(bool resume) {
     if (ec || ::access(t.out_dir.c_str(), W_OK) != 0)
       throw std::runtime_error("train.out_dir " + t.out_dir + ": cannot create or write this directory");
     lock_ = std::make_unique<RunLock>(t.out_dir, "train.out_dir " + t.out_dir);  // held until the trainer goes
+    remove_stale_temporaries(t.out_dir);  // a killed run's half-written config.yaml or weights
     if (!resume && !checkpoints_.latest().empty())
       throw std::runtime_error("train.out_dir " + t.out_dir +
                                " already holds checkpoints: pass --resume to continue that run, or choose another out_dir");

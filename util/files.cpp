@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -48,6 +49,16 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     int err = errno;
     ::unlink(tmp.c_str());
     throw FileError(path + ": cannot rename into place: " + std::strerror(err));
+  }
+}
+
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const size_t at = name.rfind(".tmp.");
+    if (at == std::string::npos || at + 5 == name.size() || !e.is_regular_file(ec)) continue;
+    if (name.find_first_not_of("0123456789", at + 5) == std::string::npos) std::filesystem::remove(e.path(), ec);
   }
 }
 

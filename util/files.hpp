@@ -17,6 +17,10 @@ void write_file_atomic(const std::string& path, const void* data, size_t size);
 inline void write_text_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, text.data(), text.size());
 }
+// Removes what write_file_atomic leaves in dir when its process dies mid-write (files named
+// NAME.tmp.PID). Only for a directory the caller owns (holds its lock): another writer's
+// temporary file would go too.
+void remove_stale_temporaries(const std::string& dir);
 // The whole file; an unreadable one is an error naming it.
 std::string read_file(const std::string& path);
 // Appends text to path (created if missing); a failed write (a full disk, a size limit) is an

@@ -443,6 +443,23 @@ class Errors(TempDir):
         with self.assertRaisesRegex(ValueError, "state_dict: missing tensor 'token_emb.weight'"):
             model.load_state_dict(sd)
 
+    def test_hostile_settings(self):
+        # The optimizer's ranges are the config reader's (train/config: optimizer_setting_error), NaN out of all
+        model = small_feedback()
+        for kw, msg in [(dict(lr=float("nan")), "lr: must be > 0"), (dict(lr=-1.0), "lr: must be > 0"),
+                        (dict(clip=float("nan")), "clip: must be >= 0"), (dict(betas=(2.0, 0.9)), "betas: must be in"),
+                        (dict(eps=0.0), "eps: must be > 0"), (dict(weight_decay=float("inf")), "weight_decay: must be >= 0"),
+                        (dict(warmup=-5), "warmup: must be >= 0"), (dict(min_lr=1.0), r"min_lr: must be in \[0, lr\]")]:
+            with self.assertRaisesRegex(ValueError, msg):
+                fbt.TrainLoop(model, **kw)
+        # A model too large for memory, or with sizes that would overflow, is an error, never a crash
+        with self.assertRaisesRegex(MemoryError, "for the model's [0-9]+ parameters and their gradients"):
+            fbt.FeedbackTransformer(num_tokens=16, dim=2 ** 16, depth=2 ** 10, heads=2, dim_head=8, mem_len=4)
+        with self.assertRaisesRegex(ValueError, "dim must be <= 1048576"):
+            fbt.FeedbackTransformer(num_tokens=16, dim=2 ** 40, depth=1, heads=2, dim_head=8, mem_len=4)
+        with self.assertRaisesRegex(ValueError, "num_tokens must be <= 2147483647"):
+            fbt.TransformerXL(num_tokens=2 ** 33, dim=8, depth=1, mem_len=4)
+
     def test_files(self):
         with self.assertRaisesRegex(FileNotFoundError, "nowhere.safetensors: no such file"):
             fbt.load(self.path("nowhere.safetensors"))
