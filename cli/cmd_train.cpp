@@ -24,6 +24,9 @@ struct TrainArgs {
 void run_train(const TrainArgs& a) {
   const RunConfig cfg = load_run_config(a.config, a.overrides);
   Trainer trainer(cfg);
+  std::string again = shell_word(program()) + " train " + shell_word(a.config);  // the command that was run, resumed
+  for (const std::string& o : a.overrides) again += " --set " + shell_word(o);
+  trainer.set_resume_command(again + " --resume");
   if (cfg.train.probe_every) {
     const DetachPolicy policy = loop_config(cfg).detach;
     trainer.set_probe([policy](Model& model, const CallBatch& batch, int64_t step) {

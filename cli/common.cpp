@@ -11,6 +11,24 @@
 
 namespace fbt::cli {
 
+namespace {
+std::string g_program = "fbt";
+}  // namespace
+
+void set_program(const char* argv0) {
+  if (argv0 && *argv0) g_program = argv0;
+}
+const std::string& program() { return g_program; }
+
+std::string shell_word(const std::string& word) {
+  const bool plain = !word.empty() && word.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                              "0123456789_./=:,+-@%") == std::string::npos;
+  if (plain) return word;
+  std::string q = "'";
+  for (char ch : word) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
 CLI::Validator at_least(int64_t lo) {
   return CLI::Validator(
       [lo](std::string& s) -> std::string {

@@ -17,6 +17,12 @@ namespace fbt::cli {
 // 0.000000 to 1.797e308").
 CLI::Validator at_least(int64_t lo);
 
+// The path fbt was run by (argv[0], set by main), for messages that name a command to run next.
+void set_program(const char* argv0);
+const std::string& program();
+// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
+std::string shell_word(const std::string& word);
+
 // The median of some measurements (0 for none).
 double median(std::vector<double> v);
 

@@ -10,6 +10,7 @@
 #include "backend/cuda/kernels.hpp"
 #include "backend/device.hpp"
 #include "cli/commands.hpp"
+#include "cli/common.hpp"
 
 namespace {
 
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
                    fbt::cli::add_prepare_algorithmic})
     add(app);
   try {
+    fbt::cli::set_program(argv[0]);
     app.parse(argc, argv);  // runs the chosen subcommand
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

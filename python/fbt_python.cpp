@@ -21,6 +21,8 @@
 #include "backend/cuda/kernels.hpp"
 #include "backend/threads.hpp"
 #include "research/research.hpp"
+#include "train/interrupt.hpp"
+#include "train/log.hpp"
 #include "util/config_section.hpp"
 #include "util/files.hpp"
 
@@ -441,25 +443,71 @@ std::string override_text(const std::string& key, py::handle v) {
 }
 
 // fbt.train(config, overrides={...}, resume=False, stop_at=0): `fbt train`, returning the model.
-std::unique_ptr<PyModel> train(const std::string& config, const py::dict& overrides, bool resume, int64_t stop_at) {
+// The library's log through Python's sys.stdout and sys.stderr as they are at each write (so
+// notebooks and contextlib.redirect_stdout see it); progress bars only when sys.stdout is a
+// terminal. Called without the GIL: each write takes it. A stream that fails to write loses the
+// text, not the training run.
+LogSink python_log() {
+  auto writer = [](const char* stream) {
+    return [stream](const std::string& text) {
+      py::gil_scoped_acquire gil;
+      try {
+        py::object f = py::module_::import("sys").attr(stream);
+        if (f.is_none()) return;
+        f.attr("write")(text);
+        f.attr("flush")();
+      } catch (py::error_already_set& e) {
+        e.discard_as_unraisable(stream);
+      }
+    };
+  };
+  bool terminal = false;
+  try {
+    terminal = py::module_::import("sys").attr("stdout").attr("isatty")().cast<bool>();
+  } catch (py::error_already_set&) {  // no isatty: not a terminal
+  }
+  return {writer("stdout"), writer("stderr"), terminal};
+}
+
+std::unique_ptr<PyModel> train(const std::string& config, const py::dict& overrides, bool resume, int64_t stop_at,
+                               const py::object& callback) {
   require_file(config);
   std::vector<std::string> sets;
+  std::string again = "fbt.train(" + py::repr(py::str(config)).cast<std::string>();
   for (auto [k, v] : overrides) {
     const std::string key = py::cast<std::string>(k);
     sets.push_back(key + "=" + override_text(key, v));
   }
+  if (!overrides.empty()) again += ", overrides=" + py::repr(overrides).cast<std::string>();
   const RunConfig cfg = load_run_config(config, sets);
   if (stop_at < 0) throw std::invalid_argument("stop_at must be >= 0");
+  if (!callback.is_none() && !PyCallable_Check(callback.ptr())) throw py::type_error("callback must be callable");
+  const py::object loads = py::module_::import("json").attr("loads");
+  std::unique_ptr<py::error_already_set> raised;  // the callback's exception, raised again once the run stopped
+  const LogRoute route(python_log());
   const bool finished = without_gil([&] {
     Trainer trainer(cfg);
+    trainer.set_resume_command(again + ", resume=True)");
     if (cfg.train.probe_every) {
       const DetachPolicy policy = loop_config(cfg).detach;
       trainer.set_probe([policy](Model& m, const CallBatch& batch, int64_t step) {
         return probe_metrics(m, batch, policy, step);
       });
     }
+    if (!callback.is_none())
+      trainer.set_on_record([&](const std::string& line) {
+        py::gil_scoped_acquire gil;
+        if (raised) return;  // stopping already
+        try {
+          callback(loads(line));
+        } catch (py::error_already_set& e) {  // stop as Ctrl-C does: the step ends, a checkpoint is written
+          raised = std::make_unique<py::error_already_set>(std::move(e));
+          request_stop();
+        }
+      });
     return trainer.run(resume, stop_at);
   });
+  if (raised) throw *raised;
   // Stopped early (stop_at, Ctrl-C): the newest checkpoint, which resume=True continues from.
   const std::string weights = finished ? cfg.train.out_dir : latest_checkpoint(cfg.train.out_dir);
   if (weights.empty()) throw std::runtime_error(cfg.train.out_dir + ": the run stopped before its first checkpoint");
@@ -693,8 +741,11 @@ void define_module(py::module_& m) {
   m.def("load", &load, "path"_a,
         "A model from a weights file (safetensors, with its config), a run's out_dir or a checkpoint directory.");
   m.def("train", &train, "config"_a, py::kw_only(), "overrides"_a = py::dict(), "resume"_a = false, "stop_at"_a = 0,
+        "callback"_a = py::none(),
         "`fbt train CONFIG`: trains from a YAML run config (overrides: {'train.steps': 200, ...}, as --set), with "
-        "its log on stdout; returns the trained model (stopped early: the newest checkpoint's).");
+        "its log on sys.stdout; returns the trained model (stopped early: the newest checkpoint's). callback(record) "
+        "gets each metrics record (a metrics.jsonl line as a dict) as it is written; an exception it raises stops "
+        "the run with a checkpoint, as Ctrl-C does, and is raised again here.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw std::invalid_argument("threads must be >= 1");
     threads::set_max(n);

@@ -23,6 +23,8 @@ kill -INT "$pid" 2>/dev/null || true
 wait "$pid" || { echo "interrupted run exited non-zero"; cat int.log; exit 1; }
 if grep -q "interrupted" int.log; then
   ls b/checkpoints | grep -q '^step_' || { echo "no checkpoint after Ctrl-C"; exit 1; }
+  grep -qF "(interrupted); continue with: $fbt train run.yaml --set train.out_dir=b --resume" int.log ||
+    { cat int.log; echo "the message does not name the command that continues the run"; exit 1; }
 fi
 kills=0
 for delay in 0.3 0.5 0.7 0.4 0.6; do

@@ -2,7 +2,9 @@
 // that verify themselves, write failures reported with nothing half-written left behind, and
 // non-finite steps that never reach the weights.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -243,4 +245,56 @@ TEST_CASE("a run that takes its out_dir removes the temporary files a killed wri
   for (const char* kept : {"notes.tmp.txt", "x.tmp.", "x.tmp.12a", "model.safetensors", "sub.tmp.7/y.tmp.9"})
     CHECK_MESSAGE(fs::exists(dir / kept), kept);
   fs::remove_all(dir);
+}
+
+TEST_CASE("a lock file's holder text reaches the message only as 200 printable bytes of its first line") {
+  const fs::path dir = fs::temp_directory_path() / ("fbt-lock-text-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / ".fbt-lock").string();
+  {
+    std::ofstream out(path);
+    out << "pid 1 \x1b[31mred\x07" << std::string(500, 'x') << "\nsecond line";
+  }
+  const int fd = ::open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX) == 0);  // held, as by another run
+  try {
+    RunLock lock(dir.string(), "train.out_dir x");
+    FAIL("the lock was taken twice");
+  } catch (const FileError& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("pid 1 ?[31mred?xxx") != std::string::npos);
+    CHECK(msg.find("second line") == std::string::npos);
+    CHECK(msg.find('\x1b') == std::string::npos);
+    CHECK(msg.size() < 400);
+  }
+  ::close(fd);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a run stopped after its last checkpoint and final evaluation resumes without a second valid line") {
+  // The soak's finding: stopped between the last step's checkpoint and the final weights, the
+  // resumed run evaluated again and metrics.jsonl held the last valid line twice.
+  TempDir d;
+  const std::string cfg = write_config(d, "", "");
+  for (const char* when : {"8", "6"}) {  // eval_every divides steps (the eval precedes the checkpoint), or not
+    INFO("eval_every " << when);
+    const RunConfig c = load_run_config(cfg, {"train.steps=9", std::string("train.eval_every=") + when,
+                                              "train.out_dir=" + (d / (std::string("out") + when))});
+    Trainer(c).run(false);
+    const std::string out = c.train.out_dir;
+    auto valid_lines = [&] {
+      std::ifstream in(out + "/metrics.jsonl");
+      std::string line;
+      int n = 0;
+      while (std::getline(in, line)) n += line.find("\"split\":\"valid\"") != std::string::npos &&
+                                          line.find("\"step\":9") != std::string::npos;
+      return n;
+    };
+    REQUIRE(valid_lines() == 1);
+    fs::remove(out + "/model.safetensors");  // as if killed before the final weights were written
+    Trainer(c).run(true);
+    CHECK(valid_lines() == 1);
+    CHECK(fs::exists(out + "/model.safetensors"));
+  }
 }

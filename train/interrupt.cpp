@@ -26,4 +26,6 @@ StopRequests::~StopRequests() {
 
 bool StopRequests::requested() const { return g_stop_requested != 0; }
 
+void request_stop() { g_stop_requested = 1; }
+
 }  // namespace fbt

@@ -18,4 +18,8 @@ class StopRequests {
   void (*old_term_)(int);
 };
 
+// Asks the training in progress to stop as Ctrl-C does (its step finishes, a checkpoint is
+// written): for a caller's hook (the Python module's callback when it raises).
+void request_stop();
+
 }  // namespace fbt

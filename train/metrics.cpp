@@ -26,4 +26,17 @@ void MetricsFile::truncate_after(int64_t step) const {
   write_text_atomic(path_, kept);
 }
 
+bool MetricsFile::holds(const std::string& split, int64_t step) const {
+  std::ifstream in(path_);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.value("split", "") == split && j.value("step", int64_t(-1)) == step) return true;
+    } catch (const std::exception&) {  // a line cut by a kill
+    }
+  }
+  return false;
+}
+
 }  // namespace fbt

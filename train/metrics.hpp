@@ -16,6 +16,9 @@ class MetricsFile {
   // Keeps the lines of steps <= step only (a resumed run writes again what came after); a line
   // cut short by a kill is dropped.
   void truncate_after(int64_t step) const;
+  // Whether a whole line of this split and step is there (a resumed run at its last step: was
+  // the final evaluation written before the stop?).
+  bool holds(const std::string& split, int64_t step) const;
 
  private:
   std::string path_;

@@ -1,7 +1,5 @@
-// A one-line live progress bar with ETA, drawn only when stdout is a terminal.
+// A one-line live progress bar with ETA, drawn only when the log goes to a terminal (train/log.hpp).
 #pragma once
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -9,14 +7,15 @@
 
 #include <fmt/core.h>
 
+#include "train/log.hpp"
+
 namespace fbt {
 
 class Progress {
  public:
   Progress(std::string label, int64_t total, int64_t start = 0)
       : label_(std::move(label)), total_(total), start_(start), t0_(std::chrono::steady_clock::now()),
-        enabled_(total > 0 && ::isatty(STDOUT_FILENO)) {}  // total 0: nothing to show
-  static bool terminal() { return ::isatty(STDOUT_FILENO); }
+        enabled_(total > 0 && log_is_terminal()) {}  // total 0: nothing to show
 
   void update(int64_t done, const std::string& extra = "") {
     if (!enabled_) return;
@@ -25,17 +24,15 @@ class Progress {
     const double eta = rate > 0 ? double(total_ - done) / rate : 0;
     const int width = 30;
     const int fill = total_ ? int(double(width) * double(done) / double(total_)) : 0;
-    fmt::print("\r{} [{}{}] {}/{} {:3.0f}% eta {} {}\x1b[K", label_, std::string(size_t(fill), '#'),
-               std::string(size_t(width - fill), '.'), done, total_, total_ ? 100.0 * double(done) / double(total_) : 0.0,
-               clock(eta), extra);
-    std::fflush(stdout);
+    log_out(fmt::format("\r{} [{}{}] {}/{} {:3.0f}% eta {} {}\x1b[K", label_, std::string(size_t(fill), '#'),
+                        std::string(size_t(width - fill), '.'), done, total_,
+                        total_ ? 100.0 * double(done) / double(total_) : 0.0, clock(eta), extra));
     drawn_ = true;
   }
   // Erases the bar so a log line can be printed in its place.
   void clear() {
     if (enabled_ && drawn_) {
-      fmt::print("\r\x1b[K");
-      std::fflush(stdout);
+      log_out("\r\x1b[K");
       drawn_ = false;
     }
   }

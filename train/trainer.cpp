@@ -12,6 +12,7 @@
 #include "backend/threads.hpp"
 #include "models/weights.hpp"
 #include "train/interrupt.hpp"
+#include "train/log.hpp"
 #include "train/progress.hpp"
 #include "util/config_section.hpp"
 #include "util/files.hpp"
@@ -81,7 +82,7 @@ Trainer::Trainer(const RunConfig& cfg)
   tokenizer_ = run_tokenizer(cfg_);
   inputs_.resize(size_t(t.batch_size * t.bptt));
   targets_.resize(size_t(t.batch_size * t.bptt));
-  tty_ = Progress::terminal() && comm_.root();  // one process draws
+  tty_ = log_is_terminal() && comm_.root();  // one process draws
 }
 
 StepStats Trainer::train_step(bool keep_batch) {
@@ -107,14 +108,18 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   if (!comm_.root()) return;
   const double bpc = s.loss / std::log(2.0);
   const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
-  fmt::print("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
-             step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps));
-  std::fflush(stdout);
+  log_out(fmt::format("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
+             step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps)));
   nlohmann::json j = {{"split", "train"},      {"step", step()},          {"loss", s.loss},
                       {"bpc", bpc},            {"lr", s.lr},              {"grad_norm", s.grad_norm},
                       {"tokens_per_s", tok_s}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
   if (skipped_) j["skipped"] = skipped_;
-  metrics_.append(j.dump());
+  record(j.dump());
+}
+
+void Trainer::record(const std::string& json_line) {
+  metrics_.append(json_line);
+  if (on_record_) on_record_(json_line);
 }
 
 void Trainer::run_eval(bool whole_split) {
@@ -124,18 +129,17 @@ void Trainer::run_eval(bool whole_split) {
                           whole_split ? 0 : t.eval_tokens, tty_, tokenizer_.get(), &comm_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!comm_.root()) return;
-  if (tty_) fmt::print("\r\x1b[K");
+  if (tty_) log_out("\r\x1b[K");
   const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy)
                           : r.bytes  ? fmt::format(" | bpb {:.4f}", r.bpb())
                                      : "";
-  fmt::print("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f}{} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
-             r.perplexity(), acc, r.tokens, secs);
-  std::fflush(stdout);
+  log_out(fmt::format("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f}{} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
+             r.perplexity(), acc, r.tokens, secs));
   nlohmann::json j = {{"split", "valid"}, {"step", step()},   {"loss", r.loss},           {"bpc", r.bpc()},
                       {"ppl", r.perplexity()}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
   if (r.labelled) j["accuracy"] = r.accuracy;
   if (r.bytes) j["bpb"] = r.bpb();
-  metrics_.append(j.dump());
+  record(j.dump());
 }
 
 // Every process takes part (the streams' memory is gathered); the root writes, and the others
@@ -178,7 +182,7 @@ bool Trainer::resume_latest() {
         resume_from(*dir);
         chosen = *dir;
       } catch (const SafeTensorsError& e) {
-        fmt::print(stderr, "skipping checkpoint {}: {}\n", *dir, e.what());
+        log_err(fmt::format("skipping checkpoint {}: {}\n", *dir, e.what()));
       }
     }
     if (!dirs.empty() && chosen.empty())
@@ -213,10 +217,10 @@ void Trainer::resume_from(const std::string& dir) {
   earlier_sessions_s_ = s.elapsed_s;
   if (!comm_.root()) return;
   if (s.processes != comm_.size())
-    fmt::print("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "
+    log_out(fmt::format("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "
                "process); the continuation matches the {}-process run within float rounding, not bit for bit\n",
-               s.processes, s.processes == 1 ? "" : "es", comm_.size(), cfg_.train.batch_size, B, s.processes);
-  fmt::print("resuming from {} (step {})\n", dir, step());
+               s.processes, s.processes == 1 ? "" : "es", comm_.size(), cfg_.train.batch_size, B, s.processes));
+  log_out(fmt::format("resuming from {} (step {})\n", dir, step()));
 }
 
 // Fine-tuning: a fresh run (optimizer, schedule, memory) on another run's weights. Parameters are
@@ -232,7 +236,7 @@ void Trainer::init_from(const std::string& source) {
                                cfg_.model.type);
   }
   load_weights(*model_, st, path + " (train.init_from)");
-  if (comm_.root()) fmt::print("initialized from {}\n", path);
+  if (comm_.root()) log_out(fmt::format("initialized from {}\n", path));
 }
 
 // Prepares out_dir: resumes (and cuts metrics back to the checkpoint) or starts afresh, never
@@ -258,7 +262,7 @@ void Trainer::start(bool resume) {
     if (comm_.root()) metrics_.truncate_after(step());
   } else {  // a fresh run, also when --resume finds nothing to resume (a curriculum stage's first call)
     if (comm_.root()) {
-      if (resume) fmt::print("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir());
+      if (resume) log_out(fmt::format("no complete checkpoint in {}: starting from step 0\n", checkpoints_.dir()));
       metrics_.clear();
     }
     if (!t.init_from.empty()) init_from(t.init_from);
@@ -286,18 +290,18 @@ void Trainer::log_start() const {
   if (!comm_.root()) return;
   const TrainConfig& t = cfg_.train;
   const ModelConfig& m = cfg_.model;
-  fmt::print("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n",
+  log_out(fmt::format("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n",
              double(model_->params().numel()) / 1e6, m.dim, m.depth, m.heads, m.dim_head, m.seq_len, m.mem_len,
-             loop_config(cfg_).detach.str());
+             loop_config(cfg_).detach.str()));
   const std::string where = model_->device() == Device::CPU ? fmt::format("cpu, {} threads", threads::max_threads())
                                                              : "cuda: " + cuda::device_name();
-  fmt::print("data: train {} tokens ({} streams x {}), valid {} tokens | {} | out_dir {}\n", train_data_->size(),
-             t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir);
+  log_out(fmt::format("data: train {} tokens ({} streams x {}), valid {} tokens | {} | out_dir {}\n", train_data_->size(),
+             t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir));
   if (comm_.size() > 1 || t.grad_accum > 1)
-    fmt::print("data-parallel: {} process{} x {} streams{}\n", comm_.size(), comm_.size() == 1 ? "" : "es",
+    log_out(fmt::format("data-parallel: {} process{} x {} streams{}\n", comm_.size(), comm_.size() == 1 ? "" : "es",
                local_streams(),
                t.grad_accum > 1 ? fmt::format(", {} micro-batches of {} each", t.grad_accum, local_streams() / t.grad_accum)
-                                : "");
+                                : ""));
 }
 
 // Steps until `last` or a stop request: logs, evaluations, probes and checkpoints on their
@@ -314,7 +318,7 @@ Trainer::Session Trainer::train_until(int64_t last) {
   while (step() < last && !comm_.any(stop.requested())) {
     const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0 && comm_.root();
     StepStats s = train_step(probe);
-    if (probe) metrics_.append(probe_(*model_, probe_batch_, step()));  // on the root's streams
+    if (probe) record(probe_(*model_, probe_batch_, step()));  // on the root's streams
     end.evaluated = end.saved = false;
     ++window_steps;
     if (s.skipped) {
@@ -362,7 +366,7 @@ void Trainer::handle_skipped(const StepStats& s, int64_t in_row) {
                                          step(), s.fault, in_row, resume_point));
   ++skipped_;
   if (comm_.root())
-    fmt::print(stderr, "step {}: {}: update skipped ({} in a row, {} in all)\n", step(), s.fault, in_row, skipped_);
+    log_err(fmt::format("step {}: {}: update skipped ({} in a row, {} in all)\n", step(), s.fault, in_row, skipped_));
 }
 
 bool Trainer::run(bool resume, int64_t stop_at) {
@@ -376,15 +380,17 @@ bool Trainer::run(bool resume, int64_t stop_at) {
   if (step() < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
     if (!end.saved) save_checkpoint();
     if (comm_.root())
-      fmt::print("stopped at step {} of {} ({}); continue with --resume\n", step(), t.steps,
-                 end.interrupted ? "interrupted" : "--stop-at");
+      log_out(fmt::format("stopped at step {} of {} ({}); continue with: {}\n", step(), t.steps,
+                          end.interrupted ? "interrupted" : "--stop-at", resume_command_));
     return false;
   }
-  if (!end.evaluated) run_eval(true);
+  // Resumed at the last step, the final evaluation may be written already (the stop came after
+  // it); every process takes the root's answer, as the evaluation is collective.
+  if (!end.evaluated && !comm_.any(comm_.root() && metrics_.holds("valid", step()))) run_eval(true);
   if (!end.saved) save_checkpoint();
   if (comm_.root()) {
     save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string(), weights_metadata());
-    fmt::print("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string());
+    log_out(fmt::format("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string()));
   }
   comm_.barrier();
   return true;

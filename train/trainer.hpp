@@ -44,6 +44,11 @@ class Trainer {
 
   // Needed when train.probe_every > 0.
   void set_probe(Probe probe) { probe_ = std::move(probe); }
+  // Called on the root with each metrics record (one JSON line, as metrics.jsonl gets it) as it is
+  // written. To stop the run from it, call request_stop() (train/interrupt.hpp).
+  void set_on_record(std::function<void(const std::string& json_line)> f) { on_record_ = std::move(f); }
+  // What continues this run when it stops early, for the message (default: "--resume").
+  void set_resume_command(std::string command) { resume_command_ = std::move(command); }
 
   // Trains to cfg.train.steps; with resume, continues from the newest complete checkpoint.
   // stop_at > 0 ends the session after that step with a checkpoint (a later resume goes on).
@@ -68,6 +73,7 @@ class Trainer {
   bool resume_latest();
   void resume_from(const std::string& checkpoint_dir);
   void init_from(const std::string& source);
+  void record(const std::string& json_line);  // to metrics.jsonl, then on_record_
   void handle_skipped(const StepStats& s, int64_t in_row);
   Metadata weights_metadata() const;  // the run's tokenizer, for the weights files
   void log_start() const;
@@ -90,6 +96,8 @@ class Trainer {
   std::unique_ptr<StreamBatcher> batcher_;
   std::vector<int32_t> inputs_, targets_;
   Probe probe_;
+  std::function<void(const std::string&)> on_record_;
+  std::string resume_command_ = "--resume";
   CallBatch probe_batch_;  // the batch of the last step, when a probe follows it
   std::unique_ptr<RunLock> lock_;  // on out_dir, from start() on
   Checkpoints checkpoints_;

@@ -25,12 +25,16 @@ std::string holder_line() {
   return "pid " + std::to_string(::getpid()) + " on " + host + ", started " + when;
 }
 
-std::string read_all(int fd) {
-  std::string text;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::pread(fd, buf, sizeof(buf), off_t(text.size()))) > 0) text.append(buf, size_t(n));
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+// The holder the lock file names, for the message: its first line, at most 200 bytes, control
+// characters shown as '?' (a shared folder's lock file is not ours to trust).
+std::string read_holder(int fd) {
+  char buf[200];
+  const ssize_t n = ::pread(fd, buf, sizeof(buf), 0);
+  std::string text(buf, n > 0 ? size_t(n) : 0);
+  text = text.substr(0, text.find('\n'));
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  for (char& ch : text)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
   return text;
 }
 
@@ -42,7 +46,7 @@ RunLock::RunLock(const std::string& dir, const std::string& what) {
   if (fd_ < 0) throw FileError(what + ": cannot open lock file " + path + ": " + std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
-    const std::string holder = read_all(fd_);
+    const std::string holder = read_holder(fd_);
     ::close(fd_);
     fd_ = -1;
     if (err == EWOULDBLOCK)

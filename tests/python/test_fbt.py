@@ -359,6 +359,58 @@ class Training(TempDir):
         finally:
             os.chdir(cwd)
 
+    def test_log_and_callback(self):
+        """The log goes through sys.stdout (redirect_stdout sees it, without terminal codes); the
+        callback gets every metrics record as written; its exception stops the run with a checkpoint."""
+        import contextlib
+        import io
+        with open(self.path("text.txt"), "w") as f:
+            for i in range(300):
+                f.write(f"And God said, Let there be light: and there was light. {i}\n")
+        run_fbt("prepare-bytes", "text.txt", "data", cwd=self.dir)
+        with open(self.path("run.yaml"), "w") as f:
+            f.write("model: {num_tokens: 256, dim: 32, depth: 1, heads: 2, dim_head: 16, mem_len: 8}\n"
+                    "data: {format: bytes, train: data/train.bin, valid: data/valid.bin}\n"
+                    "train: {batch_size: 4, bptt: 8, steps: 20, eval_every: 10, log_every: 5,\n"
+                    "        checkpoint_every: 5, sample_tokens: 0, threads: 1, out_dir: run}\n")
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            out, records = io.StringIO(), []
+            with contextlib.redirect_stdout(out):
+                fbt.train("run.yaml", callback=records.append)
+            log = out.getvalue()
+            self.assertIn("step     20/20 | loss", log)
+            self.assertIn("final weights: run/model.safetensors", log)
+            self.assertNotIn("\x1b", log)
+            self.assertNotIn("\r", log)
+            with open("run/metrics.jsonl") as f:
+                self.assertEqual(records, [json.loads(line) for line in f])
+            self.assertEqual([(r["split"], r["step"]) for r in records],
+                             [("train", 5), ("train", 10), ("valid", 10), ("train", 15), ("train", 20), ("valid", 20)])
+
+            class Enough(Exception):
+                pass
+
+            def stop_at_ten(record):
+                if record["step"] == 10:
+                    raise Enough("seen enough")
+
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), self.assertRaisesRegex(Enough, "seen enough"):
+                fbt.train("run.yaml", overrides={"train.out_dir": "run2"}, callback=stop_at_ten)
+            self.assertIn("stopped at step 10 of 20 (interrupted); continue with: fbt.train('run.yaml', "
+                          "overrides={'train.out_dir': 'run2'}, resume=True)", out.getvalue())
+            self.assertTrue(os.path.exists("run2/checkpoints/step_00000010/DONE"))
+            with contextlib.redirect_stdout(io.StringIO()):
+                fbt.train("run.yaml", overrides={"train.out_dir": "run2"}, resume=True)
+            with open("run/model.safetensors", "rb") as a, open("run2/model.safetensors", "rb") as b:
+                self.assertEqual(a.read(), b.read())  # stopped by the callback and resumed: the same run
+            with self.assertRaisesRegex(TypeError, "callback must be callable"):
+                fbt.train("run.yaml", overrides={"train.out_dir": "run3"}, callback=3)
+        finally:
+            os.chdir(cwd)
+
     def test_train_loop(self):
         text = np.frombuffer(b"In the beginning God created the heaven and the earth. " * 40, dtype=np.uint8)
         model = small_feedback(num_tokens=256)
