@@ -329,16 +329,20 @@ class Research(TempDir):
 
 
 class Training(TempDir):
-    def test_train_from_a_config(self):
+    def write_run(self, model, train):
+        """A byte corpus (data/) and run.yaml with these model: and train: sections, in the test's folder."""
         with open(self.path("text.txt"), "w") as f:
             for i in range(300):
                 f.write(f"And God said, Let there be light: and there was light. {i}\n")
         run_fbt("prepare-bytes", "text.txt", "data", cwd=self.dir)
         with open(self.path("run.yaml"), "w") as f:
-            f.write("model: {num_tokens: 256, dim: 32, depth: 2, heads: 2, dim_head: 16, mem_len: 16}\n"
+            f.write(f"model: {{num_tokens: 256, {model}}}\n"
                     "data: {format: bytes, train: data/train.bin, valid: data/valid.bin}\n"
-                    "train: {batch_size: 4, bptt: 16, steps: 1000, eval_every: 20, log_every: 10, lr: 3e-3,\n"
-                    "        checkpoint_every: 20, sample_tokens: 0, threads: 1, out_dir: run}\n")
+                    f"train: {{sample_tokens: 0, threads: 1, out_dir: run, {train}}}\n")
+
+    def test_train_from_a_config(self):
+        self.write_run("dim: 32, depth: 2, heads: 2, dim_head: 16, mem_len: 16",
+                       "batch_size: 4, bptt: 16, steps: 1000, eval_every: 20, log_every: 10, lr: 3e-3, checkpoint_every: 20")
         cwd = os.getcwd()
         os.chdir(self.dir)
         try:
@@ -364,15 +368,8 @@ class Training(TempDir):
         callback gets every metrics record as written; its exception stops the run with a checkpoint."""
         import contextlib
         import io
-        with open(self.path("text.txt"), "w") as f:
-            for i in range(300):
-                f.write(f"And God said, Let there be light: and there was light. {i}\n")
-        run_fbt("prepare-bytes", "text.txt", "data", cwd=self.dir)
-        with open(self.path("run.yaml"), "w") as f:
-            f.write("model: {num_tokens: 256, dim: 32, depth: 1, heads: 2, dim_head: 16, mem_len: 8}\n"
-                    "data: {format: bytes, train: data/train.bin, valid: data/valid.bin}\n"
-                    "train: {batch_size: 4, bptt: 8, steps: 20, eval_every: 10, log_every: 5,\n"
-                    "        checkpoint_every: 5, sample_tokens: 0, threads: 1, out_dir: run}\n")
+        self.write_run("dim: 32, depth: 1, heads: 2, dim_head: 16, mem_len: 8",
+                       "batch_size: 4, bptt: 8, steps: 20, eval_every: 10, log_every: 5, checkpoint_every: 5")
         cwd = os.getcwd()
         os.chdir(self.dir)
         try:
