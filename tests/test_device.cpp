@@ -144,6 +144,20 @@ TEST_CASE("device: buffers round-trip, the emulation keeps host and device point
   });
 }
 
+TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch below the row, too many key segments") {
+  DeviceBuffer rows(Device::CUDA, 8);
+  std::vector<float> h(8, 1.f);
+  // cudaMemcpy2D refuses a pitch below the row's width (here 8-byte pitches for 16-byte rows).
+  CHECK_THROWS(cuda::copy_2d(rows.data(), 8, h.data(), 8, 16, 2, cuda::CopyKind::HostToDevice));
+  cuda::copy_2d(rows.data(), 16, h.data(), 16, 16, 2, cuda::CopyKind::HostToDevice);  // whole rows: fine
+  // The kernels take at most kMaxAttentionSegments key/value segments, by value.
+  cpu::KVRows segs[cuda::kMaxAttentionSegments + 1] = {};
+  const cpu::AttentionDims dims{1, 1, 1, 8, 1};
+  CHECK_THROWS_WITH_AS(cuda::attention_forward(rows.data(), rows.data(), rows.data(), segs, cuda::kMaxAttentionSegments + 1,
+                                               nullptr, nullptr, nullptr, dims),
+                       doctest::Contains("more than 4 key/value segments"), std::invalid_argument);
+}
+
 TEST_CASE("device: every kernel wrapper takes empty work (a zero count or no keys) and leaves its outputs alone") {
   // On a GPU a launch of zero blocks is an error: the first window of an empty memory has no
   // keys (S = 0), and a dropout of nothing draws no mask. Every wrapper must see such work through.

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "backend/comm.hpp"
@@ -111,6 +112,9 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
              CopyKind kind) {
   enter();
   if (!row_bytes || !rows) return;
+  // cudaMemcpy2D refuses a pitch below the row's width; rows that overlap would be garbage there.
+  if (rows > 1 && (dst_pitch < row_bytes || src_pitch < row_bytes))
+    throw std::invalid_argument("cuda copy_2d: a pitch below the row's " + std::to_string(row_bytes) + " bytes");
   auto* d = const_cast<char*>(host_side(static_cast<const char*>(dst), kind != CopyKind::DeviceToHost));
   const auto* s = host_side(static_cast<const char*>(src), kind != CopyKind::HostToDevice);
   for (size_t r = 0; r < rows; ++r) std::memmove(d + r * dst_pitch, s + r * src_pitch, row_bytes);
@@ -217,6 +221,7 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 
 namespace {
 std::vector<cpu::KVRows> host_segments(const cpu::KVRows* segs, int nsegs) {
+  if (nsegs > kMaxAttentionSegments) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
   std::vector<cpu::KVRows> r(segs, segs + nsegs);  // the array is on the host, its pointers on the device
   for (cpu::KVRows& s : r) s.data = h(s.data), s.grad = h(s.grad);
   return r;

@@ -626,7 +626,7 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 // ---- attention over segments (passed by value) ----
 
 namespace {
-constexpr int kMaxSegs = 4;
+constexpr int kMaxSegs = kMaxAttentionSegments;
 struct Segs {
   cpu::KVRows s[kMaxSegs];
   int n;

@@ -112,6 +112,9 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
                            int64_t K, int64_t n);
 
 // As the CPU kernel: segments live on the device (segs itself on the host), bucket/bias/drop too.
+// At most kMaxAttentionSegments segments (the kernels take them by value); more is an error on
+// both the GPU and the emulated device.
+constexpr int kMaxAttentionSegments = 4;
 void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d);
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
