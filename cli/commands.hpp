@@ -12,6 +12,7 @@ void add_forward(CLI::App& app);  // cmd_forward.cpp
 void add_bench(CLI::App& app);    // cmd_bench.cpp
 void add_grads(CLI::App& app);    // cmd_grads.cpp
 void add_plot(CLI::App& app);     // cmd_plot.cpp
+void add_compare(CLI::App& app);  // cmd_compare.cpp
 void add_prepare_bytes(CLI::App& app);
 void add_prepare(CLI::App& app);  // cmd_prepare.cpp
 void add_prepare_algorithmic(CLI::App& app);  // cmd_prepare.cpp

@@ -12,10 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "util/safetensors.hpp"
 #include "models/config.hpp"
 #include "models/feedback_transformer.hpp"
 #include "models/weights.hpp"
+#include "util/safetensors.hpp"
 
 using namespace fbt;
 namespace fs = std::filesystem;
@@ -288,4 +288,36 @@ TEST_CASE("cli: the cuda device trains where it is usable and is refused by name
     CHECK(r.status != 0);
     CHECK(r.output.find("fbt: error: device cuda is not available: ") != std::string::npos);
   }
+}
+
+TEST_CASE("cli: compare says bit-identical weights are identical (exit 0) and names each tensor that differs (exit 1)") {
+  Dir d;
+  const std::vector<float> w{1.f, 2.f, 3.f, 4.f}, b{0.5f, -0.5f};
+  auto save = [&](const std::string& name, std::vector<float> wv, bool with_bias) {
+    SafeTensors st;
+    st.tensors["w"] = StTensor::from_f32({2, 2}, wv.data());
+    if (with_bias) st.tensors["b"] = StTensor::from_f32({2}, b.data());
+    st.save((d.path / name).string());
+    return (d.path / name).string();
+  };
+  const std::string a = save("a.safetensors", w, true), same = save("same.safetensors", w, true);
+  std::vector<float> w2 = w;
+  w2[3] = std::nextafter(4.f, 5.f);  // one ulp
+  const std::string other = save("other.safetensors", w2, true), fewer = save("fewer.safetensors", w, false);
+  Run r = fbt_cli("compare " + a + " " + same);
+  CHECK(r.status == 0);
+  CHECK(r.output.find("identical: 2 tensors, 6 values, bit for bit") != std::string::npos);
+  r = fbt_cli("compare " + a + " " + other);
+  CHECK(WEXITSTATUS(r.status) == 1);
+  CHECK(r.output.find("differs: w: 1 of 4 values, max |a - b| 4.77e-07") != std::string::npos);
+  CHECK(r.output.find("different: 1 of 2 tensors differ") != std::string::npos);
+  r = fbt_cli("compare " + a + " " + fewer);
+  CHECK(WEXITSTATUS(r.status) == 1);
+  CHECK(r.output.find("differs: b: only in " + a) != std::string::npos);
+  fs::create_directories(d.path / "run");  // a run folder stands for its model.safetensors
+  fs::copy_file(a, d.path / "run" / "model.safetensors");
+  CHECK(fbt_cli("compare " + (d.path / "run").string() + " " + same).status == 0);
+  r = fbt_cli("compare " + a + " " + (d.path / "missing.safetensors").string());
+  CHECK(WEXITSTATUS(r.status) == 1);
+  CHECK(r.output.find("fbt: error: ") != std::string::npos);
 }
