@@ -109,7 +109,7 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   const double bpc = s.loss / std::log(2.0);
   const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
   log_out(fmt::format("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
-             step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps)));
+                      step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps)));
   nlohmann::json j = {{"split", "train"},      {"step", step()},          {"loss", s.loss},
                       {"bpc", bpc},            {"lr", s.lr},              {"grad_norm", s.grad_norm},
                       {"tokens_per_s", tok_s}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
@@ -134,7 +134,7 @@ void Trainer::run_eval(bool whole_split) {
                           : r.bytes  ? fmt::format(" | bpb {:.4f}", r.bpb())
                                      : "";
   log_out(fmt::format("valid  {:>6} | loss {:.4f} | bpc {:.4f} | ppl {:.3f}{} | {} tokens in {:.1f} s\n", step(), r.loss, r.bpc(),
-             r.perplexity(), acc, r.tokens, secs));
+                      r.perplexity(), acc, r.tokens, secs));
   nlohmann::json j = {{"split", "valid"}, {"step", step()},   {"loss", r.loss},           {"bpc", r.bpc()},
                       {"ppl", r.perplexity()}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
   if (r.labelled) j["accuracy"] = r.accuracy;
@@ -218,8 +218,8 @@ void Trainer::resume_from(const std::string& dir) {
   if (!comm_.root()) return;
   if (s.processes != comm_.size())
     log_out(fmt::format("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "
-               "process); the continuation matches the {}-process run within float rounding, not bit for bit\n",
-               s.processes, s.processes == 1 ? "" : "es", comm_.size(), cfg_.train.batch_size, B, s.processes));
+                        "process); the continuation matches the {}-process run within float rounding, not bit for bit\n",
+                        s.processes, s.processes == 1 ? "" : "es", comm_.size(), cfg_.train.batch_size, B, s.processes));
   log_out(fmt::format("resuming from {} (step {})\n", dir, step()));
 }
 
@@ -291,17 +291,18 @@ void Trainer::log_start() const {
   const TrainConfig& t = cfg_.train;
   const ModelConfig& m = cfg_.model;
   log_out(fmt::format("model: {:.2f}M parameters | dim {} depth {} heads {}x{} seq_len {} mem_len {} | detach {}\n",
-             double(model_->params().numel()) / 1e6, m.dim, m.depth, m.heads, m.dim_head, m.seq_len, m.mem_len,
-             loop_config(cfg_).detach.str()));
+                      double(model_->params().numel()) / 1e6, m.dim, m.depth, m.heads, m.dim_head, m.seq_len, m.mem_len,
+                      loop_config(cfg_).detach.str()));
   const std::string where = model_->device() == Device::CPU ? fmt::format("cpu, {} threads", threads::max_threads())
                                                              : "cuda: " + cuda::device_name();
   log_out(fmt::format("data: train {} tokens ({} streams x {}), valid {} tokens | {} | out_dir {}\n", train_data_->size(),
-             t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir));
+                      t.batch_size, batcher_->stream_length(), valid_data_->size(), where, t.out_dir));
   if (comm_.size() > 1 || t.grad_accum > 1)
     log_out(fmt::format("data-parallel: {} process{} x {} streams{}\n", comm_.size(), comm_.size() == 1 ? "" : "es",
-               local_streams(),
-               t.grad_accum > 1 ? fmt::format(", {} micro-batches of {} each", t.grad_accum, local_streams() / t.grad_accum)
-                                : ""));
+                        local_streams(),
+                        t.grad_accum > 1
+                            ? fmt::format(", {} micro-batches of {} each", t.grad_accum, local_streams() / t.grad_accum)
+                            : ""));
 }
 
 // Steps until `last` or a stop request: logs, evaluations, probes and checkpoints on their
