@@ -13,30 +13,37 @@ void MetricsFile::append(const std::string& json_line) const { append_file(path_
 
 void MetricsFile::sync() const { fsync_path(path_); }
 
-void MetricsFile::truncate_after(int64_t step) const {
-  std::ifstream in(path_);
-  if (!in) return;
-  std::string line, kept;
+namespace {
+// Calls f(line, record) on each line of path in order until f returns true; a line that is not
+// JSON or whose fields f cannot read (a line cut short by a kill) is skipped. Returns whether f did.
+template <typename F>
+bool find_record(const std::string& path, F f) {
+  std::ifstream in(path);
+  std::string line;
   while (std::getline(in, line)) {
     try {
-      if (nlohmann::json::parse(line).value("step", int64_t(0)) <= step) kept += line + "\n";
-    } catch (const std::exception&) {  // a line cut by a kill: drop it
+      if (f(line, nlohmann::json::parse(line))) return true;
+    } catch (const std::exception&) {
     }
   }
+  return false;
+}
+}  // namespace
+
+void MetricsFile::truncate_after(int64_t step) const {
+  if (!std::ifstream(path_)) return;
+  std::string kept;
+  find_record(path_, [&](const std::string& line, const nlohmann::json& j) {
+    if (j.value("step", int64_t(0)) <= step) kept += line + "\n";
+    return false;
+  });
   write_text_atomic(path_, kept);
 }
 
 bool MetricsFile::holds(const std::string& split, int64_t step) const {
-  std::ifstream in(path_);
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      const auto j = nlohmann::json::parse(line);
-      if (j.value("split", "") == split && j.value("step", int64_t(-1)) == step) return true;
-    } catch (const std::exception&) {  // a line cut by a kill
-    }
-  }
-  return false;
+  return find_record(path_, [&](const std::string&, const nlohmann::json& j) {
+    return j.value("split", "") == split && j.value("step", int64_t(-1)) == step;
+  });
 }
 
 }  // namespace fbt
