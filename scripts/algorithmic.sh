@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The code-execution recipe (docs/RESULTS.md), as ./run algorithmic calls it (after building fbt):
+#   scripts/algorithmic.sh [--set KEY=VALUE ...]   prepare the curriculum's data, train both families'
+#       stages (the two chains side by side, a core each; every stage --resume's, so an interrupted
+#       recipe goes on where it stopped), then test each family's last stage on programs of 10, 30
+#       and 100 statements and print the table
+#   scripts/algorithmic.sh --check   each family's first stage trained again from scratch and compared
+#       bit for bit with the shipped one: the chain's first link, ~15 minutes
+#   scripts/algorithmic.sh --ship    copy the finished stages of runs/algorithmic/ into results/algorithmic/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FAMILIES=(feedback transformer-xl)
+STAGES=(1var 3var 3var-s30 3var-s100)  # each starts from the previous one's weights (train.init_from)
+RUNS=runs/algorithmic
+FBT=${FBT:-build/fbt}  # the fbt that trains (a copy keeps a long recipe safe from rebuilds of build/)
+SHIPPED=results/algorithmic
+
+stage_data() {  # VARIABLES STATEMENTS PROGRAMS DIR: a curriculum stage's data, every statement labelled in train
+  [ -f "data/$4/train.txt" ] || "$FBT" prepare-algorithmic --variables "$1" --statements "$2" \
+    --train-programs "$3" --label-every-statement "data/$4"
+}
+
+all_data() {
+  stage_data 1 10 200000 algorithmic-1var-s10-dense
+  stage_data 3 10 200000 algorithmic-3var-s10-dense
+  stage_data 3 30 60000 algorithmic-3var-s30-dense
+  stage_data 3 100 20000 algorithmic-3var-s100-dense  # its valid and test splits: the official task's (same seeds)
+}
+
+train_chain() {  # FAMILY [fbt train flags]: the family's stages in order, its output in $RUNS/FAMILY.log, a line per stage
+  local family=$1 stage
+  shift
+  for stage in "${STAGES[@]}"; do
+    "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume --set train.threads=1 "$@" \
+      >>"$RUNS/$family.log" 2>&1 || { echo "$family-$stage: training failed (last lines of $RUNS/$family.log):"; tail -3 "$RUNS/$family.log"; return 1; }
+    python3 scripts/algorithmic_table.py --stage "$RUNS/$family-$stage"
+  done
+}
+
+train_all() {  # [fbt train flags]
+  local family pids=() rc=0 stage statements rows=()
+  all_data
+  mkdir -p "$RUNS"
+  echo "training ${FAMILIES[*]} side by side, a core each (follow: tail -f $RUNS/<family>.log)"
+  for family in "${FAMILIES[@]}"; do
+    train_chain "$family" "$@" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  [ "$rc" -eq 0 ] || { echo "./run algorithmic: a stage failed; run it again to go on from the last checkpoints"; exit 1; }
+  for family in "${FAMILIES[@]}"; do
+    stage=$family-${STAGES[-1]}
+    for statements in 10 30 100; do  # the final stage on the test split of each program length
+      rows+=("$stage $statements $("$FBT" eval "configs/algorithmic/$stage.yaml" --checkpoint "$RUNS/$stage" \
+        --split test --set "data.test=data/algorithmic-3var-s$statements-dense/test.txt" | tail -1)")
+    done
+  done
+  printf '%s\n' "${rows[@]}" | python3 scripts/algorithmic_table.py
+}
+
+# The chain's first link: each family's first stage trained again from scratch (side by side, a core
+# each) and compared tensor by tensor with the shipped stage (fbt compare); exit 1 if any differs.
+check() {
+  local family pids=() rc=0 out=runs/algorithmic-check
+  for family in "${FAMILIES[@]}"; do
+    [ -f "$SHIPPED/$family-${STAGES[0]}/model.safetensors" ] || {
+      echo "./run algorithmic --check: no shipped stage $SHIPPED/$family-${STAGES[0]}/model.safetensors to compare with (./run algorithmic trains it; docs/RESULTS.md)"
+      exit 2
+    }
+  done
+  stage_data 1 10 200000 algorithmic-1var-s10-dense
+  mkdir -p "$out"
+  for family in "${FAMILIES[@]}"; do
+    rm -rf "${out:?}/$family-${STAGES[0]}"
+    "$FBT" train "configs/algorithmic/$family-${STAGES[0]}.yaml" --set "train.out_dir=$out/$family-${STAGES[0]}" \
+      --set train.threads=1 >"$out/$family-${STAGES[0]}.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  [ "$rc" -eq 0 ] || { tail -3 "$out"/*.log; echo "./run algorithmic --check: a retraining failed (logs in $out/)"; exit 1; }
+  for family in "${FAMILIES[@]}"; do
+    echo "retrained: $out/$family-${STAGES[0]}/model.safetensors shipped: $SHIPPED/$family-${STAGES[0]}/model.safetensors"
+    "$FBT" compare "$out/$family-${STAGES[0]}/model.safetensors" "$SHIPPED/$family-${STAGES[0]}/model.safetensors" |
+      tail -1 || rc=1
+  done
+  return "$rc"
+}
+
+# Every stage of both chains, finished at its recipe's steps, into results/algorithmic/<stage>/:
+# the weights, the vocabulary, the metrics (curves, wall time) and the run's config, whose
+# init_from and vocab name the shipped folders instead of runs/.
+ship() {
+  local family stage run dest previous
+  for family in "${FAMILIES[@]}"; do
+    for stage in "${STAGES[@]}"; do
+      run=$RUNS/$family-$stage
+      python3 scripts/algorithmic_table.py --finished "$run" "configs/algorithmic/$family-$stage.yaml" ||
+        { echo "./run algorithmic --ship: $run has not finished its recipe (run ./run algorithmic)"; exit 1; }
+    done
+  done
+  for family in "${FAMILIES[@]}"; do
+    previous=
+    for stage in "${STAGES[@]}"; do
+      run=$RUNS/$family-$stage dest=$SHIPPED/$family-$stage
+      rm -rf "$dest" && mkdir -p "$dest"
+      cp "$run/model.safetensors" "$run/vocab.txt" "$run/metrics.jsonl" "$dest/"
+      sed -e "s|^  vocab: .*|  vocab: $dest/vocab.txt|" -e "s|^  out_dir: .*|  out_dir: $run|" \
+        -e "s|^  init_from: .*|  init_from: ${previous}|" "$run/config.yaml" >"$dest/config.yaml"
+      echo "shipped: $dest"
+      previous=$dest
+    done
+  done
+}
+
+case "${1:-}" in
+  --check) [ $# -eq 1 ] || { echo "./run algorithmic --check takes no other arguments (got: ${*:2})"; exit 2; }; check ;;
+  --ship) [ $# -eq 1 ] || { echo "./run algorithmic --ship takes no other arguments (got: ${*:2})"; exit 2; }; ship ;;
+  *) train_all "$@" ;;
+esac
