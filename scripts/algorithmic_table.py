@@ -13,6 +13,8 @@ import os
 import re
 import sys
 
+import runs
+
 
 def stages(run_dir):
     """The run and the runs it was initialized from, newest first."""
@@ -25,29 +27,11 @@ def stages(run_dir):
             run_dir = os.path.dirname(run_dir)
 
 
-def records(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def recipe_steps(config):
-    with open(config) as f:
-        return int(re.search(r"^  steps: *(\d+)", f.read(), re.M).group(1))
-
-
 if sys.argv[1:2] == ["--stage"]:
-    run = records(sys.argv[2])
-    last = run[-1]
-    valid = [r for r in run if r.get("split") == "valid"]
-    accuracy = f", valid accuracy {valid[-1]['accuracy']:.1%} at step {valid[-1]['step']}" if valid else ""
-    print(f"{os.path.basename(sys.argv[2])}: {last['step']} steps, {last['tokens'] / 1e6:.1f} M tokens,"
-          f" {last['elapsed_s'] / 60:.1f} min{accuracy}")
+    print(runs.summary(sys.argv[2], "accuracy"))
     sys.exit(0)
 if sys.argv[1:2] == ["--finished"]:
-    run_dir, config = sys.argv[2:4]
-    done = (os.path.exists(os.path.join(run_dir, "model.safetensors")) and os.path.exists(os.path.join(run_dir, "metrics.jsonl"))
-            and recipe_steps(os.path.join(run_dir, "config.yaml")) == recipe_steps(config) == records(run_dir)[-1]["step"])
-    sys.exit(0 if done else 1)
+    sys.exit(0 if runs.finished(*sys.argv[2:4]) else 1)
 
 tests = collections.defaultdict(dict)  # run -> statements -> eval JSON
 for line in sys.stdin:
@@ -60,7 +44,7 @@ print(f"{'run':<24} {'stages':>6} {'parameters':>10} {'steps':>7} {'tokens':>11}
 for name, by_length in tests.items():
     steps = tokens = elapsed = count = 0
     for run_dir in stages(f"runs/algorithmic/{name}"):
-        last = records(run_dir)[-1]
+        last = runs.records(run_dir)[-1]
         steps, tokens, elapsed, count = steps + last["step"], tokens + last["tokens"], elapsed + last["elapsed_s"], count + 1
     parameters = next(iter(by_length.values()))["parameters"]
     print(f"{name:<24} {count:>6} {parameters:>10} {steps:>7} {tokens:>11} {elapsed / 60:>6.1f} min"
