@@ -105,12 +105,15 @@ ship() {
   cp runs/lm/charts/*.png "$SHIPPED/"
 }
 
-case "${1:-}" in
-  --ship) [ $# -eq 1 ] || usage; ship ;;
-  *)
-    mode=compare out=runs/lm
-    [ "${1:-}" = "--sweep" ] && { mode=sweep; shift; }
-    [ "${1:-}" = "--out" ] && { [ $# -ge 2 ] || usage; out=$2; shift 2; }
-    for arg in "$@"; do [ "$arg" = "--set" ] || [[ "$arg" == *=* ]] || { echo "./run lm-compare: unknown argument '$arg'"; usage; }; done
-    "$mode" "$out" "$@" ;;
-esac
+mode=compare out=runs/lm flags=()
+[ "${1:-}" = "--ship" ] && { [ $# -eq 1 ] || usage; ship; exit; }
+[ "${1:-}" = "--sweep" ] && { mode=sweep; shift; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
+    --set) [ $# -ge 2 ] && [[ "$2" == *=* ]] || { echo "./run lm-compare: --set takes KEY=VALUE"; usage; }
+      flags+=(--set "$2"); shift 2 ;;
+    *) echo "./run lm-compare: unknown argument '$1'"; usage ;;
+  esac
+done
+"$mode" "$out" "${flags[@]}"

@@ -5,20 +5,17 @@
 # bundle is complete (every library its binaries load comes from the bundle, the CUDA toolkit or
 # the base system), names its CPU target and fits the 64 MiB the device tool carries.
 # Usage: device_bundle.sh SOURCE_DIR
-set -euo pipefail
 src=$(realpath "$1")
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 bash -n "$src/scripts/device-check.sh" || fail "device-check.sh does not parse"
 bash -n "$src/scripts/device-bundle.sh" || fail "device-bundle.sh does not parse"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 set +e
-FBT_BUNDLE="$out/none" OUT="$out/results" "$src/scripts/device-check.sh" >"$out/run.txt" 2>&1
+FBT_BUNDLE="$scratch/none" OUT="$scratch/results" "$src/scripts/device-check.sh" >"$scratch/run.txt" 2>&1
 rc=$?
 set -e
-[ "$rc" -eq 2 ] || { cat "$out/run.txt"; fail "device-check.sh without a bundle: exit status $rc, expected 2"; }
-grep -q "no bundle in $out/none/" "$out/results/device-check.log" ||
-  { cat "$out/run.txt"; fail "the refusal is not in \$OUT/device-check.log"; }
+[ "$rc" -eq 2 ] || { cat "$scratch/run.txt"; fail "device-check.sh without a bundle: exit status $rc, expected 2"; }
+grep -q "no bundle in $scratch/none/" "$scratch/results/device-check.log" ||
+  { cat "$scratch/run.txt"; fail "the refusal is not in \$OUT/device-check.log"; }
 echo "scripts parse; device-check.sh refuses to run without a bundle, log in \$OUT"
 bundle="$src/device-bundle"
 if [ ! -d "$bundle" ]; then

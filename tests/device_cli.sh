@@ -3,13 +3,9 @@
 # binary linked with backend/cuda/emulated.cpp, built for this test only): `train.device: cuda` trains
 # with the CPU's losses, stops and resumes bit-identically; eval, greedy sample, forward --grads
 # and grads with --device cuda agree with the CPU; bench runs there.  Usage: device_cli.sh FBT_EMULATED FBT
-set -euo pipefail
 dev=$(realpath "$1")
 cpu=$(realpath "$2")
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-fail() { echo "$1"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 # Two columns of numbers agree to within a relative tol (the devices sum in other orders).
 agree() {
   paste "$1" "$2" | awk -v tol="$3" '{ d = $1 - $2; if (d < 0) d = -d; s = $2 < 0 ? -$2 : $2;
@@ -17,8 +13,7 @@ agree() {
 }
 
 "$dev" --version | grep -q "device: emulated" || fail "fbt-emulated does not see its device"
-for i in $(seq 200); do echo "In the beginning God created the heaven and the earth. $i"; done > text.txt
-"$cpu" prepare-bytes text.txt data >/dev/null
+bytes_corpus "$cpu" 200
 cat > run.yaml <<YAML
 model: {num_tokens: 256, dim: 32, depth: 2, heads: 2, dim_head: 16, mem_len: 8, seq_len: 2, ff_dropout: 0.1}
 data: {format: bytes, train: data/train.bin, valid: data/valid.bin}

@@ -3,17 +3,13 @@
 # the Transformer-XL baseline (GEGLU, layernorm, attention at a head size with a partial vector,
 # few-row and many-row products, windows), built for this machine and for x86-64-v3.
 # Usage: isa_bits.sh FBT FBT_AVX2. Skipped (77) where this CPU or build has no AVX-512.
-set -euo pipefail
 fbt=$(realpath "$1") avx2=$(realpath "$2")
+source "$(dirname "$0")/lib.sh"
 "$avx2" --version | grep -q "cpu vectors: avx2" || { echo "$avx2 is not an AVX2 build"; exit 1; }
 if ! "$fbt" --version | grep -q "cpu vectors: avx512"; then
   echo "skipped: $fbt is not an AVX-512 build ($("$fbt" --version | grep 'cpu vectors'))"; exit 77
 fi
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-for i in $(seq 300); do echo "In the beginning God created the heaven and the earth. $i"; done > text.txt
-"$fbt" prepare-bytes text.txt data >/dev/null
+bytes_corpus "$fbt" 300
 # dim_head 24: 16 + 8 lanes, a partial vector with AVX-512, whole ones with AVX2; batch 6 x seq_len 1
 # uses the few-row products, bptt 24 x batch 6 the packed ones; attention dropout draws masks.
 cat > feedback.yaml <<YAML

@@ -2,8 +2,8 @@
 # Data-parallel training under mpirun (docs/DISTRIBUTED.md), one case per call:
 #   mpi_cli.sh FBT CASE    CASE: accum | tolerance | resume | kill | errors | tcp
 # Skipped (77) where mpirun is missing or fbt was built without MPI.
-set -euo pipefail
 fbt=$(realpath "$1")
+source "$(dirname "$0")/lib.sh"
 case_name=$2
 command -v mpirun >/dev/null || { echo "mpirun not installed (./run installs openmpi-bin)"; exit 77; }
 "$fbt" --version | grep -q "data-parallel: MPI" || { echo "fbt was built without MPI"; exit 77; }
@@ -13,11 +13,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 mpi() { local n=$1; shift; mpirun -np "$n" --bind-to none "$@"; }
 
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-for i in $(seq 400); do echo "And God said, Let there be light: and there was light. $i"; done > text.txt
-"$fbt" prepare-bytes text.txt data >/dev/null
+bytes_corpus "$fbt" 400
 # Dropout on: each micro-batch's dropout stream must match its rank's.
 cat > run.yaml <<YAML
 model: {num_tokens: 256, dim: 32, depth: 2, heads: 2, dim_head: 16, mem_len: 16, attn_dropout: 0.1, ff_dropout: 0.1}

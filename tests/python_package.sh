@@ -3,18 +3,15 @@
 # installs into a fresh venv (Debian's system site packages for numpy) and imports from outside
 # the tree, with no PYTHONPATH or LD_LIBRARY_PATH; the README's snippet runs on it. Usage: python_package.sh SOURCE_DIR. Skipped (77) without
 # python3-venv, pip or meson-python (./run installs them).
-set -euo pipefail
 src=$(realpath "$1")
+source "$(dirname "$0")/lib.sh"
 py=/usr/bin/python3
 for mod in venv pip mesonpy numpy; do
   "$py" -c "import $mod" 2>/dev/null || { echo "skipped: $py has no $mod (./run installs it)"; exit 77; }
 done
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
 "$py" -m venv --system-site-packages venv
 # The wheel from the source tree (a copy: pip builds in place, and tests may run beside other builds)
-mkdir tree && (cd "$src" && git ls-files -z --cached --others --exclude-standard 2>/dev/null || find . -type f -print0) | (cd "$src" && xargs -0 cp --parents -t "$dir/tree")
+mkdir tree && (cd "$src" && git ls-files -z --cached --others --exclude-standard 2>/dev/null || find . -type f -print0) | (cd "$src" && xargs -0 cp --parents -t "$scratch/tree")
 venv/bin/pip wheel --no-build-isolation --no-deps -w wheels ./tree >wheel.log 2>&1 || { tail -30 wheel.log; exit 1; }
 venv/bin/pip install --no-deps wheels/fbt-*.whl >install.log 2>&1 || { tail -30 install.log; exit 1; }
 unset PYTHONPATH LD_LIBRARY_PATH

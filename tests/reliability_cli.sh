@@ -4,14 +4,9 @@
 # non-zero exit with nothing half-written, and so is a full disk, a damaged checkpoint is refused
 # by name.
 # Usage: reliability_cli.sh FBT
-set -euo pipefail
 fbt=$(realpath "$1")
-dir=$(mktemp -d)
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
-cd "$dir"
-fail() { echo "FAIL: $*"; exit 1; }
-for i in $(seq 400); do echo "In the beginning God created the heaven and the earth. $i"; done > text.txt
-"$fbt" prepare-bytes text.txt data >/dev/null
+source "$(dirname "$0")/lib.sh"
+bytes_corpus "$fbt" 400
 cat > run.yaml <<YAML
 model: {num_tokens: 256, dim: 64, depth: 2, heads: 2, dim_head: 32, mem_len: 16}
 data: {format: bytes, train: data/train.bin, valid: data/valid.bin}

@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
 # fbt grads and fbt plot end to end on a real (tiny) training run: probes in metrics.jsonl, a grads
 # JSONL from a checkpoint, and PNG charts of both.  Usage: research_tools.sh FBT
-set -euo pipefail
 fbt=$(realpath "$1")
+source "$(dirname "$0")/lib.sh"
 if ! command -v gnuplot >/dev/null; then echo "gnuplot not installed (./run installs gnuplot-nox)"; exit 77; fi
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-for i in $(seq 300); do echo "And God said, Let there be light: and there was light. $i"; done > text.txt
-"$fbt" prepare-bytes text.txt data >/dev/null
+bytes_corpus "$fbt" 300
 cat > run.yaml <<YAML
 model: {num_tokens: 256, dim: 32, depth: 2, heads: 2, dim_head: 16, mem_len: 16}
 data: {format: bytes, train: data/train.bin, valid: data/valid.bin}

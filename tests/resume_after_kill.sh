@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
 # Resume after SIGKILL: a run killed at arbitrary moments (mid-step, mid-checkpoint) and resumed
 # each time must end bit-identical to an uninterrupted run.  Usage: resume_after_kill.sh FBT
-set -euo pipefail
 fbt=$(realpath "$1")
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-for i in $(seq 400); do echo "In the beginning God created the heaven and the earth. $i"; done > text.txt
-"$fbt" prepare-bytes text.txt data >/dev/null
+source "$(dirname "$0")/lib.sh"
+bytes_corpus "$fbt" 400
 cat > run.yaml <<YAML
 model: {num_tokens: 256, dim: 64, depth: 2, heads: 2, dim_head: 32, mem_len: 16, ff_dropout: 0.1}
 data: {format: bytes, train: data/train.bin, valid: data/valid.bin}

@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
 # The three tokenizers through the binary: fbt prepare, a run that stops and resumes, fbt sample
 # from a text prompt, fbt eval with bits per byte; and prepare's errors.  Usage: tokenizers_cli.sh FBT
-set -euo pipefail
 fbt=$(realpath "$1")
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 for i in $(seq 600); do echo "And God said, Let there be light $i: and there was light. Café $((i % 7))."; done > corpus.txt
 
 for tok in bytes words sentencepiece; do
