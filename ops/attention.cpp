@@ -12,11 +12,11 @@ namespace fbt {
 struct KVGradGroup {
   std::vector<KVSegment> segs;  // the grouped rows, as every member reads them
   int64_t I = 0;
-  cpu::AttentionDims d{};
-  std::vector<cpu::AttentionGradPart> parts;  // one per member whose backward has run
+  AttentionDims d{};
+  std::vector<AttentionGradPart> parts;  // one per member whose backward has run
 
-  void add(const std::vector<KVSegment>& grouped, int64_t inner, const cpu::AttentionDims& dims,
-           const cpu::AttentionGradPart& part) {
+  void add(const std::vector<KVSegment>& grouped, int64_t inner, const AttentionDims& dims,
+           const AttentionGradPart& part) {
     if (parts.empty()) {
       segs = grouped, I = inner, d = dims;
     } else {
@@ -34,15 +34,15 @@ struct KVGradGroup {
 namespace {
 // A segment's rows as the kernels take them: src:(B,R,2I) from row_begin; with their gradient
 // rows (allocated on first use) when asked.
-cpu::KVRows kv_rows(const KVSegment& s, int64_t I, bool with_grad) {
+KVRows kv_rows(const KVSegment& s, int64_t I, bool with_grad) {
   float* g = with_grad ? tape().grad(s.src).data : nullptr;
   return {s.src.data() + s.row_begin * 2 * I, g ? g + s.row_begin * 2 * I : nullptr, s.src.shape()[1] * 2 * I, s.rows};
 }
 // The segments' rows as the kernels take them, checked against q (B, n, H*Dh); their sources
 // are appended to the op's inputs.
-std::vector<cpu::KVRows> segment_rows(const std::vector<KVSegment>& segs, Var q, int64_t H, std::vector<Var>& inputs) {
+std::vector<KVRows> segment_rows(const std::vector<KVSegment>& segs, Var q, int64_t H, std::vector<Var>& inputs) {
   const int64_t B = q.shape()[0], I = q.shape()[2], Dh = I / H;
-  std::vector<cpu::KVRows> rows;
+  std::vector<KVRows> rows;
   for (const KVSegment& s : segs) {
     const Shape& ss = s.src.shape();
     check(ss.nd == 3 && ss[0] == B && ss[2] == 2 * I && s.row_begin >= 0 && s.row_begin + s.rows <= ss[1],
@@ -75,7 +75,7 @@ std::shared_ptr<KVGradGroup> kv_grad_group() {
   auto group = std::make_shared<KVGradGroup>();
   tape().record("attention", Var(), [group] {  // after the backward of every member (recorded later)
     if (group->parts.empty()) return;
-    std::vector<cpu::KVRows> rows;
+    std::vector<KVRows> rows;
     for (const KVSegment& s : group->segs) rows.push_back(kv_rows(s, group->I, true));
     cpu::attention_kv_grad_sum(rows.data(), int(rows.size()), group->parts.data(), int(group->parts.size()),
                                group->d);
@@ -90,7 +90,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   check(q.shape().nd == 3 && q.shape()[2] % H == 0, "attention: q ", q.shape(), " is not (B, n, H*Dh) with H = ", H);
   const int64_t B = q.shape()[0], n = q.shape()[1], I = q.shape()[2], Dh = I / H;
   std::vector<Var> inputs{q};
-  std::vector<cpu::KVRows> rows = segment_rows(segs, q, H, inputs);
+  std::vector<KVRows> rows = segment_rows(segs, q, H, inputs);
   int64_t S = 0;
   for (const KVSegment& seg : segs) S += seg.rows;
   check(int64_t(bucket.size()) == n * S, "attention: bucket table of ", bucket.size(), " for ", n, " x ", S);
@@ -101,7 +101,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     inputs.push_back(bias);
   }
   Var out = tape().output({B, n, I}, inputs);
-  const cpu::AttentionDims d{B, n, H, Dh, S, bias ? bias.shape()[0] : 0};
+  const AttentionDims d{B, n, H, Dh, S, bias ? bias.shape()[0] : 0};
   Arena& arena = tape().arena();
   float* probs = arena.alloc_floats(size_t(B * H * n * S));
   const float* drop = nullptr;

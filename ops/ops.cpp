@@ -16,8 +16,8 @@ namespace fbt {
 void layernorm_input_grad(const Tape::GradSink& dx, const float* dy, const float* x, const float* w,
                           const float* mean, const float* rstd, int64_t N, int64_t C) {
   if (!dx.data) return;
-  if (on_device()) cuda::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C);
-  else cpu::layernorm_backward_input(dx.data, dy, x, w, mean, rstd, N, C, dx.accumulate);
+  kernel(cpu::layernorm_backward_input, cuda::layernorm_backward_input)(dx.data, dy, x, w, mean, rstd, N, C,
+                                                                        dx.accumulate);
 }
 
 namespace {
@@ -99,8 +99,7 @@ Var geglu(Var u) {
   if (y.requires_grad())
     tape().record("geglu", y, [=] {
       const Tape::GradSink du = tape().grad_sink(u);
-      if (on_device()) cuda::geglu_backward(du.data, y.grad().data, u.data(), N, F);
-      else cpu::geglu_backward(du.data, y.grad().data, u.data(), N, F, du.accumulate);
+      kernel(cpu::geglu_backward, cuda::geglu_backward)(du.data, y.grad().data, u.data(), N, F, du.accumulate);
     });
   return y;
 }
@@ -118,17 +117,15 @@ Var embedding(Var W, const int32_t* ids, const Shape& ids_shape) {
   const int32_t* staged = stage(ids, size_t(N));  // kept for the backward
   kernel(cpu::embedding_forward, cuda::embedding_forward)(y.data(), W.data(), staged, N, D);
   if (!y.requires_grad()) return y;
-  if (!on_device()) {
-    tape().record("embedding", y, [=] { cpu::embedding_backward(tape().grad(W).data, y.grad().data, staged, N, D); });
-    return y;
-  }
-  // The device sums each token's rows in one block: the rows grouped by token, staged now.
-  const cuda::TokenRows g = cuda::group_by_token(ids, N);
+  // Each token's rows summed in row order (a device sums them in one block): the rows grouped by
+  // token, staged now.
+  const TokenRows g = group_by_token(ids, N);
   const int64_t U = int64_t(g.tokens.size());
   const int32_t *rows = stage(g.rows.data(), g.rows.size()), *tokens = stage(g.tokens.data(), g.tokens.size()),
                 *starts = stage(g.starts.data(), g.starts.size());
   tape().record("embedding", y, [=] {
-    cuda::embedding_backward(tape().grad(W).data, y.grad().data, rows, tokens, starts, U, D);
+    kernel(cpu::embedding_backward, cuda::embedding_backward)(tape().grad(W).data, y.grad().data, rows, tokens, starts,
+                                                              U, D);
   });
   return y;
 }
@@ -146,14 +143,11 @@ Var cross_entropy(Var logits, const int32_t* targets) {
   float* lse = tape().arena().alloc_floats(size_t(N));
   const int32_t* staged = stage(targets, size_t(N));  // kept for the backward
   // On a device the loss stays there (read once the step is done) and so does its gradient.
-  if (on_device()) cuda::cross_entropy_forward(y.data(), lse, logits.data(), staged, N, V, counted);
-  else y.data()[0] = counted ? float(cpu::cross_entropy_forward(lse, logits.data(), staged, N, V) / double(counted)) : 0.f;
+  kernel(cpu::cross_entropy_forward, cuda::cross_entropy_forward)(y.data(), lse, logits.data(), staged, N, V, counted);
   if (y.requires_grad())
     tape().record("cross_entropy", y, [=] {
-      float* dl = tape().grad(logits).data;
-      if (!counted) return;
-      if (on_device()) cuda::cross_entropy_backward(dl, y.grad().data, 1.f / float(counted), logits.data(), lse, staged, N, V);
-      else cpu::cross_entropy_backward(dl, y.grad().data[0] / float(counted), logits.data(), lse, staged, N, V);
+      kernel(cpu::cross_entropy_backward, cuda::cross_entropy_backward)(tape().grad(logits).data, y.grad().data, counted,
+                                                                        logits.data(), lse, staged, N, V);
     });
   return y;
 }
@@ -278,6 +272,16 @@ double global_grad_norm(const ParamStore& params) {
   const profile::Scope prof("gradient norm", profile::Phase::Optimizer);
   const auto sum_squares = params.device() == Device::CPU ? cpu::sum_squares : cuda::sum_squares;
   return std::sqrt(sum_squares(params.grad_block(), int64_t(params.numel())));
+}
+
+void scale_grads(ParamStore& params, float s) {
+  const auto scale = params.device() == Device::CPU ? cpu::scale_forward : cuda::scale_forward;
+  scale(params.grad_block(), params.grad_block(), s, int64_t(params.numel()));
+}
+
+void add_grads_to(float* acc, const ParamStore& params) {
+  const auto add = params.device() == Device::CPU ? cpu::add_forward : cuda::add_forward;
+  add(acc, acc, params.grad_block(), int64_t(params.numel()));
 }
 
 }  // namespace fbt

@@ -110,5 +110,9 @@ void project_memory(Var mem, Var norm_w, Var norm_b, const std::vector<KVCache>&
 
 // sqrt of the sum of squares of all gradients (double accumulation).
 double global_grad_norm(const ParamStore& params);
+// The gradient block, on the parameters' device: g *= s (clipping, a micro-batch's share), and
+// acc += g (acc: numel floats there; gradient accumulation).
+void scale_grads(ParamStore& params, float s);
+void add_grads_to(float* acc, const ParamStore& params);
 
 }  // namespace fbt

@@ -37,8 +37,8 @@ double cross_entropy_forward(const float* logits, const int32_t* targets, int64_
   return total;
 }
 
-void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs, int nsegs, const int32_t* bucket,
-                       const float* bias, const fbt::cpu::AttentionDims& d) {
+void attention_forward(float* out, const float* q, const fbt::KVRows* segs, int nsegs, const int32_t* bucket,
+                       const float* bias, const fbt::AttentionDims& d) {
   const int64_t I = d.H * d.Dh;
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < d.H; ++h)
@@ -67,9 +67,9 @@ void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs,
       }
 }
 
-void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::cpu::KVRows* segs,
+void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::KVRows* segs,
                         int nsegs, const int32_t* bucket, const float* probs, const float* drop,
-                        const fbt::cpu::AttentionDims& d) {
+                        const fbt::AttentionDims& d) {
   const int64_t I = d.H * d.Dh;
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < d.H; ++h)

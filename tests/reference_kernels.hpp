@@ -9,10 +9,10 @@ namespace fbt::ref {
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out);
 void layernorm_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t C);
 double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V);
-void attention_forward(float* out, const float* q, const fbt::cpu::KVRows* segs, int nsegs, const int32_t* bucket,
-                       const float* bias, const fbt::cpu::AttentionDims& d);
+void attention_forward(float* out, const float* q, const fbt::KVRows* segs, int nsegs, const int32_t* bucket,
+                       const float* bias, const fbt::AttentionDims& d);
 // Gradients (accumulated) from the saved probabilities, one query and key at a time.
-void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::cpu::KVRows* segs,
+void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::KVRows* segs,
                         int nsegs, const int32_t* bucket, const float* probs, const float* drop,
-                        const fbt::cpu::AttentionDims& d);
+                        const fbt::AttentionDims& d);
 }  // namespace fbt::ref

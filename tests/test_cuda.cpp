@@ -76,6 +76,10 @@ TEST_CASE("cuda: layernorm forward and backward") {
     cuda::layernorm_backward_input(gdx.p, gdy.p, gx.p, gw.p, gm.p, gr.p, N, C);
     cuda::layernorm_backward_params(gdw.p, gdb.p, gdy.p, gx.p, gm.p, gr.p, N, C);
     check_close(gdx.host(), dx, 1e-4), check_close(gdw.host(), dw, 1e-4), check_close(gdb.host(), db, 1e-4);
+    // accumulate false overwrites what the gradient held
+    cpu::layernorm_backward_input(dx.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C, false);
+    cuda::layernorm_backward_input(gdx.p, gdy.p, gx.p, gw.p, gm.p, gr.p, N, C, false);
+    check_close(gdx.host(), dx, 1e-4);
   }
 }
 
@@ -90,6 +94,9 @@ TEST_CASE("cuda: geglu forward and backward") {
   cpu::geglu_backward(du.data(), dy.data(), u.data(), N, F);
   cuda::geglu_backward(gdu.p, gdy.p, gu.p, N, F);
   check_close(gdu.host(), du);
+  cpu::geglu_backward(du.data(), dy.data(), u.data(), N, F, /*accumulate=*/false);
+  cuda::geglu_backward(gdu.p, gdy.p, gu.p, N, F, /*accumulate=*/false);
+  check_close(gdu.host(), du);
 }
 
 TEST_CASE("cuda: embedding gather and scatter-add") {
@@ -102,11 +109,12 @@ TEST_CASE("cuda: embedding gather and scatter-add") {
   cpu::embedding_forward(y.data(), W.data(), ids.data(), N, D);
   cuda::embedding_forward(gy.p, gW.p, gids.p, N, D);
   check_close(gy.host(), y);
-  cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
-  const cuda::TokenRows g = cuda::group_by_token(ids.data(), N);
+  const TokenRows g = group_by_token(ids.data(), N);
   CHECK(g.tokens == std::vector<int32_t>{0, 1, 3, 4});
   CHECK(g.rows == std::vector<int32_t>{3, 0, 2, 4, 5, 1});
   CHECK(g.starts == std::vector<int32_t>{0, 1, 4, 5, 6});
+  cpu::embedding_backward(dW.data(), dy.data(), g.rows.data(), g.tokens.data(), g.starts.data(),
+                          int64_t(g.tokens.size()), D);
   DevI rows(g.rows), tokens(g.tokens), starts(g.starts);
   cuda::embedding_backward(gdW.p, gdy.p, rows.p, tokens.p, starts.p, int64_t(g.tokens.size()), D);
   check_close(gdW.host(), dW);
@@ -120,13 +128,15 @@ TEST_CASE("cuda: cross-entropy over a large vocabulary, and many rows of the emb
   std::vector<float> lse(sz(N)), dW(W.size(), 0.f);
   Dev glog(logits), glse(sz(N)), gdW(W.size()), gdy(dy);
   DevI gtg(tg);
-  const double cpu_loss = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
+  float cpu_loss = 0.f;
+  cpu::cross_entropy_forward(&cpu_loss, lse.data(), logits.data(), tg.data(), N, V, N);
   Dev gloss(1);
   cuda::cross_entropy_forward(gloss.p, glse.p, glog.p, gtg.p, N, V, N);
-  CHECK(gloss.host()[0] == doctest::Approx(cpu_loss / double(N)).epsilon(1e-5));
+  CHECK(gloss.host()[0] == doctest::Approx(cpu_loss).epsilon(1e-5));
   check_close(glse.host(), lse);
-  cpu::embedding_backward(dW.data(), dy.data(), ids.data(), N, D);
-  const cuda::TokenRows g = cuda::group_by_token(ids.data(), N);
+  const TokenRows g = group_by_token(ids.data(), N);
+  cpu::embedding_backward(dW.data(), dy.data(), g.rows.data(), g.tokens.data(), g.starts.data(),
+                          int64_t(g.tokens.size()), D);
   DevI rows(g.rows), tokens(g.tokens), starts(g.starts);
   cuda::embedding_backward(gdW.p, gdy.p, rows.p, tokens.p, starts.p, int64_t(g.tokens.size()), D);
   check_close(gdW.host(), dW);
@@ -139,12 +149,13 @@ TEST_CASE("cuda: softmax cross-entropy forward and backward, with rows without a
   std::vector<float> lse(sz(N)), dl(sz(N * V), 0.f);
   Dev glog(logits), glse(sz(N)), gdl(sz(N * V));
   DevI gtg(tg);
-  const double cpu_loss = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
-  Dev gloss(1), gseed(std::vector<float>{0.5f});
+  float cpu_loss = 0.f, seed = 0.5f;
+  cpu::cross_entropy_forward(&cpu_loss, lse.data(), logits.data(), tg.data(), N, V, 3);
+  Dev gloss(1), gseed(std::vector<float>{seed});
   cuda::cross_entropy_forward(gloss.p, glse.p, glog.p, gtg.p, N, V, 3);
-  CHECK(gloss.host()[0] == doctest::Approx(cpu_loss / 3.0).epsilon(1e-6));
-  cpu::cross_entropy_backward(dl.data(), 0.2f, logits.data(), lse.data(), tg.data(), N, V);
-  cuda::cross_entropy_backward(gdl.p, gseed.p, 0.4f, glog.p, glse.p, gtg.p, N, V);  // 0.5 x 0.4 = 0.2
+  CHECK(gloss.host()[0] == doctest::Approx(cpu_loss).epsilon(1e-6));
+  cpu::cross_entropy_backward(dl.data(), &seed, 3, logits.data(), lse.data(), tg.data(), N, V);
+  cuda::cross_entropy_backward(gdl.p, gseed.p, 3, glog.p, glse.p, gtg.p, N, V);
   check_close(gdl.host(), dl);
 }
 
@@ -201,11 +212,11 @@ TEST_CASE("cuda: attention over segments with bias mask and dropout") {
         for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
         for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t((i - j) % NB) : -1);
       }
-      const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+      const AttentionDims d{B, n, H, Dh, S, NB};
       // CPU
       std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(sz(B * H * n * S)),
           dq(sz(B * n * I), 0.f), dmem(mem.size(), 0.f), dloc(loc.size(), 0.f), dbias(bias.size(), 0.f);
-      cpu::KVRows cs[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
+      KVRows cs[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
                            {loc.data(), dloc.data(), n * 2 * I, n}};
       cpu::attention_forward(out.data(), probs.data(), q.data(), cs, 2, table.data(), bias.data(),
                              with_drop ? drop.data() : nullptr, d);
@@ -215,7 +226,7 @@ TEST_CASE("cuda: attention over segments with bias mask and dropout") {
       Dev gq(q), gmem(mem), gloc(loc), gbias(bias), gdout(dout), gdrop(drop), gout(out.size()), gprobs(probs.size()),
           gdl(dl.size()), gdq(dq.size()), gdmem(mem.size()), gdloc(loc.size()), gdbias(bias.size());
       DevI gtable(table);
-      cpu::KVRows gs[2] = {{gmem.p + 2 * I, gdmem.p + 2 * I, (M + 1) * 2 * I, M}, {gloc.p, gdloc.p, n * 2 * I, n}};
+      KVRows gs[2] = {{gmem.p + 2 * I, gdmem.p + 2 * I, (M + 1) * 2 * I, M}, {gloc.p, gdloc.p, n * 2 * I, n}};
       cuda::attention_forward(gout.p, gprobs.p, gq.p, gs, 2, gtable.p, gbias.p, with_drop ? gdrop.p : nullptr, d);
       cuda::attention_backward(gdq.p, gdbias.p, gdl.p, gdout.p, gq.p, gs, 2, gtable.p, gprobs.p,
                                with_drop ? gdrop.p : nullptr, d);
@@ -266,8 +277,8 @@ TEST_CASE("cuda: backward reductions are deterministic") {
     Dev gq(q), gkv(kv), gbias(bias), gdout(dout), gout(sz(B * n * I)), gp(sz(B * H * n * S)), gdl(sz(B * H * n * S)),
         gdq(sz(B * n * I)), gdkv(kv.size()), gdb(bias.size());
     DevI gt(table);
-    cpu::KVRows s{gkv.p, gdkv.p, S * 2 * I, S};
-    const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+    KVRows s{gkv.p, gdkv.p, S * 2 * I, S};
+    const AttentionDims d{B, n, H, Dh, S, NB};
     cuda::attention_forward(gout.p, gp.p, gq.p, &s, 1, gt.p, gbias.p, nullptr, d);
     cuda::attention_backward(gdq.p, gdb.p, gdl.p, gdout.p, gq.p, &s, 1, gt.p, gp.p, nullptr, d);
     auto a = gdkv.host(), b = gdb.host(), c = gdq.host();

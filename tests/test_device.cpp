@@ -151,9 +151,9 @@ TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch bel
   CHECK_THROWS(cuda::copy_2d(rows.data(), 8, h.data(), 8, 16, 2, cuda::CopyKind::HostToDevice));
   cuda::copy_2d(rows.data(), 16, h.data(), 16, 16, 2, cuda::CopyKind::HostToDevice);  // whole rows: fine
   // The kernels take at most kMaxAttentionSegments key/value segments, by value.
-  cpu::KVRows segs[cuda::kMaxAttentionSegments + 1] = {};
-  const cpu::AttentionDims dims{1, 1, 1, 8, 1};
-  CHECK_THROWS_WITH_AS(cuda::attention_forward(rows.data(), rows.data(), rows.data(), segs, cuda::kMaxAttentionSegments + 1,
+  KVRows segs[kMaxAttentionSegments + 1] = {};
+  const AttentionDims dims{1, 1, 1, 8, 1};
+  CHECK_THROWS_WITH_AS(cuda::attention_forward(rows.data(), rows.data(), rows.data(), segs, kMaxAttentionSegments + 1,
                                                nullptr, nullptr, nullptr, dims),
                        doctest::Contains("more than 4 key/value segments"), std::invalid_argument);
 }
@@ -184,7 +184,7 @@ TEST_CASE("device: every kernel wrapper takes empty work (a zero count or no key
   cuda::sum_blocks_in_order(p, p, 1, 0);
   CHECK(cuda::sum_squares(p, 0) == 0.0);
   // Attention over no keys: zeros out; its backward adds nothing to dq or the bias.
-  const cpu::AttentionDims d{2, 1, 2, 4, 0, 3};
+  const AttentionDims d{2, 1, 2, 4, 0, 3};
   cuda::attention_forward(p, p + 32, p + 48, nullptr, 0, ids, p + 56, nullptr, d);
   std::vector<float> back(64);
   f.copy_to_host(back.data());

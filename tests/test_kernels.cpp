@@ -194,10 +194,42 @@ TEST_CASE("kernel: cross entropy matches the naive loop") {
     std::vector<int32_t> tg(sz(N));
     for (int64_t i = 0; i < N; ++i) tg[sz(i)] = int32_t((i * 7) % V);
     std::vector<float> lse(sz(N));
-    double fast = cpu::cross_entropy_forward(lse.data(), logits.data(), tg.data(), N, V);
+    float fast = 0.f;
+    cpu::cross_entropy_forward(&fast, lse.data(), logits.data(), tg.data(), N, V, N);
     double slow = ref::cross_entropy_forward(logits.data(), tg.data(), N, V);
-    CHECK(fast == doctest::Approx(slow).epsilon(1e-6));
+    CHECK(fast == doctest::Approx(slow / double(N)).epsilon(1e-6));
   }
+}
+
+TEST_CASE("kernel: the loss sums its rows in row order, the same float at any thread count") {
+  const int64_t N = 4096, V = 257;  // above the size at which the rows run in parallel
+  auto logits = randn(N * V, 31);
+  std::vector<int32_t> tg(sz(N));
+  for (int64_t i = 0; i < N; ++i) tg[sz(i)] = i % 5 == 0 ? -1 : int32_t((i * 13) % V);
+  std::vector<float> lse(sz(N));
+  float losses[3];
+  const int before = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    cpu::cross_entropy_forward(&losses[threads - 1], lse.data(), logits.data(), tg.data(), N, V, N - N / 5);
+  }
+  omp_set_num_threads(before);
+  CHECK(losses[0] == losses[1]);
+  CHECK(losses[0] == losses[2]);
+}
+
+TEST_CASE("kernel: the embedding gradient sums each token's rows in row order, as a scatter-add") {
+  const int64_t N = 300, D = 19, V = 7;
+  auto dy = randn(N * D, 32);
+  std::vector<int32_t> ids(sz(N));
+  for (int64_t i = 0; i < N; ++i) ids[sz(i)] = int32_t((i * i + 3) % V);
+  std::vector<float> fast(sz(V * D), 0.5f), slow(sz(V * D), 0.5f);
+  const TokenRows g = group_by_token(ids.data(), N);
+  cpu::embedding_backward(fast.data(), dy.data(), g.rows.data(), g.tokens.data(), g.starts.data(),
+                          int64_t(g.tokens.size()), D);
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t c = 0; c < D; ++c) slow[sz(ids[sz(r)] * D + c)] += dy[sz(r * D + c)];
+  CHECK(fast == slow);  // bit for bit: the same additions in the same order
 }
 
 TEST_CASE("kernel: attention matches the naive loop") {
@@ -213,9 +245,9 @@ TEST_CASE("kernel: attention matches the naive loop") {
       for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
       for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t(i - j) % NB : -1);
     }
-    cpu::KVRows segs[2] = {{mem.data() + 2 * I, nullptr, (M + 1) * 2 * I, M}, {loc.data(), nullptr, n * 2 * I, n}};
+    KVRows segs[2] = {{mem.data() + 2 * I, nullptr, (M + 1) * 2 * I, M}, {loc.data(), nullptr, n * 2 * I, n}};
     std::vector<float> fast(sz(B * n * I)), slow(sz(B * n * I)), probs(sz(B * H * n * S));
-    cpu::AttentionDims d{B, n, H, Dh, S};
+    AttentionDims d{B, n, H, Dh, S};
     cpu::attention_forward(fast.data(), probs.data(), q.data(), segs, 2, table.data(), bias.data(), nullptr, d);
     ref::attention_forward(slow.data(), q.data(), segs, 2, table.data(), bias.data(), d);
     check_close(fast, slow);
@@ -240,13 +272,13 @@ TEST_CASE("kernel: attention gradients match the naive loop, single queries and 
       std::vector<float> drop(sz(B * H * n * S));
       cpu::dropout_mask(drop.data(), 0.25f, 7, 0, int64_t(drop.size()));
       const float* dr = with_drop ? drop.data() : nullptr;
-      const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+      const AttentionDims d{B, n, H, Dh, S, NB};
       std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(probs.size());
       std::vector<float> dq(sz(B * n * I), 0.5f), dmem(mem.size(), 0.25f), dloc(loc.size(), 0.f), db(bias.size(), 1.f);
       std::vector<float> rq = dq, rmem = dmem, rloc = dloc, rb = db;
-      cpu::KVRows fast[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
+      KVRows fast[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
                              {loc.data(), dloc.data(), n * 2 * I, n}};
-      cpu::KVRows slow[2] = {{mem.data() + 2 * I, rmem.data() + 2 * I, (M + 1) * 2 * I, M},
+      KVRows slow[2] = {{mem.data() + 2 * I, rmem.data() + 2 * I, (M + 1) * 2 * I, M},
                              {loc.data(), rloc.data(), n * 2 * I, n}};
       cpu::attention_forward(out.data(), probs.data(), q.data(), fast, 2, table.data(), bias.data(), dr, d);
       cpu::attention_backward(dq.data(), db.data(), dl.data(), dout.data(), q.data(), fast, 2, table.data(), probs.data(),
@@ -275,9 +307,9 @@ TEST_CASE("kernel: attention matches the naive loop at every head size, single q
             for (int64_t j = 0; j < n; ++j) table.push_back(cross ? 0 : j <= i ? int32_t(i - j) % NB : -1);
           }
           const float* bs = cross ? nullptr : bias.data();
-          const cpu::AttentionDims d{B, n, H, Dh, S, cross ? 0 : NB};
+          const AttentionDims d{B, n, H, Dh, S, cross ? 0 : NB};
           std::vector<float> fast(sz(B * n * I)), slow(fast.size()), probs(sz(B * H * n * S)), dl(probs.size());
-          cpu::KVRows segs[2] = {{mem.data() + 2 * I, nullptr, (M + 1) * 2 * I, M}, {loc.data(), nullptr, n * 2 * I, n}};
+          KVRows segs[2] = {{mem.data() + 2 * I, nullptr, (M + 1) * 2 * I, M}, {loc.data(), nullptr, n * 2 * I, n}};
           cpu::attention_forward(fast.data(), probs.data(), q.data(), segs, 2, table.data(), bs, nullptr, d);
           ref::attention_forward(slow.data(), q.data(), segs, 2, table.data(), bs, d);
           check_close(fast, slow);
@@ -290,9 +322,9 @@ TEST_CASE("kernel: attention matches the naive loop at every head size, single q
             std::vector<float> dq(sz(B * n * I), 0.5f), dmem(mem.size(), 0.25f), dloc(loc.size(), 0.f),
                 db(bias.size(), 1.f);
             std::vector<float> rq = dq, rmem = dmem, rloc = dloc, rb = db;
-            cpu::KVRows fg[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
+            KVRows fg[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M},
                                  {loc.data(), dloc.data(), n * 2 * I, n}};
-            cpu::KVRows rg[2] = {{mem.data() + 2 * I, rmem.data() + 2 * I, (M + 1) * 2 * I, M},
+            KVRows rg[2] = {{mem.data() + 2 * I, rmem.data() + 2 * I, (M + 1) * 2 * I, M},
                                  {loc.data(), rloc.data(), n * 2 * I, n}};
             cpu::attention_backward(dq.data(), cross ? nullptr : db.data(), dl.data(), dout.data(), q.data(), fg, 2,
                                     table.data(), probs.data(), dr, d);
@@ -319,7 +351,7 @@ TEST_CASE("kernel: window attention reads a head-major mirror of the cache in pl
     std::vector<float> drop(sz(B * H * n * S)), heads(sz(B * H * 2 * R * Dh), -1.f);
     cpu::dropout_mask(drop.data(), 0.25f, 9, 0, int64_t(drop.size()));
     cpu::mirror_kv_heads(heads.data(), mem.data(), B, R, H, Dh, 1, R);
-    const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+    const AttentionDims d{B, n, H, Dh, S, NB};
     std::vector<std::vector<float>> results;
     // One set of buffers for every run, so the comparison is exact.
     std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), dl(probs.size()), dq, dmem, dloc, db;
@@ -327,7 +359,7 @@ TEST_CASE("kernel: window attention reads a head-major mirror of the cache in pl
       INFO("n " << n << " mirrored parts " << mirrored);
       dq.assign(sz(B * n * I), 0.5f), dmem.assign(mem.size(), 0.25f), dloc.assign(loc.size(), 0.f);
       db.assign(bias.size(), 1.f);
-      cpu::KVRows segs[3] = {{mem.data() + 2 * I, dmem.data() + 2 * I, R * 2 * I, split},
+      KVRows segs[3] = {{mem.data() + 2 * I, dmem.data() + 2 * I, R * 2 * I, split},
                              {mem.data() + (1 + split) * 2 * I, dmem.data() + (1 + split) * 2 * I, R * 2 * I, M - split},
                              {loc.data(), dloc.data(), n * 2 * I, n}};
       if (mirrored >= 1) segs[0].heads = heads.data() + 1 * Dh, segs[0].heads_rows = R;
@@ -357,7 +389,7 @@ TEST_CASE("kernel: the memory rows' key/value gradient summed over several calls
       for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB));
       for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? int32_t(i - j) % NB : -1);
     }
-    const cpu::AttentionDims d{B, n, H, Dh, S, NB};
+    const AttentionDims d{B, n, H, Dh, S, NB};
     std::vector<std::vector<float>> q, loc, dout, probs, dl, drop;
     for (int64_t c = 0; c < calls; ++c) {
       q.push_back(randn(B * n * I, 50 + c)), loc.push_back(randn(B * n * 2 * I, 60 + c));
@@ -366,12 +398,12 @@ TEST_CASE("kernel: the memory rows' key/value gradient summed over several calls
       cpu::dropout_mask(drop[sz(c)].data(), 0.2f, 11, uint64_t(c) * 1000, int64_t(drop[sz(c)].size()));
     }
     std::vector<float> each(mem.size(), 0.25f), summed(mem.size(), 0.25f), dloc(loc[0].size());
-    std::vector<cpu::AttentionGradPart> parts;
+    std::vector<AttentionGradPart> parts;
     for (int variant = 0; variant < 2; ++variant) {
       float* g = variant == 0 ? each.data() : summed.data();
       for (int64_t c = calls - 1; c >= 0; --c) {  // backward order
         std::vector<float> out(sz(B * n * I)), dq(sz(B * n * I), 0.f), db(bias.size(), 0.f);
-        cpu::KVRows segs[3] = {{mem.data() + 2 * I, variant == 0 ? g + 2 * I : nullptr, R * 2 * I, split},
+        KVRows segs[3] = {{mem.data() + 2 * I, variant == 0 ? g + 2 * I : nullptr, R * 2 * I, split},
                                {mem.data() + (1 + split) * 2 * I, variant == 0 ? g + (1 + split) * 2 * I : nullptr,
                                 R * 2 * I, M - split},
                                {loc[sz(c)].data(), dloc.data(), n * 2 * I, n}};
@@ -385,7 +417,7 @@ TEST_CASE("kernel: the memory rows' key/value gradient summed over several calls
       }
       if (variant == 1) {
         const int first = split == 0 ? 1 : 0;
-        cpu::KVRows mem_segs[2] = {{mem.data() + 2 * I, g + 2 * I, R * 2 * I, split},
+        KVRows mem_segs[2] = {{mem.data() + 2 * I, g + 2 * I, R * 2 * I, split},
                                    {mem.data() + (1 + split) * 2 * I, g + (1 + split) * 2 * I, R * 2 * I, M - split}};
         cpu::attention_kv_grad_sum(mem_segs + first, 2 - first, parts.data(), int(parts.size()), d);
       }

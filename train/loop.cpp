@@ -8,7 +8,7 @@
 #include <string>
 
 #include "backend/threads.hpp"
-#include "ops/dispatch.hpp"
+#include "ops/ops.hpp"
 
 namespace fbt {
 
@@ -101,13 +101,11 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     loss_sum += double(to_host(o.loss.value())[0]) * count[size_t(k)];
     next_rng.counter = rng.counter;
     if (alone) break;
-    const float share = total > 0 ? float(count[size_t(k)] / total) : 0.f;
-    float* g = params.grad_block();
-    kernel(cpu::scale_forward, cuda::scale_forward)(g, g, share, P);  // on the step's device
+    scale_grads(params, total > 0 ? float(count[size_t(k)] / total) : 0.f);  // this micro-batch's share
     if (K == 1) break;
     float* acc = accumulated_.data();
-    if (k == 0) copy_bytes(acc, device, g, device, size_t(P) * sizeof(float));
-    else kernel(cpu::add_forward, cuda::add_forward)(acc, acc, g, P);
+    if (k == 0) copy_bytes(acc, device, params.grad_block(), device, size_t(P) * sizeof(float));
+    else add_grads_to(acc, params);
   }
   if (K > 1) copy_bytes(params.grad_block(), device, accumulated_.data(), device, size_t(P) * sizeof(float));
   if (comm) {

@@ -35,11 +35,8 @@ class AdamW {
   ParamStore& params_;
   AdamWConfig cfg_;
   std::vector<float> m_, v_;
-  struct Range {
-    int64_t begin, end;
-    bool decays;
-  };
-  std::vector<Range> ranges_;  // one per parameter, in block order
+  // 1 where the element's parameter decays, in whole floats of bytes (the device copy's unit).
+  std::vector<uint8_t> decay_flags_;
   int64_t t_ = 0;
   // The moments and a per-element decay flag on the parameters' device (not the CPU's).
   Device device_ = Device::CPU;

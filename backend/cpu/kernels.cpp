@@ -807,17 +807,22 @@ void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, 
   for (int64_t r = 0; r < N; ++r) std::memcpy(y + r * D, W + int64_t(ids[r]) * D, sizeof(float) * size_t(D));
 }
 
-void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D) {
-  for (int64_t r = 0; r < N; ++r) {  // serial: rows may share a token, order fixed
-    float* dwr = dW + int64_t(ids[r]) * D;
-    const float* dyr = dy + r * D;
-    for (int64_t c = 0; c < D; ++c) dwr[c] += dyr[c];
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D) {
+#pragma omp parallel for if (U * D > kParallelMin)
+  for (int64_t u = 0; u < U; ++u) {  // a token's rows in row order; tokens apart
+    float* dwr = dW + int64_t(tokens[u]) * D;
+    for (int32_t k = starts[u]; k < starts[u + 1]; ++k) {
+      const float* dyr = dy + int64_t(rows[k]) * D;
+      for (int64_t c = 0; c < D; ++c) dwr[c] += dyr[c];
+    }
   }
 }
 
-double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) if (N * V > kParallelMin)
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                           int64_t counted) {
+  std::vector<double> row_loss(size_t(N), 0.0);
+#pragma omp parallel for if (N * V > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const float* lr = logits + r * V;
     float mx = lr[0];
@@ -826,13 +831,18 @@ double cross_entropy_forward(float* lse, const float* logits, const int32_t* tar
     for (int64_t c = 0; c < V; ++c) s += std::exp(double(lr[c] - mx));
     double l = double(mx) + std::log(s);
     lse[r] = float(l);
-    if (targets[r] >= 0) total += l - double(lr[targets[r]]);
+    if (targets[r] >= 0) row_loss[size_t(r)] = l - double(lr[targets[r]]);
   }
-  return total;
+  double total = 0.0;
+  for (int64_t r = 0; r < N; ++r)  // in row order, whatever the threads
+    if (targets[r] >= 0) total += row_loss[size_t(r)];
+  loss[0] = counted ? float(total / double(counted)) : 0.f;
 }
 
-void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
+void cross_entropy_backward(float* dlogits, const float* g_in, int64_t counted, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V) {
+  if (!counted) return;
+  const float g = g_in[0] / float(counted);
 #pragma omp parallel for if (N * V > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     if (targets[r] < 0) continue;  // no target: no loss, no gradient
@@ -908,5 +918,23 @@ double dot_double(const float* a, const float* b, int64_t n) {
 }
 
 double sum_squares(const float* x, int64_t n) { return dot_double(x, x, n); }
+
+// ---- the optimizer ----
+
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
+                double beta2, double eps, double weight_decay, int64_t t, float grad_scale) {
+  const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
+  const float b1 = float(beta1), b2 = float(beta2), e = float(eps);
+  const float step_size = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
+  const float decay_step = float(lr * weight_decay);
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i] * grad_scale;
+    if (decay[i]) w[i] -= decay_step * w[i];  // decoupled: p <- p - lr * wd * p
+    m[i] = b1 * m[i] + (1.f - b1) * gi;
+    v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+    w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + e);
+  }
+}
 
 }  // namespace fbt::cpu

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/kernel_types.hpp"
+
 namespace fbt::cpu {
 
 // y = x W^T + b.   x:(N,In)  W:(Out,In)  b:(Out) or null  y:(N,Out)  (y overwritten)
@@ -121,16 +123,21 @@ void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
 // du (+)= ...: accumulate false overwrites du (as for every "accumulate" flag of this file).
 void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate = true);
 
-// Embedding gather.  W:(V,D)  ids:(N)  y:(N,D); backward scatter-adds into dW in row order.
+// Embedding gather.  W:(V,D)  ids:(N)  y:(N,D).
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
-void embedding_backward(float* dW, const float* dy, const int32_t* ids, int64_t N, int64_t D);
+// dW += the rows of dy, grouped by token (group_by_token, kernel_types.hpp): token tokens[u] gets
+// rows[starts[u] .. starts[u+1]) in that order (the floats of a scatter-add in row order).
+void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
+                        int64_t U, int64_t D);
 
 // Softmax cross-entropy fused with the logits.  logits:(N,V)  targets:(N)  lse:(N) saved.
-// A row whose target is negative has no loss and no gradient. Returns the sum of the rows'
-// losses (double accumulation).
-double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V);
-// dlogits += g * (softmax(logits) - onehot(target)) on the rows with a target
-void cross_entropy_backward(float* dlogits, float g, const float* logits, const float* lse,
+// A row whose target is negative has no loss and no gradient. loss[0] = the mean of the rows'
+// losses over the `counted` rows with a target (0 when counted is 0), summed in row order in
+// double: the same float for any thread count.
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                           int64_t counted);
+// dlogits += (g[0] / counted) * (softmax(logits) - onehot(target)) on the rows with a target.
+void cross_entropy_backward(float* dlogits, const float* g, int64_t counted, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V);
 
 // y = sum_k a_k xs[k], a = softmax(w).  w:(K)  xs: K pointers to n values each  a:(K) saved.
@@ -145,28 +152,17 @@ void dropout_mask(float* mask, float p, uint64_t seed, uint64_t counter, int64_t
 double dot_double(const float* a, const float* b, int64_t n);
 double sum_squares(const float* x, int64_t n);
 
-// ---- attention of a window of queries over key/value rows (backend/cpu/attention.cpp) ----
-// A segment of key/value rows: row r of batch b starts at data + b*batch_stride + r*2I; keys are
-// columns [0, I), values [I, 2I). grad has the same layout (null: no gradient).
-// heads (CPU, optional): the same rows head-major, as mirror_kv_heads writes them, starting at
-// the segment's first row of a mirror of heads_rows rows; the window kernels read each head's
-// keys and values there in place instead of gathering them from rows 2I apart.
-struct KVRows {
-  const float* data;
-  float* grad;
-  int64_t batch_stride;
-  int64_t rows;
-  const float* heads = nullptr;
-  int64_t heads_rows = 0;
-};
+// One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags (decoupled weight
+// decay where 1); the gradients are multiplied by grad_scale as they are read (clipping).
+void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
+                double beta2, double eps, double weight_decay, int64_t t, float grad_scale = 1.f);
+
+// ---- attention of a window of queries over key/value rows (backend/cpu/attention.cpp; KVRows,
+// AttentionDims, AttentionGradPart: kernel_types.hpp) ----
 // Rows [r0, r1) of a key/value cache (B, R, 2I) into its head-major mirror (B, H, 2, R, Dh):
 // element (b, h, kv, r, c) at heads[(((b * H + h) * 2 + kv) * R + r) * Dh + c], kv 0 the key.
 void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,
                      int64_t r1);
-struct AttentionDims {
-  int64_t B, n, H, Dh, S;  // S = total key rows over all segments
-  int64_t NB = 0;          // rows of the bias table (0: no bias)
-};
 // q:(B,n,I), already scaled.  bucket:(n,S) int32: -1 = key invisible to the query, else the
 // position-bias bucket (any >= 0 with bias == null).  bias:(NB,H) or null.
 // probs:(B,H,S,n) saved softmax, key-major (zeros where invisible): the layout the window's
@@ -180,14 +176,6 @@ void attention_forward(float* out, float* probs, const float* q, const KVRows* s
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const AttentionDims& d);
-// One attention call's saved values, for the summed key/value gradient below.
-struct AttentionGradPart {
-  const float* probs;    // (B,H,S,n), as attention_forward saved them
-  const float* drop;     // (B,H,S,n) dropout multipliers or null
-  const float* dlogits;  // (B,H,S,n), as attention_backward left them
-  const float* q;        // (B,n,I)
-  const float* dout;     // (B,n,I)
-};
 // The key/value gradient of the first keys (segs: keys [0, M) of every part's S) summed over
 // several calls that read them alike, then added to the segments' gradient rows once:
 // dV += sum_m W_m^T dO_m, dK += sum_m dL_m^T Q_m (W = probs times the dropout multipliers).

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/comm.hpp"
+#include "backend/cpu/kernels.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace fbt::cuda {
@@ -169,8 +170,8 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
   enter(), cpu::layernorm_forward(h(y), h(mean), h(rstd), h(x), h(w), h(b), N, C);
 }
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                              const float* rstd, int64_t N, int64_t C) {
-  enter(), cpu::layernorm_backward_input(h(dx), h(dy), h(x), h(w), h(mean), h(rstd), N, C);
+                              const float* rstd, int64_t N, int64_t C, bool accumulate) {
+  enter(), cpu::layernorm_backward_input(h(dx), h(dy), h(x), h(w), h(mean), h(rstd), N, C, accumulate);
 }
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                const float* rstd, int64_t N, int64_t C) {
@@ -178,8 +179,8 @@ void layernorm_backward_params(float* dw, float* db, const float* dy, const floa
 }
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) { enter(), cpu::geglu_forward(h(y), h(u), N, F); }
-void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
-  enter(), cpu::geglu_backward(h(du), h(dy), h(u), N, F);
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate) {
+  enter(), cpu::geglu_backward(h(du), h(dy), h(u), N, F, accumulate);
 }
 
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D) {
@@ -187,21 +188,16 @@ void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, 
 }
 void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
                         int64_t U, int64_t D) {
-  enter();
-  const int32_t *r = h(rows), *t = h(tokens), *st = h(starts);
-  for (int64_t u = 0; u < U; ++u)  // the kernel's grouping, summed as the CPU kernel sums (row order)
-    for (int32_t k = st[u]; k < st[u + 1]; ++k) cpu::axpy(h(dW) + int64_t(t[u]) * D, 1.f, h(dy) + int64_t(r[k]) * D, D);
+  enter(), cpu::embedding_backward(h(dW), h(dy), h(rows), h(tokens), h(starts), U, D);
 }
 
 void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
                            int64_t counted) {
-  enter();
-  const double total = cpu::cross_entropy_forward(h(lse), h(logits), h(targets), N, V);
-  h(loss)[0] = counted ? float(total / double(counted)) : 0.f;
+  enter(), cpu::cross_entropy_forward(h(loss), h(lse), h(logits), h(targets), N, V, counted);
 }
-void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+void cross_entropy_backward(float* dlogits, const float* g, int64_t counted, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V) {
-  enter(), cpu::cross_entropy_backward(h(dlogits), h(g)[0] * scale, h(logits), h(lse), h(targets), N, V);
+  enter(), cpu::cross_entropy_backward(h(dlogits), h(g), counted, h(logits), h(lse), h(targets), N, V);
 }
 
 void weighted_sum_forward(float* y, float* a, const float* w, const float* const* xs, int64_t K, int64_t n) {
@@ -220,45 +216,31 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 }
 
 namespace {
-std::vector<cpu::KVRows> host_segments(const cpu::KVRows* segs, int nsegs) {
+std::vector<KVRows> host_segments(const KVRows* segs, int nsegs) {
   if (nsegs > kMaxAttentionSegments) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
-  std::vector<cpu::KVRows> r(segs, segs + nsegs);  // the array is on the host, its pointers on the device
-  for (cpu::KVRows& s : r) s.data = h(s.data), s.grad = h(s.grad);
+  std::vector<KVRows> r(segs, segs + nsegs);  // the array is on the host, its pointers on the device
+  for (KVRows& s : r) s.data = h(s.data), s.grad = h(s.grad);
   return r;
 }
 }  // namespace
 
-void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
+void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   enter();
-  const std::vector<cpu::KVRows> s = host_segments(segs, nsegs);
+  const std::vector<KVRows> s = host_segments(segs, nsegs);
   cpu::attention_forward(h(out), h(probs), h(q), s.data(), nsegs, h(bucket), h(bias), h(drop), d);
 }
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const cpu::AttentionDims& d) {
+                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const AttentionDims& d) {
   enter();
-  const std::vector<cpu::KVRows> s = host_segments(segs, nsegs);
+  const std::vector<KVRows> s = host_segments(segs, nsegs);
   cpu::attention_backward(h(dq), h(dbias), h(dlogits), h(dout), h(q), s.data(), nsegs, h(bucket), h(probs), h(drop), d);
 }
 
 void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,
                 double beta2, double eps, double weight_decay, int64_t t, float grad_scale) {
-  enter();
-  // The kernel's arithmetic (kernels.cu: adamw_k), one element at a time.
-  const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
-  const float decay_step = float(lr * weight_decay), b1 = float(beta1), b2 = float(beta2), e = float(eps);
-  const float step_size = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
-  float *W = h(w), *M = h(m), *Vv = h(v);
-  const float* G = h(g);
-  const uint8_t* dec = h(decay);
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = G[i] * grad_scale;
-    if (dec[i]) W[i] -= decay_step * W[i];
-    M[i] = b1 * M[i] + (1.f - b1) * gi;
-    Vv[i] = b2 * Vv[i] + (1.f - b2) * gi * gi;
-    W[i] -= step_size * M[i] / (std::sqrt(Vv[i]) * inv_sqrt_bc2 + e);
-  }
+  enter(), cpu::adamw_step(h(w), h(m), h(v), h(g), h(decay), n, lr, beta1, beta2, eps, weight_decay, t, grad_scale);
 }
 
 double sum_squares(const float* x, int64_t n) {

@@ -424,7 +424,8 @@ __global__ void layernorm_forward_k(float* y, float* mean, float* rstd, const fl
 }
 
 __global__ void layernorm_backward_input_k(float* dx, const float* dy, const float* x, const float* w,
-                                           const float* mean, const float* rstd, int64_t N, int64_t C) {
+                                           const float* mean, const float* rstd, int64_t N, int64_t C,
+                                           bool accumulate) {
   int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (r >= N) return;
@@ -439,7 +440,8 @@ __global__ void layernorm_backward_input_k(float* dx, const float* dy, const flo
   sgx = warp_sum(sgx) / float(C);
   for (int64_t c = lane; c < C; c += 32) {
     const float xhat = (x[r * C + c] - m) * s;
-    dx[r * C + c] += s * (dy[r * C + c] * w[c] - sg - xhat * sgx);
+    const float v = s * (dy[r * C + c] * w[c] - sg - xhat * sgx);
+    dx[r * C + c] = accumulate ? dx[r * C + c] + v : v;
   }
 }
 
@@ -462,8 +464,8 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
   launch(layernorm_forward_k, int((N + 7) / 8), 256, 0, y, mean, rstd, x, w, b, N, C);
 }
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                              const float* rstd, int64_t N, int64_t C) {
-  launch(layernorm_backward_input_k, int((N + 7) / 8), 256, 0, dx, dy, x, w, mean, rstd, N, C);
+                              const float* rstd, int64_t N, int64_t C, bool accumulate) {
+  launch(layernorm_backward_input_k, int((N + 7) / 8), 256, 0, dx, dy, x, w, mean, rstd, N, C, accumulate);
 }
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                const float* rstd, int64_t N, int64_t C) {
@@ -479,21 +481,23 @@ __global__ void geglu_forward_k(float* y, const float* u, int64_t N, int64_t F) 
   const int64_t r = i / F, c = i % F;
   y[i] = u[r * 2 * F + c] * gelu_f(u[r * 2 * F + F + c]);
 }
-__global__ void geglu_backward_k(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
+__global__ void geglu_backward_k(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= N * F) return;
   const int64_t r = i / F, c = i % F;
   const float val = u[r * 2 * F + c], gate = u[r * 2 * F + F + c];
-  du[r * 2 * F + c] += dy[i] * gelu_f(gate);
-  du[r * 2 * F + F + c] += dy[i] * val * gelu_grad_f(gate);
+  const float dval = dy[i] * gelu_f(gate), dgate = dy[i] * val * gelu_grad_f(gate);
+  float *pv = du + r * 2 * F + c, *pg = pv + F;
+  *pv = accumulate ? *pv + dval : dval;
+  *pg = accumulate ? *pg + dgate : dgate;
 }
 }  // namespace
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F) {
   launch(geglu_forward_k, blocks(N * F), kThreads, 0, y, u, N, F);
 }
-void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F) {
-  launch(geglu_backward_k, blocks(N * F), kThreads, 0, du, dy, u, N, F);
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate) {
+  launch(geglu_backward_k, blocks(N * F), kThreads, 0, du, dy, u, N, F, accumulate);
 }
 
 // ---- embedding and loss ----
@@ -541,13 +545,13 @@ __global__ void mean_k(float* loss, const float* rows, int64_t N, int64_t counte
   s = block_reduce(s, red, false);
   if (threadIdx.x == 0) loss[0] = counted ? s / float(counted) : 0.f;
 }
-__global__ void cross_entropy_backward_k(float* dlogits, const float* g, float scale, const float* logits,
+__global__ void cross_entropy_backward_k(float* dlogits, const float* g, int64_t counted, const float* logits,
                                          const float* lse, const int32_t* targets, int64_t N, int64_t V) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= N * V) return;
   const int64_t r = i / V, c = i % V;
   if (targets[r] < 0) return;  // no target: no gradient
-  dlogits[i] += g[0] * scale * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
+  dlogits[i] += g[0] / float(counted) * (expf(logits[i] - lse[r]) - (c == targets[r] ? 1.f : 0.f));
 }
 }  // namespace
 
@@ -565,9 +569,10 @@ void cross_entropy_forward(float* loss, float* lse, const float* logits, const i
   launch(cross_entropy_forward_k, int(N), kRowThreads, 0, lse, rows, logits, targets, N, V);
   launch(mean_k, 1, kRowThreads, 0, loss, rows, N, counted);
 }
-void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+void cross_entropy_backward(float* dlogits, const float* g, int64_t counted, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V) {
-  launch(cross_entropy_backward_k, blocks(N * V), kThreads, 0, dlogits, g, scale, logits, lse, targets, N, V);
+  if (!counted) return;  // no row has a target
+  launch(cross_entropy_backward_k, blocks(N * V), kThreads, 0, dlogits, g, counted, logits, lse, targets, N, V);
 }
 
 // ---- memory mix ----
@@ -628,7 +633,7 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 namespace {
 constexpr int kMaxSegs = kMaxAttentionSegments;
 struct Segs {
-  cpu::KVRows s[kMaxSegs];
+  KVRows s[kMaxSegs];
   int n;
 };
 __device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int64_t I, int* seg, int64_t* r) {
@@ -686,12 +691,12 @@ __device__ void dots(float* sm, const float* x, int64_t S, int64_t Dh, Row row, 
   __syncthreads();
 }
 
-size_t attention_shared_bytes(const cpu::AttentionDims& d) {
+size_t attention_shared_bytes(const AttentionDims& d) {
   return sizeof(float) * size_t(d.S + std::max<int64_t>(kAttnThreads, d.Dh));
 }
 
 __global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
-                                    const float* bias, const float* drop, cpu::AttentionDims d) {
+                                    const float* bias, const float* drop, AttentionDims d) {
   extern __shared__ float sm[];
   __shared__ float red[kAttnThreads];
   const int64_t t = blockIdx.x;  // = (b * H + h) * n + i
@@ -733,7 +738,7 @@ __global__ void attention_forward_k(float* out, float* probs, const float* q, Se
 // dlogits and dq, one block per (b, h, i) as the forward; key/value gradients then per (b, h,
 // key row, column) summing the queries in order, so nothing is written by two threads.
 __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout, const float* q, Segs sg,
-                                    const float* probs, const float* drop, cpu::AttentionDims d) {
+                                    const float* probs, const float* drop, AttentionDims d) {
   extern __shared__ float sm[];
   __shared__ float red[kAttnThreads];
   const int64_t t = blockIdx.x;
@@ -762,7 +767,7 @@ __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout
 }
 
 __global__ void attention_dkv_k(const float* dlogits, const float* dout, const float* q, Segs sg, const float* probs,
-                                const float* drop, cpu::AttentionDims d) {
+                                const float* drop, AttentionDims d) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= d.B * d.H * d.S * d.Dh) return;
   const int64_t c = t % d.Dh, j = (t / d.Dh) % d.S, h = (t / (d.Dh * d.S)) % d.H, b = t / (d.Dh * d.S * d.H);
@@ -786,7 +791,7 @@ __global__ void attention_dkv_k(const float* dlogits, const float* dout, const f
 
 // One block per (bucket, head): its threads walk (batch, query, key) in a fixed order and the
 // block sums them in a fixed tree.
-__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, cpu::AttentionDims d) {
+__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, AttentionDims d) {
   __shared__ float red[kAttnThreads];
   const int64_t bk = blockIdx.x / d.H, h = blockIdx.x % d.H, nS = d.n * d.S;
   float s = 0.f;
@@ -801,14 +806,14 @@ __global__ void attention_dbias_k(float* dbias, const float* dlogits, const int3
 // The dynamic shared memory a per-query attention kernel needs, allowed beyond the default 48 KB
 // (long memories) where the device has it.
 template <typename Kernel>
-size_t shared_for(Kernel k, const cpu::AttentionDims& d) {
+size_t shared_for(Kernel k, const AttentionDims& d) {
   const size_t bytes = attention_shared_bytes(d);
   if (bytes > (size_t(48) << 10))
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
   return bytes;
 }
 
-Segs pack(const cpu::KVRows* segs, int nsegs) {
+Segs pack(const KVRows* segs, int nsegs) {
   if (nsegs > kMaxSegs) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
   Segs s{};
   for (int k = 0; k < nsegs; ++k) s.s[k] = segs[k];
@@ -817,16 +822,16 @@ Segs pack(const cpu::KVRows* segs, int nsegs) {
 }
 }  // namespace
 
-void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d) {
+void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   const size_t smem = shared_for(attention_forward_k, d);
   launch(attention_forward_k, d.B * d.H * d.n, kAttnThreads, smem, out, probs, q, pack(segs, nsegs), bucket, bias,
          drop, d);
 }
 
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const cpu::AttentionDims& d) {
+                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const AttentionDims& d) {
   const Segs sg = pack(segs, nsegs);
   launch(attention_dlogits_k, d.B * d.H * d.n, kAttnThreads, shared_for(attention_dlogits_k, d), dq, dlogits, dout,
          q, sg, probs, drop, d);

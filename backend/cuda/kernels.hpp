@@ -1,15 +1,15 @@
-// CUDA kernels on raw device pointers, mirroring backend/cpu/kernels.hpp one for one (same shapes,
-// same accumulate-into-gradient convention), so tests can pit each against its CPU twin.
+// CUDA kernels on raw device pointers, mirroring backend/cpu/kernels.hpp one for one (the same
+// signatures, shapes and accumulate-into-gradient convention; the types both take are in
+// backend/kernel_types.hpp), so an op names the twins of one signature (ops/dispatch.hpp) and tests
+// pit each against its CPU twin. The CPU's packed few-row products have no twin here.
 // No Eigen, no Tensor here. Reductions across rows run in a fixed order (no atomics), so results
 // are deterministic run to run. Built only when the meson `cuda` option finds nvcc.
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <string>
-#include <vector>
 
-#include "backend/cpu/kernels.hpp"  // KVRows, AttentionDims
+#include "backend/kernel_types.hpp"
 
 namespace fbt::cuda {
 
@@ -66,44 +66,24 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t N,
                        int64_t C);
 void layernorm_backward_input(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                              const float* rstd, int64_t N, int64_t C);
+                              const float* rstd, int64_t N, int64_t C, bool accumulate = true);
 void layernorm_backward_params(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                const float* rstd, int64_t N, int64_t C);
 
 void geglu_forward(float* y, const float* u, int64_t N, int64_t F);
-void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F);
+void geglu_backward(float* du, const float* dy, const float* u, int64_t N, int64_t F, bool accumulate = true);
 
 void embedding_forward(float* y, const float* W, const int32_t* ids, int64_t N, int64_t D);
-// Rows 0..N-1 grouped by token id, for the embedding gradient (host side, O(N log N)): distinct
-// tokens in increasing order, each token's rows in row order.
-struct TokenRows {
-  std::vector<int32_t> rows, tokens, starts;  // starts: tokens.size() + 1 offsets into rows
-};
-inline TokenRows group_by_token(const int32_t* ids, int64_t N) {
-  TokenRows g;
-  g.rows.resize(size_t(N));
-  for (int64_t r = 0; r < N; ++r) g.rows[size_t(r)] = int32_t(r);
-  std::stable_sort(g.rows.begin(), g.rows.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
-  for (int64_t k = 0; k < N; ++k)
-    if (k == 0 || ids[g.rows[size_t(k)]] != ids[g.rows[size_t(k - 1)]]) {
-      g.tokens.push_back(ids[g.rows[size_t(k)]]);
-      g.starts.push_back(int32_t(k));
-    }
-  g.starts.push_back(int32_t(N));
-  return g;
-}
 // The rows grouped by token (group_by_token): token tokens[u] gets the rows
 // rows[starts[u] .. starts[u+1]), summed in that (row) order; all three arrays on the device.
 void embedding_backward(float* dW, const float* dy, const int32_t* rows, const int32_t* tokens, const int32_t* starts,
                         int64_t U, int64_t D);
 
-// As the CPU kernels (a negative target: no loss, no gradient), but nothing crosses to the host:
-// the forward writes the mean loss over the `counted` rows with a target to loss[0] (one float on
-// the device; 0 when counted is 0), and the backward reads its upstream gradient from g[0] on the
-// device, scaled by `scale` (1/counted for the mean). lse:(N) saved on the device.
+// As the CPU kernels (a negative target: no loss, no gradient), and nothing crosses to the host:
+// loss[0] and g[0] are one float on the device. lse:(N) saved on the device.
 void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
                            int64_t counted);
-void cross_entropy_backward(float* dlogits, const float* g, float scale, const float* logits, const float* lse,
+void cross_entropy_backward(float* dlogits, const float* g, int64_t counted, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V);
 
 // xs: a device array of K device pointers (and dxs likewise); a:(K) saved, on the device.
@@ -112,14 +92,12 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
                            int64_t K, int64_t n);
 
 // As the CPU kernel: segments live on the device (segs itself on the host), bucket/bias/drop too.
-// At most kMaxAttentionSegments segments (the kernels take them by value); more is an error on
-// both the GPU and the emulated device.
-constexpr int kMaxAttentionSegments = 4;
-void attention_forward(float* out, float* probs, const float* q, const cpu::KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const cpu::AttentionDims& d);
+// At most kMaxAttentionSegments segments (kernel_types.hpp).
+void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                        const cpu::KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const cpu::AttentionDims& d);
+                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const AttentionDims& d);
 
 // One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags; the gradients
 // are multiplied by grad_scale as they are read (clipping).
