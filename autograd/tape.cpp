@@ -43,7 +43,7 @@ Var Tape::output_of(const Shape& s, const Inputs& inputs) {
   for (const Var& v : inputs) {
     if (v && v.value().device != device())
       throw std::invalid_argument(std::string("an op's input is on ") + device_name(v.value().device) + ", the tape on " +
-                                  device_name(device()) + ": move the model with FeedbackTransformer::to()");
+                                  device_name(device()) + ": move the model with Model::to()");
     rg = rg || (grad_enabled_ && v.requires_grad());
   }
   return new_node(arena().alloc(s), rg);

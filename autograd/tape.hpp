@@ -56,7 +56,7 @@ class Tape {
   Var alias(Var v, bool requires_grad);
 
   // The device the step's values and gradients are allocated on; set between steps (the tape
-  // must be empty). FeedbackTransformer::to() sets it with the parameters' device.
+  // must be empty). Each model's forward sets it to its parameters' device (Model::to() moves them).
   void set_device(Device d);
   Device device() const { return arena_.device(); }
 

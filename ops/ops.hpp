@@ -1,6 +1,6 @@
-// The differentiable op library: each call computes its forward with a CPU kernel
-// (backend/cpu/) and, when the tape records and an input needs a gradient, records one backward
-// closure. Shapes use the legend of autograd/tensor.hpp; "(...,C)" means any leading dims.
+// The differentiable op library: each call computes its forward with the kernel of the tape's
+// device (backend/cpu/ or backend/cuda/, one signature for both: ops/dispatch.hpp) and, when the
+// tape records and an input needs a gradient, records one backward closure. Shapes use the legend of autograd/tensor.hpp; "(...,C)" means any leading dims.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -95,7 +95,10 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
 // project_memory (and mirror_kv_rows after other writes); window attention reads every head's
 // keys and values there in place instead of gathering them from rows 2I apart.
 struct KVCache {
-  Var P, diff, cnst;
+  Var P;     // the projection (2I, D) that writes the rows
+  Var diff;  // the storage as readers that differentiate into the memory vectors see it
+  Var cnst;  // the same storage for readers that hold the memory vectors constant (a detachment
+             // policy): their gradient trains P and the norm, never the vectors
   Tensor heads = {};
   const StepWeightPacks* packs = nullptr;  // P's, when the model packs it
 };

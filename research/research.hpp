@@ -22,7 +22,7 @@ std::vector<std::vector<double>> grad_norm_by_lag(Model& model, const CallBatch&
 std::vector<std::vector<std::vector<double>>> grad_norm_by_lag_per_layer(Model& model, const CallBatch& batch);
 
 // Gradient of the mean loss over all positions under `policy`, as one flat vector in parameter
-// block order (added onto `accum` when given, for averaging over batches).
+// block order.
 std::vector<double> parameter_gradient(Model& model, const CallBatch& batch, const DetachPolicy& policy);
 
 struct BiasRow {

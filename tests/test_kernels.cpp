@@ -214,6 +214,16 @@ TEST_CASE("kernel: the loss sums its rows in row order, the same float at any th
     cpu::cross_entropy_forward(&losses[threads - 1], lse.data(), logits.data(), tg.data(), N, V, N - N / 5);
   }
   omp_set_num_threads(before);
+  double total = 0.0;  // the definition: each row's loss in double, summed in row order
+  for (int64_t r = 0; r < N; ++r) {
+    if (tg[sz(r)] < 0) continue;
+    const float* lr = logits.data() + r * V;
+    const float mx = *std::max_element(lr, lr + V);
+    double e = 0.0;
+    for (int64_t c = 0; c < V; ++c) e += std::exp(double(lr[c] - mx));
+    total += double(mx) + std::log(e) - double(lr[tg[sz(r)]]);
+  }
+  CHECK(losses[0] == float(total / double(N - N / 5)));
   CHECK(losses[0] == losses[1]);
   CHECK(losses[0] == losses[2]);
 }

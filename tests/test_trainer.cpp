@@ -146,7 +146,8 @@ TEST_CASE("train: recompute gives the same floats as keeping every activation, f
   }
 }
 
-// No kernel's result depends on the thread count (every cross-row sum runs in a fixed order), so
+// No kernel's result depends on the thread count (every cross-row sum runs in a fixed order, the
+// loss's included), so
 // a process may change its team between steps (threads::share_cores) and a run may resume on
 // another thread count, both bit for bit.
 TEST_CASE("train: the thread count changes no bit") {
@@ -161,6 +162,7 @@ TEST_CASE("train: the thread count changes no bit") {
     mc.seq_len = c.seq_len, mc.shared_kv = mc.type == "feedback", mc.attn_dropout = 0.1f, mc.ff_dropout = 0.1f;
     const int64_t B = 8, T = 16;
     std::vector<std::vector<float>> weights;
+    std::vector<std::vector<double>> losses;  // as logged: the same as thread-independent as the weights
     threads::set_sharing(false);  // the team is the test's to set
     for (int threads : {1, 3}) {
       const int saved = omp_get_max_threads();
@@ -169,14 +171,16 @@ TEST_CASE("train: the thread count changes no bit") {
       LoopConfig lc;
       lc.lr = 3e-3, lc.seed = 4;
       TrainLoop loop(*model, lc);
+      losses.emplace_back();
       for (int step = 0; step < 3; ++step) {
         const auto x = tokens(B * T, 10 + step, 300), y = tokens(B * T, 20 + step, 300);
-        loop.step(x.data(), y.data(), B, T);
+        losses.back().push_back(loop.step(x.data(), y.data(), B, T).loss);
       }
       omp_set_num_threads(saved);
       weights.push_back(model->params().values());
     }
     threads::set_sharing(true);
     CHECK(weights[0] == weights[1]);
+    CHECK(losses[0] == losses[1]);
   }
 }
