@@ -10,11 +10,12 @@
 
 namespace fbt {
 
-Var ParamStore::add(const std::string& name, const Shape& shape) {
+Var ParamStore::add(const std::string& name, const Shape& shape, ParamRole role) {
   if (finalized_) throw std::logic_error("ParamStore::add(" + name + ") after finalize()");
   if (index_.count(name)) throw std::logic_error("duplicate parameter " + name);
   index_[name] = names_.size();
   names_.push_back(name);
+  roles_.push_back(role);
   nodes_.push_back(Node{Tensor{nullptr, shape, Device::CPU}, Tensor{nullptr, shape, Device::CPU}, true});
   return Var(&nodes_.back());
 }

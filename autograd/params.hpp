@@ -13,10 +13,27 @@
 
 namespace fbt {
 
+// What a parameter is, said where it is registered: it decides its initial values (Model::init)
+// and whether AdamW decays it (the matrices and the token embedding do; biases, norm weights,
+// the layer-mix weights and the position-bias table do not).
+enum class ParamRole {
+  Matrix,        // a projection's weight (out, in)
+  ResidualOut,   // a projection's weight that writes into the residual stream (init scaled by depth)
+  Embedding,     // the token embedding (V, D)
+  PositionBias,  // the relative-position bias table
+  Bias,          // a projection's or a norm's bias: zeros
+  NormWeight,    // a layer norm's weight: ones
+  MixWeights,    // the memory's layer-mix logits: ones
+};
+inline bool weight_decays(ParamRole r) {
+  return r == ParamRole::Matrix || r == ParamRole::ResidualOut || r == ParamRole::Embedding;
+}
+
 class ParamStore {
  public:
   // Register before finalize(); returns a handle whose storage appears at finalize().
-  Var add(const std::string& name, const Shape& shape);
+  Var add(const std::string& name, const Shape& shape, ParamRole role);
+  ParamRole role(size_t i) const { return roles_[i]; }
   void finalize();  // allocates the blocks (values zero)
 
   Var get(const std::string& name) const;
@@ -59,6 +76,7 @@ class ParamStore {
  private:
   std::deque<Node> nodes_;
   std::vector<std::string> names_;
+  std::vector<ParamRole> roles_;
   std::vector<size_t> offsets_;
   std::map<std::string, size_t> index_;
   std::vector<float> values_, grads_;

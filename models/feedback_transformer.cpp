@@ -16,10 +16,10 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize
   ParamStore& ps = params_;
   // Registration order follows MODEL.md's table; it is the order of the parameter block.
   token_emb_ = nn::Embedding(ps, "token_emb", cfg.num_tokens, D);
-  pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads});
+  pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads}, ParamRole::PositionBias);
   const nn::LayerNorm mem_norm(ps, "mem_norm", D);
-  const Var shared_kv = cfg.shared_kv ? ps.add("shared_kv.weight", {2 * cfg.inner(), D}) : Var();
-  layer_weight_ = ps.add("layer_weight", {L + 1});
+  const Var shared_kv = cfg.shared_kv ? ps.add("shared_kv.weight", {2 * cfg.inner(), D}, ParamRole::Matrix) : Var();
+  layer_weight_ = ps.add("layer_weight", {L + 1}, ParamRole::MixWeights);
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     nn::Block b;

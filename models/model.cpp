@@ -118,29 +118,22 @@ void Model::init(uint64_t seed, const std::string& scheme) {
   const bool torch = scheme == "torch";
   Rng rng(seed);
   const float out_std = 0.02f / std::sqrt(2.0f * float(cfg_.depth));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const std::string& name = params_.names()[i];
+  for (size_t i = 0; i < params_.size(); ++i) {  // one generator, in registration order
+    const ParamRole role = params_.role(i);
     float* x = params_.values().data() + params_.offset(i);  // drawn on the host, then sent
     const int64_t n = params_.at(i).value().numel();
-    auto ends_with = [&](const std::string& s) {
-      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-    };
-    const bool is_norm = name.find("norm") != std::string::npos;
-    if (name == "layer_weight" || (is_norm && ends_with(".weight"))) {
+    const Shape& shape = params_.at(i).shape();
+    if (role == ParamRole::NormWeight || role == ParamRole::MixWeights) {
       std::fill(x, x + n, 1.f);
-    } else if (ends_with(".bias")) {
+    } else if (role == ParamRole::Bias) {
       std::fill(x, x + n, 0.f);
-    } else if (torch && name != "pos_bias.weight") {
-      const Shape& shape = params_.at(i).shape();
-      if (name == "token_emb.weight") {
-        for (int64_t k = 0; k < n; ++k) x[k] = rng.normal();
-      } else {  // [out, in]
-        const float bound = 1.0f / std::sqrt(float(shape[shape.nd - 1]));
-        for (int64_t k = 0; k < n; ++k) x[k] = bound * (2.0f * rng.uniform() - 1.0f);
-      }
-    } else {
-      const bool residual_out = ends_with("to_out.weight") || ends_with("w_out.weight");
-      const float std = residual_out ? out_std : 0.02f;
+    } else if (torch && role == ParamRole::Embedding) {  // nn.Embedding: N(0, 1)
+      for (int64_t k = 0; k < n; ++k) x[k] = rng.normal();
+    } else if (torch && role != ParamRole::PositionBias) {  // nn.Linear: U(-1/sqrt(in), 1/sqrt(in)), W:(out, in)
+      const float bound = 1.0f / std::sqrt(float(shape[shape.nd - 1]));
+      for (int64_t k = 0; k < n; ++k) x[k] = bound * (2.0f * rng.uniform() - 1.0f);
+    } else {  // GPT-2's: N(0, 0.02), the residual stream's writers scaled down by depth
+      const float std = role == ParamRole::ResidualOut ? out_std : 0.02f;
       for (int64_t k = 0; k < n; ++k) x[k] = std * rng.normal();
     }
   }

@@ -13,7 +13,7 @@ TransformerXL::TransformerXL(const ModelConfig& cfg, bool initialize) : Model(cf
   ParamStore& ps = params_;
   // Registration order follows MODEL.md's table (the feedback model's, without its memory parts).
   token_emb_ = nn::Embedding(ps, "token_emb", cfg.num_tokens, D);
-  pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads});
+  pos_bias_ = ps.add("pos_bias.weight", {cfg.num_buckets, cfg.heads}, ParamRole::PositionBias);
   for (int64_t l = 0; l < cfg.depth; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     nn::Block b;

@@ -4,18 +4,18 @@
 
 namespace fbt::nn {
 
-Linear::Linear(ParamStore& ps, const std::string& name, int64_t in, int64_t out, bool bias)
-    : W(ps.add(name + ".weight", {out, in})), b(bias ? ps.add(name + ".bias", {out}) : Var()) {}
+Linear::Linear(ParamStore& ps, const std::string& name, int64_t in, int64_t out, bool bias, ParamRole role)
+    : W(ps.add(name + ".weight", {out, in}, role)), b(bias ? ps.add(name + ".bias", {out}, ParamRole::Bias) : Var()) {}
 
 LayerNorm::LayerNorm(ParamStore& ps, const std::string& name, int64_t dim)
-    : w(ps.add(name + ".weight", {dim})), b(ps.add(name + ".bias", {dim})) {}
+    : w(ps.add(name + ".weight", {dim}, ParamRole::NormWeight)), b(ps.add(name + ".bias", {dim}, ParamRole::Bias)) {}
 
 Embedding::Embedding(ParamStore& ps, const std::string& name, int64_t num, int64_t dim)
-    : W(ps.add(name + ".weight", {num, dim})) {}
+    : W(ps.add(name + ".weight", {num, dim}, ParamRole::Embedding)) {}
 
 FeedForward::FeedForward(ParamStore& ps, const std::string& norm_name, const std::string& name, int64_t dim,
                          int64_t hidden)
-    : norm(ps, norm_name, dim), w_in(ps, name + ".w_in", dim, 2 * hidden, true), w_out(ps, name + ".w_out", hidden, dim, true) {}
+    : norm(ps, norm_name, dim), w_in(ps, name + ".w_in", dim, 2 * hidden, true), w_out(ps, name + ".w_out", hidden, dim, true, ParamRole::ResidualOut) {}
 
 Var FeedForward::operator()(Var x, float dropout_p, Rng* rng) const {
   Var y = geglu(w_in(norm(x)));
@@ -28,7 +28,7 @@ CrossAttention::CrossAttention(ParamStore& ps, const std::string& norm_name, con
     : norm(ps, norm_name, dim),
       to_q(ps, name + ".to_q", dim, heads_ * dim_head_, false),
       to_kv(ps, name + ".to_kv", dim, 2 * heads_ * dim_head_, false),
-      to_out(ps, name + ".to_out", heads_ * dim_head_, dim, true),
+      to_out(ps, name + ".to_out", heads_ * dim_head_, dim, true, ParamRole::ResidualOut),
       heads(heads_),
       dim_head(dim_head_) {}
 

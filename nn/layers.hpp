@@ -13,7 +13,9 @@ struct Linear {  // y = x W^T + b;  W:(Out,In)  b:(Out)
   Var W, b;
   const StepWeightPacks* packs = nullptr;  // the model's, when W is one of its packed step weights
   Linear() = default;
-  Linear(ParamStore& ps, const std::string& name, int64_t in, int64_t out, bool bias);
+  // role: ParamRole::ResidualOut for a projection that writes into the residual stream
+  Linear(ParamStore& ps, const std::string& name, int64_t in, int64_t out, bool bias,
+         ParamRole role = ParamRole::Matrix);
   Var operator()(Var x) const { return linear(x, W, b, packs); }
 };
 

@@ -9,7 +9,7 @@ MemoryAttention::MemoryAttention(ParamStore& ps, const std::string& prefix, int6
     : norm(ps, prefix + "attn_norm", dim),
       to_q(ps, prefix + "attn.to_q", dim, heads_ * dim_head_, false),
       to_kv(own_kv ? Linear(ps, prefix + "attn.to_kv", dim, 2 * heads_ * dim_head_, false) : Linear()),
-      to_out(ps, prefix + "attn.to_out", heads_ * dim_head_, dim, true),
+      to_out(ps, prefix + "attn.to_out", heads_ * dim_head_, dim, true, ParamRole::ResidualOut),
       heads(heads_),
       dim_head(dim_head_) {}
 

@@ -240,8 +240,8 @@ TEST_CASE("cuda: attention over segments with bias mask and dropout") {
 
 TEST_CASE("cuda: AdamW step and grad norm match the CPU optimizer") {
   ParamStore ps;
-  ps.add("layers.0.ff.w_in.weight", {3, 7});
-  ps.add("layers.0.ff.w_in.bias", {3});
+  ps.add("layers.0.ff.w_in.weight", {3, 7}, ParamRole::Matrix);
+  ps.add("layers.0.ff.w_in.bias", {3}, ParamRole::Bias);
   ps.finalize();
   const size_t P = ps.numel();
   fill_normal(ps.values().data(), int64_t(P), 30);

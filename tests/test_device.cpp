@@ -135,7 +135,7 @@ TEST_CASE("device: buffers round-trip, the emulation keeps host and device point
   }
   // Mixing devices in one op names both.
   ParamStore ps;  // parameters left on the CPU
-  Var w = ps.add("w", {2, 3});
+  Var w = ps.add("w", {2, 3}, ParamRole::Matrix);
   ps.finalize();
   on(Device::CUDA, [&] {
     Var x = tape().leaf({2, 3});

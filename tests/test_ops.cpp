@@ -279,8 +279,8 @@ TEST_CASE("grad: memory projection of constant memory vectors still trains the p
 
 TEST_CASE("global grad norm over the parameter block") {
   ParamStore ps;
-  ps.add("a", {3});
-  ps.add("b", {1, 7});
+  ps.add("a", {3}, ParamRole::Bias);
+  ps.add("b", {1, 7}, ParamRole::Matrix);
   ps.finalize();
   double s = 0;
   for (size_t i = 0; i < ps.numel(); ++i) {

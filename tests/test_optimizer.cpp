@@ -4,14 +4,15 @@
 #include <cmath>
 
 #include "autograd/params.hpp"
+#include "models/model.hpp"
 #include "train/optimizer.hpp"
 
 using namespace fbt;
 
 TEST_CASE("adamw: one parameter against hand-computed steps") {
   ParamStore ps;
-  Var w = ps.add("layers.0.attn.to_q.weight", {1, 2});
-  Var b = ps.add("layers.0.attn.to_out.bias", {1});
+  Var w = ps.add("layers.0.attn.to_q.weight", {1, 2}, ParamRole::Matrix);
+  Var b = ps.add("layers.0.attn.to_out.bias", {1}, ParamRole::Bias);
   ps.finalize();
   w.data()[0] = 1.f, w.data()[1] = -2.f, b.data()[0] = 0.5f;
   AdamW opt(ps, AdamWConfig{0.9, 0.999, 1e-8, 0.1});
@@ -32,9 +33,18 @@ TEST_CASE("adamw: one parameter against hand-computed steps") {
     CHECK(b.data()[0] == doctest::Approx(q).epsilon(1e-6));
   }
   CHECK(w.data()[1] == doctest::Approx(-2.0 * std::pow(1 - lr * 0.1, 3)).epsilon(1e-6));  // decay only
-  CHECK_FALSE(AdamW::decays("pos_bias.weight", 2));
-  CHECK_FALSE(AdamW::decays("layer_weight", 1));
-  CHECK(AdamW::decays("token_emb.weight", 2));
+  // Which of a model's parameters decay: the roles they were registered with.
+  ModelConfig mc;
+  mc.num_tokens = 11, mc.dim = 8, mc.depth = 2, mc.heads = 2, mc.dim_head = 4, mc.mem_len = 4;
+  const auto model = make_model(mc);
+  std::vector<std::string> decaying;
+  for (size_t i = 0; i < model->params().size(); ++i)
+    if (weight_decays(model->params().role(i))) decaying.push_back(model->params().names()[i]);
+  CHECK(decaying == std::vector<std::string>{"token_emb.weight", "shared_kv.weight", "layers.0.attn.to_q.weight",
+                                             "layers.0.attn.to_out.weight", "layers.0.ff.w_in.weight",
+                                             "layers.0.ff.w_out.weight", "layers.1.attn.to_q.weight",
+                                             "layers.1.attn.to_out.weight", "layers.1.ff.w_in.weight",
+                                             "layers.1.ff.w_out.weight", "to_logits.weight"});
 }
 
 TEST_CASE("schedule: warmup then cosine to min_lr and clipping") {
@@ -45,7 +55,7 @@ TEST_CASE("schedule: warmup then cosine to min_lr and clipping") {
   CHECK(learning_rate(100, 10, 100, 1.0, 0.1, true) == doctest::Approx(0.1));
   CHECK(learning_rate(70, 10, 100, 1.0, 0.1, false) == doctest::Approx(1.0));
   ParamStore ps;
-  ps.add("a", {2});
+  ps.add("a", {2}, ParamRole::Bias);
   ps.finalize();
   ps.grads()[0] = 3.f, ps.grads()[1] = 4.f;
   CHECK(clip_grad_norm(ps, 1.0) == doctest::Approx(5.0));

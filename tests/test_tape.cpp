@@ -53,8 +53,8 @@ TEST_CASE("tape: a no-grad scope records nothing") {
 TEST_CASE("tape: a second backward after zeroing gives the same gradients") {
   tape().reset();
   ParamStore ps;
-  Var W = ps.add("w", {5, 7});
-  Var b = ps.add("b", {5});
+  Var W = ps.add("w", {5, 7}, ParamRole::Matrix);
+  Var b = ps.add("b", {5}, ParamRole::Bias);
   ps.finalize();
   fbt::testing::fill_normal(ps.values().data(), int64_t(ps.numel()), 6);
   Var x = random_leaf({3, 7}, 7);
@@ -76,8 +76,8 @@ TEST_CASE("tape: a second backward after zeroing gives the same gradients") {
 
 TEST_CASE("params: values and gradients are contiguous blocks in registration order") {
   ParamStore ps;
-  Var a = ps.add("a", {2, 3});
-  Var b = ps.add("b", {4});
+  Var a = ps.add("a", {2, 3}, ParamRole::Matrix);
+  Var b = ps.add("b", {4}, ParamRole::Bias);
   ps.finalize();
   CHECK(ps.numel() == 10);
   CHECK(a.data() == ps.values().data());

@@ -10,13 +10,11 @@
 
 namespace fbt {
 
-bool AdamW::decays(const std::string& name, int ndim) { return ndim >= 2 && name != "pos_bias.weight"; }
-
 AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
     : params_(params), cfg_(cfg), m_(params.numel(), 0.f), v_(params.numel(), 0.f),
       decay_flags_(params.numel() + 3, 0) {
   for (size_t i = 0; i < params.size(); ++i)
-    if (decays(params.names()[i], params.at(i).shape().nd)) {
+    if (weight_decays(params.role(i))) {
       const auto begin = decay_flags_.begin() + std::ptrdiff_t(params.offset(i));
       std::fill(begin, begin + params.at(i).value().numel(), uint8_t(1));
     }

@@ -27,9 +27,6 @@ class AdamW {
   std::vector<float>& v() { return v_; }
   void sync_to_host();
   void sync_to_device();
-  // Which parameters decay: matrices and embeddings (2-D) except the position-bias table;
-  // biases, norm weights and layer_weight (1-D) do not.
-  static bool decays(const std::string& name, int ndim);
 
  private:
   ParamStore& params_;
