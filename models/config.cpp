@@ -1,6 +1,7 @@
 #include "models/config.hpp"
 
 #include <limits>
+#include <type_traits>
 #include <stdexcept>
 #include <utility>
 
@@ -41,25 +42,39 @@ void ModelConfig::validate() const {
   need(!shared_kv, "shared_kv does not apply to type transformer_xl (every layer has its own to_kv)");
 }
 
+const std::vector<ModelField>& model_fields() {
+  using C = ModelConfig;
+  static const std::vector<ModelField> fields = {
+      {"num_tokens", &C::num_tokens, true, false},
+      {"dim", &C::dim, true, false},
+      {"depth", &C::depth, true, false},
+      {"heads", &C::heads, false, false},
+      {"dim_head", &C::dim_head, false, false},
+      {"ff_mult", &C::ff_mult, false, false},
+      {"seq_len", &C::seq_len, false, true},
+      {"mem_len", &C::mem_len, true, false},
+      {"num_buckets", &C::num_buckets, false, false},
+      {"max_distance", &C::max_distance, false, false},
+      {"keep_last_hidden", &C::keep_last_hidden, false, true},
+      {"shared_kv", &C::shared_kv, false, true},
+      {"cross_attend", &C::cross_attend, false, false},
+      {"attn_dropout", &C::attn_dropout, false, false},
+      {"ff_dropout", &C::ff_dropout, false, false},
+  };
+  return fields;
+}
+
 ModelConfig parse_model_config(ConfigSection& s) {
   ModelConfig c;
   c.type = s.get<std::string>("type", c.type);
   c.shared_kv = c.type == "feedback";  // the baseline's layers each project their own memory
-  c.num_tokens = s.require<int64_t>("num_tokens");
-  c.dim = s.require<int64_t>("dim");
-  c.depth = s.require<int64_t>("depth");
-  c.heads = s.get<int64_t>("heads", c.heads);
-  c.dim_head = s.get<int64_t>("dim_head", c.dim_head);
-  c.ff_mult = s.get<int64_t>("ff_mult", c.ff_mult);
-  c.seq_len = s.get<int64_t>("seq_len", c.seq_len);
-  c.mem_len = s.require<int64_t>("mem_len");
-  c.num_buckets = s.get<int64_t>("num_buckets", c.num_buckets);
-  c.max_distance = s.get<int64_t>("max_distance", c.max_distance);
-  c.keep_last_hidden = s.get<bool>("keep_last_hidden", c.keep_last_hidden);
-  c.shared_kv = s.get<bool>("shared_kv", c.shared_kv);
-  c.cross_attend = s.get<bool>("cross_attend", c.cross_attend);
-  c.attn_dropout = s.get<float>("attn_dropout", c.attn_dropout);
-  c.ff_dropout = s.get<float>("ff_dropout", c.ff_dropout);
+  for (const ModelField& f : model_fields())
+    std::visit(
+        [&](auto member) {
+          using T = std::remove_reference_t<decltype(c.*member)>;
+          c.*member = f.required ? s.require<T>(f.key) : s.get<T>(f.key, c.*member);
+        },
+        f.member);
   s.finish();
   try {
     c.validate();

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <variant>
+#include <vector>
 
 namespace YAML {
 class Node;
@@ -37,6 +39,18 @@ struct ModelConfig {
   // Throws std::invalid_argument naming the first bad field.
   void validate() const;
 };
+
+// One row per key of the model section but `type` (read first: it sets shared_kv's default), in
+// MODEL.md's order. The YAML reader, the weights file's metadata (both ways), a run folder's
+// config.yaml, the Python constructors' keywords and their docstrings all walk this table, and
+// a test checks that docs/CONFIG.md lists every key.
+struct ModelField {
+  const char* key;
+  std::variant<int64_t ModelConfig::*, bool ModelConfig::*, float ModelConfig::*> member;
+  bool required;       // no default: a config must give it
+  bool feedback_only;  // not a key of type transformer_xl (MODEL.md "The baseline")
+};
+const std::vector<ModelField>& model_fields();
 
 // Reads the `model:` section (unknown keys, wrong types and bad values are errors naming the key).
 ModelConfig parse_model_config(ConfigSection& section);

@@ -17,14 +17,8 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }  // namespace
 
 std::string model_config_to_json(const ModelConfig& c) {
-  nlohmann::json j = {{"num_tokens", c.num_tokens},     {"dim", c.dim},
-                      {"depth", c.depth},               {"heads", c.heads},
-                      {"dim_head", c.dim_head},         {"ff_mult", c.ff_mult},
-                      {"seq_len", c.seq_len},           {"mem_len", c.mem_len},
-                      {"num_buckets", c.num_buckets},   {"max_distance", c.max_distance},
-                      {"keep_last_hidden", c.keep_last_hidden}, {"shared_kv", c.shared_kv},
-                      {"cross_attend", c.cross_attend}, {"attn_dropout", c.attn_dropout},
-                      {"ff_dropout", c.ff_dropout}};
+  nlohmann::json j = nlohmann::json::object();  // keys sorted: the same text whatever the table's order
+  for (const ModelField& f : model_fields()) std::visit([&](auto member) { j[f.key] = c.*member; }, f.member);
   if (c.type != "feedback") j["type"] = c.type;  // absent: feedback (files written before the baseline)
   return j.dump();
 }
@@ -34,21 +28,8 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
   try {
     auto j = nlohmann::json::parse(text);
     c.type = j.value("type", std::string("feedback"));
-    c.num_tokens = j.at("num_tokens");
-    c.dim = j.at("dim");
-    c.depth = j.at("depth");
-    c.heads = j.at("heads");
-    c.dim_head = j.at("dim_head");
-    c.ff_mult = j.at("ff_mult");
-    c.seq_len = j.at("seq_len");
-    c.mem_len = j.at("mem_len");
-    c.num_buckets = j.at("num_buckets");
-    c.max_distance = j.at("max_distance");
-    c.keep_last_hidden = j.at("keep_last_hidden");
-    c.shared_kv = j.at("shared_kv");
-    c.cross_attend = j.at("cross_attend");
-    c.attn_dropout = j.at("attn_dropout");
-    c.ff_dropout = j.at("ff_dropout");
+    for (const ModelField& f : model_fields())  // every key is written, so every key is required
+      std::visit([&](auto member) { j.at(f.key).get_to(c.*member); }, f.member);
     c.validate();
   } catch (const std::exception& e) {
     throw SafeTensorsError(source + ": bad model config in __metadata__: " + e.what());

@@ -192,32 +192,15 @@ std::unique_ptr<PyModel> wrap(std::unique_ptr<Model> m) {
   return p;
 }
 
-// The model config's fields by MODEL.md name, for the constructors' keywords and `config`.
-struct Field {
-  const char* name;
-  int64_t ModelConfig::*integer = nullptr;
-  bool ModelConfig::*flag = nullptr;
-  float ModelConfig::*real = nullptr;
-};
-const std::vector<Field>& fields() {
-  static const std::vector<Field> f = {
-      {"num_tokens", &ModelConfig::num_tokens}, {"dim", &ModelConfig::dim},
-      {"depth", &ModelConfig::depth},           {"heads", &ModelConfig::heads},
-      {"dim_head", &ModelConfig::dim_head},     {"ff_mult", &ModelConfig::ff_mult},
-      {"seq_len", &ModelConfig::seq_len},       {"mem_len", &ModelConfig::mem_len},
-      {"num_buckets", &ModelConfig::num_buckets}, {"max_distance", &ModelConfig::max_distance},
-      {"keep_last_hidden", nullptr, &ModelConfig::keep_last_hidden},
-      {"shared_kv", nullptr, &ModelConfig::shared_kv},
-      {"cross_attend", nullptr, &ModelConfig::cross_attend},
-      {"attn_dropout", nullptr, nullptr, &ModelConfig::attn_dropout},
-      {"ff_dropout", nullptr, nullptr, &ModelConfig::ff_dropout},
-  };
-  return f;
-}
+// A model class's keywords: the model config's fields (model_fields(), MODEL.md's names) that its
+// type has.
+bool has_field(const std::string& type, const ModelField& f) { return type != "transformer_xl" || !f.feedback_only; }
 
-// The feedback model's fields the baseline does not have (MODEL.md "The baseline").
-bool baseline_lacks(const std::string& name) {
-  return name == "seq_len" || name == "keep_last_hidden" || name == "shared_kv";
+template <class T>
+const char* python_kind() {
+  if constexpr (std::is_same_v<T, bool>) return "a bool";
+  else if constexpr (std::is_same_v<T, float>) return "a float";
+  else return "an int";
 }
 
 // A model built from keywords, as the seed's constructors take them; `seed` draws the initial
@@ -233,9 +216,10 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
   if (type == "transformer_xl") c.shared_kv = false;
   uint64_t seed = 0;
   std::string init = "gpt2";
+  const std::vector<ModelField>& fields = model_fields();
   for (auto [key, value] : kw) {
     const std::string name = py::cast<std::string>(key);
-    auto f = std::find_if(fields().begin(), fields().end(), [&](const Field& x) { return name == x.name; });
+    auto f = std::find_if(fields.begin(), fields.end(), [&](const ModelField& x) { return name == x.key; });
     if (name == "seed") {
       seed = py::cast<uint64_t>(value);
       continue;
@@ -244,21 +228,23 @@ std::unique_ptr<PyModel> build(const std::string& type, const py::kwargs& kw) {
       init = py::cast<std::string>(value);
       continue;
     }
-    if (f == fields().end() || (type == "transformer_xl" && baseline_lacks(name)))
+    if (f == fields.end() || !has_field(type, *f))
       raise(PyExc_TypeError, std::string(cls) + "() got an unexpected keyword argument '" + name + "'");
-    try {
-      if (f->integer) c.*(f->integer) = py::cast<int64_t>(value);
-      else if (f->flag) c.*(f->flag) = py::cast<bool>(value);
-      else c.*(f->real) = py::cast<float>(value);
-    } catch (const py::cast_error&) {
-      raise(PyExc_TypeError, std::string(cls) + "(): " + name + " must be " +
-                                 (f->integer ? "an int" : f->flag ? "a bool" : "a float") + ", got " +
-                                 std::string(py::str(py::type::of(value).attr("__name__"))));
-    }
+    std::visit(
+        [&](auto member) {
+          using T = std::remove_reference_t<decltype(c.*member)>;
+          try {
+            c.*member = py::cast<T>(value);
+          } catch (const py::cast_error&) {
+            raise(PyExc_TypeError, std::string(cls) + "(): " + name + " must be " + python_kind<T>() + ", got " +
+                                       std::string(py::str(py::type::of(value).attr("__name__"))));
+          }
+        },
+        f->member);
   }
-  for (const char* required : {"num_tokens", "dim", "depth", "mem_len"})
-    if (!kw.contains(required))
-      raise(PyExc_TypeError, std::string(cls) + "() missing required keyword argument '" + required + "'");
+  for (const ModelField& f : fields)
+    if (f.required && !kw.contains(f.key))
+      raise(PyExc_TypeError, std::string(cls) + "() missing required keyword argument '" + f.key + "'");
   c.validate();  // std::invalid_argument naming the field: ValueError
   auto m = make_model(c, /*initialize=*/false);
   m->init(seed, init);
@@ -270,6 +256,33 @@ double shortest(float x) {
   char buf[32];
   const auto end = std::to_chars(buf, buf + sizeof(buf), x).ptr;
   return std::stod(std::string(buf, end));
+}
+
+// A model class's signature for its docstring: its required keywords, then the others with their
+// defaults (MODEL.md's), then seed and init.
+std::string signature(const std::string& type) {
+  ModelConfig defaults;
+  defaults.shared_kv = type != "transformer_xl";
+  std::string required, optional;
+  for (const ModelField& f : model_fields()) {
+    if (!has_field(type, f)) continue;
+    if (f.required) {
+      required += std::string(f.key) + ", ";
+      continue;
+    }
+    std::visit(
+        [&](auto member) {
+          const auto v = defaults.*member;
+          using T = std::remove_cv_t<decltype(v)>;
+          std::string shown;
+          if constexpr (std::is_same_v<T, bool>) shown = v ? "True" : "False";
+          else if constexpr (std::is_same_v<T, float>) shown = std::string(py::str(py::float_(shortest(v))));
+          else shown = std::to_string(v);
+          optional += std::string(f.key) + "=" + shown + ", ";
+        },
+        f.member);
+  }
+  return std::string(class_name(type)) + "(*, " + required + optional + "seed=0, init='gpt2')";
 }
 
 // The constructor of a model class: keywords only, as the seed's.
@@ -284,12 +297,14 @@ auto keyword_constructor(const char* type) {
 py::dict config_dict(const ModelConfig& c) {
   py::dict d;
   d["type"] = c.type;
-  for (const Field& f : fields()) {
-    if (c.type == "transformer_xl" && baseline_lacks(f.name)) continue;
-    if (f.integer) d[f.name] = c.*(f.integer);
-    else if (f.flag) d[f.name] = c.*(f.flag);
-    else d[f.name] = shortest(c.*(f.real));
-  }
+  for (const ModelField& f : model_fields())
+    if (has_field(c.type, f))
+      std::visit(
+          [&](auto member) {
+            if constexpr (std::is_same_v<std::remove_reference_t<decltype(c.*member)>, float>) d[f.key] = shortest(c.*member);
+            else d[f.key] = c.*member;
+          },
+          f.member);
   return d;
 }
 
@@ -727,15 +742,16 @@ void define_module(py::module_& m) {
           "Samples `tokens` ids after the prompt (temperature 0: greedy; top_k 0: no cut), the memory carried.")
       .def("__repr__", &repr);
 
-  py::class_<PyFeedbackTransformer, PyModel>(m, "FeedbackTransformer",
-      "FeedbackTransformer(*, num_tokens, dim, depth, mem_len, seq_len=1, heads=8, dim_head=64, ff_mult=4, "
-      "num_buckets=32, max_distance=128, keep_last_hidden=False, shared_kv=True, cross_attend=False, "
-      "attn_dropout=0.0, ff_dropout=0.0, seed=0): MODEL.md's model and defaults; seed draws the initial weights.")
+  // The docstrings' signatures come from the config's field table (pybind11 copies them).
+  const std::string feedback_doc = signature("feedback") +
+                                   ": MODEL.md's model and defaults; seed draws the initial weights, init ('gpt2' or "
+                                   "'torch') says how.";
+  const std::string xl_doc = signature("transformer_xl") +
+                             ": MODEL.md's baseline (per-layer memory of past layer inputs); seed and init as "
+                             "FeedbackTransformer's.";
+  py::class_<PyFeedbackTransformer, PyModel>(m, "FeedbackTransformer", feedback_doc.c_str())
       .def(keyword_constructor<PyFeedbackTransformer>("feedback"));
-  py::class_<PyTransformerXL, PyModel>(m, "TransformerXL",
-      "TransformerXL(*, num_tokens, dim, depth, mem_len, heads=8, dim_head=64, ff_mult=4, num_buckets=32, "
-      "max_distance=128, cross_attend=False, attn_dropout=0.0, ff_dropout=0.0, seed=0): MODEL.md's baseline "
-      "(per-layer memory of past layer inputs).")
+  py::class_<PyTransformerXL, PyModel>(m, "TransformerXL", xl_doc.c_str())
       .def(keyword_constructor<PyTransformerXL>("transformer_xl"));
 
   m.def("load", &load, "path"_a,

@@ -109,3 +109,19 @@ TEST_CASE("config: every recipe under configs/ loads and validates") {
   }
   CHECK(recipes >= 12);
 }
+
+TEST_CASE("model config: docs/CONFIG.md's model table lists every key of the field table") {
+  std::ifstream in(FBT_SOURCE_DIR "/docs/CONFIG.md");
+  std::string line, model_section;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("## ", 0) == 0) inside = line == "## model:";
+    else if (inside) model_section += line + "\n";
+  }
+  REQUIRE(!model_section.empty());
+  CHECK(model_section.find("| `type` |") != std::string::npos);
+  for (const ModelField& f : model_fields()) {
+    INFO(f.key);
+    CHECK(model_section.find("| `" + std::string(f.key) + "` |") != std::string::npos);
+  }
+}

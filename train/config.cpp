@@ -183,17 +183,8 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::BeginMap;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "type" << YAML::Value << m.type;
-  e << YAML::Key << "num_tokens" << YAML::Value << m.num_tokens << YAML::Key << "dim" << YAML::Value << m.dim;
-  e << YAML::Key << "depth" << YAML::Value << m.depth << YAML::Key << "heads" << YAML::Value << m.heads;
-  e << YAML::Key << "dim_head" << YAML::Value << m.dim_head << YAML::Key << "ff_mult" << YAML::Value << m.ff_mult;
-  e << YAML::Key << "seq_len" << YAML::Value << m.seq_len << YAML::Key << "mem_len" << YAML::Value << m.mem_len;
-  e << YAML::Key << "num_buckets" << YAML::Value << m.num_buckets << YAML::Key << "max_distance" << YAML::Value
-    << m.max_distance;
-  e << YAML::Key << "keep_last_hidden" << YAML::Value << m.keep_last_hidden << YAML::Key << "shared_kv" << YAML::Value
-    << m.shared_kv;
-  e << YAML::Key << "cross_attend" << YAML::Value << m.cross_attend;
-  e << YAML::Key << "attn_dropout" << YAML::Value << m.attn_dropout << YAML::Key << "ff_dropout" << YAML::Value
-    << m.ff_dropout;
+  for (const ModelField& f : model_fields())
+    std::visit([&](auto member) { e << YAML::Key << f.key << YAML::Value << m.*member; }, f.member);
   e << YAML::EndMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "format" << YAML::Value << c.data.format << YAML::Key << "train" << YAML::Value << c.data.train;
