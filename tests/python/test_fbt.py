@@ -1,4 +1,4 @@
-"""The Python module `fbt` (python/fbt_python.cpp): the seed's snippets, agreement with the fbt
+"""The Python module `fbt` (python/): the seed's snippets, agreement with the fbt
 binary on the same weights, the research tools against `fbt grads`, training, and the errors.
 
 Run by meson (suite python) one test at a time: test_fbt.py Class.test_name, with PYTHONPATH at
