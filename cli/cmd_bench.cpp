@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -109,6 +110,67 @@ struct BenchArgs {
   int64_t sample = 0;    // then generate this many tokens at batch 1: sampling speed in the JSON
 };
 
+// The median seconds of `steps` calls of step() after one warm-up call (it sizes the arena and
+// fills the memory; the median is robust to the other tenants of a shared machine), and how often
+// the thread team shrank for another process meanwhile (backend/threads).
+std::pair<double, int> time_steps(const std::function<void()>& step, int64_t steps) {
+  step();
+  const int shrinks_before = threads::shrinks();
+  std::vector<double> secs;
+  for (int64_t i = 0; i < steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    secs.push_back(seconds_since(t0));
+  }
+  return {median(secs), threads::shrinks() - shrinks_before};
+}
+
+// The gradient sum alone, as a step does it (part of the step time): its median over five.
+double time_reduce(Comm& comm, size_t P, Device device) {
+  DeviceBuffer g(device, P);
+  std::vector<double> secs;
+  for (int i = 0; i < 5; ++i) {
+    comm.barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    comm.sum_ordered(g.data(), P, device);
+    if (device != Device::CPU) cuda::synchronize();
+    secs.push_back(seconds_since(t0));
+  }
+  return median(secs);
+}
+
+// Sampling speed: one stream, a token of prompt, then one step per new token (train/sample).
+double time_sampling(Model& model, int64_t tokens, uint64_t seed) {
+  SampleOptions so;
+  so.tokens = tokens, so.temperature = 1.f, so.top_k = 0, so.seed = seed;
+  const auto t0 = std::chrono::steady_clock::now();
+  generate(model, {0}, so);
+  return seconds_since(t0);
+}
+
+// The JSON line's speed and size figures for steps of step_secs.
+nlohmann::json speed_json(const BenchArgs& a, const RunConfig& cfg, Device device, double step_secs, int team_shrinks) {
+  const int64_t B = cfg.train.batch_size, T = cfg.train.bptt;
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  const double gflops = step_flops(cfg.model, B, T) / step_secs / 1e9;
+  const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
+  return {{"config", a.config},
+          {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
+          {"threads", threads::max_threads()},
+          {"team_shrinks", team_shrinks},
+          {"batch_size", B},
+          {"bptt", T},
+          {"steps", a.steps},
+          {"tokens_per_s", double(B * T) / step_secs},
+          {"step_ms", 1000.0 * step_secs},
+          {"peak_rss_mb", double(ru.ru_maxrss) / 1024.0},
+          {"gflops", gflops},
+          {"sgemm_peak_gflops", peak},
+          {"gemm", device == Device::CPU ? cpu::gemm_kernel() : std::string("cuBLAS")},
+          {"fraction_of_peak", gflops / peak}};
+}
+
 void run_bench(const BenchArgs& a) {
   RunConfig cfg = load_run_config(a.config, a.overrides, /*require_data=*/false);  // random tokens: no data needed
   const TrainConfig& t = cfg.train;
@@ -136,66 +198,17 @@ void run_bench(const BenchArgs& a) {
     loop.step(in.data() + first, tg.data() + first, mine, T);  // memory carried between steps, as in training
     if (device != Device::CPU) cuda::synchronize();  // (reading the loss already waits; be explicit)
   };
-  // One warm-up step (it sizes the arena and fills the memory), then the median step: robust to
-  // the other tenants of a shared machine.
-  step();
-  const int shrinks_before = threads::shrinks();
-  std::vector<double> secs;
-  for (int64_t i = 0; i < a.steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    step();
-    secs.push_back(seconds_since(t0));
-  }
-  // Times the team shrank for another process during the timed steps (backend/threads).
-  const int team_shrinks = threads::shrinks() - shrinks_before;
+  const auto [step_secs, team_shrinks] = time_steps(step, a.steps);
   nlohmann::json profile_rows = nlohmann::json::array();
   if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
-  const double step_secs = median(secs);
-  // The gradient sum alone, as a step does it (part of the step time above).
   const size_t P = model.params().numel();
-  std::vector<double> reduce_secs;
-  if (N > 1) {
-    DeviceBuffer g(device, P);
-    for (int i = 0; i < 5; ++i) {
-      comm.barrier();
-      const auto t0 = std::chrono::steady_clock::now();
-      comm.sum_ordered(g.data(), P, device);
-      if (device != Device::CPU) cuda::synchronize();
-      reduce_secs.push_back(seconds_since(t0));
-    }
-  }
+  const double reduce = N > 1 ? time_reduce(comm, P, device) : 0.0;
   if (!comm.root()) return;
-  // Sampling speed: one stream, a token of prompt, then one step per new token (train/sample).
-  double sample_secs = 0;
-  if (a.sample > 0) {
-    SampleOptions so;
-    so.tokens = a.sample, so.temperature = 1.f, so.top_k = 0, so.seed = t.seed;
-    const auto t0 = std::chrono::steady_clock::now();
-    generate(model, {0}, so);
-    sample_secs = seconds_since(t0);
-  }
-  struct rusage ru {};
-  ::getrusage(RUSAGE_SELF, &ru);
-  const double gflops = step_flops(cfg.model, B, T) / step_secs / 1e9;
-  const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
-  nlohmann::json j = {{"config", a.config},
-                      {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
-                      {"threads", threads::max_threads()},
-                      {"team_shrinks", team_shrinks},
-                      {"batch_size", B},
-                      {"bptt", T},
-                      {"steps", a.steps},
-                      {"tokens_per_s", double(B * T) / step_secs},
-                      {"step_ms", 1000.0 * step_secs},
-                      {"peak_rss_mb", double(ru.ru_maxrss) / 1024.0},
-                      {"gflops", gflops},
-                      {"sgemm_peak_gflops", peak},
-                      {"gemm", device == Device::CPU ? cpu::gemm_kernel() : std::string("cuBLAS")},
-                      {"fraction_of_peak", gflops / peak}};
+  const double sample_secs = a.sample > 0 ? time_sampling(model, a.sample, t.seed) : 0.0;
+  nlohmann::json j = speed_json(a, cfg, device, step_secs, team_shrinks);  // peak memory: after sampling too
   if (a.profile) j["profile"] = profile_rows;
   if (a.sample > 0) j["sample_tokens_per_s"] = double(a.sample) / sample_secs;
   if (N > 1) {
-    const double reduce = median(reduce_secs);
     j["processes"] = N;
     j["reduce_ms"] = 1000.0 * reduce;
     j["reduce_share"] = reduce / step_secs;

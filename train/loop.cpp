@@ -68,11 +68,9 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     throw std::invalid_argument("TrainLoop::step: " + std::to_string(B) + " rows do not split into grad_accum " +
                                 std::to_string(K) + " micro-batches");
   threads::share_cores();
-  const int64_t step = steps_, rows = B / K;
+  const int64_t rows = B / K;
   Comm* comm = cfg_.comm;
   ParamStore& params = model_.params();
-  const Device device = params.device();
-  const int64_t P = int64_t(params.numel());
   // Each micro-batch's loss is a mean over its own targets; the step's is over all of them.
   std::vector<double> count(static_cast<size_t>(K));
   double total = 0;
@@ -82,9 +80,31 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     total += count[size_t(k)];
   }
   if (comm) comm->sum_ordered(&total, 1);
-  const bool alone = K == 1 && (!comm || comm->size() == 1);
+  double loss_sum = micro_batch_gradients(inputs, targets, rows, T, count, total);
+  if (comm) {
+    comm->sum_ordered(params.grad_block(), params.numel(), params.device());
+    comm->sum_ordered(&loss_sum, 1);
+  }
+  StepStats s;
+  s.loss = total > 0 ? loss_sum / total : 0.0;
+  s.grad_norm = global_grad_norm(params);  // logged before clipping
+  s.lr = learning_rate(steps_, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
+  batch_ = B;
+  ++steps_;
+  if (std::isfinite(s.loss) && std::isfinite(s.grad_norm)) opt_.step(s.lr, clip_scale(s.grad_norm, cfg_.clip));
+  else skip_update(s);  // clipping above is applied as AdamW reads the gradients
+  return s;
+}
+
+double TrainLoop::micro_batch_gradients(const int32_t* inputs, const int32_t* targets, int64_t rows, int64_t T,
+                                        const std::vector<double>& count, double total) {
+  const int64_t K = int64_t(states_.size());
+  ParamStore& params = model_.params();
+  const Device device = params.device();
+  const int64_t P = int64_t(params.numel());
+  const bool alone = K == 1 && (!cfg_.comm || cfg_.comm->size() == 1);
   if (K > 1 && accumulated_.size() != size_t(P)) accumulated_ = DeviceBuffer(device, size_t(P));
-  const uint64_t first_micro_batch = uint64_t(comm ? comm->rank() : 0) * uint64_t(K);
+  const uint64_t first_micro_batch = uint64_t(cfg_.comm ? cfg_.comm->rank() : 0) * uint64_t(K);
   double loss_sum = 0;  // sum over this process's micro-batches of loss x targets, in order
   Rng next_rng = rng_;
   for (int64_t k = 0; k < K; ++k) {
@@ -108,24 +128,14 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
     else add_grads_to(acc, params);
   }
   if (K > 1) copy_bytes(params.grad_block(), device, accumulated_.data(), device, size_t(P) * sizeof(float));
-  if (comm) {
-    comm->sum_ordered(params.grad_block(), size_t(P), device);
-    comm->sum_ordered(&loss_sum, 1);
-  }
   rng_ = next_rng;
-  StepStats s;
-  s.loss = total > 0 ? loss_sum / total : 0.0;
-  s.grad_norm = global_grad_norm(params);  // logged before clipping
-  s.lr = learning_rate(step, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
-  batch_ = B;
-  ++steps_;
-  if (std::isfinite(s.loss) && std::isfinite(s.grad_norm)) {
-    opt_.step(s.lr, clip_scale(s.grad_norm, cfg_.clip));  // clipping applied as AdamW reads the gradients
-    return s;
-  }
+  return loss_sum;
+}
+
+void TrainLoop::skip_update(StepStats& s) {
   s.skipped = true;
   s.fault = fmt::format("loss {}, gradient norm {}", s.loss, s.grad_norm);
-  if (const std::string name = first_nonfinite_gradient(params); !name.empty())
+  if (const std::string name = first_nonfinite_gradient(model_.params()); !name.empty())
     s.fault += " (first non-finite gradient: " + name + ")";
   for (const State& st : states_) {
     const std::vector<float> memory = st.memory.values();
@@ -134,7 +144,6 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
       break;
     }
   }
-  return s;
 }
 
 std::string first_nonfinite_gradient(ParamStore& params) {

@@ -80,6 +80,15 @@ class TrainLoop {
   DeviceBuffer accumulated_;   // the step's gradient while its micro-batches run (grad_accum > 1)
   int64_t batch_ = 0;
   int64_t steps_ = 0;
+
+  // The step's parts. The summed gradient of the micro-batches (each weighted by its share of the
+  // step's `total` targets) into the parameters' gradient block; returns this process's sum of
+  // loss x targets over its micro-batches.
+  double micro_batch_gradients(const int32_t* inputs, const int32_t* targets, int64_t rows, int64_t T,
+                               const std::vector<double>& count, double total);
+  // A step whose loss or gradient norm is not finite: no update, the fault named, a memory that
+  // went non-finite dropped.
+  void skip_update(StepStats& s);
 };
 
 }  // namespace fbt
