@@ -1,0 +1,221 @@
+// Attention over key/value segments on the GPU, the twin of backend/cpu/attention.cpp.
+#include "backend/cuda/common.cuh"
+
+namespace fbt::cuda {
+
+using namespace detail;
+
+// ---- attention over segments (passed by value) ----
+
+namespace {
+constexpr int kMaxSegs = kMaxAttentionSegments;
+struct Segs {
+  KVRows s[kMaxSegs];
+  int n;
+};
+__device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int64_t I, int* seg, int64_t* r) {
+  for (int k = 0; k < sg.n; ++k) {
+    if (j < sg.s[k].rows) {
+      *seg = k, *r = j;
+      return sg.s[k].data + b * sg.s[k].batch_stride + j * 2 * I;
+    }
+    j -= sg.s[k].rows;
+  }
+  return nullptr;
+}
+
+// One block of kAttnThreads per (batch, head, query). Warps take the keys, a warp's lanes split
+// the head dimension and a fixed-order shuffle sums each dot product; the block reduces the
+// softmax in shared memory (fixed trees); for the weighted sum over keys, thread (column c, group
+// g) sums the keys j = g, g + G, ... so that a warp reads a value row contiguously, and the G
+// partial sums are added in order. Shared memory: S floats, then G * Dh partials.
+constexpr int kAttnThreads = 128;
+
+// out[c] (+)= sum_j w[j] rows(j)[c] for the Dh columns, w in shared memory; see above.
+template <typename Row>
+__device__ void weighted_rows(float* out, bool accumulate, const float* w, float* part, int64_t S, int64_t Dh, Row row) {
+  const int64_t G = blockDim.x >= Dh ? blockDim.x / Dh : 1;
+  for (int64_t idx = threadIdx.x; idx < G * Dh; idx += blockDim.x) {
+    const int64_t c = idx % Dh, g = idx / Dh;
+    float s = 0.f;
+    for (int64_t j = g; j < S; j += G)
+      if (w[j] != 0.f) s += w[j] * row(j)[c];
+    part[idx] = s;
+  }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < Dh; c += blockDim.x) {
+    float s = accumulate ? out[c] : 0.f;
+    for (int64_t g = 0; g < G; ++g) s += part[g * Dh + c];
+    out[c] = s;
+  }
+}
+
+// sm[j] = rows(j) . x over the Dh columns for the keys with keep(j), else `otherwise`.
+template <typename Row, typename Keep>
+__device__ void dots(float* sm, const float* x, int64_t S, int64_t Dh, Row row, Keep keep, float otherwise) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int64_t j = warp; j < S; j += warps) {
+    if (!keep(j)) {
+      if (lane == 0) sm[j] = otherwise;
+      continue;
+    }
+    const float* rj = row(j);
+    float s = 0.f;
+    for (int64_t c = lane; c < Dh; c += 32) s += x[c] * rj[c];
+    s = warp_sum(s);
+    if (lane == 0) sm[j] = s;
+  }
+  __syncthreads();
+}
+
+size_t attention_shared_bytes(const AttentionDims& d) {
+  return sizeof(float) * size_t(d.S + std::max<int64_t>(kAttnThreads, d.Dh));
+}
+
+__global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
+                                    const float* bias, const float* drop, AttentionDims d) {
+  extern __shared__ float sm[];
+  __shared__ float red[kAttnThreads];
+  const int64_t t = blockIdx.x;  // = (b * H + h) * n + i
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+  const int32_t* bk = bucket + i * S;
+  auto key = [&](int64_t j) {
+    int seg;
+    int64_t r;
+    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+  };
+  dots(sm, qi, S, d.Dh, key, [&](int64_t j) { return bk[j] >= 0; }, -INFINITY);
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x)
+    if (bk[j] >= 0) mx = fmaxf(mx, sm[j] += bias ? bias[bk[j] * d.H + h] : 0.f);
+  mx = block_reduce(mx, red, true);
+  // probs, drop and dlogits are key-major (B, H, S, n): this query's entry for key j at [j * n].
+  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;
+  float* p = probs + at;
+  float* o = out + (b * d.n + i) * I + h * d.Dh;
+  if (mx == -INFINITY) {  // no visible key: zero probabilities, zero output
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j * kn] = 0.f;
+    for (int64_t c = threadIdx.x; c < d.Dh; c += blockDim.x) o[c] = 0.f;
+    return;
+  }
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) sum += (sm[j] = bk[j] < 0 ? 0.f : expf(sm[j] - mx));
+  const float inv = 1.0f / block_reduce(sum, red, false);
+  const float* dr = drop ? drop + at : nullptr;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    p[j * kn] = sm[j] * inv;
+    sm[j] = dr ? p[j * kn] * dr[j * kn] : p[j * kn];  // the weight of value j
+  }
+  __syncthreads();
+  weighted_rows(o, false, sm, sm + S, S, d.Dh, [&](int64_t j) { return key(j) + I; });
+}
+
+// dlogits and dq, one block per (b, h, i) as the forward; key/value gradients then per (b, h,
+// key row, column) summing the queries in order, so nothing is written by two threads.
+__global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout, const float* q, Segs sg,
+                                    const float* probs, const float* drop, AttentionDims d) {
+  extern __shared__ float sm[];
+  __shared__ float red[kAttnThreads];
+  const int64_t t = blockIdx.x;
+  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
+  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;  // key-major, as the forward
+  const float* p = probs + at;
+  const float* dr = drop ? drop + at : nullptr;
+  float* dl = dlogits + at;
+  auto key = [&](int64_t j) {
+    int seg;
+    int64_t r;
+    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
+  };
+  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j * kn] != 0.f; }, 0.f);
+  float dot = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    if (dr) sm[j] *= dr[j * kn];
+    dot += p[j * kn] * sm[j];
+  }
+  dot = block_reduce(dot, red, false);
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j * kn] = sm[j] = p[j * kn] == 0.f ? 0.f : p[j * kn] * (sm[j] - dot);
+  __syncthreads();
+  if (dq) weighted_rows(dq + (b * d.n + i) * I + h * d.Dh, true, sm, sm + S, S, d.Dh, key);
+}
+
+__global__ void attention_dkv_k(const float* dlogits, const float* dout, const float* q, Segs sg, const float* probs,
+                                const float* drop, AttentionDims d) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= d.B * d.H * d.S * d.Dh) return;
+  const int64_t c = t % d.Dh, j = (t / d.Dh) % d.S, h = (t / (d.Dh * d.S)) % d.H, b = t / (d.Dh * d.S * d.H);
+  const int64_t I = d.H * d.Dh, S = d.S;
+  int seg;
+  int64_t r;
+  row_ptr(sg, j, b, I, &seg, &r);
+  float* g = sg.s[seg].grad;
+  if (!g) return;
+  float dk = 0.f, dv = 0.f;
+  for (int64_t i = 0; i < d.n; ++i) {
+    const int64_t pi = ((b * d.H + h) * S + j) * d.n + i;  // key-major
+    dk += dlogits[pi] * q[(b * d.n + i) * I + h * d.Dh + c];
+    const float w = drop ? probs[pi] * drop[pi] : probs[pi];
+    dv += w * dout[(b * d.n + i) * I + h * d.Dh + c];
+  }
+  float* row = g + b * sg.s[seg].batch_stride + r * 2 * I;
+  row[h * d.Dh + c] += dk;
+  row[I + h * d.Dh + c] += dv;
+}
+
+// One block per (bucket, head): its threads walk (batch, query, key) in a fixed order and the
+// block sums them in a fixed tree.
+__global__ void attention_dbias_k(float* dbias, const float* dlogits, const int32_t* bucket, AttentionDims d) {
+  __shared__ float red[kAttnThreads];
+  const int64_t bk = blockIdx.x / d.H, h = blockIdx.x % d.H, nS = d.n * d.S;
+  float s = 0.f;
+  for (int64_t e = threadIdx.x; e < d.B * nS; e += blockDim.x) {
+    const int64_t b = e / nS, k = e % nS;
+    if (bucket[(k % d.n) * d.S + k / d.n] == bk) s += dlogits[(b * d.H + h) * nS + k];  // k = j * n + i
+  }
+  s = block_reduce(s, red, false);
+  if (threadIdx.x == 0) dbias[blockIdx.x] += s;  // dbias is (NB, H): row bk, column h
+}
+
+// The dynamic shared memory a per-query attention kernel needs, allowed beyond the default 48 KB
+// (long memories) where the device has it.
+template <typename Kernel>
+size_t shared_for(Kernel k, const AttentionDims& d) {
+  const size_t bytes = attention_shared_bytes(d);
+  if (bytes > (size_t(48) << 10))
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  return bytes;
+}
+
+Segs pack(const KVRows* segs, int nsegs) {
+  if (nsegs > kMaxSegs) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
+  Segs s{};
+  for (int k = 0; k < nsegs; ++k) s.s[k] = segs[k];
+  s.n = nsegs;
+  return s;
+}
+}  // namespace
+
+void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+  const size_t smem = shared_for(attention_forward_k, d);
+  launch(attention_forward_k, d.B * d.H * d.n, kAttnThreads, smem, out, probs, q, pack(segs, nsegs), bucket, bias,
+         drop, d);
+}
+
+void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
+                        const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
+                        const float* drop, const AttentionDims& d) {
+  const Segs sg = pack(segs, nsegs);
+  launch(attention_dlogits_k, d.B * d.H * d.n, kAttnThreads, shared_for(attention_dlogits_k, d), dq, dlogits, dout,
+         q, sg, probs, drop, d);
+  launch(attention_dkv_k, blocks(d.B * d.H * d.S * d.Dh), kThreads, 0, dlogits, dout, q, sg, probs, drop, d);
+  if (dbias && d.NB > 0) {
+    launch(attention_dbias_k, int(d.NB * d.H), kAttnThreads, 0, dbias, dlogits, bucket, d);
+  }
+}
+
+}  // namespace fbt::cuda
