@@ -17,7 +17,10 @@
 #include "models/weights.hpp"
 #include "util/safetensors.hpp"
 
+#include "run_fixture.hpp"
+
 using namespace fbt;
+using namespace fbt::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -40,16 +43,6 @@ Run fbt_cli(const std::string& args, bool with_stderr = true) {
   return r;
 }
 
-struct Dir {
-  fs::path path;
-  Dir() {
-    path = fs::temp_directory_path() / ("fbt_cli_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Dir() { fs::remove_all(path); }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
 
 const char* kModelYaml =
     "model:\n  num_tokens: 11\n  dim: 8\n  depth: 2\n  heads: 2\n  dim_head: 4\n  seq_len: 2\n  mem_len: 5\n"
@@ -57,7 +50,7 @@ const char* kModelYaml =
 
 // d/bench.yaml: the small model, a token file bench does not read (it draws its own tokens),
 // train: {batch_size: 2, bptt: 6, <train_keys>}.
-void write_bench_config(const Dir& d, const std::string& train_keys) {
+void write_bench_config(const TempDir& d, const std::string& train_keys) {
   const std::vector<uint16_t> ids(32, 3);
   std::ofstream(d / "tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(ids.data()), 64);
   std::ofstream(d / "bench.yaml") << kModelYaml << "data: {format: u16, train: " << d / "tokens.bin"
@@ -68,7 +61,7 @@ void write_bench_config(const Dir& d, const std::string& train_keys) {
 }  // namespace
 
 TEST_CASE("cli: forward writes logits loss memory and gradients as the library computes them") {
-  Dir d;
+  TempDir d;
   std::ofstream(d / "m.yaml") << kModelYaml;
   ModelConfig cfg = load_model_config(d / "m.yaml");
   FeedbackTransformer model(cfg);
@@ -116,7 +109,7 @@ TEST_CASE("cli: forward writes logits loss memory and gradients as the library c
 }
 
 TEST_CASE("cli: bad input gets one clear error and a non-zero exit") {
-  Dir d;
+  TempDir d;
   std::ofstream(d / "m.yaml") << kModelYaml;
   FeedbackTransformer model(load_model_config(d / "m.yaml"));
   SafeTensors w = weights_to_safetensors(model);
@@ -192,14 +185,28 @@ TEST_CASE("cli: version says which backends are compiled in") {
   CHECK(r.output.find("backends: cpu") != std::string::npos);
 }
 
+// calls_per_step of one op and phase in a bench --profile JSON line (0 when absent).
+double calls_per_step(const nlohmann::json& j, const std::string& op, const std::string& phase) {
+  for (const auto& row : j.at("profile"))
+    if (row.at("op") == op && row.at("phase") == phase) return row.at("calls_per_step").get<double>();
+  return 0;
+}
+
 TEST_CASE("cli: bench needs no data section (it draws random tokens), times recompute too, and sampling on request") {
-  Dir d;
+  TempDir d;
   std::ofstream(d / "bench.yaml") << kModelYaml << "train: {batch_size: 2, bptt: 6, threads: 1, recompute: true}\n";
-  const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2", false);
+  std::ofstream(d / "plain.yaml") << kModelYaml << "train: {batch_size: 2, bptt: 6, threads: 1, recompute: false}\n";
+  const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2 --profile", false);
+  const Run plain = fbt_cli("bench --config " + d / "plain.yaml" + " --steps 2 --profile", false);
   INFO(r.output);
   REQUIRE(r.status == 0);
-  CHECK(nlohmann::json::parse(r.output).at("tokens_per_s").get<double>() > 0);
-  CHECK_FALSE(nlohmann::json::parse(r.output).contains("sample_tokens_per_s"));
+  REQUIRE(plain.status == 0);
+  const nlohmann::json j = nlohmann::json::parse(r.output), k = nlohmann::json::parse(plain.output);
+  CHECK(j.at("tokens_per_s").get<double>() > 0);
+  CHECK_FALSE(j.contains("sample_tokens_per_s"));
+  // recompute runs the windows' forward again in the backward: more forward products, the same backward
+  CHECK(calls_per_step(j, "linear", "forward") > calls_per_step(k, "linear", "forward"));
+  CHECK(calls_per_step(j, "linear", "backward") == calls_per_step(k, "linear", "backward"));
   // --sample: the speed of sampling at batch 1 too
   const Run s = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 1 --sample 20", false);
   INFO(s.output);
@@ -214,7 +221,7 @@ TEST_CASE("cli: out of memory is one line naming the size that failed and what t
 #if defined(__SANITIZE_ADDRESS__)
   MESSAGE("AddressSanitizer reserves more address space than the limit allows: skipped");
 #else
-  Dir d;  // a step of ~300 MB of activations under a 400 MB address-space limit
+  TempDir d;  // a step of ~300 MB of activations under a 400 MB address-space limit
   std::ofstream(d / "big.yaml") << "model: {num_tokens: 256, dim: 512, depth: 6, heads: 8, dim_head: 64, seq_len: 32, "
                                    "mem_len: 256}\ntrain: {batch_size: 8, bptt: 128, threads: 1}\n";
   const std::string cmd = "ulimit -v 400000; exec " + std::string(FBT_BIN) + " bench --config " + d / "big.yaml" +
@@ -236,7 +243,7 @@ TEST_CASE("cli: out of memory is one line naming the size that failed and what t
 }
 
 TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows that cover the step") {
-  Dir d;
+  TempDir d;
   write_bench_config(d, "threads: 1");
   const Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 3 --profile 2>" + d / "table.txt", false);
   INFO(r.output);
@@ -263,6 +270,10 @@ TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows th
   CHECK(attention_bwd > 0);
   CHECK(adamw > 0);
   CHECK(total > 0);
+  // rows count what ran: one loss and one optimizer update a step
+  CHECK(calls_per_step(j, "adamw", "optimizer") == 1);
+  CHECK(calls_per_step(j, "cross_entropy", "forward") == 1);
+  CHECK(calls_per_step(j, "cross_entropy", "backward") == 1);
   std::ifstream table(d / "table.txt");
   const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
   CHECK(text.find("ms/step") != std::string::npos);
@@ -276,7 +287,7 @@ TEST_CASE("cli: bench prints one JSON line of figures; --profile adds op rows th
 }
 
 TEST_CASE("cli: the cuda device trains where it is usable and is refused by name where it is not") {
-  Dir d;
+  TempDir d;
   write_bench_config(d, "threads: 1, device: cuda");
   Run r = fbt_cli("bench --config " + d / "bench.yaml" + " --steps 2");
   const bool usable = fbt_cli("--version").output.find("device: ") != std::string::npos;
@@ -291,7 +302,7 @@ TEST_CASE("cli: the cuda device trains where it is usable and is refused by name
 }
 
 TEST_CASE("cli: compare says bit-identical weights are identical (exit 0) and names each tensor that differs (exit 1)") {
-  Dir d;
+  TempDir d;
   const std::vector<float> w{1.f, 2.f, 3.f, 4.f}, b{0.5f, -0.5f};
   auto save = [&](const std::string& name, std::vector<float> wv, bool with_bias) {
     SafeTensors st;

@@ -233,8 +233,8 @@ TEST_CASE("reliability: first_nonfinite_gradient names the first parameter holdi
 }
 
 TEST_CASE("a run that takes its out_dir removes the temporary files a killed writer left, and nothing else") {
-  const fs::path dir = fs::temp_directory_path() / ("fbt-stale-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const TempDir scratch;
+  const fs::path dir = scratch.path;
   fs::create_directories(dir / "sub.tmp.7");
   for (const char* name : {"config.yaml.tmp.4242", "model.safetensors.tmp.1", "notes.tmp.txt", "x.tmp.", "x.tmp.12a",
                            "model.safetensors", "sub.tmp.7/y.tmp.9"})
@@ -244,12 +244,11 @@ TEST_CASE("a run that takes its out_dir removes the temporary files a killed wri
   CHECK_FALSE(fs::exists(dir / "model.safetensors.tmp.1"));
   for (const char* kept : {"notes.tmp.txt", "x.tmp.", "x.tmp.12a", "model.safetensors", "sub.tmp.7/y.tmp.9"})
     CHECK_MESSAGE(fs::exists(dir / kept), kept);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("a lock file's holder text reaches the message only as 200 printable bytes of its first line") {
-  const fs::path dir = fs::temp_directory_path() / ("fbt-lock-text-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const TempDir scratch;
+  const fs::path dir = scratch.path;
   const std::string path = (dir / ".fbt-lock").string();
   {
     std::ofstream out(path);
@@ -269,7 +268,6 @@ TEST_CASE("a lock file's holder text reaches the message only as 200 printable b
     CHECK(msg.size() < 400);
   }
   ::close(fd);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("a run stopped after its last checkpoint and final evaluation resumes without a second valid line") {

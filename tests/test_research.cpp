@@ -13,6 +13,7 @@
 
 #include "gradcheck.hpp"
 #include "reference_model.hpp"
+#include "run_fixture.hpp"
 #include "research/plot.hpp"
 #include "tests/gnuplot_inert.hpp"
 #include "research/research.hpp"
@@ -189,18 +190,6 @@ TEST_CASE("research: layer mix is the softmax of layer_weight") {
 namespace {
 namespace fs = std::filesystem;
 
-// A scratch folder removed at the end of the test.
-struct ScratchDir {
-  fs::path dir;
-  explicit ScratchDir(const std::string& name) : dir(fs::temp_directory_path() / (name + std::to_string(::getpid()))) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
 
 // Payloads for each place a string reaches the script: quotes, newlines and carriage returns,
 // backquotes, gnuplot's ! and system(), shell $(...), macros, a NUL, a backslash before a quote.
@@ -245,12 +234,12 @@ TEST_CASE("plot: strings from the files and paths it plots never run a command, 
     MESSAGE("gnuplot not installed (./run installs gnuplot-nox): skipped");
     return;
   }
-  const ScratchDir root("fbt-plot-hostile-");
-  const fs::path marker = root.dir / "RAN";
+  const TempDir root;
+  const fs::path marker = root.path / "RAN";
   int case_no = 0;
   for (const std::string& p : hostile_payloads(marker)) {
     INFO("payload " << nlohmann::json(p).dump());
-    const fs::path dir = root.dir / ("case" + std::to_string(case_no++));
+    const fs::path dir = root.path / ("case" + std::to_string(case_no++));
     const auto [grads, runs] = write_hostile_case(dir, p);
     std::vector<std::string> made = plot_jsonl({grads}, "");
     CHECK(made.size() >= 2);  // gradient by lag and the truncation bias
@@ -266,7 +255,7 @@ TEST_CASE("plot: strings from the files and paths it plots never run a command, 
 TEST_CASE("plot: a line with a field missing or of the wrong type is one error naming the file and line") {
   // fuzz_plot's findings: nlohmann's operator[] on a missing key (an assertion, undefined in a
   // release build) and a type error thrown past the file and line.
-  const ScratchDir root("fbt-plot-fields-");
+  const TempDir root;
   const std::vector<std::string> lines = {
       R"({"split": "train", "loss": 1.0, "bpc": 1.0})",                      // no step
       R"({"split": "valid", "step": "ten", "loss": 1.0, "bpc": 1.0})",       // a string step
@@ -277,11 +266,11 @@ TEST_CASE("plot: a line with a field missing or of the wrong type is one error n
   int k = 0;
   for (const std::string& bad : lines) {
     INFO(bad);
-    const fs::path f = root.dir / ("m" + std::to_string(k++) + ".jsonl");
+    const fs::path f = root.path / ("m" + std::to_string(k++) + ".jsonl");
     std::ofstream(f) << R"({"split": "train", "step": 1, "loss": 1.0, "bpc": 1.0})" << "\n" << bad << "\n";
     std::vector<std::string> charts;
     try {
-      gnuplot_script({f.string()}, root.dir.string(), charts);
+      gnuplot_script({f.string()}, root.path.string(), charts);
       FAIL("no error");
     } catch (const std::runtime_error& e) {
       CHECK(std::string(e.what()).rfind(f.string() + ":2: ", 0) == 0);
@@ -290,11 +279,11 @@ TEST_CASE("plot: a line with a field missing or of the wrong type is one error n
 }
 
 TEST_CASE("plot: the gnuplot script for hostile files holds their strings only as inert literals") {
-  const ScratchDir root("fbt-plot-script-");
+  const TempDir root;
   int case_no = 0;
-  for (const std::string& p : hostile_payloads(root.dir / "RAN")) {
+  for (const std::string& p : hostile_payloads(root.path / "RAN")) {
     INFO("payload " << nlohmann::json(p).dump());
-    const fs::path dir = root.dir / ("case" + std::to_string(case_no++));
+    const fs::path dir = root.path / ("case" + std::to_string(case_no++));
     const auto [grads, runs] = write_hostile_case(dir, p);
     std::vector<std::string> files = {grads + "/a.jsonl", grads + "/b.jsonl"};
     for (const std::string& r : runs) files.push_back(r + "/metrics.jsonl");
