@@ -33,7 +33,7 @@ train_run() {  # OUT RUN [fbt train flags]: RUN is FAMILY-dDEPTH, or lrRATE/FAMI
   "$FBT" train "configs/lm/$family.yaml" --resume --set "model.depth=$depth" --set "train.out_dir=$dir" \
     --set train.threads=1 "${trial[@]}" "$@" >>"$dir.log" 2>&1 ||
     { echo "$run: training failed (last lines of $dir.log):"; tail -n 3 "$dir.log"; return 1; }
-  python3 scripts/lm_table.py --run "$dir"
+  python3 scripts/lm_table.py --run "$dir" "$run"
 }
 
 sweep_steps() { echo $(($(sed -n 's/^  steps: *\([0-9]*\).*/\1/p' configs/lm/feedback.yaml) / 4)); }

@@ -5,7 +5,7 @@ row per run: parameters, steps, tokens, wall time and tokens/s (the last line of
 its last valid bpc and its test bpc. With --charts DIR it also draws, with gnuplot, DIR/test_bpc_by_depth.png
 (a line per family) and DIR/valid_bpc_by_time.png (a line per run: the cost view).
 
-  --run RUN_DIR               one progress line on a run: its steps, tokens, wall time and last valid bpc
+  --run RUN_DIR [LABEL]       one progress line on a run: its steps, tokens, wall time and last valid bpc
   --finished RUN_DIR CONFIG   exit 0 if the run trained CONFIG's train.steps and wrote its final weights
   --sweep DIR                 the learning-rate trials in DIR/lr*/ (./run lm-compare --sweep): each one's final
                               valid bpc, and each family's best"""
@@ -20,7 +20,7 @@ import sys
 import runs
 
 if sys.argv[1:2] == ["--run"]:
-    print(runs.summary(sys.argv[2], "bpc"))
+    print(runs.summary(sys.argv[2], "bpc", sys.argv[3] if len(sys.argv) > 3 else None))
     sys.exit(0)
 if sys.argv[1:2] == ["--finished"]:
     sys.exit(0 if runs.finished(*sys.argv[2:4]) else 1)

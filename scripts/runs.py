@@ -23,12 +23,13 @@ def finished(run_dir, recipe):
             and config_steps(os.path.join(run_dir, "config.yaml")) == config_steps(recipe) == records(run_dir)[-1]["step"])
 
 
-def summary(run_dir, metric):
-    """One progress line: steps, tokens, wall time and the last valid METRIC ("accuracy" or "bpc")."""
+def summary(run_dir, metric, label=None):
+    """One progress line, LABEL (default: the run folder's name): steps, tokens, wall time and the last
+    valid METRIC ("accuracy" or "bpc")."""
     run = records(run_dir)
     last = run[-1]
     valid = [r for r in run if r.get("split") == "valid"]
     shown = (f", valid {metric} " + (f"{valid[-1][metric]:.1%}" if metric == "accuracy" else f"{valid[-1][metric]:.4f}")
              + f" at step {valid[-1]['step']}") if valid else ""
-    return (f"{os.path.basename(os.path.normpath(run_dir))}: {last['step']} steps, {last['tokens'] / 1e6:.1f} M tokens,"
+    return (f"{label or os.path.basename(os.path.normpath(run_dir))}: {last['step']} steps, {last['tokens'] / 1e6:.1f} M tokens,"
             f" {last['elapsed_s'] / 60:.1f} min{shown}")
