@@ -1,10 +1,10 @@
-// `fbt plot RUN_OR_JSONL...`: PNG charts of a run's metrics and of grads files (research/plot.hpp).
+// `fbt plot RUN_OR_JSONL...`: PNG charts of a run's metrics and of grads files (cli/plot.hpp).
 #include <fmt/core.h>
 
 #include <memory>
 
 #include "cli/commands.hpp"
-#include "research/plot.hpp"
+#include "cli/plot.hpp"
 
 namespace fbt::cli {
 

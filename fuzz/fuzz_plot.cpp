@@ -1,4 +1,4 @@
-// The plot path (research/plot): JSONL files read and the gnuplot script written, without running
+// The plot path (cli/plot): JSONL files read and the gnuplot script written, without running
 // gnuplot. The input, cut at NUL bytes, is a run folder name and two .jsonl files (two runs, so
 // the folder names reach the script too). Any input gives an inert script (tests/gnuplot_inert.hpp:
 // its strings only as single-quoted literals, every line one of fbt's commands) or an error that
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "research/plot.hpp"
+#include "cli/plot.hpp"
 #include "tests/gnuplot_inert.hpp"
 
 namespace fs = std::filesystem;

@@ -1,4 +1,4 @@
-// Whether a gnuplot script that fbt plot writes (research/plot.hpp, gnuplot_script) can do
+// Whether a gnuplot script that fbt plot writes (cli/plot.hpp, gnuplot_script) can do
 // anything but draw: the check behind the hostile-payload test (tests/test_research.cpp) and the
 // plot fuzz target (fuzz/fuzz_plot.cpp). Strings from the plotted files may appear only as
 // single-quoted literals (gnuplot expands nothing in them) without control characters, joined by

@@ -14,7 +14,7 @@
 #include "gradcheck.hpp"
 #include "reference_model.hpp"
 #include "run_fixture.hpp"
-#include "research/plot.hpp"
+#include "cli/plot.hpp"
 #include "tests/gnuplot_inert.hpp"
 #include "research/research.hpp"
 

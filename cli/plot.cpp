@@ -1,4 +1,4 @@
-#include "research/plot.hpp"
+#include "cli/plot.hpp"
 
 #include <fmt/core.h>
 #include <spawn.h>
