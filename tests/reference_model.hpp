@@ -12,6 +12,17 @@
 
 namespace fbt::testing {
 
+// The tests' tiny model: small enough for central differences over every parameter, with heads,
+// buckets and a span that exercise every path (tests change the fields their case is about).
+inline ModelConfig tiny_model_config(const std::string& type = "feedback") {
+  ModelConfig c;
+  c.type = type;
+  c.num_tokens = 7, c.dim = 6, c.depth = 2, c.heads = 2, c.dim_head = 3, c.ff_mult = 2;
+  c.mem_len = 4, c.num_buckets = 6, c.max_distance = 9;
+  c.shared_kv = type == "feedback";
+  return c;
+}
+
 inline int32_t t5_bucket(int64_t d, int64_t nb, int64_t maxd) {
   const int64_t e = nb / 2;
   if (d < e) return int32_t(d);

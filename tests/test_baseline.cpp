@@ -17,11 +17,7 @@ using namespace fbt::testing;
 namespace {
 
 ModelConfig tiny_xl(bool cross) {
-  ModelConfig c;
-  c.type = "transformer_xl";
-  c.num_tokens = 7, c.dim = 6, c.depth = 2, c.heads = 2, c.dim_head = 3, c.ff_mult = 2;
-  c.mem_len = 4, c.num_buckets = 6, c.max_distance = 9;
-  c.shared_kv = false;
+  ModelConfig c = tiny_model_config("transformer_xl");
   c.cross_attend = cross;
   return c;
 }

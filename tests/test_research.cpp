@@ -24,9 +24,8 @@ using namespace fbt::testing;
 namespace {
 
 ModelConfig cfg(int64_t seq_len, bool shared_kv, bool keep_last) {
-  ModelConfig c;
-  c.num_tokens = 7, c.dim = 6, c.depth = 2, c.heads = 2, c.dim_head = 3, c.ff_mult = 2;
-  c.seq_len = seq_len, c.mem_len = 5, c.num_buckets = 6, c.max_distance = 9;
+  ModelConfig c = tiny_model_config();
+  c.seq_len = seq_len, c.mem_len = 5;
   c.shared_kv = shared_kv, c.keep_last_hidden = keep_last;
   return c;
 }
