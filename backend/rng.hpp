@@ -3,12 +3,7 @@
 #pragma once
 #include <cstdint>
 
-// hash() and uniform_at() also compile as CUDA device functions: the GPU draws the same numbers.
-#ifdef __CUDACC__
-#define FBT_HOST_DEVICE __host__ __device__
-#else
-#define FBT_HOST_DEVICE
-#endif
+#include "backend/host_device.hpp"  // hash() and uniform_at() run on the GPU too: it draws the same numbers
 
 namespace fbt {
 

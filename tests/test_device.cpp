@@ -144,7 +144,7 @@ TEST_CASE("device: buffers round-trip, the emulation keeps host and device point
   });
 }
 
-TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch below the row, too many key segments") {
+TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch below the row, too many key segments, shared memory") {
   DeviceBuffer rows(Device::CUDA, 8);
   std::vector<float> h(8, 1.f);
   // cudaMemcpy2D refuses a pitch below the row's width (here 8-byte pitches for 16-byte rows).
@@ -156,6 +156,13 @@ TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch bel
   CHECK_THROWS_WITH_AS(cuda::attention_forward(rows.data(), rows.data(), rows.data(), segs, kMaxAttentionSegments + 1,
                                                nullptr, nullptr, nullptr, dims),
                        doctest::Contains("more than 4 key/value segments"), std::invalid_argument);
+  // A block's shared memory: the scores of every key, on an H100/H200 at most 227 KB a block.
+  const AttentionDims many_keys{1, 1, 1, 8, 60000};
+  KVRows one[1] = {{rows.data(), nullptr, 0, 60000}};
+  CHECK_THROWS_WITH_AS(cuda::attention_forward(rows.data(), rows.data(), rows.data(), one, 1, nullptr, nullptr, nullptr,
+                                               many_keys),
+                       doctest::Contains("60000 keys need 235 KB of shared memory a block, more than the GPU's 227 KB"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("device: every kernel wrapper takes empty work (a zero count or no keys) and leaves its outputs alone") {

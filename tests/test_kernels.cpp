@@ -10,6 +10,7 @@
 
 #include "backend/device.hpp"
 #include "gradcheck.hpp"
+#include "backend/attention_index.hpp"
 #include "backend/cpu/kernels.hpp"
 #include "backend/cpu/simd.hpp"
 #include "tests/reference_kernels.hpp"
@@ -261,6 +262,52 @@ TEST_CASE("kernel: attention matches the naive loop") {
     cpu::attention_forward(fast.data(), probs.data(), q.data(), segs, 2, table.data(), bias.data(), nullptr, d);
     ref::attention_forward(slow.data(), q.data(), segs, 2, table.data(), bias.data(), d);
     check_close(fast, slow);
+  }
+}
+
+// The device kernels' index math (backend/attention_index.hpp) read against the CPU kernel's
+// layouts: a query's probabilities found at key_major sum to one and weigh the value rows
+// kv_row finds into the output query_head points at. Its only run before a GPU runs it.
+TEST_CASE("kernel: the device attention's index helpers agree with the CPU attention's layouts") {
+  namespace ix = fbt::attention_index;
+  const int64_t B = 3, n = 4, H = 2, Dh = 5, M = 6, I = H * Dh, S = M + n;
+  auto q = randn(B * n * I, 40), mem = randn(B * (M + 2) * 2 * I, 41), loc = randn(B * n * 2 * I, 42);
+  std::vector<int32_t> table;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < M; ++j) table.push_back(0);
+    for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? 0 : -1);
+  }
+  const KVRows segs[2] = {{mem.data() + 2 * I, nullptr, (M + 2) * 2 * I, M}, {loc.data(), nullptr, n * 2 * I, n}};
+  const AttentionDims d{B, n, H, Dh, S};
+  std::vector<float> out(sz(B * n * I)), probs(sz(B * H * S * n));
+  cpu::attention_forward(out.data(), probs.data(), q.data(), segs, 2, table.data(), nullptr, nullptr, d);
+  for (int64_t t = 0; t < B * H * n; ++t) {
+    const ix::Query qy = ix::query_of(t, d);
+    CHECK(t == (qy.b * H + qy.h) * n + qy.i);
+    const float* p = probs.data() + ix::key_major(d, qy.b, qy.h, qy.i);
+    double total = 0;
+    std::vector<double> o(sz(Dh), 0.0);
+    for (int64_t j = 0; j < S; ++j) {
+      int seg = -1;
+      int64_t row = -1;
+      const float* kv = ix::kv_row(segs, 2, j, qy.b, I, &seg, &row);
+      REQUIRE(kv != nullptr);
+      CHECK(seg == (j < M ? 0 : 1));
+      CHECK(row == (j < M ? j : j - M));
+      if (table[sz(qy.i * S + j)] < 0) CHECK(p[j * n] == 0.f);
+      total += p[j * n];
+      for (int64_t c = 0; c < Dh; ++c) o[sz(c)] += double(p[j * n]) * kv[I + qy.h * Dh + c];
+    }
+    CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
+    for (int64_t c = 0; c < Dh; ++c)
+      CHECK(out[sz(ix::query_head(d, qy.b, qy.i, qy.h) + c)] == doctest::Approx(o[sz(c)]).epsilon(1e-4));
+  }
+  int seg = 0;
+  int64_t row = 0;
+  CHECK(ix::kv_row(segs, 2, S, 0, I, &seg, &row) == nullptr);  // past the last key
+  for (int64_t t = 0; t < B * H * S * Dh; ++t) {
+    const ix::KeyColumn k = ix::key_column_of(t, d);
+    CHECK(t == ((k.b * H + k.h) * S + k.j) * Dh + k.c);
   }
 }
 

@@ -1,9 +1,11 @@
 // Attention over key/value segments on the GPU, the twin of backend/cpu/attention.cpp.
+#include "backend/attention_index.hpp"
 #include "backend/cuda/common.cuh"
 
 namespace fbt::cuda {
 
 using namespace detail;
+using namespace attention_index;
 
 // ---- attention over segments (passed by value) ----
 
@@ -14,14 +16,7 @@ struct Segs {
   int n;
 };
 __device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int64_t I, int* seg, int64_t* r) {
-  for (int k = 0; k < sg.n; ++k) {
-    if (j < sg.s[k].rows) {
-      *seg = k, *r = j;
-      return sg.s[k].data + b * sg.s[k].batch_stride + j * 2 * I;
-    }
-    j -= sg.s[k].rows;
-  }
-  return nullptr;
+  return kv_row(sg.s, sg.n, j, b, I, seg, r);
 }
 
 // One block of kAttnThreads per (batch, head, query). Warps take the keys, a warp's lanes split
@@ -29,7 +24,6 @@ __device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int
 // softmax in shared memory (fixed trees); for the weighted sum over keys, thread (column c, group
 // g) sums the keys j = g, g + G, ... so that a warp reads a value row contiguously, and the G
 // partial sums are added in order. Shared memory: S floats, then G * Dh partials.
-constexpr int kAttnThreads = 128;
 
 // out[c] (+)= sum_j w[j] rows(j)[c] for the Dh columns, w in shared memory; see above.
 template <typename Row>
@@ -68,18 +62,15 @@ __device__ void dots(float* sm, const float* x, int64_t S, int64_t Dh, Row row, 
   __syncthreads();
 }
 
-size_t attention_shared_bytes(const AttentionDims& d) {
-  return sizeof(float) * size_t(d.S + std::max<int64_t>(kAttnThreads, d.Dh));
-}
 
 __global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
                                     const float* bias, const float* drop, AttentionDims d) {
   extern __shared__ float sm[];
   __shared__ float red[kAttnThreads];
-  const int64_t t = blockIdx.x;  // = (b * H + h) * n + i
-  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const Query qy = query_of(blockIdx.x, d);
+  const int64_t b = qy.b, h = qy.h, i = qy.i;
   const int64_t I = d.H * d.Dh, S = d.S;
-  const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+  const float* qi = q + query_head(d, b, i, h);
   const int32_t* bk = bucket + i * S;
   auto key = [&](int64_t j) {
     int seg;
@@ -92,9 +83,9 @@ __global__ void attention_forward_k(float* out, float* probs, const float* q, Se
     if (bk[j] >= 0) mx = fmaxf(mx, sm[j] += bias ? bias[bk[j] * d.H + h] : 0.f);
   mx = block_reduce(mx, red, true);
   // probs, drop and dlogits are key-major (B, H, S, n): this query's entry for key j at [j * n].
-  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;
+  const int64_t kn = d.n, at = key_major(d, b, h, i);
   float* p = probs + at;
-  float* o = out + (b * d.n + i) * I + h * d.Dh;
+  float* o = out + query_head(d, b, i, h);
   if (mx == -INFINITY) {  // no visible key: zero probabilities, zero output
     for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j * kn] = 0.f;
     for (int64_t c = threadIdx.x; c < d.Dh; c += blockDim.x) o[c] = 0.f;
@@ -118,11 +109,11 @@ __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout
                                     const float* probs, const float* drop, AttentionDims d) {
   extern __shared__ float sm[];
   __shared__ float red[kAttnThreads];
-  const int64_t t = blockIdx.x;
-  const int64_t i = t % d.n, h = (t / d.n) % d.H, b = t / (d.n * d.H);
+  const Query qy = query_of(blockIdx.x, d);
+  const int64_t b = qy.b, h = qy.h, i = qy.i;
   const int64_t I = d.H * d.Dh, S = d.S;
-  const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
-  const int64_t kn = d.n, at = (b * d.H + h) * S * kn + i;  // key-major, as the forward
+  const float* doi = dout + query_head(d, b, i, h);
+  const int64_t kn = d.n, at = key_major(d, b, h, i);
   const float* p = probs + at;
   const float* dr = drop ? drop + at : nullptr;
   float* dl = dlogits + at;
@@ -140,15 +131,16 @@ __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout
   dot = block_reduce(dot, red, false);
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j * kn] = sm[j] = p[j * kn] == 0.f ? 0.f : p[j * kn] * (sm[j] - dot);
   __syncthreads();
-  if (dq) weighted_rows(dq + (b * d.n + i) * I + h * d.Dh, true, sm, sm + S, S, d.Dh, key);
+  if (dq) weighted_rows(dq + query_head(d, b, i, h), true, sm, sm + S, S, d.Dh, key);
 }
 
 __global__ void attention_dkv_k(const float* dlogits, const float* dout, const float* q, Segs sg, const float* probs,
                                 const float* drop, AttentionDims d) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= d.B * d.H * d.S * d.Dh) return;
-  const int64_t c = t % d.Dh, j = (t / d.Dh) % d.S, h = (t / (d.Dh * d.S)) % d.H, b = t / (d.Dh * d.S * d.H);
-  const int64_t I = d.H * d.Dh, S = d.S;
+  const KeyColumn kc = key_column_of(t, d);
+  const int64_t b = kc.b, h = kc.h, j = kc.j, c = kc.c;
+  const int64_t I = d.H * d.Dh;
   int seg;
   int64_t r;
   row_ptr(sg, j, b, I, &seg, &r);
@@ -156,10 +148,10 @@ __global__ void attention_dkv_k(const float* dlogits, const float* dout, const f
   if (!g) return;
   float dk = 0.f, dv = 0.f;
   for (int64_t i = 0; i < d.n; ++i) {
-    const int64_t pi = ((b * d.H + h) * S + j) * d.n + i;  // key-major
-    dk += dlogits[pi] * q[(b * d.n + i) * I + h * d.Dh + c];
+    const int64_t pi = key_major(d, b, h, i) + j * d.n;
+    dk += dlogits[pi] * q[query_head(d, b, i, h) + c];
     const float w = drop ? probs[pi] * drop[pi] : probs[pi];
-    dv += w * dout[(b * d.n + i) * I + h * d.Dh + c];
+    dv += w * dout[query_head(d, b, i, h) + c];
   }
   float* row = g + b * sg.s[seg].batch_stride + r * 2 * I;
   row[h * d.Dh + c] += dk;
@@ -174,19 +166,24 @@ __global__ void attention_dbias_k(float* dbias, const float* dlogits, const int3
   float s = 0.f;
   for (int64_t e = threadIdx.x; e < d.B * nS; e += blockDim.x) {
     const int64_t b = e / nS, k = e % nS;
-    if (bucket[(k % d.n) * d.S + k / d.n] == bk) s += dlogits[(b * d.H + h) * nS + k];  // k = j * n + i
+    if (bucket[(k % d.n) * d.S + k / d.n] == bk) s += dlogits[key_major(d, b, h, 0) + k];  // k = j * n + i
   }
   s = block_reduce(s, red, false);
   if (threadIdx.x == 0) dbias[blockIdx.x] += s;  // dbias is (NB, H): row bk, column h
 }
 
 // The dynamic shared memory a per-query attention kernel needs, allowed beyond the default 48 KB
-// (long memories) where the device has it.
+// (long memories) up to what the device lets a block opt into; more is a clear error.
 template <typename Kernel>
 size_t shared_for(Kernel k, const AttentionDims& d) {
-  const size_t bytes = attention_shared_bytes(d);
-  if (bytes > (size_t(48) << 10))
+  const size_t bytes = dynamic_shared_bytes(d);
+  if (bytes + kStaticSharedBytes > (size_t(48) << 10)) {
+    int device = 0, optin = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    check_shared_memory(d, size_t(optin));
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  }
   return bytes;
 }
 

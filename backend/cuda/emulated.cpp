@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/comm.hpp"
+#include "backend/attention_index.hpp"
 #include "backend/cpu/kernels.hpp"
 #include "backend/cuda/kernels.hpp"
 
@@ -216,8 +217,11 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 }
 
 namespace {
-std::vector<KVRows> host_segments(const KVRows* segs, int nsegs) {
+// The segments as the CPU kernels take them; the GPU's limits enforced (segments passed by value,
+// shared memory a block).
+std::vector<KVRows> host_segments(const KVRows* segs, int nsegs, const AttentionDims& d) {
   if (nsegs > kMaxAttentionSegments) throw std::invalid_argument("cuda attention: more than 4 key/value segments");
+  attention_index::check_shared_memory(d, attention_index::kGpuSharedLimit);
   std::vector<KVRows> r(segs, segs + nsegs);  // the array is on the host, its pointers on the device
   for (KVRows& s : r) s.data = h(s.data), s.grad = h(s.grad);
   return r;
@@ -227,14 +231,14 @@ std::vector<KVRows> host_segments(const KVRows* segs, int nsegs) {
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
   enter();
-  const std::vector<KVRows> s = host_segments(segs, nsegs);
+  const std::vector<KVRows> s = host_segments(segs, nsegs, d);
   cpu::attention_forward(h(out), h(probs), h(q), s.data(), nsegs, h(bucket), h(bias), h(drop), d);
 }
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const AttentionDims& d) {
   enter();
-  const std::vector<KVRows> s = host_segments(segs, nsegs);
+  const std::vector<KVRows> s = host_segments(segs, nsegs, d);
   cpu::attention_backward(h(dq), h(dbias), h(dlogits), h(dout), h(q), s.data(), nsegs, h(bucket), h(probs), h(drop), d);
 }
 
