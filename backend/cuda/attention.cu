@@ -18,6 +18,12 @@ struct Segs {
 __device__ inline const float* row_ptr(const Segs& sg, int64_t j, int64_t b, int64_t I, int* seg, int64_t* r) {
   return kv_row(sg.s, sg.n, j, b, I, seg, r);
 }
+// Head h's key in row j of the segments' concatenation, batch row b (its value I floats on).
+__device__ inline const float* head_key(const Segs& sg, int64_t j, int64_t b, int64_t h, const AttentionDims& d) {
+  int seg;
+  int64_t r;
+  return row_ptr(sg, j, b, d.H * d.Dh, &seg, &r) + h * d.Dh;
+}
 
 // One block of kAttnThreads per (batch, head, query). Warps take the keys, a warp's lanes split
 // the head dimension and a fixed-order shuffle sums each dot product; the block reduces the
@@ -72,11 +78,7 @@ __global__ void attention_forward_k(float* out, float* probs, const float* q, Se
   const int64_t I = d.H * d.Dh, S = d.S;
   const float* qi = q + query_head(d, b, i, h);
   const int32_t* bk = bucket + i * S;
-  auto key = [&](int64_t j) {
-    int seg;
-    int64_t r;
-    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
-  };
+  auto key = [&](int64_t j) { return head_key(sg, j, b, h, d); };
   dots(sm, qi, S, d.Dh, key, [&](int64_t j) { return bk[j] >= 0; }, -INFINITY);
   float mx = -INFINITY;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x)
@@ -117,11 +119,7 @@ __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout
   const float* p = probs + at;
   const float* dr = drop ? drop + at : nullptr;
   float* dl = dlogits + at;
-  auto key = [&](int64_t j) {
-    int seg;
-    int64_t r;
-    return row_ptr(sg, j, b, I, &seg, &r) + h * d.Dh;
-  };
+  auto key = [&](int64_t j) { return head_key(sg, j, b, h, d); };
   dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j * kn] != 0.f; }, 0.f);
   float dot = 0.f;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
