@@ -36,7 +36,7 @@ train_run() {  # OUT RUN [fbt train flags]: RUN is FAMILY-dDEPTH, or lrRATE/FAMI
   python3 scripts/lm_table.py --run "$dir" "$run"
 }
 
-sweep_steps() { echo $(($(sed -n 's/^  steps: *\([0-9]*\).*/\1/p' configs/lm/feedback.yaml) / 4)); }
+sweep_steps() { (cd scripts && python3 -c "import runs; print(runs.config_steps('../configs/lm/feedback.yaml') // 4)"); }
 
 queue() {  # OUT "RUN RUN ..." [fbt train flags]: the runs one after another
   local out=$1 run names
