@@ -6,7 +6,7 @@ plus those of the earlier curriculum stages it was initialized from (the `init_f
 config.yaml, followed back to a run that has none), then its test accuracy at each program length.
 
   --stage RUN_DIR             one line on a stage: its steps, tokens, wall time and last valid accuracy
-  --finished RUN_DIR CONFIG   exit 0 if the run trained CONFIG's train.steps and wrote its final weights"""
+  --finished RUN_DIR CONFIG   exit 0 if the run finished CONFIG (its train.steps or train.target_accuracy) and wrote its final weights"""
 import collections
 import json
 import os

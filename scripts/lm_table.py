@@ -6,7 +6,7 @@ its last valid bpc and its test bpc. With --charts DIR it also draws, with gnupl
 (a line per family) and DIR/valid_bpc_by_time.png (a line per run: the cost view).
 
   --run RUN_DIR [LABEL]       one progress line on a run: its steps, tokens, wall time and last valid bpc
-  --finished RUN_DIR CONFIG   exit 0 if the run trained CONFIG's train.steps and wrote its final weights
+  --finished RUN_DIR CONFIG   exit 0 if the run finished CONFIG (its train.steps or train.target_accuracy) and wrote its final weights
   --sweep DIR                 the learning-rate trials in DIR/lr*/ (./run lm-compare --sweep): each one's final
                               valid bpc, and each family's best"""
 import collections

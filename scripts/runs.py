@@ -10,17 +10,32 @@ def records(run_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def config_steps(config):
-    """train.steps of a config file (a recipe's or a run folder's config.yaml)."""
+def config_value(config, key, default=None):
+    """train.KEY of a config file (a recipe's or a run folder's config.yaml), as a float; default if absent."""
     with open(config) as f:
-        return int(re.search(r"^  steps: *(\d+)", f.read(), re.M).group(1))
+        found = re.search(rf"^  {key}: *([0-9.eE+-]+)", f.read(), re.M)
+    if found is None and default is None:
+        raise ValueError(f"{config}: no train.{key}")
+    return float(found.group(1)) if found else default
+
+
+def config_steps(config):
+    """train.steps of a config file."""
+    return int(config_value(config, "steps"))
 
 
 def finished(run_dir, recipe):
-    """The run trained the recipe's train.steps and wrote its final weights."""
-    return (os.path.exists(os.path.join(run_dir, "model.safetensors"))
-            and os.path.exists(os.path.join(run_dir, "metrics.jsonl"))
-            and config_steps(os.path.join(run_dir, "config.yaml")) == config_steps(recipe) == records(run_dir)[-1]["step"])
+    """The run trained the recipe's train.steps, or stopped where an evaluation reached its
+    train.target_accuracy, and wrote its final weights."""
+    if not (os.path.exists(os.path.join(run_dir, "model.safetensors"))
+            and os.path.exists(os.path.join(run_dir, "metrics.jsonl"))):
+        return False
+    ran = os.path.join(run_dir, "config.yaml")
+    if config_steps(ran) != config_steps(recipe) or config_value(ran, "target_accuracy", 0) != config_value(recipe, "target_accuracy", 0):
+        return False
+    last, target = records(run_dir)[-1], config_value(recipe, "target_accuracy", 0)
+    return last["step"] == config_steps(recipe) or (
+        target > 0 and last.get("split") == "valid" and last.get("accuracy", 0) >= target)
 
 
 def summary(run_dir, metric, label=None):

@@ -42,6 +42,16 @@ TEST_CASE("train: checkpoints hold weights and state and keep_last prunes") {
   CHECK(train_lines == 4);
   CHECK(valid_lines == 2);
   CHECK(std::stod(st.metadata.at("elapsed_s")) > 0);
+  CHECK(st.metadata.count("valid_accuracy") == 0);  // byte data: no accuracy to keep
+  // A number that is not one is damage named by file and key, not std::stoll's bare "stoll".
+  for (const char* key : {"step", "cursor", "dropout_rng_seed", "elapsed_s"}) {
+    SafeTensors bad = st;
+    bad.metadata[key] = "lots";
+    bad.save(d / "state.safetensors");
+    CHECK_THROWS_WITH_AS(load_training_state(d.path.string()),
+                         doctest::Contains((std::string("state.safetensors: metadata '") + key + "' is not a number").c_str()),
+                         SafeTensorsError);
+  }
   // A second run into the same out_dir without --resume would overwrite: refused.
   CHECK_THROWS_WITH(Trainer(c).run(false), doctest::Contains("already holds checkpoints"));
 }

@@ -61,6 +61,10 @@ TEST_CASE("run config: errors name the file the line and the key") {
                          doctest::Contains((std::string("train.") + key + ": ").c_str()), ConfigError);
   CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.warmup=-3"}),
                        doctest::Contains("train.warmup: must be >= 0, got -3"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.target_accuracy=1.5"}),
+                       doctest::Contains("train.target_accuracy: must be in [0, 1]"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_run_config(write_config(d), {"train.target_accuracy=0.9"}),
+                       doctest::Contains("train.target_accuracy: needs labelled data (data.labels: true)"), ConfigError);
   std::ofstream(d / "bad.yaml") << "model: [1, 2\n";
   CHECK_THROWS_WITH_AS(load_run_config(d / "bad.yaml"), doctest::Contains("YAML syntax error"), ConfigError);
   CHECK_THROWS_WITH_AS(load_run_config(d / "missing.yaml"), doctest::Contains("cannot open"), ConfigError);

@@ -184,3 +184,54 @@ TEST_CASE("train: the thread count changes no bit") {
     CHECK(losses[0] == losses[1]);
   }
 }
+
+// train.target_accuracy: a labelled run ends at the first evaluation that reaches it, with that
+// step's weights as the final ones; --resume then does nothing, unless the target is lowered to 0
+// (or raised), when the run trains on from there.
+TEST_CASE("train: target_accuracy ends a labelled run at the first evaluation that reaches it") {
+  TempDir d;
+  // Each position's label is the token before it: learned through the memory in some steps.
+  std::string text, labels = "_";
+  uint32_t x = 7;
+  for (int i = 0; i < 1200; ++i) {
+    x = x * 1103515245u + 12345u;
+    const std::string token(1, char('a' + (x >> 16) % 4));
+    text += token + (i % 8 == 7 ? "\n" : " ");
+    if (i + 1 < 1200) labels += (i % 8 == 7 ? "\n" : " ") + token;
+  }
+  labels += "\n";
+  write_bytes(d / "vocab.txt", "a\nb\nc\nd\n", 8);
+  write_bytes(d / "t.txt", text.data(), text.size());
+  write_bytes(d / "t.txt.labels", labels.data(), labels.size());
+  const std::string data = "data:\n  format: text\n  vocab: " + d / "vocab.txt" + "\n  labels: true\n  train: " +
+                           d / "t.txt" + "\n  valid: " + d / "t.txt" + "\n";
+  std::ofstream(d / "run.yaml") << "model:\n  num_tokens: 4\n  dim: 16\n  depth: 1\n  heads: 2\n  dim_head: 8\n"
+                                   "  mem_len: 4\n"
+                                << data
+                                << "train:\n  batch_size: 4\n  bptt: 8\n  steps: 300\n  warmup: 0\n  lr: 0.01\n"
+                                   "  schedule: constant\n  eval_every: 5\n  eval_tokens: 128\n  checkpoint_every: 50\n"
+                                   "  sample_tokens: 0\n  threads: 1\n  target_accuracy: 0.9\n  out_dir: "
+                                << (d / "out") << "\n";
+  int64_t stopped = 0;
+  {
+    Trainer first(load_run_config(d / "run.yaml"));
+    REQUIRE(first.run(false));
+    stopped = first.step();
+  }
+  CHECK(stopped > 5);  // not at the first evaluation: the ones before stayed below the target
+  CHECK(stopped < 300);
+  CHECK(stopped % 5 == 0);
+  const std::vector<float> weights = final_weights(d / "out");
+  const TrainingState state = load_training_state(latest_checkpoint(d / "out"));
+  CHECK(state.step == stopped);
+  CHECK(state.valid_accuracy >= 0.9);
+  {
+    Trainer again(load_run_config(d / "run.yaml"));  // --resume: nothing left to do
+    REQUIRE(again.run(true));
+    CHECK(again.step() == stopped);
+  }
+  CHECK(final_weights(d / "out") == weights);
+  Trainer on(load_run_config(d / "run.yaml", {"train.target_accuracy=0", "train.steps=" + std::to_string(stopped + 3)}));
+  REQUIRE(on.run(true));
+  CHECK(on.step() == stopped + 3);
+}

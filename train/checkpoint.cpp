@@ -51,6 +51,7 @@ SafeTensors training_state_tensors(const TrainingState& s) {
   st.metadata["threads"] = std::to_string(s.threads);
   st.metadata["processes"] = std::to_string(s.processes);
   st.metadata["elapsed_s"] = fmt::format("{:.3f}", s.elapsed_s);
+  if (std::isfinite(s.valid_accuracy)) st.metadata["valid_accuracy"] = fmt::format("{:.17g}", s.valid_accuracy);
   st.metadata["config"] = s.config_yaml;
   return st;
 }
@@ -121,7 +122,19 @@ TrainingState load_training_state(const std::string& dir) {
     if (it == st.metadata.end()) throw SafeTensorsError(path + ": missing metadata '" + k + "'");
     return it->second;
   };
-  auto number = [&](const std::string& k) { return int64_t(std::stoll(meta(k))); };
+  // A value that is not a number is damage, named like any other (std::stoll's own error names nothing).
+  auto parsed = [&](const std::string& k, auto parse) {
+    try {
+      return parse(meta(k));
+    } catch (const std::logic_error&) {
+      throw SafeTensorsError(path + ": metadata '" + k + "' is not a number: \"" + meta(k) + "\"");
+    }
+  };
+  auto number = [&](const std::string& k) { return parsed(k, [](const std::string& v) { return int64_t(std::stoll(v)); }); };
+  auto unsigned_number = [&](const std::string& k) {
+    return parsed(k, [](const std::string& v) { return uint64_t(std::stoull(v)); });
+  };
+  auto real = [&](const std::string& k) { return parsed(k, [](const std::string& v) { return std::stod(v); }); };
   TrainingState s;
   s.step = number("step");
   s.adam_m = st.at("adam.m").to_f32(path);
@@ -134,11 +147,12 @@ TrainingState load_training_state(const std::string& dir) {
   s.memory = mem.to_f32(path);
   s.memory_shape = mem.shape;
   s.cursor = number("cursor");
-  s.dropout_rng.seed = uint64_t(std::stoull(meta("dropout_rng_seed")));
-  s.dropout_rng.counter = uint64_t(std::stoull(meta("dropout_rng_counter")));
+  s.dropout_rng.seed = unsigned_number("dropout_rng_seed");
+  s.dropout_rng.counter = unsigned_number("dropout_rng_counter");
   s.threads = number("threads");
   if (st.metadata.count("processes")) s.processes = number("processes");  // 1 before data-parallel runs
-  if (st.metadata.count("elapsed_s")) s.elapsed_s = std::stod(meta("elapsed_s"));  // 0 before it was kept
+  if (st.metadata.count("elapsed_s")) s.elapsed_s = real("elapsed_s");  // 0 before it was kept
+  if (st.metadata.count("valid_accuracy")) s.valid_accuracy = real("valid_accuracy");
   const auto cfg = st.metadata.find("config");
   if (cfg != st.metadata.end()) s.config_yaml = cfg->second;
   return s;

@@ -4,6 +4,7 @@
 // directory without the ".tmp" suffix is always complete; a kill midway leaves only a .tmp
 // leftover, which the next resume clears.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -28,6 +29,7 @@ struct TrainingState {
   int64_t threads = 0;      // a different count changes the floating-point sums
   int64_t processes = 1;    // data-parallel ranks (docs/DISTRIBUTED.md); another count re-splits the streams
   double elapsed_s = 0;     // wall time the run has trained (and evaluated) so far, over all its sessions
+  double valid_accuracy = NAN;  // of the evaluation at this step, if one ran (train.target_accuracy reads it)
   std::string config_yaml;  // the effective run config
 };
 

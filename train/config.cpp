@@ -129,6 +129,9 @@ void parse_run_settings(ConfigSection& t, TrainConfig& tc) {
   }
   tc.init_from = t.get<std::string>("init_from", tc.init_from);
   tc.probe_every = at_least(t, "probe_every", tc.probe_every, 0);
+  tc.target_accuracy = t.get<double>("target_accuracy", tc.target_accuracy);
+  if (!(tc.target_accuracy >= 0 && tc.target_accuracy <= 1))
+    t.fail("target_accuracy", "must be in [0, 1] (0: train to train.steps)");
   tc.sample_tokens = at_least(t, "sample_tokens", tc.sample_tokens, 0);
   tc.sample_prompt = t.get<std::string>("sample_prompt", tc.sample_prompt);
 }
@@ -171,6 +174,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   ConfigSection t = top.section("train");
   parse_optimization(t, rc.train, rc.model.seq_len, rc.model.type == "transformer_xl");
   parse_run_settings(t, rc.train);
+  if (rc.train.target_accuracy > 0 && !(rc.data.labels && rc.train.eval_every > 0))
+    t.fail("target_accuracy", "needs labelled data (data.labels: true) and periodic evaluations (train.eval_every > 0)");
   t.finish();
   top.finish();
   return rc;
@@ -202,6 +207,7 @@ std::string run_config_yaml(const RunConfig& c) {
   if (t.grad_accum != 1) e << YAML::Key << "grad_accum" << YAML::Value << t.grad_accum;
   if (t.recompute) e << YAML::Key << "recompute" << YAML::Value << true;
   e << YAML::Key << "steps" << YAML::Value << t.steps << YAML::Key << "lr" << YAML::Value << t.lr;
+  if (t.target_accuracy > 0) e << YAML::Key << "target_accuracy" << YAML::Value << t.target_accuracy;
   e << YAML::Key << "warmup" << YAML::Value << t.warmup << YAML::Key << "schedule" << YAML::Value << t.schedule;
   e << YAML::Key << "min_lr" << YAML::Value << t.min_lr << YAML::Key << "weight_decay" << YAML::Value << t.weight_decay;
   e << YAML::Key << "beta1" << YAML::Value << t.beta1 << YAML::Key << "beta2" << YAML::Value << t.beta2;

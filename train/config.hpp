@@ -31,6 +31,7 @@ struct TrainConfig {
   bool recompute = false;    // keep each window's outputs only, recompute the rest in backward
   int64_t bptt = 64;         // tokens per stream per step
   int64_t steps = 1000;
+  double target_accuracy = 0;  // > 0: the run ends at the first periodic evaluation reaching this valid accuracy
   double lr = 1e-3;
   int64_t warmup = 100;
   std::string schedule = "cosine";  // constant | cosine

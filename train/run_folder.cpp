@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "backend/threads.hpp"
@@ -36,6 +37,7 @@ void Trainer::save_checkpoint() {
     s.threads = threads::max_threads();
     s.processes = comm_.size();
     s.elapsed_s = elapsed_s();
+    s.valid_accuracy = evaluated_step_ == step() ? evaluated_accuracy_ : NAN;
     s.config_yaml = run_config_yaml(cfg_);
     metrics_.sync();
     checkpoints_.save(*model_, s, cfg_.train.keep_last, weights_metadata());
@@ -89,6 +91,7 @@ void Trainer::resume_from(const std::string& dir) {
   batcher_->set_cursor(s.cursor);
   loop_->dropout_rng() = s.dropout_rng;
   earlier_sessions_s_ = s.elapsed_s;
+  if (std::isfinite(s.valid_accuracy)) evaluated_step_ = s.step, evaluated_accuracy_ = s.valid_accuracy;
   if (!comm_.root()) return;
   if (s.processes != comm_.size())
     log_out(fmt::format("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "

@@ -127,6 +127,7 @@ void Trainer::run_eval(bool whole_split) {
   EvalResult r = evaluate(*model_, *valid_data_, t.eval_streams(), t.bptt,
                           whole_split ? 0 : t.eval_tokens, tty_, tokenizer_.get(), &comm_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  evaluated_step_ = step(), evaluated_accuracy_ = r.labelled ? r.accuracy : NAN;  // every process has the totals
   if (!comm_.root()) return;
   if (tty_) log_out("\r\x1b[K");
   const std::string acc = r.labelled ? fmt::format(" | accuracy {:.4f}", r.accuracy)
@@ -171,7 +172,7 @@ Trainer::Session Trainer::train_until(int64_t last) {
   const StopRequests stop;
   Session end;
   // Every process stops at the same step: a stop request anywhere ends the step for all.
-  while (step() < last && !comm_.any(stop.requested())) {
+  while (step() < last && !target_reached() && !comm_.any(stop.requested())) {
     const bool probe = t.probe_every && (step() + 1) % t.probe_every == 0 && comm_.root();
     StepStats s = train_step(probe);
     if (probe) record(probe_(*model_, probe_batch_, step()));  // on the root's streams
@@ -200,8 +201,13 @@ Trainer::Session Trainer::train_until(int64_t last) {
     if (t.checkpoint_every && step() % t.checkpoint_every == 0) save_checkpoint(), end.saved = true;
   }
   bar.clear();
-  end.interrupted = step() < last;
+  end.interrupted = step() < last && !target_reached();
   return end;
+}
+
+bool Trainer::target_reached() const {
+  const double target = cfg_.train.target_accuracy;
+  return target > 0 && evaluated_step_ == step() && evaluated_accuracy_ >= target;
 }
 
 double Trainer::elapsed_s() const {
@@ -233,7 +239,7 @@ bool Trainer::run(bool resume, int64_t stop_at) {
   start(resume);
   log_start();
   const Session end = train_until(stop_at > 0 ? std::min(stop_at, t.steps) : t.steps);
-  if (step() < t.steps) {  // a session cut short on purpose: leave a checkpoint to resume from
+  if (step() < t.steps && !target_reached()) {  // a session cut short on purpose: leave a checkpoint to resume from
     if (!end.saved) save_checkpoint();
     if (comm_.root())
       log_out(fmt::format("stopped at step {} of {} ({}); continue with: {}\n", step(), t.steps,
@@ -245,6 +251,9 @@ bool Trainer::run(bool resume, int64_t stop_at) {
   if (!end.evaluated && !comm_.any(comm_.root() && metrics_.holds("valid", step()))) run_eval(true);
   if (!end.saved) save_checkpoint();
   if (comm_.root()) {
+    if (step() < t.steps)
+      log_out(fmt::format("valid accuracy {:.4f} at step {} reached train.target_accuracy {}: the run ends here\n",
+                          evaluated_accuracy_, step(), t.target_accuracy));
     save_model(*model_, (fs::path(t.out_dir) / "model.safetensors").string(), weights_metadata());
     log_out(fmt::format("final weights: {}\n", (fs::path(t.out_dir) / "model.safetensors").string()));
   }

@@ -3,6 +3,7 @@
 // trains its block of the streams; the root writes). (A program with its own data uses TrainLoop.)
 #pragma once
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,7 +53,8 @@ class Trainer {
 
   // Trains to cfg.train.steps; with resume, continues from the newest complete checkpoint.
   // stop_at > 0 ends the session after that step with a checkpoint (a later resume goes on).
-  // Returns whether the run reached train.steps (its final weights are then in out_dir).
+  // Returns whether the run finished: it reached train.steps, or an evaluation reached
+  // train.target_accuracy (its final weights are then in out_dir).
   bool run(bool resume, int64_t stop_at = 0);
 
   Model& model() { return *model_; }
@@ -79,6 +81,8 @@ class Trainer {
   void log_start() const;
   void log_train(const StepStats& s, double seconds, int64_t tokens, int64_t steps);
   void run_eval(bool whole_split);  // else the first train.eval_tokens
+  // The evaluation of this very step reached train.target_accuracy: the run is done.
+  bool target_reached() const;
 
   // This process's block of the streams (all of them without mpirun).
   int64_t local_streams() const { return cfg_.train.batch_size / comm_.size(); }
@@ -105,6 +109,8 @@ class Trainer {
   bool tty_ = false;
   int64_t skipped_ = 0;  // steps whose update was dropped (on_nonfinite: skip), this session
   double earlier_sessions_s_ = 0;  // elapsed_s when this session resumed
+  int64_t evaluated_step_ = -1;  // the step of the last evaluation (this session's, or the checkpoint's)
+  double evaluated_accuracy_ = NAN;  // its valid accuracy (NaN without labels)
   std::chrono::steady_clock::time_point session_start_;  // run() was called
 };
 
