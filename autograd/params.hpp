@@ -24,6 +24,7 @@ enum class ParamRole {
   Bias,          // a projection's or a norm's bias: zeros
   NormWeight,    // a layer norm's weight: ones
   MixWeights,    // the memory's layer-mix logits: ones
+  SpanRatio,     // a head's adaptive-span ratio z: adapt_span_init, kept in [0, 1] (TrainLoop)
 };
 inline bool weight_decays(ParamRole r) {
   return r == ParamRole::Matrix || r == ParamRole::ResidualOut || r == ParamRole::Embedding;

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/host_device.hpp"
+
 namespace fbt {
 
 // ---- attention of a window of queries over key/value rows ----
@@ -31,6 +33,22 @@ struct AttentionDims {
   int64_t B, n, H, Dh, S;  // S = total key rows over all segments
   int64_t NB = 0;          // rows of the bias table (0: no bias)
 };
+
+// Adaptive attention span (MODEL.md): a visible weight of head h at distance d is multiplied by
+// m = clamp(span_ramp(z[h], d), 0, 1), then each query's weights are renormalized (their sum +
+// 1e-8). Off while z is null. On a device the pointers point into device memory.
+struct AttentionSpan {
+  const float* z = nullptr;           // (H) span ratios
+  float* dz = nullptr;                // (H) their gradient, added to (backward; null: none)
+  const int32_t* distance = nullptr;  // (n, S) as the bucket table: t - u of each visible key
+  float* raw = nullptr;               // (B,H,S,n) the weights before the mask: forward writes, backward reads
+  int64_t mem_len = 0, ramp = 1;
+};
+// The mask before its clamp: (z mem_len - (d - 1)) / ramp + 1. Its slope in z is mem_len / ramp
+// on [0, 1], the ends included (as PyTorch's clamp passes gradient).
+FBT_HOST_DEVICE inline float span_ramp(float z, int32_t d, int64_t mem_len, int64_t ramp) {
+  return (z * float(mem_len) + float(1 - d)) / float(ramp) + 1.f;
+}
 
 // One attention call's saved values, for the summed key/value gradient (cpu::attention_kv_grad_sum).
 struct AttentionGradPart {

@@ -36,6 +36,11 @@ void ModelConfig::validate() const {
   need(attn_dropout >= 0.f && attn_dropout < 1.f, "attn_dropout must be in [0, 1)");
   need(ff_dropout >= 0.f && ff_dropout < 1.f, "ff_dropout must be in [0, 1)");
   need(type == "feedback" || type == "transformer_xl", "type '" + type + "' is not one of feedback, transformer_xl");
+  need(adapt_span_ramp >= 1 && adapt_span_ramp <= kMost, "adapt_span_ramp must be in [1, " + std::to_string(kMost) + "]");
+  need(adapt_span_init >= 0.f && adapt_span_init <= 1.f, "adapt_span_init must be in [0, 1]");
+  const ModelConfig defaults;
+  need(adapt_span || adapt_span_ramp == defaults.adapt_span_ramp, "adapt_span_ramp applies only with adapt_span: true");
+  need(adapt_span || adapt_span_init == defaults.adapt_span_init, "adapt_span_init applies only with adapt_span: true");
   if (type != "transformer_xl") return;
   need(seq_len == 1, "seq_len must be 1 for type transformer_xl (every position of a call runs in parallel)");
   need(!keep_last_hidden, "keep_last_hidden does not apply to type transformer_xl");
@@ -60,8 +65,16 @@ const std::vector<ModelField>& model_fields() {
       {"cross_attend", &C::cross_attend, false, false},
       {"attn_dropout", &C::attn_dropout, false, false},
       {"ff_dropout", &C::ff_dropout, false, false},
+      {"adapt_span", &C::adapt_span, false, false, true},
+      {"adapt_span_ramp", &C::adapt_span_ramp, false, false, true},
+      {"adapt_span_init", &C::adapt_span_init, false, false, true},
   };
   return fields;
+}
+
+bool at_default(const ModelField& f, const ModelConfig& c) {
+  static const ModelConfig defaults;
+  return std::visit([&](auto member) { return c.*member == defaults.*member; }, f.member);
 }
 
 ModelConfig parse_model_config(ConfigSection& s) {

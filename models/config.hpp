@@ -29,6 +29,10 @@ struct ModelConfig {
   bool cross_attend = false;
   float attn_dropout = 0.f;
   float ff_dropout = 0.f;
+  // Adaptive attention span (MODEL.md): each head learns how far back it looks.
+  bool adapt_span = false;
+  int64_t adapt_span_ramp = 32;   // R: the soft edge of a span, in steps
+  float adapt_span_init = 0.f;    // every head's initial span ratio z
   // feedback (everything above) or transformer_xl (MODEL.md "The baseline": per-layer memory;
   // seq_len 1, no keep_last_hidden, no shared_kv)
   std::string type = "feedback";
@@ -49,8 +53,13 @@ struct ModelField {
   std::variant<int64_t ModelConfig::*, bool ModelConfig::*, float ModelConfig::*> member;
   bool required;       // no default: a config must give it
   bool feedback_only;  // not a key of type transformer_xl (MODEL.md "The baseline")
+  // Written (to weights files, config.yaml) only when it is not the default, and read as the
+  // default when absent: a key added later, so that models without it keep their files' bytes.
+  bool omitted_at_default = false;
 };
 const std::vector<ModelField>& model_fields();
+// Whether field f of c holds its default (ModelConfig{}'s) value.
+bool at_default(const ModelField& f, const ModelConfig& c);
 
 // Reads the `model:` section (unknown keys, wrong types and bad values are errors naming the key).
 ModelConfig parse_model_config(ConfigSection& section);

@@ -23,7 +23,7 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     nn::Block b;
-    b.attn = nn::MemoryAttention(ps, p, D, cfg.heads, cfg.dim_head, /*own_kv=*/!cfg.shared_kv);
+    b.attn = nn::MemoryAttention(ps, p, D, cfg.heads, cfg.dim_head, /*own_kv=*/!cfg.shared_kv, span_settings(cfg));
     if (cfg.cross_attend) b.cross = nn::CrossAttention(ps, p + "cross_norm", p + "cross_attn", D, cfg.heads, cfg.dim_head);
     b.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
     layers_.push_back(b);
@@ -120,10 +120,15 @@ nn::Window FeedbackTransformer::window(const Call& call, int64_t s) const {
   w.local = n > 1;
   const int64_t S = M + (w.local ? n : 0);
   w.bucket.assign(size_t(n * S), -1);
+  if (cfg_.adapt_span) w.distance.assign(size_t(n * S), 0);
+  auto see = [&](int64_t i, int64_t j, int64_t d) {  // query i sees key j at distance d
+    w.bucket[size_t(i * S + j)] = bucket_of_[size_t(d)];
+    if (cfg_.adapt_span) w.distance[size_t(i * S + j)] = int32_t(d);
+  };
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < M; ++j) w.bucket[size_t(i * S + j)] = bucket_of_[size_t(i + M - j)];
+    for (int64_t j = 0; j < M; ++j) see(i, j, i + M - j);
     if (w.local)
-      for (int64_t j = 0; j < i; ++j) w.bucket[size_t(i * S + M + j)] = bucket_of_[size_t(i - j)];
+      for (int64_t j = 0; j < i; ++j) see(i, M + j, i - j);
   }
   if (M == 0) {  // only the very first step of an empty memory sees no key
     w.sees_a_key.assign(size_t(call.B * n), 1);

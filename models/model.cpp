@@ -31,6 +31,23 @@ std::vector<float> Memory::values() const {
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
 
+void Model::to(Device d) {
+  check(d == Device::CPU || !cfg_.adapt_span,
+        "model.adapt_span runs on the CPU only so far (its CUDA kernels are not written yet): train.device: cpu");
+  params_.to(d);
+}
+
+std::vector<std::vector<float>> Model::spans() const {
+  std::vector<std::vector<float>> out;
+  if (!cfg_.adapt_span) return out;
+  for (int64_t l = 0; l < cfg_.depth; ++l) {
+    const std::vector<float> z = to_host(params_.get("layers." + std::to_string(l) + ".attn.span").value());
+    out.emplace_back();
+    for (float r : z) out.back().push_back(r * float(cfg_.mem_len));
+  }
+  return out;
+}
+
 void Model::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {
   const ModelConfig& c = cfg_;
   check(B >= 1 && T >= 1, "forward: tokens must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
@@ -125,6 +142,8 @@ void Model::init(uint64_t seed, const std::string& scheme) {
     const Shape& shape = params_.at(i).shape();
     if (role == ParamRole::NormWeight || role == ParamRole::MixWeights) {
       std::fill(x, x + n, 1.f);
+    } else if (role == ParamRole::SpanRatio) {
+      std::fill(x, x + n, cfg_.adapt_span_init);
     } else if (role == ParamRole::Bias) {
       std::fill(x, x + n, 0.f);
     } else if (torch && role == ParamRole::Embedding) {  // nn.Embedding: N(0, 1)

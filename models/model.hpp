@@ -12,6 +12,7 @@
 #include "backend/rng.hpp"
 #include "models/config.hpp"
 #include "models/detach_policy.hpp"
+#include "nn/memory.hpp"
 #include "ops/ops.hpp"
 
 namespace fbt {
@@ -107,8 +108,11 @@ class Model {
   // Where the model computes: its parameters move to d (the one place a program chooses the
   // device; train.device in a config). A call runs its step on d (StepScope, autograd/tape.hpp);
   // calls take host or device tensors alike, results live on d.
-  void to(Device d) { params_.to(d); }
+  void to(Device d);
   Device device() const { return params_.device(); }
+  // Adaptive span: every layer's heads' spans in steps (z * mem_len), layer by layer; empty
+  // without model.adapt_span.
+  std::vector<std::vector<float>> spans() const;
 
   // Initialization for training from scratch (docs/ARCHITECTURE.md); both schemes give zero
   // biases, unit norms and layer_weight ones.
@@ -152,6 +156,9 @@ std::vector<float> select_streams(const Model& m, const std::vector<float>& stat
                                   int64_t first, int64_t count);
 std::vector<float> join_streams(const Model& m, const std::vector<float>& blocks, int64_t nblocks, int64_t count,
                                 int64_t rows);
+
+// The self-attention's adaptive span as the model config sets it (MODEL.md; both families).
+inline nn::SpanSettings span_settings(const ModelConfig& c) { return {c.adapt_span, c.mem_len, c.adapt_span_ramp}; }
 
 // The model of cfg.type (feedback or transformer_xl). initialize: run init(0); false leaves the
 // parameters zero, for weights loaded right after (drawing tens of millions of normals only to

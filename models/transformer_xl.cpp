@@ -17,7 +17,7 @@ TransformerXL::TransformerXL(const ModelConfig& cfg, bool initialize) : Model(cf
   for (int64_t l = 0; l < cfg.depth; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     nn::Block b;
-    b.attn = nn::MemoryAttention(ps, p, D, cfg.heads, cfg.dim_head, /*own_kv=*/true);
+    b.attn = nn::MemoryAttention(ps, p, D, cfg.heads, cfg.dim_head, /*own_kv=*/true, span_settings(cfg));
     if (cfg.cross_attend) b.cross = nn::CrossAttention(ps, p + "cross_norm", p + "cross_attn", D, cfg.heads, cfg.dim_head);
     b.ff = nn::FeedForward(ps, p + "ff_norm", p + "ff", D, cfg.ff_inner());
     layers_.push_back(b);
@@ -35,9 +35,12 @@ nn::Window TransformerXL::window(int64_t B, int64_t T, int64_t m, const CallOpti
   nn::Window w;
   w.n = T;
   w.bucket.assign(size_t(T * S), -1);
+  if (cfg_.adapt_span) w.distance.assign(size_t(T * S), 0);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t u = std::max<int64_t>(0, m + t - cfg_.mem_len); u < m + t; ++u)
+    for (int64_t u = std::max<int64_t>(0, m + t - cfg_.mem_len); u < m + t; ++u) {
       w.bucket[size_t(t * S + u)] = bucket(m + t - u, cfg_.num_buckets, cfg_.max_distance);
+      if (cfg_.adapt_span) w.distance[size_t(t * S + u)] = int32_t(m + t - u);
+    }
   if (m == 0) {  // the first step of a call without a state sees no key
     w.sees_a_key.assign(size_t(B * T), 1);
     for (int64_t b = 0; b < B; ++b) w.sees_a_key[size_t(b * T)] = 0;

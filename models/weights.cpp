@@ -18,7 +18,8 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 std::string model_config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();  // keys sorted: the same text whatever the table's order
-  for (const ModelField& f : model_fields()) std::visit([&](auto member) { j[f.key] = c.*member; }, f.member);
+  for (const ModelField& f : model_fields())
+    if (!f.omitted_at_default || !at_default(f, c)) std::visit([&](auto member) { j[f.key] = c.*member; }, f.member);
   if (c.type != "feedback") j["type"] = c.type;  // absent: feedback (files written before the baseline)
   return j.dump();
 }
@@ -28,8 +29,8 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
   try {
     auto j = nlohmann::json::parse(text);
     c.type = j.value("type", std::string("feedback"));
-    for (const ModelField& f : model_fields())  // every key is written, so every key is required
-      std::visit([&](auto member) { j.at(f.key).get_to(c.*member); }, f.member);
+    for (const ModelField& f : model_fields())  // every key is written (but those omitted at their default)
+      if (!f.omitted_at_default || j.contains(f.key)) std::visit([&](auto member) { j.at(f.key).get_to(c.*member); }, f.member);
     c.validate();
   } catch (const std::exception& e) {
     throw SafeTensorsError(source + ": bad model config in __metadata__: " + e.what());

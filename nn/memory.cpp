@@ -5,11 +5,13 @@
 namespace fbt::nn {
 
 MemoryAttention::MemoryAttention(ParamStore& ps, const std::string& prefix, int64_t dim, int64_t heads_,
-                                 int64_t dim_head_, bool own_kv)
+                                 int64_t dim_head_, bool own_kv, const SpanSettings& span_)
     : norm(ps, prefix + "attn_norm", dim),
       to_q(ps, prefix + "attn.to_q", dim, heads_ * dim_head_, false),
       to_kv(own_kv ? Linear(ps, prefix + "attn.to_kv", dim, 2 * heads_ * dim_head_, false) : Linear()),
       to_out(ps, prefix + "attn.to_out", heads_ * dim_head_, dim, true, ParamRole::ResidualOut),
+      span(span_.on ? ps.add(prefix + "attn.span", {heads_}, ParamRole::SpanRatio) : Var()),
+      span_settings(span_),
       heads(heads_),
       dim_head(dim_head_) {}
 
@@ -17,7 +19,8 @@ Var MemoryAttention::operator()(Var h, std::vector<KVSegment> segs, const Window
                                 const MemoryProjection& proj, size_t kv) const {
   Var q = scale(to_q(norm(h)), 1.0f / std::sqrt(float(dim_head)));  // (B,n,I)
   if (w.local) segs.push_back({proj.local(h, kv), 0, w.n});          // (B,n,2I)
-  Var o = to_out(attention(q, segs, w.bucket, pos_bias, heads, w.dropout_p, w.rng, w.group));
+  const SpanMask mask{span, &w.distance, span_settings.mem_len, span_settings.ramp};
+  Var o = to_out(attention(q, segs, w.bucket, pos_bias, heads, w.dropout_p, w.rng, w.group, span ? &mask : nullptr));
   return w.sees_a_key.empty() ? o : mask_rows(o, w.sees_a_key);
 }
 

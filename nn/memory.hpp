@@ -17,6 +17,7 @@ struct Window {
   int64_t n = 0;                    // steps (queries) in the window
   std::vector<int32_t> bucket;      // n x S: -1 invisible, else the position-bias bucket
   std::vector<uint8_t> sees_a_key;  // per (B, n) query, only when some query sees no key; else empty
+  std::vector<int32_t> distance;    // n x S as bucket: t - u of each visible key (adaptive span only)
   bool local = false;               // queries also see the window's earlier steps (n > 1)
   float dropout_p = 0.f;            // attention dropout
   Rng* rng = nullptr;
@@ -39,6 +40,13 @@ struct MemoryProjection {
   Var local(Var h, size_t k) const { return linear(norm(h), P[k], Var(), packs); }
 };
 
+// Adaptive attention span (MODEL.md): whether each head learns its span, and the constants of
+// the mask (the model's mem_len and adapt_span_ramp).
+struct SpanSettings {
+  bool on = false;
+  int64_t mem_len = 0, ramp = 1;
+};
+
 // Self-attention over memory: q = to_q(attn_norm(h)) / sqrt(Dh) attends to the memory rows
 // `segs` and, in a window of several steps, to the window's own earlier steps projected by cache
 // `kv` of `proj`; a query with no visible key gets zero attention and no to_out bias.
@@ -46,9 +54,12 @@ struct MemoryProjection {
 struct MemoryAttention {
   LayerNorm norm;
   Linear to_q, to_kv, to_out;  // to_q:(I,D) to_out:(D,I); to_kv:(2I,D) only without shared_kv
+  Var span;                    // (H) span ratios, only with adaptive span; the mask reads w.distance
+  SpanSettings span_settings;
   int64_t heads = 0, dim_head = 0;
   MemoryAttention() = default;
-  MemoryAttention(ParamStore& ps, const std::string& prefix, int64_t dim, int64_t heads, int64_t dim_head, bool own_kv);
+  MemoryAttention(ParamStore& ps, const std::string& prefix, int64_t dim, int64_t heads, int64_t dim_head, bool own_kv,
+                  const SpanSettings& span = {});
   Var operator()(Var h, std::vector<KVSegment> segs, const Window& w, Var pos_bias, const MemoryProjection& proj,
                  size_t kv) const;
 };

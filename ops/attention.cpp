@@ -85,7 +85,7 @@ std::shared_ptr<KVGradGroup> kv_grad_group() {
 }
 
 Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
-              float dropout_p, Rng* rng, const std::shared_ptr<KVGradGroup>& group) {
+              float dropout_p, Rng* rng, const std::shared_ptr<KVGradGroup>& group, const SpanMask* span) {
   const profile::Scope prof("attention", profile::Phase::Forward);
   check(q.shape().nd == 3 && q.shape()[2] % H == 0, "attention: q ", q.shape(), " is not (B, n, H*Dh) with H = ", H);
   const int64_t B = q.shape()[0], n = q.shape()[1], I = q.shape()[2], Dh = I / H;
@@ -100,9 +100,23 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     for (int32_t b : bucket) check(b < bias.shape()[0], "attention: bucket ", b, " outside bias ", bias.shape());
     inputs.push_back(bias);
   }
+  Arena& arena = tape().arena();
+  AttentionSpan masked;  // off unless span
+  if (span) {
+    check(!on_device(), "attention: adaptive attention span runs on the CPU only so far");
+    check(span->z.shape().nd == 1 && span->z.shape()[0] == H && span->distance && int64_t(span->distance->size()) == n * S &&
+              span->mem_len >= 1 && span->ramp >= 1,
+          "attention: span ratios ", span->z.shape(), " for ", H, " heads, distances of ",
+          span->distance ? span->distance->size() : 0,
+          " for ", n, " x ", S);
+    inputs.push_back(span->z);
+    masked = {span->z.data(), nullptr, nullptr, arena.alloc_floats(size_t(B * H * n * S)), span->mem_len, span->ramp};
+  }
+  // The distances where the closure below can read them (a copy of the host table).
+  const std::vector<int32_t> distance = span ? *span->distance : std::vector<int32_t>{};
+  masked.distance = span ? distance.data() : nullptr;
   Var out = tape().output({B, n, I}, inputs);
   const AttentionDims d{B, n, H, Dh, S, bias ? bias.shape()[0] : 0};
-  Arena& arena = tape().arena();
   float* probs = arena.alloc_floats(size_t(B * H * n * S));
   const float* drop = nullptr;
   if (dropout_p > 0.f) {
@@ -113,15 +127,17 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   const int32_t* staged = on_device() ? stage(bucket.data(), bucket.size()) : nullptr;
   kernel(cpu::attention_forward, cuda::attention_forward)(out.data(), probs, q.data(), rows.data(), int(rows.size()),
                                                           staged ? staged : bucket.data(), bias ? bias.data() : nullptr,
-                                                          drop, d);
+                                                          drop, d, masked);
   if (out.requires_grad())
-    tape().record("attention", out, [=]() mutable {
+    tape().record("attention", out, [=, z = span ? span->z : Var()]() mutable {
       Tape& t = tape();
       for (size_t k = grouped; k < segs.size(); ++k) rows[k].grad = kv_rows(segs[k], I, true).grad;
       float* dlogits = t.arena().alloc_floats(size_t(B * H * n * S));
+      masked.distance = distance.data();  // the closure's own copy
+      masked.dz = z && z.requires_grad() ? t.grad(z).data : nullptr;
       kernel(cpu::attention_backward, cuda::attention_backward)(
           t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), rows.data(),
-          int(rows.size()), staged ? staged : bucket.data(), probs, drop, d);
+          int(rows.size()), staged ? staged : bucket.data(), probs, drop, d, masked);
       if (grouped)
         group->add({segs.begin(), segs.begin() + std::ptrdiff_t(grouped)}, I, d,
                    {probs, drop, dlogits, q.data(), out.grad().data});

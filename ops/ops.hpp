@@ -84,11 +84,20 @@ struct KVSegment {
 // null, and attention adds its own.
 struct KVGradGroup;
 std::shared_ptr<KVGradGroup> kv_grad_group();
+// Adaptive attention span (MODEL.md): z:(H) the heads' span ratios (trainable); distance: n*S
+// entries laid out as the bucket table, t - u of each visible key. CPU only so far.
+struct SpanMask {
+  Var z;
+  const std::vector<int32_t>* distance = nullptr;
+  int64_t mem_len = 0, ramp = 1;
+};
 // Attention of a window of queries over the concatenated key rows of `segs`.
 // q:(B,n,I) pre-scaled; bucket: n*S entries (-1 invisible, else a row of bias);
-// bias:(NB,H) or empty; dropout on the attention weights when p > 0.  ->  (B,n,I)
+// bias:(NB,H) or empty; dropout on the attention weights when p > 0 (after the span's mask when
+// span is given).  ->  (B,n,I)
 Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32_t>& bucket, Var bias, int64_t H,
-              float dropout_p = 0.f, Rng* rng = nullptr, const std::shared_ptr<KVGradGroup>& group = nullptr);
+              float dropout_p = 0.f, Rng* rng = nullptr, const std::shared_ptr<KVGradGroup>& group = nullptr,
+              const SpanMask* span = nullptr);
 
 // A key/value cache (B,R,2I) of one projection P (2I,D): one storage, two gradient views.
 // heads (optional, CPU): a head-major mirror (B*H, 2, R, Dh) of the storage, kept current by

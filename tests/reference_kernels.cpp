@@ -1,5 +1,6 @@
 // Naive reference loops in double precision: slow, obvious, and the yardstick the fast kernels
 // are tested against (tests/test_kernels.cpp).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -104,6 +105,82 @@ void attention_backward(float* dq, float* dbias, const float* dout, const float*
             if (key_grad[size_t(j)]) key_grad[size_t(j)][c] += float(dl * qi[c]);
           }
           if (dbias && bucket[i * d.S + j] >= 0) dbias[bucket[i * d.S + j] * d.H + h] += float(dl);
+        }
+      }
+}
+
+void attention_span(float* out, float* dq, float* dbias, float* dz, const float* dout, const float* q,
+                    const fbt::KVRows* segs, int nsegs, const int32_t* bucket, const float* bias, const float* drop,
+                    const fbt::AttentionDims& d, const float* z, const int32_t* distance, int64_t mem_len,
+                    int64_t ramp) {
+  const int64_t I = d.H * d.Dh, S = d.S;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t i = 0; i < d.n; ++i) {
+        const float* qi = q + (b * d.n + i) * I + h * d.Dh;
+        const float* doi = dout + (b * d.n + i) * I + h * d.Dh;
+        float* oi = out + (b * d.n + i) * I + h * d.Dh;
+        std::vector<const float*> key;
+        std::vector<float*> grad;
+        for (int k = 0; k < nsegs; ++k)
+          for (int64_t r = 0; r < segs[k].rows; ++r) {
+            const int64_t off = b * segs[k].batch_stride + r * 2 * I + h * d.Dh;
+            key.push_back(segs[k].data + off);
+            grad.push_back(segs[k].grad ? segs[k].grad + off : nullptr);
+          }
+        std::vector<size_t> seen;  // the visible keys
+        for (int64_t j = 0; j < S; ++j)
+          if (bucket[i * S + j] >= 0) seen.push_back(size_t(j));
+        for (int64_t c = 0; c < d.Dh; ++c) oi[c] = 0.f;
+        if (seen.empty()) continue;
+        const size_t V = seen.size();
+        std::vector<double> logit(V), a(V), m(V), x(V), ap(V), w(V), g(V);
+        double mx = -INFINITY, sum = 0, masked = 0;
+        for (size_t t = 0; t < V; ++t) {
+          const size_t j = seen[t];
+          double s = bias ? bias[bucket[int64_t(i) * S + int64_t(j)] * d.H + h] : 0.0;
+          for (int64_t c = 0; c < d.Dh; ++c) s += double(qi[c]) * key[j][c];
+          logit[t] = s, mx = std::max(mx, s);
+        }
+        for (size_t t = 0; t < V; ++t) sum += std::exp(logit[t] - mx);
+        for (size_t t = 0; t < V; ++t) {
+          const int64_t dist = distance[i * S + int64_t(seen[t])];
+          a[t] = std::exp(logit[t] - mx) / sum;
+          x[t] = (double(z[h]) * double(mem_len) - double(dist - 1)) / double(ramp) + 1.0;
+          m[t] = std::clamp(x[t], 0.0, 1.0);
+          masked += a[t] * m[t];
+        }
+        const double den = masked + 1e-8;
+        for (size_t t = 0; t < V; ++t) {
+          const size_t j = seen[t];
+          const double keep = drop ? drop[((b * d.H + h) * S + int64_t(j)) * d.n + i] : 1.0;
+          ap[t] = a[t] * m[t] / den, w[t] = ap[t] * keep;
+          for (int64_t c = 0; c < d.Dh; ++c) oi[c] += float(w[t] * key[j][I + c]);
+          double gv = 0;  // d/d(weight) = dout . v, through the dropout multiplier to the masked weight
+          for (int64_t c = 0; c < d.Dh; ++c) gv += double(doi[c]) * key[j][I + c];
+          g[t] = gv * keep;
+          if (grad[j])
+            for (int64_t c = 0; c < d.Dh; ++c) grad[j][I + c] += float(w[t] * doi[c]);
+        }
+        // a'_t = a_t m_t / den: d/da_t and d/dm_t, then the softmax's backward
+        double gap = 0;  // sum_u g_u a'_u
+        for (size_t t = 0; t < V; ++t) gap += g[t] * ap[t];
+        std::vector<double> da(V), dm(V);
+        double ada = 0;
+        for (size_t t = 0; t < V; ++t) {
+          da[t] = m[t] * (g[t] - gap) / den;
+          dm[t] = a[t] * (g[t] - gap) / den;
+          ada += a[t] * da[t];
+        }
+        for (size_t t = 0; t < V; ++t) {
+          const size_t j = seen[t];
+          const double dl = a[t] * (da[t] - ada);
+          if (x[t] >= 0.0 && x[t] <= 1.0) dz[h] += float(dm[t] * double(mem_len) / double(ramp));
+          for (int64_t c = 0; c < d.Dh; ++c) {
+            if (dq) dq[(b * d.n + i) * I + h * d.Dh + c] += float(dl * key[j][c]);
+            if (grad[j]) grad[j][c] += float(dl * qi[c]);
+          }
+          if (dbias) dbias[bucket[int64_t(i) * S + int64_t(j)] * d.H + h] += float(dl);
         }
       }
 }

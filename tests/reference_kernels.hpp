@@ -15,4 +15,11 @@ void attention_forward(float* out, const float* q, const fbt::KVRows* segs, int 
 void attention_backward(float* dq, float* dbias, const float* dout, const float* q, const fbt::KVRows* segs,
                         int nsegs, const int32_t* bucket, const float* probs, const float* drop,
                         const fbt::AttentionDims& d);
+// Attention with an adaptive span (MODEL.md), forward and backward from scratch, one query at a
+// time: out, and the gradients of sum(out * dout) added into dq, the segments' key/value gradient
+// rows, dbias and dz (H). The chain rule taken link by link (weights, mask, renormalization, softmax).
+void attention_span(float* out, float* dq, float* dbias, float* dz, const float* dout, const float* q,
+                    const fbt::KVRows* segs, int nsegs, const int32_t* bucket, const float* bias, const float* drop,
+                    const fbt::AttentionDims& d, const float* z, const int32_t* distance, int64_t mem_len,
+                    int64_t ramp);
 }  // namespace fbt::ref

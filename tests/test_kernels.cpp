@@ -548,3 +548,50 @@ TEST_CASE("kernel: gelu and geglu agree with erf") {
   CHECK(g[0] == doctest::Approx(2.0 * 0.5 * 0.5 * (1 + std::erf(0.5 / std::sqrt(2.0)))).epsilon(1e-6));
   CHECK(g[1] == doctest::Approx(-1.0 * 1.5 * 0.5 * (1 + std::erf(1.5 / std::sqrt(2.0)))).epsilon(1e-6));
 }
+
+// Adaptive attention span (MODEL.md): the kernels' masked, renormalized weights and every
+// gradient, the span ratios' included, against the reference's link-by-link chain rule; single
+// queries and windows, head sizes with and without a partial vector, dropout, span ratios at 0
+// (the ramp's ends land on whole distances: their gradient passes, as PyTorch's clamp lets it),
+// inside and at 1.
+TEST_CASE("kernel: attention with an adaptive span matches the naive loop, gradients of the spans included") {
+  for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 1, 3, 8, 29},
+                                {1, 1, 2, 32, 40},
+                                {2, 5, 2, 24, 13},
+                                {2, 6, 3, 16, 0}})
+    for (int64_t ramp : {1, 4})
+      for (bool with_drop : {false, true}) {
+        INFO("B " << B << " n " << n << " Dh " << Dh << " M " << M << " ramp " << ramp << " dropout " << with_drop);
+        const int64_t I = H * Dh, S = M + n, NB = 6, mem_len = 23;
+        auto q = randn(B * n * I, 50), mem = randn(B * (M + 1) * 2 * I, 51), loc = randn(B * n * 2 * I, 52),
+             bias = randn(NB * H, 53), dout = randn(B * n * I, 54);
+        std::vector<int32_t> table, distance;
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB)), distance.push_back(int32_t(i + M - j));
+          for (int64_t j = 0; j < n; ++j)
+            table.push_back(j < i ? int32_t(i - j) % NB : -1), distance.push_back(j < i ? int32_t(i - j) : 0);
+        }
+        std::vector<float> z = {0.f, 0.37f, 1.f};
+        z.resize(sz(H));
+        std::vector<float> drop(sz(B * H * n * S));
+        cpu::dropout_mask(drop.data(), 0.25f, 9, 0, int64_t(drop.size()));
+        const float* dr = with_drop ? drop.data() : nullptr;
+        const AttentionDims d{B, n, H, Dh, S, NB};
+        std::vector<float> out(sz(B * n * I)), rout(out.size()), probs(sz(B * H * n * S)), raw(probs.size()),
+            dl(probs.size());
+        std::vector<float> dq(sz(B * n * I), 0.5f), dmem(mem.size(), 0.25f), dloc(loc.size(), 0.f), db(bias.size(), 1.f),
+            dz(sz(H), 2.f);
+        std::vector<float> rq = dq, rmem = dmem, rloc = dloc, rb = db, rz = dz;
+        KVRows fast[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M}, {loc.data(), dloc.data(), n * 2 * I, n}};
+        KVRows slow[2] = {{mem.data() + 2 * I, rmem.data() + 2 * I, (M + 1) * 2 * I, M}, {loc.data(), rloc.data(), n * 2 * I, n}};
+        AttentionSpan span{z.data(), dz.data(), distance.data(), raw.data(), mem_len, ramp};
+        cpu::attention_forward(out.data(), probs.data(), q.data(), fast, 2, table.data(), bias.data(), dr, d, span);
+        cpu::attention_backward(dq.data(), db.data(), dl.data(), dout.data(), q.data(), fast, 2, table.data(),
+                                probs.data(), dr, d, span);
+        ref::attention_span(rout.data(), rq.data(), rb.data(), rz.data(), dout.data(), q.data(), slow, 2, table.data(),
+                            bias.data(), dr, d, z.data(), distance.data(), mem_len, ramp);
+        check_close(out, rout), check_close(dq, rq), check_close(dmem, rmem), check_close(dloc, rloc);
+        check_close(db, rb), check_close(dz, rz, 1e-3);
+        CHECK(dz != std::vector<float>(sz(H), 2.f));  // the spans do get a gradient
+      }
+}

@@ -89,6 +89,8 @@ void parse_optimization(ConfigSection& t, TrainConfig& tc, int64_t seq_len, bool
   const auto [bad_key, problem] = optimizer_setting_error(
       {tc.lr, tc.min_lr, tc.weight_decay, tc.beta1, tc.beta2, tc.eps, tc.clip, tc.warmup});
   if (!bad_key.empty()) t.fail(bad_key, problem);
+  tc.adapt_span_loss = t.get<double>("adapt_span_loss", tc.adapt_span_loss);
+  if (!(tc.adapt_span_loss >= 0 && std::isfinite(tc.adapt_span_loss))) t.fail("adapt_span_loss", "must be >= 0");
   tc.on_nonfinite = t.get<std::string>("on_nonfinite", tc.on_nonfinite);
   if (tc.on_nonfinite != "stop" && tc.on_nonfinite != "skip")
     t.fail("on_nonfinite", "must be stop or skip, got '" + tc.on_nonfinite + "'");
@@ -174,6 +176,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   ConfigSection t = top.section("train");
   parse_optimization(t, rc.train, rc.model.seq_len, rc.model.type == "transformer_xl");
   parse_run_settings(t, rc.train);
+  if (rc.train.adapt_span_loss > 0 && !rc.model.adapt_span)
+    t.fail("adapt_span_loss", "needs model.adapt_span: true (there are no spans to train)");
   if (rc.train.target_accuracy > 0 && !(rc.data.labels && rc.train.eval_every > 0))
     t.fail("target_accuracy", "needs labelled data (data.labels: true) and periodic evaluations (train.eval_every > 0)");
   t.finish();
@@ -189,7 +193,8 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "type" << YAML::Value << m.type;
   for (const ModelField& f : model_fields())
-    std::visit([&](auto member) { e << YAML::Key << f.key << YAML::Value << m.*member; }, f.member);
+    if (!f.omitted_at_default || !at_default(f, m))
+      std::visit([&](auto member) { e << YAML::Key << f.key << YAML::Value << m.*member; }, f.member);
   e << YAML::EndMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "format" << YAML::Value << c.data.format << YAML::Key << "train" << YAML::Value << c.data.train;
@@ -212,6 +217,7 @@ std::string run_config_yaml(const RunConfig& c) {
   e << YAML::Key << "min_lr" << YAML::Value << t.min_lr << YAML::Key << "weight_decay" << YAML::Value << t.weight_decay;
   e << YAML::Key << "beta1" << YAML::Value << t.beta1 << YAML::Key << "beta2" << YAML::Value << t.beta2;
   e << YAML::Key << "eps" << YAML::Value << t.eps << YAML::Key << "clip" << YAML::Value << t.clip;
+  if (t.adapt_span_loss > 0) e << YAML::Key << "adapt_span_loss" << YAML::Value << t.adapt_span_loss;
   e << YAML::Key << "on_nonfinite" << YAML::Value << t.on_nonfinite << YAML::Key << "skip_limit" << YAML::Value
     << t.skip_limit;
   e << YAML::Key << "detach" << YAML::Value << t.detach << YAML::Key << "seed" << YAML::Value << t.seed;

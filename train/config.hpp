@@ -39,6 +39,7 @@ struct TrainConfig {
   double weight_decay = 0.01;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double clip = 1.0;         // global grad norm; 0 disables
+  double adapt_span_loss = 0;  // with model.adapt_span: the span term's weight (MODEL.md)
   std::string on_nonfinite = "stop";  // stop | skip: a step whose loss or gradient norm is not finite
   int64_t skip_limit = 10;            // with skip: stop after this many skipped steps in a row
   std::string detach = "none";

@@ -87,13 +87,47 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
   }
   StepStats s;
   s.loss = total > 0 ? loss_sum / total : 0.0;
+  s.span_loss = add_span_loss();  // once, on the summed gradient: every process alike
   s.grad_norm = global_grad_norm(params);  // logged before clipping
   s.lr = learning_rate(steps_, cfg_.warmup, cfg_.total_steps, cfg_.lr, cfg_.min_lr, cfg_.cosine && cfg_.total_steps > 0);
   batch_ = B;
   ++steps_;
-  if (std::isfinite(s.loss) && std::isfinite(s.grad_norm)) opt_.step(s.lr, clip_scale(s.grad_norm, cfg_.clip));
-  else skip_update(s);  // clipping above is applied as AdamW reads the gradients
+  if (std::isfinite(s.loss) && std::isfinite(s.grad_norm)) {
+    opt_.step(s.lr, clip_scale(s.grad_norm, cfg_.clip));
+    clamp_spans();
+  } else {
+    skip_update(s);  // clipping above is applied as AdamW reads the gradients
+  }
   return s;
+}
+
+// adapt_span_loss * mem_len * sum_l mean_h z_{l,h}: each z's gradient is adapt_span_loss * mem_len / H.
+// Span ratios live on the CPU (adaptive span has no device kernels yet).
+double TrainLoop::add_span_loss() {
+  ParamStore& params = model_.params();
+  const double scale = cfg_.adapt_span_loss * double(model_.config().mem_len);
+  double term = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params.role(i) != ParamRole::SpanRatio) continue;
+    Var z = params.at(i);
+    const int64_t H = z.shape().numel();
+    double sum = 0;
+    for (int64_t h = 0; h < H; ++h) sum += z.data()[h];
+    term += scale * sum / double(H);
+    if (scale == 0) continue;
+    const float g = float(scale / double(H));
+    for (int64_t h = 0; h < H; ++h) z.grad().data[h] += g;
+  }
+  return term;
+}
+
+void TrainLoop::clamp_spans() {
+  ParamStore& params = model_.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params.role(i) != ParamRole::SpanRatio) continue;
+    Var z = params.at(i);
+    for (int64_t h = 0; h < z.shape().numel(); ++h) z.data()[h] = std::clamp(z.data()[h], 0.f, 1.f);
+  }
 }
 
 double TrainLoop::micro_batch_gradients(const int32_t* inputs, const int32_t* targets, int64_t rows, int64_t T,

@@ -32,11 +32,15 @@ struct LoopConfig {
   uint64_t seed = 0;        // dropout
   int64_t grad_accum = 1;   // micro-batches per step (the rows given to step() split evenly)
   bool recompute = false;   // activation checkpointing (CallOptions::recompute): same floats, less memory
+  // Adaptive span (model.adapt_span): the objective adds adapt_span_loss * mem_len * sum over
+  // layers of the heads' mean span ratio z; after each update every z is clamped to [0, 1].
+  double adapt_span_loss = 0.0;
   Comm* comm = nullptr;     // the processes whose gradients are summed (null: this one alone)
 };
 
 struct StepStats {
-  double loss = 0, grad_norm = 0, lr = 0;
+  double loss = 0, grad_norm = 0, lr = 0;  // loss: the cross-entropy alone
+  double span_loss = 0;  // the adaptive-span term added to the objective (0 without one)
   // The loss or the gradient norm was not finite: the optimizer did not touch the weights.
   // `fault` then says what and names the first parameter with a non-finite gradient.
   bool skipped = false;
@@ -89,6 +93,10 @@ class TrainLoop {
   // A step whose loss or gradient norm is not finite: no update, the fault named, a memory that
   // went non-finite dropped.
   void skip_update(StepStats& s);
+  // The adaptive-span term: its value, its gradient added to the span ratios'.
+  double add_span_loss();
+  // Every span ratio back into [0, 1] after an update.
+  void clamp_spans();
 };
 
 }  // namespace fbt

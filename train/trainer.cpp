@@ -41,6 +41,7 @@ LoopConfig loop_config(const RunConfig& cfg) {
   lc.detach = DetachPolicy::parse(t.detach, cfg.model.seq_len), lc.seed = t.seed;
   lc.grad_accum = t.grad_accum;
   lc.recompute = t.recompute;
+  lc.adapt_span_loss = t.adapt_span_loss;
   return lc;
 }
 
@@ -107,12 +108,21 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   if (!comm_.root()) return;
   const double bpc = s.loss / std::log(2.0);
   const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
-  log_out(fmt::format("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step\n",
-                      step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps)));
+  const std::vector<std::vector<float>> spans = model_->spans();
+  std::string span_text;  // each layer's mean span in steps
+  for (const std::vector<float>& layer : spans) {
+    double mean = 0;
+    for (float x : layer) mean += x / double(layer.size());
+    span_text += fmt::format("{}{:.1f}", span_text.empty() ? " | spans " : "/", mean);
+  }
+  log_out(fmt::format("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step{}\n",
+                      step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps),
+                      span_text));
   nlohmann::json j = {{"split", "train"},      {"step", step()},          {"loss", s.loss},
                       {"bpc", bpc},            {"lr", s.lr},              {"grad_norm", s.grad_norm},
                       {"tokens_per_s", tok_s}, {"tokens", tokens_seen()}, {"elapsed_s", elapsed_s()}};
   if (skipped_) j["skipped"] = skipped_;
+  if (!spans.empty()) j["span_loss"] = s.span_loss, j["spans"] = spans;  // spans[layer][head], in steps
   record(j.dump());
 }
 

@@ -58,6 +58,59 @@ bool masked_softmax_row(float* p, const int32_t* bk, const float* bias, int64_t 
   return true;
 }
 
+// ---- adaptive attention span (kernel_types.hpp, AttentionSpan) ----
+// One (batch, head)'s block P:(S x n), key-major, of softmax weights: kept in raw, then each query
+// column times the head's mask and renormalized. distance:(n x S) as the bucket table.
+void span_forward(float* P, float* raw, const int32_t* distance, float z, const AttentionSpan& sp, int64_t S,
+                  int64_t n) {
+  std::copy(P, P + S * n, raw);
+  for (int64_t i = 0; i < n; ++i) {
+    float sum = 0.f;  // in key order
+    for (int64_t j = 0; j < S; ++j) {
+      float& p = P[j * n + i];
+      if (p == 0.f) continue;  // invisible (or an exponential that underflowed)
+      p *= std::clamp(span_ramp(z, distance[i * S + j], sp.mem_len, sp.ramp), 0.f, 1.f);
+      sum += p;
+    }
+    const float den = sum + 1e-8f;
+    for (int64_t j = 0; j < S; ++j) P[j * n + i] /= den;
+  }
+}
+
+// The backward of span_forward and of the softmax before it: dL:(S x n) holds the gradient of
+// the masked weights P on entry and leaves the logits'. With c = sum_j P_j g_j and
+// kappa = sum_j P_j (g_j - c): dlogit_j = P_j (g_j - c) - raw_j kappa, and the mask of key j
+// receives raw_j (g_j - c) / (sum_k raw_k m_k + 1e-8). Returns the block's share of dz.
+float span_backward(float* dL, const float* P, const float* raw, const int32_t* distance, float z,
+                    const AttentionSpan& sp, int64_t S, int64_t n) {
+  const float slope = float(sp.mem_len) / float(sp.ramp);
+  float dz = 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    float c = 0.f, sum = 0.f;
+    for (int64_t j = 0; j < S; ++j) {
+      const float r = raw[j * n + i];
+      if (r == 0.f) continue;
+      c += P[j * n + i] * dL[j * n + i];
+      sum += r * std::clamp(span_ramp(z, distance[i * S + j], sp.mem_len, sp.ramp), 0.f, 1.f);
+    }
+    float kappa = 0.f;
+    for (int64_t j = 0; j < S; ++j) kappa += P[j * n + i] * (dL[j * n + i] - c);
+    const float den = sum + 1e-8f;
+    for (int64_t j = 0; j < S; ++j) {
+      const float r = raw[j * n + i];
+      float& g = dL[j * n + i];
+      if (r == 0.f) {
+        g = 0.f;
+        continue;
+      }
+      const float x = span_ramp(z, distance[i * S + j], sp.mem_len, sp.ramp), gc = g - c;
+      if (x >= 0.f && x <= 1.f) dz += r * gc / den * slope;
+      g = P[j * n + i] * gc - r * kappa;
+    }
+  }
+  return dz;
+}
+
 // Adjacent segments over the same storage (the two gradient views of one cache) read as one;
 // their head-major mirror too where it continues (else the merged segment reads its rows).
 std::vector<KVRows> merged(const KVRows* segs, int nsegs, int64_t I, int64_t Dh) {
@@ -134,7 +187,8 @@ void add_weighted_rows(float* out, int64_t S, int64_t Dh, Weight weight, Row row
 // A single query per (batch, head): dot products and weighted sums over key rows, vectorized
 // along the head dimension.
 void attention_forward_rows(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                            const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+                            const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                            const AttentionSpan& span) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
@@ -150,6 +204,7 @@ void attention_forward_rows(float* out, float* probs, const float* q, const KVRo
         float* o = out + (b * n + i) * I + h * Dh;
         std::fill(o, o + Dh, 0.f);
         if (!masked_softmax_row(p, bk, bias, h, H, S)) continue;  // no visible key: zeros
+        if (span.z) span_forward(p, span.raw + ((b * H + h) * n + i) * S, span.distance + i * S, span.z[h], span, S, 1);
         const float* dr = drop ? drop + ((b * H + h) * n + i) * S : nullptr;
         add_weighted_rows(o, S, Dh, [&](int64_t j) { return dr ? p[j] * dr[j] : p[j]; },
                           [&](int64_t j) { return key[j] + I; });
@@ -157,9 +212,9 @@ void attention_forward_rows(float* out, float* probs, const float* q, const KVRo
     }
 }
 
-void attention_backward_rows(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                             const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                             const float* drop, const AttentionDims& d) {
+void attention_backward_rows(float* dq, float* dlogits, float* dz_parts, const float* dout, const float* q,
+                             const KVRows* segs, int nsegs, const float* probs, const float* drop,
+                             const AttentionDims& d, const AttentionSpan& span) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
@@ -174,24 +229,30 @@ void attention_backward_rows(float* dq, float* dbias, float* dlogits, const floa
         const float* p = probs + ((b * H + h) * n + i) * S;
         const float* dr = drop ? drop + ((b * H + h) * n + i) * S : nullptr;
         float* dl = dlogits + ((b * H + h) * n + i) * S;
+        // The keys whose logit has a gradient: the weighted ones, and with a span those it masked.
+        const float* raw = span.z ? span.raw + ((b * H + h) * n + i) * S : nullptr;
+        const float* live = raw ? raw : p;
         // dP_j = dout . v_j (times the dropout multiplier); dV_j += P~_j dout
         float dot = 0.f;
         for (int64_t j = 0; j < S; ++j) {
           dl[j] = 0.f;
-          if (p[j] == 0.f) continue;
+          if (live[j] == 0.f) continue;
           const float m = dr ? dr[j] : 1.f;
           dl[j] = simd::dot(doi, key[j] + I, Dh) * m;
           dot += p[j] * dl[j];
-          if (grad[j] && m != 0.f) simd::add_scaled(grad[j] + I, p[j] * m, doi, Dh);
+          if (grad[j] && m != 0.f && p[j] != 0.f) simd::add_scaled(grad[j] + I, p[j] * m, doi, Dh);
         }
-        // softmax backward, then dq += dl_j k_j, dk_j += dl_j q
-        for (int64_t j = 0; j < S; ++j)
-          if (p[j] != 0.f) dl[j] = p[j] * (dl[j] - dot);
+        // softmax (and span) backward, then dq += dl_j k_j, dk_j += dl_j q
+        if (raw)
+          dz_parts[b * H + h] += span_backward(dl, p, raw, span.distance + i * S, span.z[h], span, S, 1);
+        else
+          for (int64_t j = 0; j < S; ++j)
+            if (p[j] != 0.f) dl[j] = p[j] * (dl[j] - dot);
         if (dq)
           add_weighted_rows(dq + (b * n + i) * I + h * Dh, S, Dh, [&](int64_t j) { return dl[j]; },
                             [&](int64_t j) { return key[j]; });
         for (int64_t j = 0; j < S; ++j)
-          if (p[j] != 0.f && grad[j]) simd::add_scaled(grad[j], dl[j], qi, Dh);
+          if (live[j] != 0.f && grad[j]) simd::add_scaled(grad[j], dl[j], qi, Dh);
       }
     }
 }
@@ -393,7 +454,8 @@ void head_pieces(std::vector<HeadPiece>& pieces, const KVRows* segs, int nsegs, 
 }
 
 void attention_forward_gemm(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                            const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+                            const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                            const AttentionSpan& span) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
   const std::vector<float> terms = bias_terms(bucket, bias, H, n, S);
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
@@ -410,6 +472,7 @@ void attention_forward_gemm(float* out, float* probs, const float* q, const KVRo
       for (const HeadPiece& pc : pieces)  // logits^T = K Q^T, rows [at, at + rows) per piece
         key_major_product(P + pc.at * n, pc.k, qt, pc.rows, n, np, Dh, pad_buf);
       softmax_columns(P, terms.data() + h * S * n, S, n, col, col + n);
+      if (span.z) span_forward(P, span.raw + (b * H + h) * S * n, span.distance, span.z[h], span, S, n);
       const float* W = P;  // the weights of the values: P, or P times the dropout multipliers
       if (drop) {
         float* w = scratch(w_buf, S * n);
@@ -422,9 +485,9 @@ void attention_forward_gemm(float* out, float* probs, const float* q, const KVRo
     }
 }
 
-void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
-                             const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                             const float* drop, const AttentionDims& d) {
+void attention_backward_gemm(float* dq, float* dlogits, float* dz_parts, const float* dout, const float* q,
+                             const KVRows* segs, int nsegs, const float* probs, const float* drop,
+                             const AttentionDims& d, const AttentionSpan& span) {
   const int64_t B = d.B, n = d.n, H = d.H, Dh = d.Dh, S = d.S, I = H * Dh;
 #pragma omp parallel for collapse(2) if (B * H * n * S * Dh > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
@@ -453,12 +516,17 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
       for (const HeadPiece& pc : pieces)  // dV = W^T dO, for the rows that take it
         if (pc.grad) small_nn(g + pc.at * Dh, Dh, W + pc.at * n, {n, 1}, dO, I, pc.rows, Dh, n, false);
       add_head_rows(segs, nsegs, b, h, Dh, I, true, g);
-      // softmax backward per query column: dlogit = P (dP - <P, dP>)
-      std::fill(col, col + n, 0.f);
-      for (int64_t j = 0; j < S; ++j)
-        for (int64_t i = 0; i < n; ++i) col[i] += P[j * n + i] * dL[j * n + i];
-      for (int64_t j = 0; j < S; ++j)
-        for (int64_t i = 0; i < n; ++i) dL[j * n + i] = P[j * n + i] * (dL[j * n + i] - col[i]);
+      // softmax backward per query column: dlogit = P (dP - <P, dP>) (with a span: its own)
+      if (span.z) {
+        dz_parts[b * H + h] +=
+            span_backward(dL, P, span.raw + (b * H + h) * S * n, span.distance, span.z[h], span, S, n);
+      } else {
+        std::fill(col, col + n, 0.f);
+        for (int64_t j = 0; j < S; ++j)
+          for (int64_t i = 0; i < n; ++i) col[i] += P[j * n + i] * dL[j * n + i];
+        for (int64_t j = 0; j < S; ++j)
+          for (int64_t i = 0; i < n; ++i) dL[j * n + i] = P[j * n + i] * (dL[j * n + i] - col[i]);
+      }
       if (dq)
         for (const HeadPiece& pc : pieces)  // dQ += dL K, over the pieces in key order
           small_nn(dq + b * n * I + h * Dh, I, dL + pc.at * n, {1, n}, pc.k, Dh, n, Dh, pc.rows, true);
@@ -471,17 +539,23 @@ void attention_backward_gemm(float* dq, float* dbias, float* dlogits, const floa
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
-  if (d.n == 1) return attention_forward_rows(out, probs, q, segs, nsegs, bucket, bias, drop, d);
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                       const AttentionSpan& span) {
+  if (d.n == 1) return attention_forward_rows(out, probs, q, segs, nsegs, bucket, bias, drop, d, span);
   const std::vector<KVRows> m = merged(segs, nsegs, d.H * d.Dh, d.Dh);
-  attention_forward_gemm(out, probs, q, m.data(), int(m.size()), bucket, bias, drop, d);
+  attention_forward_gemm(out, probs, q, m.data(), int(m.size()), bucket, bias, drop, d, span);
 }
 
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d) {
-  if (d.n == 1) attention_backward_rows(dq, dbias, dlogits, dout, q, segs, nsegs, bucket, probs, drop, d);
-  else attention_backward_gemm(dq, dbias, dlogits, dout, q, segs, nsegs, bucket, probs, drop, d);
+                        const float* drop, const AttentionDims& d, const AttentionSpan& span) {
+  // Each (batch, head)'s share of the span gradient, summed over the batch in order afterwards.
+  std::vector<float> dz_parts(span.z ? size_t(d.B * d.H) : 0, 0.f);
+  if (d.n == 1) attention_backward_rows(dq, dlogits, dz_parts.data(), dout, q, segs, nsegs, probs, drop, d, span);
+  else attention_backward_gemm(dq, dlogits, dz_parts.data(), dout, q, segs, nsegs, probs, drop, d, span);
+  if (span.dz)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t b = 0; b < d.B; ++b) span.dz[h] += dz_parts[size_t(b * d.H + h)];
   if (!dbias) return;
   const int64_t B = d.B, n = d.n, H = d.H, S = d.S, nS = n * S;
   // The bucket table is shared by the batch: sum over it first (vectorized), then scatter once.

@@ -169,13 +169,16 @@ void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int
 // products read without transposing; with one query it is (B,H,n,S) too.
 // drop:(B,H,S,n) dropout multipliers or null.
 // out:(B,n,I); a query with no visible key gets zeros.
+// span (adaptive attention span, kernel_types.hpp): probs are then the masked, renormalized
+// weights, span.raw the softmax before the mask, and the backward adds to span.dz.
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                       const AttentionSpan& span = {});
 // dlogits:(B,H,S,n) scratch, left holding d(logits). dq:(B,n,I) or null; dbias:(NB,H) or null;
 // key/value gradients into segs[k].grad (a segment without one gets none).
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d);
+                        const float* drop, const AttentionDims& d, const AttentionSpan& span = {});
 // The key/value gradient of the first keys (segs: keys [0, M) of every part's S) summed over
 // several calls that read them alike, then added to the segments' gradient rows once:
 // dV += sum_m W_m^T dO_m, dK += sum_m dL_m^T Q_m (W = probs times the dropout multipliers).

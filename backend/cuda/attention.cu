@@ -195,7 +195,9 @@ Segs pack(const KVRows* segs, int nsegs) {
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                       const AttentionSpan& span) {
+  refuse_span(span);
   const size_t smem = shared_for(attention_forward_k, d);
   launch(attention_forward_k, d.B * d.H * d.n, kAttnThreads, smem, out, probs, q, pack(segs, nsegs), bucket, bias,
          drop, d);
@@ -203,7 +205,8 @@ void attention_forward(float* out, float* probs, const float* q, const KVRows* s
 
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d) {
+                        const float* drop, const AttentionDims& d, const AttentionSpan& span) {
+  refuse_span(span);
   const Segs sg = pack(segs, nsegs);
   launch(attention_dlogits_k, d.B * d.H * d.n, kAttnThreads, shared_for(attention_dlogits_k, d), dq, dlogits, dout,
          q, sg, probs, drop, d);

@@ -229,15 +229,18 @@ std::vector<KVRows> host_segments(const KVRows* segs, int nsegs, const Attention
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d) {
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                       const AttentionSpan& span) {
   enter();
+  refuse_span(span);  // as the device does
   const std::vector<KVRows> s = host_segments(segs, nsegs, d);
   cpu::attention_forward(h(out), h(probs), h(q), s.data(), nsegs, h(bucket), h(bias), h(drop), d);
 }
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d) {
+                        const float* drop, const AttentionDims& d, const AttentionSpan& span) {
   enter();
+  refuse_span(span);
   const std::vector<KVRows> s = host_segments(segs, nsegs, d);
   cpu::attention_backward(h(dq), h(dbias), h(dlogits), h(dout), h(q), s.data(), nsegs, h(bucket), h(probs), h(drop), d);
 }

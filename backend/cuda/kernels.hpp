@@ -7,11 +7,20 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "backend/kernel_types.hpp"
 
 namespace fbt::cuda {
+
+// Adaptive attention span has no device kernels yet: an attention call with one is refused by name
+// (Model::to refuses such a model first).
+inline void refuse_span(const AttentionSpan& span) {
+  if (span.z)
+    throw std::runtime_error("adaptive attention span (model.adapt_span) runs on the CPU only so far: its CUDA "
+                             "kernels are not written yet");
+}
 
 // Whether a CUDA device can be used here (false without a GPU or a driver); `why` says why not.
 bool available(std::string* why = nullptr);
@@ -94,10 +103,11 @@ void weighted_sum_backward(float* const* dxs, float* dw, const float* dy, const 
 // As the CPU kernel: segments live on the device (segs itself on the host), bucket/bias/drop too.
 // At most kMaxAttentionSegments segments (kernel_types.hpp).
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
-                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d);
+                       const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
+                       const AttentionSpan& span = {});
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
-                        const float* drop, const AttentionDims& d);
+                        const float* drop, const AttentionDims& d, const AttentionSpan& span = {});
 
 // One AdamW update over n values (t counts from 1); decay: per-element 0/1 flags; the gradients
 // are multiplied by grad_scale as they are read (clipping).
