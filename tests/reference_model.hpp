@@ -23,6 +23,21 @@ inline ModelConfig tiny_model_config(const std::string& type = "feedback") {
   return c;
 }
 
+// The tiny model with an adaptive span whose mask cuts within its 4-step memory (ramp 2), and
+// span ratios that keep every clamp end away from the central differences' steps.
+inline ModelConfig with_span(ModelConfig c) {
+  c.adapt_span = true, c.adapt_span_ramp = 2;
+  return c;
+}
+inline void set_spans(Model& m) {
+  const float z[] = {0.3f, 0.55f, 0.8f, 0.1f, 0.65f, 0.45f};
+  int k = 0;
+  for (int64_t l = 0; l < m.config().depth; ++l) {
+    Var s = m.params().get("layers." + std::to_string(l) + ".attn.span");
+    for (int64_t h = 0; h < m.config().heads; ++h) s.data()[h] = z[k++ % 6];
+  }
+}
+
 inline int32_t t5_bucket(int64_t d, int64_t nb, int64_t maxd) {
   const int64_t e = nb / 2;
   if (d < e) return int32_t(d);
@@ -75,20 +90,29 @@ inline RefOutput reference_forward(FeedbackTransformer& model, const std::vector
         kvs.push_back(linear(layernorm(x, P("mem_norm.weight"), P("mem_norm.bias")), Pkv));
       }
       if (n > 1) kvs.push_back(linear(layernorm(h, P("mem_norm.weight"), P("mem_norm.bias")), Pkv));
-      std::vector<int32_t> table;
+      std::vector<int32_t> table, distance;  // distance: step of the query minus step of the key
       std::vector<uint8_t> sees(size_t(B * n), 0);
       int64_t S = M + (n > 1 ? n : 0);
       for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < M; ++j) table.push_back(t5_bucket(s + i - (s - M + j), c.num_buckets, c.max_distance));
+        for (int64_t j = 0; j < M; ++j) {
+          const int64_t key_step = s - M + j;
+          table.push_back(t5_bucket(s + i - key_step, c.num_buckets, c.max_distance));
+          distance.push_back(int32_t(s + i - key_step));
+        }
         if (n > 1)
-          for (int64_t j = 0; j < n; ++j) table.push_back(j < i ? t5_bucket(i - j, c.num_buckets, c.max_distance) : -1);
+          for (int64_t j = 0; j < n; ++j) {
+            table.push_back(j < i ? t5_bucket(i - j, c.num_buckets, c.max_distance) : -1);
+            distance.push_back(j < i ? int32_t(i - j) : 0);
+          }
         for (int64_t b = 0; b < B; ++b) sees[size_t(b * n + i)] = (M > 0 || i > 0) ? 1 : 0;
       }
       Var o;
       if (S > 0) {
         Var kv = kvs.size() == 1 ? kvs[0] : concat(kvs, 1);
-        o = linear(attention(q, {{kv, 0, S}}, table, P("pos_bias.weight"), c.heads), P(p + "attn.to_out.weight"),
-                   P(p + "attn.to_out.bias"));
+        const SpanMask span{c.adapt_span ? P(p + "attn.span") : Var(), &distance, c.mem_len, c.adapt_span_ramp};
+        o = linear(attention(q, {{kv, 0, S}}, table, P("pos_bias.weight"), c.heads, 0.f, nullptr, nullptr,
+                             c.adapt_span ? &span : nullptr),
+                   P(p + "attn.to_out.weight"), P(p + "attn.to_out.bias"));
         o = mask_rows(o, sees);
         h = add(h, o);
       }

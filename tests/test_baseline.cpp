@@ -78,14 +78,17 @@ RefXL reference_xl(Model& model, Call& c) {
       const int64_t now = m + t, first = std::max<int64_t>(0, now - cfg.mem_len);
       if (now > first) {
         std::vector<Var> kvs;
-        std::vector<int32_t> table;
+        std::vector<int32_t> table, distance;
         for (int64_t u = first; u < now; ++u) {
           kvs.push_back(linear(norm(inputs[size_t(u)]), P(p + "attn.to_kv.weight")));
           table.push_back(t5_bucket(now - u, cfg.num_buckets, cfg.max_distance));
+          distance.push_back(int32_t(now - u));
         }
         Var q = scale(linear(norm(x), P(p + "attn.to_q.weight")), float(1.0 / std::sqrt(double(cfg.dim_head))));
         Var kv = kvs.size() == 1 ? kvs[0] : concat(kvs, 1);
-        x = add(x, linear(attention(q, {{kv, 0, now - first}}, table, P("pos_bias.weight"), cfg.heads),
+        const SpanMask span{cfg.adapt_span ? P(p + "attn.span") : Var(), &distance, cfg.mem_len, cfg.adapt_span_ramp};
+        x = add(x, linear(attention(q, {{kv, 0, now - first}}, table, P("pos_bias.weight"), cfg.heads, 0.f, nullptr,
+                                    nullptr, cfg.adapt_span ? &span : nullptr),
                           P(p + "attn.to_out.weight"), P(p + "attn.to_out.bias")));
       }
       outs.push_back(x);
@@ -124,9 +127,10 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(d) / std::max(std::sqrt(n), 1e-12);
 }
 
-void agrees_with_reference(bool cross, int64_t m, int64_t T) {
-  TransformerXL model(tiny_xl(cross));
+void agrees_with_reference(bool cross, int64_t m, int64_t T, bool span = false) {
+  TransformerXL model(span ? with_span(tiny_xl(cross)) : tiny_xl(cross));
   fill_normal(model.params().values().data(), int64_t(model.params().numel()), 5, 0.4f);
+  if (span) set_spans(model);
   Call c = make_call(m, 11, T);
   tape().reset();
   model.params().zero_grad();
@@ -164,9 +168,17 @@ TEST_CASE("baseline: agrees with the naive reference, without and with a carried
 
 TEST_CASE("baseline: cross attention agrees with the reference") { agrees_with_reference(true, 2, 5); }
 
-TEST_CASE("baseline gradcheck: the whole model by central differences, with a carried state") {
-  TransformerXL model(tiny_xl(false));
+TEST_CASE("baseline: an adaptive span agrees with the naive reference, without and with a carried state") {
+  agrees_with_reference(false, 0, 7, true);
+  agrees_with_reference(false, 3, 7, true);
+}
+
+TEST_CASE("baseline gradcheck: the whole model by central differences, with a carried state, with and without a span") {
+  for (bool span : {false, true}) {
+  INFO("adaptive span " << span);
+  TransformerXL model(span ? with_span(tiny_xl(false)) : tiny_xl(false));
   fill_normal(model.params().values().data(), int64_t(model.params().numel()), 7, 0.4f);
+  if (span) set_spans(model);
   Call c = make_call(3, 13, 5);
   tape().reset();
   model.params().zero_grad();
@@ -179,6 +191,7 @@ TEST_CASE("baseline gradcheck: the whole model by central differences, with a ca
   });
   INFO("relative error " << rel);
   CHECK(rel < 2e-3);
+  }
 }
 
 TEST_CASE("baseline: one call equals two calls with the state carried") {

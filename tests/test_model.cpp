@@ -113,6 +113,7 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 void agree_with_reference(const ModelConfig& cfg, int64_t m, const std::vector<std::string>& policies, int64_t T = 7) {
   FeedbackTransformer model(cfg);
   randomize(model, 5);
+  if (cfg.adapt_span) set_spans(model);
   Batch b = make_batch(m, 11, T);
   for (const std::string& p : policies) {
     INFO("policy " << p);
@@ -143,6 +144,7 @@ const std::vector<std::string> kPolicies3 = {"none", "all", "every:3", "horizon:
 void model_gradcheck(const ModelConfig& cfg, int64_t m) {
   FeedbackTransformer model(cfg);
   randomize(model, 7);
+  if (cfg.adapt_span) set_spans(model);
   Batch b = make_batch(m, 13, 5);
   Result r = run_fast(model, b, DetachPolicy{});
   const double rel = parameter_grad_error(model.params().values(), r.grads, [&] {
@@ -195,6 +197,17 @@ TEST_CASE("model: keep_last_hidden agrees with the reference") {
 TEST_CASE("model: cross attention agrees with the reference") {
   agree_with_reference(tiny(1, true, false, true), 2, kPolicies1);
   agree_with_reference(tiny(3, false, false, true), 0, kPolicies3);
+}
+
+TEST_CASE("model: an adaptive span agrees with the reference under every policy, single steps and windows") {
+  agree_with_reference(with_span(tiny(1, true, false, false)), 0, kPolicies1, 12);
+  agree_with_reference(with_span(tiny(1, false, false, false)), 3, kPolicies1);
+  agree_with_reference(with_span(tiny(3, true, false, false)), 2, kPolicies3);
+}
+
+TEST_CASE("model gradcheck: adaptive span, single steps and windows") {
+  model_gradcheck(with_span(tiny(1, true, false, false)), 2);
+  model_gradcheck(with_span(tiny(2, false, false, false)), 0);
 }
 
 TEST_CASE("model gradcheck: seq_len 1 shared kv") { model_gradcheck(tiny(1, true, false, false), 0); }
