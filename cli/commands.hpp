@@ -13,6 +13,7 @@ void add_bench(CLI::App& app);    // cmd_bench.cpp
 void add_grads(CLI::App& app);    // cmd_grads.cpp
 void add_plot(CLI::App& app);     // cmd_plot.cpp
 void add_compare(CLI::App& app);  // cmd_compare.cpp
+void add_spans(CLI::App& app);    // cmd_spans.cpp
 void add_prepare_bytes(CLI::App& app);
 void add_prepare(CLI::App& app);  // cmd_prepare.cpp
 void add_prepare_algorithmic(CLI::App& app);  // cmd_prepare.cpp

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   bool version = false;
   app.add_flag("--version", version, "print the version and the compiled-in backends");
   for (auto add : {fbt::cli::add_forward, fbt::cli::add_train, fbt::cli::add_eval, fbt::cli::add_sample,
-                   fbt::cli::add_bench, fbt::cli::add_grads, fbt::cli::add_plot, fbt::cli::add_compare, fbt::cli::add_prepare, fbt::cli::add_prepare_bytes,
+                   fbt::cli::add_bench, fbt::cli::add_grads, fbt::cli::add_plot, fbt::cli::add_compare, fbt::cli::add_spans, fbt::cli::add_prepare, fbt::cli::add_prepare_bytes,
                    fbt::cli::add_prepare_algorithmic})
     add(app);
   try {

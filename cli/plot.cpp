@@ -97,6 +97,7 @@ struct Charts {
   std::map<int, Series> mix;                                  // layer-mix weight i over steps
   std::map<std::string, std::map<std::string, double>> bias;  // policy -> group -> rel_error
   std::map<std::string, Series> accuracy;                     // labelled data: valid accuracy by run
+  std::map<std::string, Series> spans;                        // adaptive span of each head, layer by layer
 };
 
 // body() on line `lineno` of f: a JSON error in it (not JSON, a field missing or of the wrong
@@ -139,6 +140,18 @@ void add_probe(Charts& c, const json& j) {
   }
 }
 
+// A train line's spans ([layer][head], in steps): a series per head, keyed so that a layer's heads
+// sort together.
+void add_spans(Charts& c, const json& j, const std::string& run) {
+  const auto& layers = j.at("spans");
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (size_t h = 0; h < layers[l].size(); ++h) {
+      Series& s = c.spans[fmt::format("{}{:06} {:06}", run, l, h)];
+      s.title = fmt::format("{}layer {} head {}", run.empty() ? "" : run + " ", l, h);
+      s.points.push_back({j.at("step").get<double>(), layers[l][h].get<double>()});
+    }
+}
+
 void add_line(Charts& c, const json& j, const std::string& series, const std::string& run) {
   const std::string kind = j.value("kind", ""), split = j.value("split", "");
   if (split == "train" || split == "valid") {
@@ -150,6 +163,7 @@ void add_line(Charts& c, const json& j, const std::string& series, const std::st
       s.title = prefix;
       s.points.push_back({j.at("step").get<double>(), j.at("accuracy").get<double>()});
     }
+    if (j.contains("spans")) add_spans(c, j, run);
   } else if (split == "probe") {
     add_probe(c, j);
   } else if (kind == "lag" || kind == "jacobian") {
@@ -295,6 +309,8 @@ std::string gnuplot_script(const std::vector<std::string>& jsonl_files, const st
   script.chart("accuracy", "accuracy on the labelled positions", "step", "accuracy", values(c.accuracy),
                "set yrange [0:1]\n", points);
   script.text += "set yrange [*:*]\n";
+  script.chart("spans", "adaptive attention span of each head", "step", "span (steps)", values(c.spans), "",
+               "lines lw 2");
   charts = script.made;
   return script.text;
 }

@@ -1,4 +1,4 @@
-// PNG charts of runs (metrics.jsonl: loss, bpc, accuracy, probes) and of `fbt grads` JSONL files (gradient
+// PNG charts of runs (metrics.jsonl: loss, bpc, accuracy, probes, adaptive spans) and of `fbt grads` JSONL files (gradient
 // by lag, Jacobian norms, truncation bias), drawn by gnuplot (Debian's gnuplot-nox).
 #pragma once
 #include <string>

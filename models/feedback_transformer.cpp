@@ -59,6 +59,7 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& cfg, bool initialize
 // storage and two gradient views (`diff`, `cnst`: see the header and project_memory).
 struct FeedbackTransformer::Call {
   int64_t B = 0, T = 0, m0 = 0, cap = 0;  // cap = m0 + T rows
+  int64_t reach = 0;  // the keys a query reads: at most this many steps back (mem_len, or the spans')
   const CallOptions* options = nullptr;
   float ff_dropout_p = 0.f;
   Tensor mem_buf;               // (B, cap, D)
@@ -77,6 +78,7 @@ FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, S
   const Device dev = device();
   Call call;
   call.B = B, call.T = T, call.m0 = state ? state->memory.rows() : 0, call.cap = call.m0 + T;
+  call.reach = std::min(c.mem_len + c.seq_len, span_reach());
   call.options = &o;
   call.ff_dropout_p = o.train ? c.ff_dropout : 0.f;
   call.keep_projection = state && state->keep_projection;
@@ -114,7 +116,7 @@ FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, S
 // position buckets, then, in a window of several steps, its own earlier steps.
 nn::Window FeedbackTransformer::window(const Call& call, int64_t s) const {
   const int64_t n = std::min(cfg_.seq_len, call.T - s);
-  const int64_t p = call.m0 + s, M = p - std::max<int64_t>(0, p - cfg_.mem_len);
+  const int64_t p = call.m0 + s, M = p - first_memory_row(call, s);
   nn::Window w;
   w.n = n;
   w.local = n > 1;
@@ -122,6 +124,7 @@ nn::Window FeedbackTransformer::window(const Call& call, int64_t s) const {
   w.bucket.assign(size_t(n * S), -1);
   if (cfg_.adapt_span) w.distance.assign(size_t(n * S), 0);
   auto see = [&](int64_t i, int64_t j, int64_t d) {  // query i sees key j at distance d
+    if (d > call.reach) return;  // masked out by every head's span
     w.bucket[size_t(i * S + j)] = bucket_of_[size_t(d)];
     if (cfg_.adapt_span) w.distance[size_t(i * S + j)] = int32_t(d);
   };
@@ -142,8 +145,13 @@ nn::Window FeedbackTransformer::window(const Call& call, int64_t s) const {
 
 // The first memory row window s may differentiate into under the call's policy: rows
 // [lo, split) of its memory are constants for it, [split, p) differentiable.
+// The first memory row window s reads: mem_len back, or less where the spans reach less far.
+int64_t FeedbackTransformer::first_memory_row(const Call& call, int64_t s) const {
+  return std::max<int64_t>(0, call.m0 + s - std::min(cfg_.mem_len, call.reach));
+}
+
 int64_t FeedbackTransformer::first_differentiable_row(const Call& call, int64_t s) const {
-  const int64_t p = call.m0 + s, lo = std::max<int64_t>(0, p - cfg_.mem_len);
+  const int64_t p = call.m0 + s, lo = first_memory_row(call, s);
   return std::clamp<int64_t>(call.m0 + std::max<int64_t>(0, call.options->policy.first_differentiable(s)), lo, p);
 }
 
@@ -151,7 +159,7 @@ int64_t FeedbackTransformer::first_differentiable_row(const Call& call, int64_t 
 // window's memory vectors, which it writes into the call's memory and, projected, into the
 // caches for the windows after it.  h:(B,n,D) -> {(B,n,D), (B,n,D)}
 std::pair<Var, Var> FeedbackTransformer::run_window(const Call& call, Var h, int64_t s, int64_t split, nn::Window w) const {
-  const int64_t p = call.m0 + s, lo = std::max<int64_t>(0, p - cfg_.mem_len);
+  const int64_t p = call.m0 + s, lo = first_memory_row(call, s);
   // Every layer reads the same memory rows of the one shared cache: their key/value gradient is
   // summed over the layers first (ops.hpp, KVGradGroup); with one query per window it does not pay.
   if (cfg_.shared_kv && cfg_.seq_len > 1) w.group = kv_grad_group();

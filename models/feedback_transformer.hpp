@@ -42,6 +42,7 @@ class FeedbackTransformer : public Model {
   Call open_call(int64_t B, int64_t T, State* state, const CallOptions& o) const;
   nn::Window window(const Call& call, int64_t s) const;
   int64_t first_differentiable_row(const Call& call, int64_t s) const;
+  int64_t first_memory_row(const Call& call, int64_t s) const;
   std::pair<Var, Var> run_window(const Call& call, Var h, int64_t s, int64_t split, nn::Window w) const;
   void close_call(Call& call, ForwardOutput& res, State* state) const;
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
+#include "backend/kernel_types.hpp"
 #include "models/feedback_transformer.hpp"
 #include "models/transformer_xl.hpp"
 #include "util/check.hpp"
@@ -46,6 +48,20 @@ std::vector<std::vector<float>> Model::spans() const {
     for (float r : z) out.back().push_back(r * float(cfg_.mem_len));
   }
   return out;
+}
+
+int64_t Model::span_reach() const {
+  if (!cfg_.adapt_span) return std::numeric_limits<int64_t>::max();
+  float z = 0.f;  // the widest span: the mask grows with z, in the kernel's float arithmetic too
+  for (int64_t l = 0; l < cfg_.depth; ++l)
+    for (float r : to_host(params_.get("layers." + std::to_string(l) + ".attn.span").value())) z = std::max(z, r);
+  const int64_t M = cfg_.mem_len, R = cfg_.adapt_span_ramp, farthest = M + cfg_.seq_len;  // no key is farther back
+  if (!std::isfinite(z)) return farthest;
+  auto kept = [&](int64_t d) { return span_ramp(z, int32_t(d), M, R) >= 0.f; };
+  int64_t d = std::clamp<int64_t>(int64_t(std::floor(double(z) * double(M))) + R + 2, 1, farthest);
+  while (d > 1 && !kept(d)) --d;
+  while (d < farthest && kept(d + 1)) ++d;
+  return d;
 }
 
 void Model::check_call(int64_t B, int64_t T, const State* state, const CallOptions& o) const {

@@ -28,16 +28,17 @@ TransformerXL::TransformerXL(const ModelConfig& cfg, bool initialize) : Model(cf
   if (initialize) init(0);
 }
 
-// What the T queries of a call see among the m + T rows [state; call]: query t (row m + t) sees
-// rows u with m + t - mem_len <= u < m + t, strictly past, biased by the bucket of m + t - u.
-nn::Window TransformerXL::window(int64_t B, int64_t T, int64_t m, const CallOptions& o) const {
+// What the T queries of a call see among the m + T rows [state rows read; call]: query t (row
+// m + t) sees rows u with m + t - span <= u < m + t, strictly past, biased by the bucket of
+// m + t - u. span: mem_len, or less where the heads' adaptive spans reach less far.
+nn::Window TransformerXL::window(int64_t B, int64_t T, int64_t m, int64_t span, const CallOptions& o) const {
   const int64_t S = m + T;
   nn::Window w;
   w.n = T;
   w.bucket.assign(size_t(T * S), -1);
   if (cfg_.adapt_span) w.distance.assign(size_t(T * S), 0);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t u = std::max<int64_t>(0, m + t - cfg_.mem_len); u < m + t; ++u) {
+    for (int64_t u = std::max<int64_t>(0, m + t - span); u < m + t; ++u) {
       w.bucket[size_t(t * S + u)] = bucket(m + t - u, cfg_.num_buckets, cfg_.max_distance);
       if (cfg_.adapt_span) w.distance[size_t(t * S + u)] = int32_t(m + t - u);
     }
@@ -59,7 +60,10 @@ ForwardOutput TransformerXL::forward(const int32_t* tokens, int64_t B, int64_t T
   tp.set_device(device());  // this model's step: an error if the tape holds another device's
   const int64_t D = cfg_.dim, L = cfg_.depth, m = state ? state->memory.rows() : 0, keep = std::min(cfg_.mem_len, m + T);
   const Tensor* carried = m ? state->memory.tensor() : nullptr;  // (L, B, m, D)
-  const nn::Window w = window(B, T, m, options);
+  // Attention reads the state's last `read` rows: mem_len, or fewer where the spans reach less far.
+  const int64_t span = std::min(cfg_.mem_len, span_reach()), read = std::min(m, span);
+  const nn::Window w = window(B, T, read, span, options);
+  const Device dev = device();
   const float ff_p = options.train ? cfg_.ff_dropout : 0.f;
   ForwardOutput res;
   res.memory = tp.arena().alloc(memory_shape(B, keep));
@@ -68,18 +72,26 @@ ForwardOutput TransformerXL::forward(const int32_t* tokens, int64_t B, int64_t T
   for (int64_t l = 0; l < L; ++l) {
     threads::share_cores();
     const nn::Block& b = layers_[size_t(l)];
-    // The layer's state rows, copied (the state changes when the call ends).  (B, m, D)
-    const Var state_rows = m ? tp.leaf_copy(Tensor{carried->data + l * B * m * D, Shape{B, m, D}, carried->device}) : Var();
+    // The layer's state rows that attention reads, copied (the state changes when the call ends).  (B, read, D)
+    const float* layer_state = m ? carried->data + l * B * m * D : nullptr;  // (B, m, D)
+    Var state_rows;
+    if (read) {
+      state_rows = tp.leaf({B, read, D});
+      copy_rows(state_rows.data(), read * D, dev, layer_state + (m - read) * D, m * D, carried->device, B, read * D);
+    }
     res.layer_inputs.push_back(h);
-    const Tensor mem_l{res.memory.data + l * B * keep * D, Shape{B, keep, D}, device()};
-    h = run_piece(options, [this, &b, h, state_rows, context, w, ff_p, mem_l, m, T, keep] {
+    // The new state: the old state's last `old` rows, then the call's inputs of this layer.  (B, keep, D)
+    const int64_t old = keep - std::min(keep, T);
+    const Tensor mem_l{res.memory.data + l * B * keep * D, Shape{B, keep, D}, dev};
+    if (old) copy_rows(mem_l.data, keep * D, dev, layer_state + (m - old) * D, m * D, carried->device, B, old * D);
+    h = run_piece(options, [this, &b, h, state_rows, context, w, ff_p, mem_l, read, old, T, keep] {
       const int64_t D = cfg_.dim;
-      const Var full = state_rows ? concat({state_rows, h}, 1) : h;  // (B, m+T, D): state rows first (constants)
-      Var kv = b.attn.to_kv(b.attn.norm(full));                     // (B, m+T, 2I)
+      const Var full = state_rows ? concat({state_rows, h}, 1) : h;  // (B, read+T, D): state rows first (constants)
+      Var kv = b.attn.to_kv(b.attn.norm(full));                     // (B, read+T, 2I)
       Var ctx_kv = context ? b.cross.to_kv(context) : Var();
-      copy_rows(mem_l.data, keep * D, device(), full.data() + (m + T - keep) * D, (m + T) * D, device(), mem_l.shape[0],
-                keep * D);
-      return std::vector<Var>{b(h, {{kv, 0, m + T}}, w, pos_bias_, no_projection_, 0, ctx_kv, ff_p)};
+      copy_rows(mem_l.data + old * D, keep * D, device(), h.data() + (T - (keep - old)) * D, T * D, device(),
+                mem_l.shape[0], (keep - old) * D);
+      return std::vector<Var>{b(h, {{kv, 0, read + T}}, w, pos_bias_, no_projection_, 0, ctx_kv, ff_p)};
     })[0];
   }
   res.logits = to_logits_(out_norm_(h));  // (B,T,V)

@@ -23,7 +23,7 @@ class TransformerXL : public Model {
   Shape memory_shape(int64_t B, int64_t rows) const override { return Shape{cfg_.depth, B, rows, cfg_.dim}; }
 
  private:
-  nn::Window window(int64_t B, int64_t T, int64_t m, const CallOptions& o) const;
+  nn::Window window(int64_t B, int64_t T, int64_t m, int64_t span, const CallOptions& o) const;
 
   nn::Embedding token_emb_;
   Var pos_bias_;

@@ -29,12 +29,13 @@ inline ModelConfig with_span(ModelConfig c) {
   c.adapt_span = true, c.adapt_span_ramp = 2;
   return c;
 }
-inline void set_spans(Model& m) {
+// scale < 1: spans short enough that the model reads fewer rows than mem_len (Model::span_reach).
+inline void set_spans(Model& m, float scale = 1.f) {
   const float z[] = {0.3f, 0.55f, 0.8f, 0.1f, 0.65f, 0.45f};
   int k = 0;
   for (int64_t l = 0; l < m.config().depth; ++l) {
     Var s = m.params().get("layers." + std::to_string(l) + ".attn.span");
-    for (int64_t h = 0; h < m.config().heads; ++h) s.data()[h] = z[k++ % 6];
+    for (int64_t h = 0; h < m.config().heads; ++h) s.data()[h] = scale * z[k++ % 6];
   }
 }
 

@@ -127,10 +127,13 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(d) / std::max(std::sqrt(n), 1e-12);
 }
 
-void agrees_with_reference(bool cross, int64_t m, int64_t T, bool span = false) {
-  TransformerXL model(span ? with_span(tiny_xl(cross)) : tiny_xl(cross));
+void agrees_with_reference(bool cross, int64_t m, int64_t T, bool span = false, int64_t mem_len = 4,
+                           float span_scale = 1.f) {
+  ModelConfig cfg = span ? with_span(tiny_xl(cross)) : tiny_xl(cross);
+  cfg.mem_len = mem_len;
+  TransformerXL model(cfg);
   fill_normal(model.params().values().data(), int64_t(model.params().numel()), 5, 0.4f);
-  if (span) set_spans(model);
+  if (span) set_spans(model, span_scale);
   Call c = make_call(m, 11, T);
   tape().reset();
   model.params().zero_grad();
@@ -148,7 +151,7 @@ void agrees_with_reference(bool cross, int64_t m, int64_t T, bool span = false) 
   CHECK(rel_diff(fast_logits, values(r.logits)) < 1e-5);
   CHECK(rel_diff(fast_grads, model.params().grads()) < 1e-4);
   // The state: per layer, the last min(mem_len, m + T) inputs of that layer.
-  const int64_t keep = std::min<int64_t>(4, m + T);
+  const int64_t keep = std::min<int64_t>(mem_len, m + T);
   CHECK(state.memory.shape() == Shape{2, c.B, keep, 6});
   std::vector<float> ref_state;
   for (int64_t l = 0; l < 2; ++l)
@@ -171,6 +174,10 @@ TEST_CASE("baseline: cross attention agrees with the reference") { agrees_with_r
 TEST_CASE("baseline: an adaptive span agrees with the naive reference, without and with a carried state") {
   agrees_with_reference(false, 0, 7, true);
   agrees_with_reference(false, 3, 7, true);
+  // Spans reaching 5 steps back of mem_len 8: the model reads only the state's last 5 rows
+  // (Model::span_reach) and still returns the last 8 inputs of each layer as the state.
+  agrees_with_reference(false, 7, 6, true, 8, 0.35f);
+  agrees_with_reference(false, 2, 9, true, 8, 0.35f);
 }
 
 TEST_CASE("baseline gradcheck: the whole model by central differences, with a carried state, with and without a span") {

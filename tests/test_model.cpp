@@ -110,10 +110,11 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(d) / std::max(std::sqrt(n), 1e-12);
 }
 
-void agree_with_reference(const ModelConfig& cfg, int64_t m, const std::vector<std::string>& policies, int64_t T = 7) {
+void agree_with_reference(const ModelConfig& cfg, int64_t m, const std::vector<std::string>& policies, int64_t T = 7,
+                          float span_scale = 1.f) {
   FeedbackTransformer model(cfg);
   randomize(model, 5);
-  if (cfg.adapt_span) set_spans(model);
+  if (cfg.adapt_span) set_spans(model, span_scale);
   Batch b = make_batch(m, 11, T);
   for (const std::string& p : policies) {
     INFO("policy " << p);
@@ -203,6 +204,16 @@ TEST_CASE("model: an adaptive span agrees with the reference under every policy,
   agree_with_reference(with_span(tiny(1, true, false, false)), 0, kPolicies1, 12);
   agree_with_reference(with_span(tiny(1, false, false, false)), 3, kPolicies1);
   agree_with_reference(with_span(tiny(3, true, false, false)), 2, kPolicies3);
+  // Spans of at most 2.3 steps with ramp 2 reach 5 steps back of mem_len 8: the model reads only
+  // those rows (Model::span_reach), the reference reads all of them.
+  ModelConfig longer = with_span(tiny(1, true, false, false));
+  longer.mem_len = 8;
+  FeedbackTransformer probe(longer);
+  set_spans(probe, 0.35f);
+  REQUIRE(probe.span_reach() == 5);
+  agree_with_reference(longer, 6, kPolicies1, 12, 0.35f);
+  longer.seq_len = 3;
+  agree_with_reference(longer, 6, kPolicies3, 12, 0.35f);
 }
 
 TEST_CASE("model gradcheck: adaptive span, single steps and windows") {

@@ -261,7 +261,9 @@ TEST_CASE("plot: a line with a field missing or of the wrong type is one error n
       R"({"kind": "lag", "policy": "p", "source": 0.5, "lag": 1, "grad_norm": 1.0})",  // a number source
       R"({"kind": "bias", "policy": 3, "group": "all", "rel_error": 0.1})",  // a number policy
       R"({"split": "probe", "step": 1, "lag_grad_norm": {"a": 1}, "layer_mix": []})",
-      R"([1, "kind"])", "3"};
+      R"([1, "kind"])", "3",
+      R"({"split": "train", "step": 2, "loss": 1.0, "bpc": 1.0, "spans": 3})",          // spans not [layer][head]
+      R"({"split": "train", "step": 2, "loss": 1.0, "bpc": 1.0, "spans": [["a"]]})"};
   int k = 0;
   for (const std::string& bad : lines) {
     INFO(bad);

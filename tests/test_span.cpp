@@ -2,8 +2,11 @@
 // references (test_kernels, test_model, test_baseline): what the distances mean, the training
 // term and clamp, the config's rules, and what files carry.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -14,6 +17,7 @@
 #include "run_fixture.hpp"
 #include "train/loop.hpp"
 #include "train/trainer.hpp"
+#include "cli/plot.hpp"
 #include "util/config_section.hpp"
 
 using namespace fbt;
@@ -167,4 +171,31 @@ TEST_CASE("span: the trainer logs spans, checkpoints and init_from carry them") 
   fine_tune.push_back("train.steps=1");
   REQUIRE(Trainer(load_run_config(write_config(d), fine_tune)).run(false));
   CHECK(load_model(e / "out")->spans() == spans);
+
+  // fbt plot draws a line per head; fbt spans prints them, and refuses a model without spans.
+  std::vector<std::string> charts;
+  std::filesystem::create_directories(d / "plot");
+  const std::string script = gnuplot_script({d / "out/metrics.jsonl"}, d / "plot", charts);
+  CHECK(std::find(charts.begin(), charts.end(), "spans.png") != charts.end());
+  CHECK(script.find("layer 1 head 1") != std::string::npos);
+  auto fbt_cli = [](const std::string& args) {
+    std::string out;
+    FILE* p = ::popen((std::string(FBT_BIN) + " " + args + " 2>&1").c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::array<char, 4096> buf{};
+    for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+    return std::make_pair(::pclose(p), out);
+  };
+  const auto [status, table] = fbt_cli("spans " + d / "out");
+  CHECK(status == 0);
+  CHECK(table.find(fmt::format("{:.1f}", spans[1][0])) != std::string::npos);
+  CHECK(table.find("attention reads the last") != std::string::npos);
+  const auto [json_status, json_text] = fbt_cli("spans --json " + d / "out");
+  CHECK(json_status == 0);
+  CHECK(nlohmann::json::parse(json_text)["spans"][1].size() == 2);
+  TempDir f;
+  REQUIRE(Trainer(load_run_config(write_config(f))).run(false));
+  const auto [refused, why] = fbt_cli("spans " + f / "out");
+  CHECK(refused != 0);
+  CHECK(why.find("the model has no adaptive span (model.adapt_span is false)") != std::string::npos);
 }
