@@ -1,4 +1,5 @@
 // Training from Python (fbt.train, fbt.TrainLoop) and the library's settings (threads, CUDA).
+#include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
@@ -99,7 +100,7 @@ std::unique_ptr<PyModel> train(const std::string& config, const py::dict& overri
 LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const std::string& schedule, double min_lr,
                          double clip, double weight_decay, std::pair<double, double> betas, double eps,
                          const std::string& detach, uint64_t seed, int64_t grad_accum, bool recompute,
-                         const Model& model) {
+                         double adapt_span_loss, const Model& model) {
   if (schedule != "constant" && schedule != "cosine")
     throw std::invalid_argument("schedule: '" + schedule + "' is not one of constant, cosine");
   if (schedule == "cosine" && total_steps <= 0) throw std::invalid_argument("schedule cosine needs total_steps > 0");
@@ -115,6 +116,10 @@ LoopConfig loop_settings(double lr, int64_t warmup, int64_t total_steps, const s
   if (grad_accum < 1) throw std::invalid_argument("grad_accum must be >= 1");
   c.grad_accum = grad_accum;
   c.recompute = recompute;
+  if (!(adapt_span_loss >= 0 && std::isfinite(adapt_span_loss))) throw std::invalid_argument("adapt_span_loss must be >= 0");
+  if (adapt_span_loss > 0 && !model.config().adapt_span)
+    throw std::invalid_argument("adapt_span_loss needs a model with adapt_span=True (there are no spans to train)");
+  c.adapt_span_loss = adapt_span_loss;
   return c;
 }
 
@@ -127,7 +132,7 @@ struct PyTrainLoop {
 
 py::dict step_result(const StepStats& s) {
   return py::dict("loss"_a = s.loss, "grad_norm"_a = s.grad_norm, "lr"_a = s.lr, "skipped"_a = s.skipped,
-                  "fault"_a = s.fault);
+                  "fault"_a = s.fault, "span_loss"_a = s.span_loss);
 }
 
 // TrainLoop.step(x, y)
@@ -155,22 +160,26 @@ void define_train_loop(py::module_& m) {
       "One training step at a time on your own arrays: forward with dropout, backward under the detachment "
       "policy, clipping, the schedule, AdamW, and each row's memory carried into the next step; grad_accum "
       "splits a step's rows into that many micro-batches, their gradients summed in order; recompute keeps "
-      "only each group of windows' outputs and recomputes the rest in the backward (the same numbers, less memory).")
+      "only each group of windows' outputs and recomputes the rest in the backward (the same numbers, less memory); "
+      "adapt_span_loss weighs the adaptive-span term (a model with adapt_span=True; spans clamped to [0, 1] after "
+      "each step).")
       .def(py::init([](PyModel& pm, double lr, int64_t warmup, int64_t total_steps, const std::string& schedule,
                        double min_lr, double clip, double weight_decay, std::pair<double, double> betas, double eps,
-                       const std::string& detach, uint64_t seed, int64_t grad_accum, bool recompute) {
+                       const std::string& detach, uint64_t seed, int64_t grad_accum, bool recompute,
+                       double adapt_span_loss) {
              const LoopConfig c = loop_settings(lr, warmup, total_steps, schedule, min_lr, clip, weight_decay, betas,
-                                                eps, detach, seed, grad_accum, recompute, *pm.model);
+                                                eps, detach, seed, grad_accum, recompute, adapt_span_loss, *pm.model);
              return std::make_unique<PyTrainLoop>(pm, c);
            }),
            py::keep_alive<1, 2>(), "model"_a, py::kw_only(), "lr"_a = d.lr, "warmup"_a = d.warmup,
            "total_steps"_a = d.total_steps, "schedule"_a = "constant", "min_lr"_a = d.min_lr, "clip"_a = d.clip,
            "weight_decay"_a = d.adam.weight_decay, "betas"_a = std::make_pair(d.adam.beta1, d.adam.beta2),
            "eps"_a = d.adam.eps, "detach"_a = "none", "seed"_a = d.seed, "grad_accum"_a = d.grad_accum,
-           "recompute"_a = d.recompute)
+           "recompute"_a = d.recompute, "adapt_span_loss"_a = d.adapt_span_loss)
       .def("step", &train_step, "x"_a, "y"_a,
            "One optimizer step on inputs x and targets y (B, T) (-1: no target); returns {'loss', 'grad_norm', "
-           "'lr', 'skipped', 'fault'}. Row b continues from the memory row b ended with in the previous step.")
+           "'lr', 'skipped', 'fault', 'span_loss'} (loss: the cross-entropy; span_loss: the adaptive-span term the "
+           "objective adds, 0 without one). Row b continues from the memory row b ended with in the previous step.")
       .def("reset_memory", [](PyTrainLoop& t) { t.loop.reset_memory(); }, "Every row starts without memory next step.")
       .def_property_readonly("steps_done", [](const PyTrainLoop& t) { return t.loop.steps_done(); })
       .def_property_readonly("memory", &carried_memory, "The memory carried into the next step, or None.");

@@ -146,6 +146,23 @@ class SeedSnippets(TempDir):
         self.assertIn("TransformerXL(", repr(model))
         self.assertEqual(model.config["type"], "transformer_xl")
 
+    def test_adaptive_span(self):
+        # The keywords, the spans in the state dict, the training term and the clamp (MODEL.md).
+        model = fbt.FeedbackTransformer(num_tokens=50, dim=32, depth=2, heads=2, dim_head=16, mem_len=12,
+                                        adapt_span=True, adapt_span_ramp=4, adapt_span_init=0.5)
+        self.assertEqual(model.config["adapt_span_ramp"], 4)
+        np.testing.assert_array_equal(model.state_dict()["layers.1.attn.span"], [0.5, 0.5])
+        x = np.random.default_rng(4).integers(0, 50, (2, 9))
+        loop = fbt.TrainLoop(model, lr=1.0, adapt_span_loss=1.0)
+        stats = loop.step(x, x)
+        self.assertAlmostEqual(stats["span_loss"], 1.0 * 12 * (0.5 + 0.5), places=5)
+        self.assertEqual(float(model.state_dict()["layers.0.attn.span"].min()), 0.0)  # pulled in, clamped at 0
+        with self.assertRaisesRegex(ValueError, "adapt_span_loss needs a model with adapt_span=True"):
+            fbt.TrainLoop(small_feedback(), adapt_span_loss=1e-3)
+        with self.assertRaisesRegex(ValueError, "adapt_span_init must be in \\[0, 1\\]"):
+            fbt.FeedbackTransformer(num_tokens=5, dim=8, depth=1, mem_len=4, adapt_span=True, adapt_span_init=2.0)
+        self.assertIn("adapt_span_ramp=32", fbt.TransformerXL.__doc__)
+
     def test_state_dict_save_and_load(self):
         model = small_feedback()
         sd = model.state_dict()
