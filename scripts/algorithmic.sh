@@ -113,8 +113,19 @@ ship() {
   done
 }
 
+usage() { echo "usage: ./run algorithmic [--set KEY=VALUE ...] | --check | --ship"; exit 2; }
+
 case "${1:-}" in
-  --check) [ $# -eq 1 ] || { echo "./run algorithmic --check takes no other arguments (got: ${*:2})"; exit 2; }; check ;;
-  --ship) [ $# -eq 1 ] || { echo "./run algorithmic --ship takes no other arguments (got: ${*:2})"; exit 2; }; ship ;;
-  *) train_all "$@" ;;
+  --check) [ $# -eq 1 ] || { echo "./run algorithmic --check takes no other arguments (got: ${*:2})"; usage; }; check ;;
+  --ship) [ $# -eq 1 ] || { echo "./run algorithmic --ship takes no other arguments (got: ${*:2})"; usage; }; ship ;;
+  *)
+    flags=()
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --set) [ $# -ge 2 ] && [[ "$2" == *=* ]] || { echo "./run algorithmic: --set takes KEY=VALUE"; usage; }
+          flags+=(--set "$2"); shift 2 ;;
+        *) echo "./run algorithmic: unknown argument '$1'"; usage ;;
+      esac
+    done
+    train_all "${flags[@]}" ;;
 esac

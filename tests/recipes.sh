@@ -2,7 +2,7 @@
 # ./run lm-compare's script end to end on a tiny corpus (its --out and --set data.* keep it out of
 # the source tree's runs/): the six runs, their test evaluations, the table and the charts; the
 # learning-rate sweep and its verdict; a second call resumes instead of training again; bad
-# arguments are refused with the usage.  Usage: recipes.sh FBT SOURCE_DIR
+# arguments are refused with the usage, as ./run algorithmic's are.  Usage: recipes.sh FBT SOURCE_DIR
 fbt=$(realpath "$1") src=$(realpath "$2")
 source "$(dirname "$0")/lib.sh"
 bytes_corpus "$fbt" 300
@@ -44,3 +44,14 @@ for bad in "--bogus" "--out" "--ship extra" "--set"; do
   [ "$rc" -eq 2 ] && grep -q "usage: ./run lm-compare" bad.txt || { cat bad.txt; fail "'$bad': exit $rc, expected 2 with the usage"; }
 done
 echo "bad arguments: refused with the usage"
+
+# ./run algorithmic's script refuses bad arguments before any work (its training: docs/RESULTS.md).
+for bad in "--bogus" "--set" "--set train.lr" "--check extra" "--ship extra"; do
+  set +e
+  # shellcheck disable=SC2086
+  FBT=$fbt "$src/scripts/algorithmic.sh" $bad >bad.txt 2>&1
+  rc=$?
+  set -e
+  [ "$rc" -eq 2 ] && grep -q "usage: ./run algorithmic" bad.txt || { cat bad.txt; fail "algorithmic '$bad': exit $rc, expected 2 with the usage"; }
+done
+echo "algorithmic: bad arguments refused with the usage"
