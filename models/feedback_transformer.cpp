@@ -105,7 +105,12 @@ FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, S
       mirror_kv_rows(call.caches[k], 0, m0);
     }
   } else if (m0) {
-    projection_(tp.leaf_copy(*carried), call.caches, 0);  // a constant: no gradient flows into a received state
+    // The carried rows any window reads (all of them but where adaptive spans reach less far),
+    // projected as a constant: no gradient flows into a received state.  (B, m0 - first, D)
+    const int64_t first = first_memory_row(call, 0);
+    Var rows = tp.leaf({B, m0 - first, D});
+    copy_rows(rows.data(), (m0 - first) * D, dev, carried->data + first * D, m0 * D, carried->device, B, (m0 - first) * D);
+    projection_(rows, call.caches, first);
   }
   if (c.cross_attend)
     for (const nn::Block& b : layers_) call.ctx_kv.push_back(b.cross.to_kv(o.context));
