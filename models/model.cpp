@@ -33,12 +33,6 @@ std::vector<float> Memory::values() const {
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
 
-void Model::to(Device d) {
-  check(d == Device::CPU || !cfg_.adapt_span,
-        "model.adapt_span runs on the CPU only so far (its CUDA kernels are not written yet): train.device: cpu");
-  params_.to(d);
-}
-
 std::vector<std::vector<float>> Model::spans() const {
   std::vector<std::vector<float>> out;
   if (!cfg_.adapt_span) return out;

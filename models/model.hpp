@@ -108,7 +108,7 @@ class Model {
   // Where the model computes: its parameters move to d (the one place a program chooses the
   // device; train.device in a config). A call runs its step on d (StepScope, autograd/tape.hpp);
   // calls take host or device tensors alike, results live on d.
-  void to(Device d);
+  void to(Device d) { params_.to(d); }
   Device device() const { return params_.device(); }
   // Adaptive span: every layer's heads' spans in steps (z * mem_len), layer by layer; empty
   // without model.adapt_span.

@@ -103,7 +103,6 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   Arena& arena = tape().arena();
   AttentionSpan masked;  // off unless span
   if (span) {
-    check(!on_device(), "attention: adaptive attention span runs on the CPU only so far");
     check(span->z.shape().nd == 1 && span->z.shape()[0] == H && span->distance && int64_t(span->distance->size()) == n * S &&
               span->mem_len >= 1 && span->ramp >= 1,
           "attention: span ratios ", span->z.shape(), " for ", H, " heads, distances of ",
@@ -112,9 +111,10 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
     inputs.push_back(span->z);
     masked = {span->z.data(), nullptr, nullptr, arena.alloc_floats(size_t(B * H * n * S)), span->mem_len, span->ramp};
   }
-  // The distances where the closure below can read them (a copy of the host table).
+  // The distances where the kernels run (the closure keeps the host copy for the CPU).
   const std::vector<int32_t> distance = span ? *span->distance : std::vector<int32_t>{};
-  masked.distance = span ? distance.data() : nullptr;
+  const int32_t* staged_distance = span && on_device() ? stage(distance.data(), distance.size()) : nullptr;
+  masked.distance = staged_distance ? staged_distance : span ? distance.data() : nullptr;
   Var out = tape().output({B, n, I}, inputs);
   const AttentionDims d{B, n, H, Dh, S, bias ? bias.shape()[0] : 0};
   float* probs = arena.alloc_floats(size_t(B * H * n * S));
@@ -133,7 +133,7 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
       Tape& t = tape();
       for (size_t k = grouped; k < segs.size(); ++k) rows[k].grad = kv_rows(segs[k], I, true).grad;
       float* dlogits = t.arena().alloc_floats(size_t(B * H * n * S));
-      masked.distance = distance.data();  // the closure's own copy
+      masked.distance = staged_distance ? staged_distance : distance.data();  // the closure's own copy on the CPU
       masked.dz = z && z.requires_grad() ? t.grad(z).data : nullptr;
       kernel(cpu::attention_backward, cuda::attention_backward)(
           t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), rows.data(),

@@ -85,7 +85,7 @@ struct KVSegment {
 struct KVGradGroup;
 std::shared_ptr<KVGradGroup> kv_grad_group();
 // Adaptive attention span (MODEL.md): z:(H) the heads' span ratios (trainable); distance: n*S
-// entries laid out as the bucket table, t - u of each visible key. CPU only so far.
+// entries laid out as the bucket table, t - u of each visible key.
 struct SpanMask {
   Var z;
   const std::vector<int32_t>* distance = nullptr;

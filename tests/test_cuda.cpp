@@ -238,6 +238,47 @@ TEST_CASE("cuda: attention over segments with bias mask and dropout") {
   }
 }
 
+TEST_CASE("cuda: attention with an adaptive span, the spans' gradient included, single queries and windows") {
+  for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 1, 3, 8, 29},
+                                {2, 5, 3, 24, 13}}) {
+    for (bool with_drop : {false, true}) {
+      INFO("B " << B << " n " << n << " M " << M << " dropout " << with_drop);
+      const int64_t I = H * Dh, S = M + n, NB = 6, mem_len = 23, ramp = 4;
+      auto q = randn(sz(B * n * I), 60), mem = randn(sz(B * (M + 1) * 2 * I), 61), loc = randn(sz(B * n * 2 * I), 62),
+           bias = randn(sz(NB * H), 63), dout = randn(sz(B * n * I), 64);
+      std::vector<float> drop(sz(B * H * n * S)), z = {0.f, 0.37f, 1.f};
+      cpu::dropout_mask(drop.data(), 0.3f, 5, 0, int64_t(drop.size()));
+      std::vector<int32_t> table, distance;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < M; ++j) table.push_back(int32_t((i + M - j) % NB)), distance.push_back(int32_t(i + M - j));
+        for (int64_t j = 0; j < n; ++j)
+          table.push_back(j < i ? int32_t((i - j) % NB) : -1), distance.push_back(j < i ? int32_t(i - j) : 0);
+      }
+      const AttentionDims d{B, n, H, Dh, S, NB};
+      const float* dr = with_drop ? drop.data() : nullptr;
+      std::vector<float> out(sz(B * n * I)), probs(sz(B * H * n * S)), raw(probs.size()), dl(probs.size()),
+          dq(sz(B * n * I), 0.f), dmem(mem.size(), 0.f), dloc(loc.size(), 0.f), dbias(bias.size(), 0.f), dz(sz(H), 0.f);
+      KVRows cs[2] = {{mem.data() + 2 * I, dmem.data() + 2 * I, (M + 1) * 2 * I, M}, {loc.data(), dloc.data(), n * 2 * I, n}};
+      const AttentionSpan cspan{z.data(), dz.data(), distance.data(), raw.data(), mem_len, ramp};
+      cpu::attention_forward(out.data(), probs.data(), q.data(), cs, 2, table.data(), bias.data(), dr, d, cspan);
+      cpu::attention_backward(dq.data(), dbias.data(), dl.data(), dout.data(), q.data(), cs, 2, table.data(), probs.data(),
+                              dr, d, cspan);
+      Dev gq(q), gmem(mem), gloc(loc), gbias(bias), gdout(dout), gdrop(drop), gout(out.size()), gprobs(probs.size()),
+          graw(raw.size()), gdl(dl.size()), gdq(dq.size()), gdmem(mem.size()), gdloc(loc.size()), gdbias(bias.size()),
+          gz(z), gdz(dz.size());
+      DevI gtable(table), gdist(distance);
+      KVRows gs[2] = {{gmem.p + 2 * I, gdmem.p + 2 * I, (M + 1) * 2 * I, M}, {gloc.p, gdloc.p, n * 2 * I, n}};
+      const AttentionSpan gspan{gz.p, gdz.p, gdist.p, graw.p, mem_len, ramp};
+      const float* gdr = with_drop ? gdrop.p : nullptr;
+      cuda::attention_forward(gout.p, gprobs.p, gq.p, gs, 2, gtable.p, gbias.p, gdr, d, gspan);
+      cuda::attention_backward(gdq.p, gdbias.p, gdl.p, gdout.p, gq.p, gs, 2, gtable.p, gprobs.p, gdr, d, gspan);
+      check_close(gout.host(), out, 1e-4), check_close(gprobs.host(), probs, 1e-4), check_close(graw.host(), raw, 1e-4);
+      check_close(gdq.host(), dq, 1e-4), check_close(gdmem.host(), dmem, 1e-4), check_close(gdloc.host(), dloc, 1e-4);
+      check_close(gdbias.host(), dbias, 1e-4), check_close(gdz.host(), dz, 1e-3);
+    }
+  }
+}
+
 TEST_CASE("cuda: AdamW step and grad norm match the CPU optimizer") {
   ParamStore ps;
   ps.add("layers.0.ff.w_in.weight", {3, 7}, ParamRole::Matrix);

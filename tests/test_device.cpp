@@ -321,6 +321,43 @@ TEST_CASE("device: training steps with dropout, clipping and decay agree with th
   }
 }
 
+// Adaptive span on the device: the mask and its gradient in the kernels, the span term and the
+// clamp through the host, the reach read from device weights; both families, windows too.
+TEST_CASE("device: training with adaptive spans agrees with the CPU, both families") {
+  for (const char* type : {"feedback", "transformer_xl"})
+    for (int64_t seq_len : {int64_t(1), int64_t(2)}) {
+      if (type == std::string("transformer_xl") && seq_len > 1) continue;
+      INFO(type << " seq_len " << seq_len);
+      ModelConfig c = small(seq_len, false, false);
+      c.type = type, c.mem_len = 9, c.adapt_span = true, c.adapt_span_ramp = 2, c.adapt_span_init = 0.3f;
+      LoopConfig lc;
+      lc.lr = 3e-2, lc.warmup = 1, lc.seed = 4, lc.adapt_span_loss = 0.05;
+      auto train = [&](Device d) {
+        auto model = make_model(c);
+        model->to(d);
+        TrainLoop loop(*model, lc);
+        std::vector<double> losses;
+        for (int step = 0; step < 5; ++step) {
+          const auto in = tokens(3 * 6, 10 + step, 11), tg = tokens(3 * 6, 20 + step, 11);
+          const StepStats s = loop.step(in.data(), tg.data(), 3, 6);
+          losses.push_back(s.loss), losses.push_back(s.span_loss);
+        }
+        model->params().sync_to_host();
+        std::vector<float> state = model->params().values();
+        const std::vector<float> memory = loop.memory();
+        state.insert(state.end(), memory.begin(), memory.end());
+        const auto spans = model->spans();
+        model->to(Device::CPU);
+        return std::make_tuple(losses, state, spans);
+      };
+      const auto cpu = train(Device::CPU), dev = train(Device::CUDA);
+      for (size_t i = 0; i < std::get<0>(cpu).size(); ++i)
+        CHECK(std::get<0>(dev)[i] == doctest::Approx(std::get<0>(cpu)[i]).epsilon(1e-5));
+      check_close_overall(std::get<1>(dev), std::get<1>(cpu), 1e-4);
+      for (size_t l = 0; l < std::get<2>(cpu).size(); ++l) check_close(std::get<2>(dev)[l], std::get<2>(cpu)[l], 1e-4);
+    }
+}
+
 TEST_CASE("device: sampling keeps its projected memory on the device and draws the CPU's tokens") {
   FeedbackTransformer model(small(1, false, false));
   fill_normal(model.params().values().data(), int64_t(model.params().numel()), 12, 0.5f);

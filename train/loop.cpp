@@ -102,21 +102,25 @@ StepStats TrainLoop::step(const int32_t* inputs, const int32_t* targets, int64_t
 }
 
 // adapt_span_loss * mem_len * sum_l mean_h z_{l,h}: each z's gradient is adapt_span_loss * mem_len / H.
-// Span ratios live on the CPU (adaptive span has no device kernels yet).
+// A few floats a layer, read and written through the host wherever the model is.
 double TrainLoop::add_span_loss() {
   ParamStore& params = model_.params();
+  const Device device = params.device();
   const double scale = cfg_.adapt_span_loss * double(model_.config().mem_len);
   double term = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     if (params.role(i) != ParamRole::SpanRatio) continue;
     Var z = params.at(i);
-    const int64_t H = z.shape().numel();
+    const std::vector<float> ratios = to_host(z.value());
+    const int64_t H = int64_t(ratios.size());
     double sum = 0;
-    for (int64_t h = 0; h < H; ++h) sum += z.data()[h];
+    for (float r : ratios) sum += r;
     term += scale * sum / double(H);
     if (scale == 0) continue;
-    const float g = float(scale / double(H));
-    for (int64_t h = 0; h < H; ++h) z.grad().data[h] += g;
+    std::vector<float> g(ratios.size());
+    copy_bytes(g.data(), Device::CPU, z.grad().data, device, sizeof(float) * g.size());
+    for (float& x : g) x += float(scale / double(H));
+    copy_bytes(z.grad().data, device, g.data(), Device::CPU, sizeof(float) * g.size());
   }
   return term;
 }
@@ -126,7 +130,9 @@ void TrainLoop::clamp_spans() {
   for (size_t i = 0; i < params.size(); ++i) {
     if (params.role(i) != ParamRole::SpanRatio) continue;
     Var z = params.at(i);
-    for (int64_t h = 0; h < z.shape().numel(); ++h) z.data()[h] = std::clamp(z.data()[h], 0.f, 1.f);
+    std::vector<float> ratios = to_host(z.value());
+    for (float& r : ratios) r = std::clamp(r, 0.f, 1.f);
+    copy_bytes(z.data(), params.device(), ratios.data(), Device::CPU, sizeof(float) * ratios.size());
   }
 }
 

@@ -70,7 +70,7 @@ __device__ void dots(float* sm, const float* x, int64_t S, int64_t Dh, Row row, 
 
 
 __global__ void attention_forward_k(float* out, float* probs, const float* q, Segs sg, const int32_t* bucket,
-                                    const float* bias, const float* drop, AttentionDims d) {
+                                    const float* bias, const float* drop, AttentionDims d, AttentionSpan span) {
   extern __shared__ float sm[];
   __shared__ float red[kAttnThreads];
   const Query qy = query_of(blockIdx.x, d);
@@ -96,19 +96,28 @@ __global__ void attention_forward_k(float* out, float* probs, const float* q, Se
   float sum = 0.f;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) sum += (sm[j] = bk[j] < 0 ? 0.f : expf(sm[j] - mx));
   const float inv = 1.0f / block_reduce(sum, red, false);
-  const float* dr = drop ? drop + at : nullptr;
-  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
-    p[j * kn] = sm[j] * inv;
-    sm[j] = dr ? p[j * kn] * dr[j * kn] : p[j * kn];  // the weight of value j
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j * kn] = sm[j] * inv;
+  if (span.z) {  // adaptive span: the softmax kept in raw, then masked and renormalized (kernel_types.hpp)
+    float masked = 0.f;
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+      const float pj = p[j * kn];
+      span.raw[at + j * kn] = pj;
+      sm[j] = pj == 0.f ? 0.f : pj * fminf(fmaxf(span_ramp(span.z[h], span.distance[i * S + j], span.mem_len, span.ramp), 0.f), 1.f);
+      masked += sm[j];
+    }
+    const float den = block_reduce(masked, red, false) + 1e-8f;
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) p[j * kn] = sm[j] / den;
   }
+  const float* dr = drop ? drop + at : nullptr;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) sm[j] = dr ? p[j * kn] * dr[j * kn] : p[j * kn];  // value j's weight
   __syncthreads();
   weighted_rows(o, false, sm, sm + S, S, d.Dh, [&](int64_t j) { return key(j) + I; });
 }
 
 // dlogits and dq, one block per (b, h, i) as the forward; key/value gradients then per (b, h,
 // key row, column) summing the queries in order, so nothing is written by two threads.
-__global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout, const float* q, Segs sg,
-                                    const float* probs, const float* drop, AttentionDims d) {
+__global__ void attention_dlogits_k(float* dq, float* dlogits, float* dz_parts, const float* dout, const float* q,
+                                    Segs sg, const float* probs, const float* drop, AttentionDims d, AttentionSpan span) {
   extern __shared__ float sm[];
   __shared__ float red[kAttnThreads];
   const Query qy = query_of(blockIdx.x, d);
@@ -120,14 +129,36 @@ __global__ void attention_dlogits_k(float* dq, float* dlogits, const float* dout
   const float* dr = drop ? drop + at : nullptr;
   float* dl = dlogits + at;
   auto key = [&](int64_t j) { return head_key(sg, j, b, h, d); };
-  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, [&](int64_t j) { return p[j * kn] != 0.f; }, 0.f);
+  // The keys whose logit has a gradient: the weighted ones, and with a span those it masked.
+  const float* raw = span.z ? span.raw + at : nullptr;
+  auto live = [&](int64_t j) { return (raw ? raw[j * kn] : p[j * kn]) != 0.f; };
+  dots(sm, doi, S, d.Dh, [&](int64_t j) { return key(j) + I; }, live, 0.f);
   float dot = 0.f;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
     if (dr) sm[j] *= dr[j * kn];
     dot += p[j * kn] * sm[j];
   }
   dot = block_reduce(dot, red, false);
-  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j * kn] = sm[j] = p[j * kn] == 0.f ? 0.f : p[j * kn] * (sm[j] - dot);
+  if (raw) {  // the span's backward (backend/cpu/attention.cpp, span_backward): c = dot
+    float kappa = 0.f, masked = 0.f, dz = 0.f;
+    const float z = span.z[h], slope = float(span.mem_len) / float(span.ramp);
+    auto ramp = [&](int64_t j) { return span_ramp(z, span.distance[i * S + j], span.mem_len, span.ramp); };
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+      kappa += p[j * kn] * (sm[j] - dot);
+      if (raw[j * kn] != 0.f) masked += raw[j * kn] * fminf(fmaxf(ramp(j), 0.f), 1.f);
+    }
+    kappa = block_reduce(kappa, red, false);
+    const float den = block_reduce(masked, red, false) + 1e-8f;
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+      const float r = raw[j * kn], gc = sm[j] - dot, x = ramp(j);
+      if (r != 0.f && x >= 0.f && x <= 1.f) dz += r * gc / den * slope;
+      dl[j * kn] = sm[j] = r == 0.f ? 0.f : p[j * kn] * gc - r * kappa;
+    }
+    dz = block_reduce(dz, red, false);
+    if (threadIdx.x == 0) dz_parts[blockIdx.x] = dz;  // this query's share, summed in order below
+  } else {
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) dl[j * kn] = sm[j] = p[j * kn] == 0.f ? 0.f : p[j * kn] * (sm[j] - dot);
+  }
   __syncthreads();
   if (dq) weighted_rows(dq + query_head(d, b, i, h), true, sm, sm + S, S, d.Dh, key);
 }
@@ -154,6 +185,16 @@ __global__ void attention_dkv_k(const float* dlogits, const float* dout, const f
   float* row = g + b * sg.s[seg].batch_stride + r * 2 * I;
   row[h * d.Dh + c] += dk;
   row[I + h * d.Dh + c] += dv;
+}
+
+// dz[h] += the queries' shares of head h (blocks (b, h, i) of attention_dlogits_k), in (b, i) order.
+__global__ void attention_dz_k(float* dz, const float* parts, AttentionDims d) {
+  const int64_t h = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (h >= d.H) return;
+  float s = 0.f;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t i = 0; i < d.n; ++i) s += parts[(b * d.H + h) * d.n + i];
+  dz[h] += s;
 }
 
 // One block per (bucket, head): its threads walk (batch, query, key) in a fixed order and the
@@ -197,19 +238,19 @@ Segs pack(const KVRows* segs, int nsegs) {
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
                        const AttentionSpan& span) {
-  refuse_span(span);
   const size_t smem = shared_for(attention_forward_k, d);
   launch(attention_forward_k, d.B * d.H * d.n, kAttnThreads, smem, out, probs, q, pack(segs, nsegs), bucket, bias,
-         drop, d);
+         drop, d, span);
 }
 
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const AttentionDims& d, const AttentionSpan& span) {
-  refuse_span(span);
   const Segs sg = pack(segs, nsegs);
-  launch(attention_dlogits_k, d.B * d.H * d.n, kAttnThreads, shared_for(attention_dlogits_k, d), dq, dlogits, dout,
-         q, sg, probs, drop, d);
+  float* dz_parts = span.z ? scratch(size_t(d.B * d.H * d.n)) : nullptr;
+  launch(attention_dlogits_k, d.B * d.H * d.n, kAttnThreads, shared_for(attention_dlogits_k, d), dq, dlogits, dz_parts,
+         dout, q, sg, probs, drop, d, span);
+  if (span.z && span.dz) launch(attention_dz_k, blocks(d.H), kThreads, 0, span.dz, dz_parts, d);
   launch(attention_dkv_k, blocks(d.B * d.H * d.S * d.Dh), kThreads, 0, dlogits, dout, q, sg, probs, drop, d);
   if (dbias && d.NB > 0) {
     launch(attention_dbias_k, int(d.NB * d.H), kAttnThreads, 0, dbias, dlogits, bucket, d);

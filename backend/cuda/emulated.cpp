@@ -226,23 +226,27 @@ std::vector<KVRows> host_segments(const KVRows* segs, int nsegs, const Attention
   for (KVRows& s : r) s.data = h(s.data), s.grad = h(s.grad);
   return r;
 }
+// The span's device pointers as the CPU kernel reads them.
+AttentionSpan host_span(AttentionSpan span) {
+  span.z = h(span.z), span.dz = h(span.dz), span.distance = h(span.distance), span.raw = h(span.raw);
+  return span;
+}
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* q, const KVRows* segs, int nsegs,
                        const int32_t* bucket, const float* bias, const float* drop, const AttentionDims& d,
                        const AttentionSpan& span) {
   enter();
-  refuse_span(span);  // as the device does
   const std::vector<KVRows> s = host_segments(segs, nsegs, d);
-  cpu::attention_forward(h(out), h(probs), h(q), s.data(), nsegs, h(bucket), h(bias), h(drop), d);
+  cpu::attention_forward(h(out), h(probs), h(q), s.data(), nsegs, h(bucket), h(bias), h(drop), d, host_span(span));
 }
 void attention_backward(float* dq, float* dbias, float* dlogits, const float* dout, const float* q,
                         const KVRows* segs, int nsegs, const int32_t* bucket, const float* probs,
                         const float* drop, const AttentionDims& d, const AttentionSpan& span) {
   enter();
-  refuse_span(span);
   const std::vector<KVRows> s = host_segments(segs, nsegs, d);
-  cpu::attention_backward(h(dq), h(dbias), h(dlogits), h(dout), h(q), s.data(), nsegs, h(bucket), h(probs), h(drop), d);
+  cpu::attention_backward(h(dq), h(dbias), h(dlogits), h(dout), h(q), s.data(), nsegs, h(bucket), h(probs), h(drop), d,
+                          host_span(span));
 }
 
 void adamw_step(float* w, float* m, float* v, const float* g, const uint8_t* decay, int64_t n, double lr, double beta1,

@@ -14,14 +14,6 @@
 
 namespace fbt::cuda {
 
-// Adaptive attention span has no device kernels yet: an attention call with one is refused by name
-// (Model::to refuses such a model first).
-inline void refuse_span(const AttentionSpan& span) {
-  if (span.z)
-    throw std::runtime_error("adaptive attention span (model.adapt_span) runs on the CPU only so far: its CUDA "
-                             "kernels are not written yet");
-}
-
 // Whether a CUDA device can be used here (false without a GPU or a driver); `why` says why not.
 bool available(std::string* why = nullptr);
 std::string device_name();
