@@ -8,6 +8,21 @@
 
 namespace fbt::ref {
 
+namespace {
+// Head h's key in every row of the segments' concatenation for batch row b (its value I floats
+// further), and its key gradient (null where a segment takes none).
+void head_rows(const fbt::KVRows* segs, int nsegs, int64_t b, int64_t h, const fbt::AttentionDims& d,
+               std::vector<const float*>& key, std::vector<float*>& grad) {
+  const int64_t I = d.H * d.Dh;
+  for (int k = 0; k < nsegs; ++k)
+    for (int64_t r = 0; r < segs[k].rows; ++r) {
+      const int64_t off = b * segs[k].batch_stride + r * 2 * I + h * d.Dh;
+      key.push_back(segs[k].data + off);
+      grad.push_back(segs[k].grad ? segs[k].grad + off : nullptr);
+    }
+}
+}  // namespace
+
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t In, int64_t Out) {
   for (int64_t r = 0; r < N; ++r)
     for (int64_t o = 0; o < Out; ++o) {
@@ -82,12 +97,7 @@ void attention_backward(float* dq, float* dbias, const float* dout, const float*
         // Row j's key (its value follows I further) and key gradient, for every global j.
         std::vector<const float*> key;
         std::vector<float*> key_grad;
-        for (int k = 0; k < nsegs; ++k)
-          for (int64_t r = 0; r < segs[k].rows; ++r) {
-            const int64_t off = b * segs[k].batch_stride + r * 2 * I + h * d.Dh;
-            key.push_back(segs[k].data + off);
-            key_grad.push_back(segs[k].grad ? segs[k].grad + off : nullptr);
-          }
+        head_rows(segs, nsegs, b, h, d, key, key_grad);
         std::vector<double> dp(size_t(d.S), 0.0);
         double dot = 0.0;
         for (int64_t j = 0; j < d.S; ++j) {
@@ -122,12 +132,7 @@ void attention_span(float* out, float* dq, float* dbias, float* dz, const float*
         float* oi = out + (b * d.n + i) * I + h * d.Dh;
         std::vector<const float*> key;
         std::vector<float*> grad;
-        for (int k = 0; k < nsegs; ++k)
-          for (int64_t r = 0; r < segs[k].rows; ++r) {
-            const int64_t off = b * segs[k].batch_stride + r * 2 * I + h * d.Dh;
-            key.push_back(segs[k].data + off);
-            grad.push_back(segs[k].grad ? segs[k].grad + off : nullptr);
-          }
+        head_rows(segs, nsegs, b, h, d, key, grad);
         std::vector<size_t> seen;  // the visible keys
         for (int64_t j = 0; j < S; ++j)
           if (bucket[i * S + j] >= 0) seen.push_back(size_t(j));
