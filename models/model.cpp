@@ -52,7 +52,8 @@ int64_t Model::span_reach() const {
   const int64_t M = cfg_.mem_len, R = cfg_.adapt_span_ramp, farthest = M + cfg_.seq_len;  // no key is farther back
   if (!std::isfinite(z)) return farthest;
   auto kept = [&](int64_t d) { return span_ramp(z, int32_t(d), M, R) >= 0.f; };
-  int64_t d = std::clamp<int64_t>(int64_t(std::floor(double(z) * double(M))) + R + 2, 1, farthest);
+  // (clamped in double: a span ratio read from a file may be any float)
+  int64_t d = int64_t(std::clamp(std::floor(double(z) * double(M)) + double(R) + 2.0, 1.0, double(farthest)));
   while (d > 1 && !kept(d)) --d;
   while (d < farthest && kept(d + 1)) ++d;
   return d;
