@@ -33,22 +33,26 @@ std::vector<float> Memory::values() const {
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
 
+std::vector<std::vector<float>> Model::span_ratios() const {
+  std::vector<std::vector<float>> z;
+  if (!cfg_.adapt_span) return z;
+  for (int64_t l = 0; l < cfg_.depth; ++l)
+    z.push_back(to_host(params_.get("layers." + std::to_string(l) + ".attn.span").value()));
+  return z;
+}
+
 std::vector<std::vector<float>> Model::spans() const {
-  std::vector<std::vector<float>> out;
-  if (!cfg_.adapt_span) return out;
-  for (int64_t l = 0; l < cfg_.depth; ++l) {
-    const std::vector<float> z = to_host(params_.get("layers." + std::to_string(l) + ".attn.span").value());
-    out.emplace_back();
-    for (float r : z) out.back().push_back(r * float(cfg_.mem_len));
-  }
+  std::vector<std::vector<float>> out = span_ratios();
+  for (std::vector<float>& layer : out)
+    for (float& r : layer) r *= float(cfg_.mem_len);
   return out;
 }
 
 int64_t Model::span_reach() const {
   if (!cfg_.adapt_span) return std::numeric_limits<int64_t>::max();
   float z = 0.f;  // the widest span: the mask grows with z, in the kernel's float arithmetic too
-  for (int64_t l = 0; l < cfg_.depth; ++l)
-    for (float r : to_host(params_.get("layers." + std::to_string(l) + ".attn.span").value())) z = std::max(z, r);
+  for (const std::vector<float>& layer : span_ratios())
+    for (float r : layer) z = std::max(z, r);
   const int64_t M = cfg_.mem_len, R = cfg_.adapt_span_ramp, farthest = M + cfg_.seq_len;  // no key is farther back
   if (!std::isfinite(z)) return farthest;
   auto kept = [&](int64_t d) { return span_ramp(z, int32_t(d), M, R) >= 0.f; };
