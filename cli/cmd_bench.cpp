@@ -6,7 +6,8 @@
 // steps run without the timers). Under mpirun each process steps its block of the streams with
 // the gradients summed across processes (docs/DISTRIBUTED.md); the root reports the global
 // tokens/s and what the gradient sum costs on its own. --sample N adds the speed of generating N
-// tokens at batch 1 (incremental decoding, as fbt sample).
+// tokens at batch 1 (incremental decoding, as fbt sample). With train.init_from the model starts
+// from those weights (the spans a run has learned: their cost is what adaptive span saves).
 #include <fmt/core.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -56,20 +57,22 @@ double sgemm_peak_gflops() {
 }
 
 // Multiply-add FLOPs of one training step (forward x 3 for forward + backward), matrix work only.
-double step_flops(const ModelConfig& c, int64_t B, int64_t T) {
+// `reach`: the farthest key distance attention computes (Model::span_reach; adaptive spans read less).
+double step_flops(const ModelConfig& c, int64_t B, int64_t T, int64_t reach) {
   const double D = double(c.dim), I = double(c.inner()), F = double(c.ff_inner()), V = double(c.num_tokens);
   const double L = double(c.depth), n = double(c.seq_len);
   double per_token = 0;
   per_token += L * (2 * D * I + 2 * I * D + 2 * D * 2 * F + 2 * F * D);     // to_q, to_out, w_in, w_out
+  const double read = double(std::min(c.mem_len, reach));  // memory rows a call reads
   double visible = 0;  // keys a query sees once the carried memory is full (the steps bench times)
   if (c.type == "transformer_xl") {
-    // Each layer projects its cached inputs and the call's, every call (the weights have moved).
-    per_token += L * 2 * D * 2 * I * (double(c.mem_len) + double(T)) / double(T);
-    visible = double(c.mem_len);
+    // Each layer projects the cached inputs it reads and the call's, every call (the weights have moved).
+    per_token += L * 2 * D * 2 * I * (read + double(T)) / double(T);
+    visible = read;
   } else {
     per_token += (c.shared_kv ? 1.0 : L) * 2 * D * 2 * I;                  // memory key/value projection
     if (c.seq_len > 1) per_token += L * 2 * D * 2 * I;                     // window-local keys/values
-    visible = double(c.mem_len) + (n - 1) / 2;  // every memory slot, and on average half of its window
+    visible = read + (n - 1) / 2;  // every memory slot read, and on average half of its window
   }
   per_token += L * 2 * 2 * visible * I;                                    // scores and weighted values
   per_token += 2 * D * V;                                                  // logits
@@ -110,11 +113,11 @@ struct BenchArgs {
   int64_t sample = 0;    // then generate this many tokens at batch 1: sampling speed in the JSON
 };
 
-// The median seconds of `steps` calls of step() after one warm-up call (it sizes the arena and
-// fills the memory; the median is robust to the other tenants of a shared machine), and how often
-// the thread team shrank for another process meanwhile (backend/threads).
-std::pair<double, int> time_steps(const std::function<void()>& step, int64_t steps) {
-  step();
+// The median seconds of `steps` calls of step() after `warmup` calls (they size the arena and fill
+// the memory; the median is robust to the other tenants of a shared machine), and how often the
+// thread team shrank for another process meanwhile (backend/threads).
+std::pair<double, int> time_steps(const std::function<void()>& step, int64_t warmup, int64_t steps) {
+  for (int64_t i = 0; i < warmup; ++i) step();
   const int shrinks_before = threads::shrinks();
   std::vector<double> secs;
   for (int64_t i = 0; i < steps; ++i) {
@@ -149,11 +152,12 @@ double time_sampling(Model& model, int64_t tokens, uint64_t seed) {
 }
 
 // The JSON line's speed and size figures for steps of step_secs.
-nlohmann::json speed_json(const BenchArgs& a, const RunConfig& cfg, Device device, double step_secs, int team_shrinks) {
+nlohmann::json speed_json(const BenchArgs& a, const RunConfig& cfg, int64_t reach, Device device, double step_secs,
+                          int team_shrinks) {
   const int64_t B = cfg.train.batch_size, T = cfg.train.bptt;
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
-  const double gflops = step_flops(cfg.model, B, T) / step_secs / 1e9;
+  const double gflops = step_flops(cfg.model, B, T, reach) / step_secs / 1e9;
   const double peak = device == Device::CPU ? sgemm_peak_gflops() : cuda::sgemm_peak_gflops();
   return {{"config", a.config},
           {"device", device == Device::CPU ? "cpu" : cuda::device_name()},
@@ -179,6 +183,7 @@ void run_bench(const BenchArgs& a) {
   const std::unique_ptr<Model> model_ptr = make_model(cfg.model, /*initialize=*/false);
   Model& model = *model_ptr;
   model.init(t.seed, t.init);
+  if (!t.init_from.empty()) load_init_weights(model, t.init_from);  // e.g. the spans a run has learned
   Comm& comm = Comm::world();
   if (device == Device::CUDA && comm.size() > 1) cuda::select_device(comm.local_rank());  // one GPU per rank
   model.to(device);
@@ -198,14 +203,16 @@ void run_bench(const BenchArgs& a) {
     loop.step(in.data() + first, tg.data() + first, mine, T);  // memory carried between steps, as in training
     if (device != Device::CPU) cuda::synchronize();  // (reading the loss already waits; be explicit)
   };
-  const auto [step_secs, team_shrinks] = time_steps(step, a.steps);
+  // Time the steps of a full memory: it grows by bptt rows a step up to mem_len.
+  const int64_t warmup = std::max<int64_t>(1, (cfg.model.mem_len + T - 1) / T);
+  const auto [step_secs, team_shrinks] = time_steps(step, warmup, a.steps);
   nlohmann::json profile_rows = nlohmann::json::array();
   if (a.profile) profile_rows = profile_steps(step, a.steps, device != Device::CPU);
   const size_t P = model.params().numel();
   const double reduce = N > 1 ? time_reduce(comm, P, device) : 0.0;
   if (!comm.root()) return;
   const double sample_secs = a.sample > 0 ? time_sampling(model, a.sample, t.seed) : 0.0;
-  nlohmann::json j = speed_json(a, cfg, device, step_secs, team_shrinks);  // peak memory: after sampling too
+  nlohmann::json j = speed_json(a, cfg, model.span_reach(), device, step_secs, team_shrinks);  // peak memory: after sampling too
   if (a.profile) j["profile"] = profile_rows;
   if (a.sample > 0) j["sample_tokens_per_s"] = double(a.sample) / sample_secs;
   if (N > 1) {
@@ -227,7 +234,7 @@ void add_bench(CLI::App& app) {
   sub->add_option("--config", a->config, "run config (model:, train.batch_size, bptt, threads)")
       ->required()
       ->check(CLI::ExistingFile);
-  sub->add_option("--steps", a->steps, "timed steps after one warm-up step (the median is reported)")->check(at_least(1));
+  sub->add_option("--steps", a->steps, "timed steps after the warm-up steps that fill the memory (the median is reported)")->check(at_least(1));
   sub->add_option("--set", a->overrides, "override a config key");
   sub->add_flag("--profile", a->profile,
                 "then time as many steps again op by op (forward, backward, optimizer): a table on stderr, "

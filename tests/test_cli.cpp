@@ -15,6 +15,7 @@
 #include "models/config.hpp"
 #include "models/feedback_transformer.hpp"
 #include "models/weights.hpp"
+#include "train/config.hpp"
 #include "util/safetensors.hpp"
 
 #include "run_fixture.hpp"
@@ -215,6 +216,41 @@ TEST_CASE("cli: bench needs no data section (it draws random tokens), times reco
   const Run e = fbt_cli("bench --config " + d / "bench.yaml" + " --sample -1");
   CHECK(e.status != 0);
   CHECK(e.output.find("--sample") != std::string::npos);
+}
+
+// FLOPs of one bench step, from its JSON line (gflops x step time).
+double step_flops_of(const Run& r) {
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  return j.at("gflops").get<double>() * j.at("step_ms").get<double>() * 1e6;
+}
+
+TEST_CASE("cli: bench starts from train.init_from's weights, and its FLOPs count only the memory the spans read") {
+  TempDir d;
+  const std::string model = "model: {num_tokens: 11, dim: 8, depth: 2, heads: 2, dim_head: 4, seq_len: 1, mem_len: 48";
+  const std::string train = "train: {batch_size: 2, bptt: 6, threads: 1}\n";
+  std::ofstream(d / "span.yaml") << model << ", adapt_span: true, adapt_span_ramp: 2, adapt_span_init: 0}\n" << train;
+  std::ofstream(d / "fixed.yaml") << model << "}\n" << train;
+  // the same model with every span whole (z = 1): it reads the whole memory
+  const RunConfig cfg = load_run_config(d / "span.yaml", {}, /*require_data=*/false);
+  auto wide = make_model(cfg.model);
+  wide->init(1, "gpt2");
+  for (int64_t l = 0; l < cfg.model.depth; ++l) {
+    Var z = wide->params().get("layers." + std::to_string(l) + ".attn.span");
+    std::fill_n(z.data(), z.value().numel(), 1.f);
+  }
+  save_model(*wide, d / "wide.safetensors");
+  const Run narrow = fbt_cli("bench --config " + d / "span.yaml" + " --steps 1", false);
+  const Run whole = fbt_cli("bench --config " + d / "span.yaml" + " --steps 1 --set train.init_from=" + d / "wide.safetensors", false);
+  const Run fixed = fbt_cli("bench --config " + d / "fixed.yaml" + " --steps 1", false);
+  INFO(narrow.output << whole.output << fixed.output);
+  REQUIRE(narrow.status == 0);
+  REQUIRE(whole.status == 0);
+  REQUIRE(fixed.status == 0);
+  CHECK(step_flops_of(whole) == doctest::Approx(step_flops_of(fixed)).epsilon(1e-9));  // whole spans: all of mem_len
+  CHECK(step_flops_of(narrow) < 0.9 * step_flops_of(whole));  // spans at the ramp alone: a few steps back
+  const Run missing = fbt_cli("bench --config " + d / "span.yaml" + " --set train.init_from=" + d / "none.safetensors");
+  CHECK(missing.status != 0);
+  CHECK(missing.output.find("none.safetensors") != std::string::npos);
 }
 
 TEST_CASE("cli: out of memory is one line naming the size that failed and what to change") {

@@ -114,6 +114,20 @@ void load_checkpoint_weights(Model& model, const std::string& dir, const std::st
   load_weights(model, w, path);
 }
 
+std::string load_init_weights(Model& model, const std::string& source) {
+  const std::string path = resolve_weights(source);
+  const SafeTensors st = load_checked(path);
+  const auto saved = st.metadata.find("fbt_model_config");
+  if (saved != st.metadata.end()) {
+    const ModelConfig from = model_config_from_json(saved->second, path);
+    if (from.type != model.config().type)
+      throw std::runtime_error(path + " (train.init_from): weights of a " + from.type + " model; this run's model.type is " +
+                               model.config().type);
+  }
+  load_weights(model, st, path + " (train.init_from)");
+  return path;
+}
+
 TrainingState load_training_state(const std::string& dir) {
   const std::string path = (fs::path(dir) / kState).string();
   SafeTensors st = load_checked(path);

@@ -57,6 +57,10 @@ class Checkpoints {
 // Loads the weights of checkpoint directory `dir` into model; its saved model config must equal
 // the model's (`config_source` names where the model's came from, for the error).
 void load_checkpoint_weights(Model& model, const std::string& dir, const std::string& config_source);
+// train.init_from: the weights of `source` (a file, a run or checkpoint directory: resolve_weights)
+// into a model of the same type, matched by name and shape (the config may differ in what has no
+// weights: mem_len, dropout). Returns the file read.
+std::string load_init_weights(Model& model, const std::string& source);
 // Reads state.safetensors of checkpoint directory `dir`; a missing or inconsistent entry is an
 // error naming the file.
 TrainingState load_training_state(const std::string& dir);

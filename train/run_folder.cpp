@@ -100,19 +100,9 @@ void Trainer::resume_from(const std::string& dir) {
   log_out(fmt::format("resuming from {} (step {})\n", dir, step()));
 }
 
-// Fine-tuning: a fresh run (optimizer, schedule, memory) on another run's weights. Parameters are
-// matched by name and shape, so the model config may differ in what has no weights (mem_len, dropout).
+// Fine-tuning: a fresh run (optimizer, schedule, memory) on another run's weights.
 void Trainer::init_from(const std::string& source) {
-  const std::string path = resolve_weights(source);
-  const SafeTensors st = load_checked(path);
-  const auto saved = st.metadata.find("fbt_model_config");
-  if (saved != st.metadata.end()) {
-    const ModelConfig from = model_config_from_json(saved->second, path);
-    if (from.type != cfg_.model.type)
-      throw std::runtime_error(path + " (train.init_from): weights of a " + from.type + " model; this run's model.type is " +
-                               cfg_.model.type);
-  }
-  load_weights(*model_, st, path + " (train.init_from)");
+  const std::string path = load_init_weights(*model_, source);
   if (comm_.root()) log_out(fmt::format("initialized from {}\n", path));
 }
 
