@@ -58,13 +58,18 @@ void add_gradients(SafeTensors& st, const Model& model) {
   }
 }
 
-void load_weights(Model& model, const SafeTensors& st, const std::string& source) {
+int64_t load_weights(Model& model, const SafeTensors& st, const std::string& source, bool spans_may_be_missing) {
   ParamStore& ps = model.params();
+  int64_t kept = 0;
   for (auto& [name, t] : st.tensors)
     if (!ps.has(name))
       throw SafeTensorsError(source + ": unexpected tensor '" + name + "' (not a parameter of this model config)");
   for (size_t i = 0; i < ps.size(); ++i) {
     const std::string& name = ps.names()[i];
+    if (!st.has(name) && spans_may_be_missing && ps.role(i) == ParamRole::SpanRatio) {
+      ++kept;
+      continue;
+    }
     if (!st.has(name)) throw SafeTensorsError(source + ": missing tensor '" + name + "'");
     const StTensor& t = st.at(name);
     Var p = ps.at(i);
@@ -75,6 +80,7 @@ void load_weights(Model& model, const SafeTensors& st, const std::string& source
     std::memcpy(ps.values().data() + ps.offset(i), t.bytes.data(), t.bytes.size());
   }
   ps.sync_to_device();
+  return kept;
 }
 
 SafeTensors load_checked(const std::string& path) {

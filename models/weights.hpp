@@ -17,8 +17,10 @@ SafeTensors load_checked(const std::string& path);
 // Every parameter as F32, plus __metadata__ {"format": "pt", "fbt_model_config": <json>}.
 SafeTensors weights_to_safetensors(const Model& model);
 // Copies tensors into the model. A missing or extra tensor, a wrong dtype or shape is an error
-// naming the tensor and `source`.
-void load_weights(Model& model, const SafeTensors& st, const std::string& source);
+// naming the tensor and `source`; with spans_may_be_missing, span ratios the file lacks keep the
+// model's values (weights of a model without adaptive span, fine-tuned with it). Returns how many
+// were kept so.
+int64_t load_weights(Model& model, const SafeTensors& st, const std::string& source, bool spans_may_be_missing = false);
 
 std::string model_config_to_json(const ModelConfig& c);
 ModelConfig model_config_from_json(const std::string& json, const std::string& source);

@@ -124,8 +124,8 @@ std::string load_init_weights(Model& model, const std::string& source) {
       throw std::runtime_error(path + " (train.init_from): weights of a " + from.type + " model; this run's model.type is " +
                                model.config().type);
   }
-  load_weights(model, st, path + " (train.init_from)");
-  return path;
+  const int64_t kept = load_weights(model, st, path + " (train.init_from)", /*spans_may_be_missing=*/true);
+  return kept ? path + fmt::format(" (it has no spans: {} layers' spans start at model.adapt_span_init)", kept) : path;
 }
 
 TrainingState load_training_state(const std::string& dir) {

@@ -59,7 +59,8 @@ class Checkpoints {
 void load_checkpoint_weights(Model& model, const std::string& dir, const std::string& config_source);
 // train.init_from: the weights of `source` (a file, a run or checkpoint directory: resolve_weights)
 // into a model of the same type, matched by name and shape (the config may differ in what has no
-// weights: mem_len, dropout). Returns the file read.
+// weights: mem_len, dropout); a model with adaptive span may start from one without (its spans
+// start at adapt_span_init). Returns what was read, for the log.
 std::string load_init_weights(Model& model, const std::string& source);
 // Reads state.safetensors of checkpoint directory `dir`; a missing or inconsistent entry is an
 // error naming the file.
