@@ -4,17 +4,27 @@
 #       stages (the two chains side by side, a core each; every stage --resume's, so an interrupted
 #       recipe goes on where it stopped), then test each family's last stage on programs of 10, 30
 #       and 100 statements and print the table
+#   scripts/algorithmic.sh --variables 5 [--set ...]   the same for five variables: two more stages
+#       from each family's three-variable chain (its run in runs/algorithmic/, else the shipped one),
+#       tested on five-variable programs of 30 and 100 statements
 #   scripts/algorithmic.sh --check   each family's first stage trained again from scratch and compared
 #       bit for bit with the shipped one: the chain's first link, ~15 minutes
-#   scripts/algorithmic.sh --ship    copy the finished stages of runs/algorithmic/ into results/algorithmic/
+#   scripts/algorithmic.sh --ship [--variables 5]   copy the finished stages of runs/algorithmic/ into
+#       results/algorithmic/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FAMILIES=(feedback transformer-xl)
 STAGES=(1var 3var 3var-s30 3var-s100)  # each starts from the previous one's weights (train.init_from)
+TEST=(3 "10 30 100")  # the last stage's test splits: variables, statements
 RUNS=runs/algorithmic
 FBT=${FBT:-build/fbt}  # the fbt that trains (a copy keeps a long recipe safe from rebuilds of build/)
 SHIPPED=results/algorithmic
+CHAIN_BEFORE=""  # the stage the first of STAGES starts from (none: from scratch)
+
+five_variables() {  # the five-variable stages go on from the three-variable chain's last stage
+  STAGES=(5var-s30 5var) TEST=(5 "30 100") CHAIN_BEFORE=3var-s100
+}
 
 stage_data() {  # VARIABLES STATEMENTS PROGRAMS DIR: a curriculum stage's data, every statement labelled in train
   [ -f "data/$4/train.txt" ] || "$FBT" prepare-algorithmic --variables "$1" --statements "$2" \
@@ -22,38 +32,61 @@ stage_data() {  # VARIABLES STATEMENTS PROGRAMS DIR: a curriculum stage's data, 
 }
 
 all_data() {
+  if [ "${TEST[0]}" = 5 ]; then
+    stage_data 5 30 60000 algorithmic-5var-s30-dense
+    stage_data 5 100 20000 algorithmic-5var-s100-dense  # its valid and test splits: the official 5-variable task's
+    return
+  fi
   stage_data 1 10 200000 algorithmic-1var-s10-dense
   stage_data 3 10 200000 algorithmic-3var-s10-dense
   stage_data 3 30 60000 algorithmic-3var-s30-dense
   stage_data 3 100 20000 algorithmic-3var-s100-dense  # its valid and test splits: the official task's (same seeds)
 }
 
-train_chain() {  # FAMILY [fbt train flags]: the family's stages in order, its output in $RUNS/FAMILY.log, a line per stage
-  local family=$1 stage
-  shift
+# The weights the family's first stage starts from: the chain's earlier stage as trained here, else
+# as shipped (the same weights: the recipe is deterministic); nothing for a chain from scratch.
+chain_start() {  # FAMILY
+  local run=$RUNS/$1-$CHAIN_BEFORE
+  [ -n "$CHAIN_BEFORE" ] || return 0
+  if python3 scripts/algorithmic_table.py --finished "$run" "configs/algorithmic/$1-$CHAIN_BEFORE.yaml" 2>/dev/null; then
+    echo "$run"
+  elif [ -f "$SHIPPED/$1-$CHAIN_BEFORE/model.safetensors" ]; then
+    echo "$SHIPPED/$1-$CHAIN_BEFORE"
+  else
+    echo "./run algorithmic: $1-${STAGES[0]} starts from $1-$CHAIN_BEFORE, neither trained in $run nor shipped in $SHIPPED (run ./run algorithmic first)" >&2
+    return 1
+  fi
+}
+
+train_chain() {  # FAMILY START [fbt train flags]: the family's stages in order, its output in $RUNS/FAMILY.log, a line per stage
+  local family=$1 start=$2 stage from=()
+  shift 2
+  [ -z "$start" ] || from=(--set "train.init_from=$start")  # the first stage only; the others name their predecessor
   for stage in "${STAGES[@]}"; do
-    "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume --set train.threads=1 "$@" \
+    "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume --set train.threads=1 "${from[@]}" "$@" \
       >>"$RUNS/$family.log" 2>&1 || { echo "$family-$stage: training failed (last lines of $RUNS/$family.log):"; tail -3 "$RUNS/$family.log"; return 1; }
     python3 scripts/algorithmic_table.py --stage "$RUNS/$family-$stage"
+    from=()
   done
 }
 
 train_all() {  # [fbt train flags]
-  local family pids=() rc=0 stage statements rows=()
+  local family pids=() rc=0 stage statements rows=() starts=()
+  for family in "${FAMILIES[@]}"; do starts+=("$(chain_start "$family")") || exit 1; done
   all_data
   mkdir -p "$RUNS"
   echo "training ${FAMILIES[*]} side by side, a core each (follow: tail -f $RUNS/<family>.log)"
-  for family in "${FAMILIES[@]}"; do
-    train_chain "$family" "$@" &
+  for i in "${!FAMILIES[@]}"; do
+    train_chain "${FAMILIES[$i]}" "${starts[$i]}" "$@" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   [ "$rc" -eq 0 ] || { echo "./run algorithmic: a stage failed; run it again to go on from the last checkpoints"; exit 1; }
   for family in "${FAMILIES[@]}"; do
     stage=$family-${STAGES[-1]}
-    for statements in 10 30 100; do  # the final stage on the test split of each program length
+    for statements in ${TEST[1]}; do  # the final stage on the test split of each program length
       rows+=("$stage $statements $("$FBT" eval "configs/algorithmic/$stage.yaml" --checkpoint "$RUNS/$stage" \
-        --split test --set "data.test=data/algorithmic-3var-s$statements-dense/test.txt" | tail -1)")
+        --split test --set "data.test=data/algorithmic-${TEST[0]}var-s$statements-dense/test.txt" | tail -1)")
     done
   done
   printf '%s\n' "${rows[@]}" | python3 scripts/algorithmic_table.py
@@ -100,7 +133,7 @@ ship() {
     done
   done
   for family in "${FAMILIES[@]}"; do
-    previous=
+    previous=${CHAIN_BEFORE:+$SHIPPED/$family-$CHAIN_BEFORE}
     for stage in "${STAGES[@]}"; do
       run=$RUNS/$family-$stage dest=$SHIPPED/$family-$stage
       rm -rf "$dest" && mkdir -p "$dest"
@@ -113,17 +146,31 @@ ship() {
   done
 }
 
-usage() { echo "usage: ./run algorithmic [--set KEY=VALUE ...] | --check | --ship"; exit 2; }
+usage() { echo "usage: ./run algorithmic [--variables 3|5] [--set KEY=VALUE ...] | --check | --ship [--variables 3|5]"; exit 2; }
+
+variables() {  # N: the chain to train or ship
+  case "$1" in
+    3) ;;
+    5) five_variables ;;
+    *) echo "./run algorithmic: --variables takes 3 or 5 (got: '$1')"; usage ;;
+  esac
+}
 
 case "${1:-}" in
   --check) [ $# -eq 1 ] || { echo "./run algorithmic --check takes no other arguments (got: ${*:2})"; usage; }; check ;;
-  --ship) [ $# -eq 1 ] || { echo "./run algorithmic --ship takes no other arguments (got: ${*:2})"; usage; }; ship ;;
+  --ship)
+    [ $# -eq 1 ] || { [ $# -eq 3 ] && [ "$2" = --variables ]; } ||
+      { echo "./run algorithmic --ship takes only --variables N (got: ${*:2})"; usage; }
+    [ $# -eq 1 ] || variables "$3"
+    ship ;;
   *)
     flags=()
     while [ $# -gt 0 ]; do
       case "$1" in
         --set) [ $# -ge 2 ] && [[ "$2" == *=* ]] || { echo "./run algorithmic: --set takes KEY=VALUE"; usage; }
           flags+=(--set "$2"); shift 2 ;;
+        --variables) [ $# -ge 2 ] || { echo "./run algorithmic: --variables takes 3 or 5"; usage; }
+          variables "$2"; shift 2 ;;
         *) echo "./run algorithmic: unknown argument '$1'"; usage ;;
       esac
     done

@@ -46,7 +46,8 @@ done
 echo "bad arguments: refused with the usage"
 
 # ./run algorithmic's script refuses bad arguments before any work (its training: docs/RESULTS.md).
-for bad in "--bogus" "--set" "--set train.lr" "--check extra" "--ship extra"; do
+for bad in "--bogus" "--set" "--set train.lr" "--check extra" "--ship extra" "--variables" "--variables 4" \
+  "--ship --variables 2" "--ship --variables" "--check --variables 5"; do
   set +e
   # shellcheck disable=SC2086
   FBT=$fbt "$src/scripts/algorithmic.sh" $bad >bad.txt 2>&1
