@@ -58,16 +58,28 @@ chain_start() {  # FAMILY
   fi
 }
 
+# A core per chain while both train; a stage that starts after the other chain has finished takes
+# every core (no result depends on the thread count).
+stage_threads() {  # FAMILY
+  local other
+  for other in "${FAMILIES[@]}"; do
+    [ "$other" = "$1" ] || [ -f "$RUNS/.$other.done" ] || { echo 1; return; }
+  done
+  echo 0
+}
+
 train_chain() {  # FAMILY START [fbt train flags]: the family's stages in order, its output in $RUNS/FAMILY.log, a line per stage
   local family=$1 start=$2 stage from=()
   shift 2
   [ -z "$start" ] || from=(--set "train.init_from=$start")  # the first stage only; the others name their predecessor
   for stage in "${STAGES[@]}"; do
-    "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume --set train.threads=1 "${from[@]}" "$@" \
-      >>"$RUNS/$family.log" 2>&1 || { echo "$family-$stage: training failed (last lines of $RUNS/$family.log):"; tail -3 "$RUNS/$family.log"; return 1; }
+    "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume --set "train.threads=$(stage_threads "$family")" \
+      "${from[@]}" "$@" >>"$RUNS/$family.log" 2>&1 ||
+      { echo "$family-$stage: training failed (last lines of $RUNS/$family.log):"; tail -3 "$RUNS/$family.log"; return 1; }
     python3 scripts/algorithmic_table.py --stage "$RUNS/$family-$stage"
     from=()
   done
+  touch "$RUNS/.$family.done"
 }
 
 train_all() {  # [fbt train flags]
@@ -75,6 +87,7 @@ train_all() {  # [fbt train flags]
   for family in "${FAMILIES[@]}"; do starts+=("$(chain_start "$family")") || exit 1; done
   all_data
   mkdir -p "$RUNS"
+  rm -f "$RUNS"/.*.done
   echo "training ${FAMILIES[*]} side by side, a core each (follow: tail -f $RUNS/<family>.log)"
   for i in "${!FAMILIES[@]}"; do
     train_chain "${FAMILIES[$i]}" "${starts[$i]}" "$@" &
