@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The code-execution recipe (docs/RESULTS.md), as ./run algorithmic calls it (after building fbt):
 #   scripts/algorithmic.sh [--set KEY=VALUE ...]   prepare the curriculum's data, train both families'
-#       stages (the two chains side by side, a core each; every stage --resume's, so an interrupted
-#       recipe goes on where it stopped), then test each family's last stage on programs of 10, 30
+#       stages (the two chains side by side, a core each, the one left on both cores: scripts/cores.sh;
+#       every stage --resume's, so an interrupted recipe goes on where it stopped), then test each family's last stage on programs of 10, 30
 #       and 100 statements and print the table
 #   scripts/algorithmic.sh --variables 5 [--set ...]   the same for five variables: two more stages
 #       from each family's three-variable chain (its run in runs/algorithmic/, else the shipped one),
@@ -13,6 +13,7 @@
 #       results/algorithmic/
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cores.sh
 
 FAMILIES=(feedback transformer-xl)
 STAGES=(1var 3var 3var-s30 3var-s100)  # each starts from the previous one's weights (train.init_from)
@@ -58,43 +59,28 @@ chain_start() {  # FAMILY
   fi
 }
 
-# A core per chain while both train; a stage that starts after the other chain has finished takes
-# every core (no result depends on the thread count).
-stage_threads() {  # FAMILY
-  local other
-  for other in "${FAMILIES[@]}"; do
-    [ "$other" = "$1" ] || [ -f "$RUNS/.$other.done" ] || { echo 1; return; }
-  done
-  echo 0
-}
-
 train_chain() {  # FAMILY START [fbt train flags]: the family's stages in order, its output in $RUNS/FAMILY.log, a line per stage
   local family=$1 start=$2 stage from=()
   shift 2
   [ -z "$start" ] || from=(--set "train.init_from=$start")  # the first stage only; the others name their predecessor
   for stage in "${STAGES[@]}"; do
-    "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume --set "train.threads=$(stage_threads "$family")" \
-      "${from[@]}" "$@" >>"$RUNS/$family.log" 2>&1 ||
+    train_on_cores "$FBT" train "configs/algorithmic/$family-$stage.yaml" --resume "${from[@]}" "$@" \
+      >>"$RUNS/$family.log" 2>&1 ||
       { echo "$family-$stage: training failed (last lines of $RUNS/$family.log):"; tail -3 "$RUNS/$family.log"; return 1; }
     python3 scripts/algorithmic_table.py --stage "$RUNS/$family-$stage"
     from=()
   done
-  touch "$RUNS/.$family.done"
 }
 
 train_all() {  # [fbt train flags]
-  local family pids=() rc=0 stage statements rows=() starts=()
+  local family stage statements rows=() starts=()
   for family in "${FAMILIES[@]}"; do starts+=("$(chain_start "$family")") || exit 1; done
   all_data
   mkdir -p "$RUNS"
-  rm -f "$RUNS"/.*.done
   echo "training ${FAMILIES[*]} side by side, a core each (follow: tail -f $RUNS/<family>.log)"
-  for i in "${!FAMILIES[@]}"; do
-    train_chain "${FAMILIES[$i]}" "${starts[$i]}" "$@" &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  [ "$rc" -eq 0 ] || { echo "./run algorithmic: a stage failed; run it again to go on from the last checkpoints"; exit 1; }
+  local chain_a=(train_chain "${FAMILIES[0]}" "${starts[0]}" "$@") chain_b=(train_chain "${FAMILIES[1]}" "${starts[1]}" "$@")
+  side_by_side_queues chain_a chain_b ||
+    { echo "./run algorithmic: a stage failed; run it again to go on from the last checkpoints"; exit 1; }
   for family in "${FAMILIES[@]}"; do
     stage=$family-${STAGES[-1]}
     for statements in ${TEST[1]}; do  # the final stage on the test split of each program length
@@ -105,10 +91,17 @@ train_all() {  # [fbt train flags]
   printf '%s\n' "${rows[@]}" | python3 scripts/algorithmic_table.py
 }
 
+# One family's first stage again from scratch, in DIR/<family>-<stage> (log beside it).
+retrain_first() {  # FAMILY DIR
+  local run=$2/$1-${STAGES[0]}
+  rm -rf "$run"
+  train_on_cores "$FBT" train "configs/algorithmic/$1-${STAGES[0]}.yaml" --resume --set "train.out_dir=$run" >"$run.log" 2>&1
+}
+
 # The chain's first link: each family's first stage trained again from scratch (side by side, a core
 # each) and compared tensor by tensor with the shipped stage (fbt compare); exit 1 if any differs.
 check() {
-  local family pids=() rc=0 out=runs/algorithmic-check
+  local family rc=0 out=runs/algorithmic-check
   for family in "${FAMILIES[@]}"; do
     [ -f "$SHIPPED/$family-${STAGES[0]}/model.safetensors" ] || {
       echo "./run algorithmic --check: no shipped stage $SHIPPED/$family-${STAGES[0]}/model.safetensors to compare with (./run algorithmic trains it; docs/RESULTS.md)"
@@ -117,14 +110,9 @@ check() {
   done
   stage_data 1 10 200000 algorithmic-1var-s10-dense
   mkdir -p "$out"
-  for family in "${FAMILIES[@]}"; do
-    rm -rf "${out:?}/$family-${STAGES[0]}"
-    "$FBT" train "configs/algorithmic/$family-${STAGES[0]}.yaml" --set "train.out_dir=$out/$family-${STAGES[0]}" \
-      --set train.threads=1 >"$out/$family-${STAGES[0]}.log" 2>&1 &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  [ "$rc" -eq 0 ] || { tail -3 "$out"/*.log; echo "./run algorithmic --check: a retraining failed (logs in $out/)"; exit 1; }
+  local first_a=(retrain_first "${FAMILIES[0]}" "$out") first_b=(retrain_first "${FAMILIES[1]}" "$out")
+  side_by_side_queues first_a first_b ||
+    { tail -3 "$out"/*.log; echo "./run algorithmic --check: a retraining failed (logs in $out/)"; exit 1; }
   for family in "${FAMILIES[@]}"; do
     echo "retrained: $out/$family-${STAGES[0]}/model.safetensors shipped: $SHIPPED/$family-${STAGES[0]}/model.safetensors"
     "$FBT" compare "$out/$family-${STAGES[0]}/model.safetensors" "$SHIPPED/$family-${STAGES[0]}/model.safetensors" |

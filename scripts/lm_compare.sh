@@ -2,7 +2,7 @@
 # The language-modelling comparison (docs/RESULTS.md, "Language modelling"), as ./run lm-compare
 # calls it (after building fbt and preparing KJV):
 #   scripts/lm_compare.sh [--out DIR] [--set KEY=VALUE ...]   both families (configs/lm/) at depths 1,
-#       2 and 4, two runs side by side (a core each; every run --resume's, so an interrupted
+#       2 and 4, two runs side by side (a core each, the last on both; every run --resume's, so an interrupted
 #       comparison goes on where it stopped), then each run on the test split: the table, and the
 #       charts in DIR/charts. DIR defaults to runs/lm; --set data.* trains on another corpus (give
 #       it its own --out).
@@ -11,6 +11,7 @@
 #   scripts/lm_compare.sh --ship   copy the finished runs of runs/lm/ into results/lm/<run>/
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cores.sh
 
 FBT=${FBT:-build/fbt}  # the fbt that trains (a copy keeps long runs safe from rebuilds of build/)
 SHIPPED=results/lm
@@ -30,8 +31,8 @@ train_run() {  # OUT RUN [fbt train flags]: RUN is FAMILY-dDEPTH, or lrRATE/FAMI
     lr*) trial=(--set "train.lr=$(basename "$(dirname "$dir")" | cut -c3-)" --set "train.steps=$(sweep_steps)") ;;
   esac
   mkdir -p "$(dirname "$dir")"
-  "$FBT" train "configs/lm/$family.yaml" --resume --set "model.depth=$depth" --set "train.out_dir=$dir" \
-    --set train.threads=1 "${trial[@]}" "$@" >>"$dir.log" 2>&1 ||
+  train_on_cores "$FBT" train "configs/lm/$family.yaml" --resume --set "model.depth=$depth" --set "train.out_dir=$dir" \
+    "${trial[@]}" "$@" >>"$dir.log" 2>&1 ||
     { echo "$run: training failed (last lines of $dir.log):"; tail -n 3 "$dir.log"; return 1; }
   python3 scripts/lm_table.py --run "$dir" "$run"
 }
@@ -45,16 +46,14 @@ queue() {  # OUT "RUN RUN ..." [fbt train flags]: the runs one after another
   for run in "${names[@]}"; do train_run "$out" "$run" "$@" || return 1; done
 }
 
-side_by_side() {  # OUT QUEUE_A QUEUE_B [fbt train flags]: the two queues at once, a core each
-  local out=$1 a=$2 b=$3 pa pb rc=0
+side_by_side() {  # OUT QUEUE_A QUEUE_B [fbt train flags]: the two queues at once, a core each (scripts/cores.sh)
+  local out=$1 a=$2 b=$3
   shift 3
   mkdir -p "$out"
   echo "two runs at a time, a core each (follow: tail -f $out/<run>.log)"
-  queue "$out" "$a" "$@" & pa=$!
-  queue "$out" "$b" "$@" & pb=$!
-  wait "$pa" || rc=1
-  wait "$pb" || rc=1
-  [ "$rc" -eq 0 ] || { echo "./run lm-compare: a run failed; run it again to go on from the last checkpoints"; exit 1; }
+  local queue_a=(queue "$out" "$a" "$@") queue_b=(queue "$out" "$b" "$@")
+  side_by_side_queues queue_a queue_b ||
+    { echo "./run lm-compare: a run failed; run it again to go on from the last checkpoints"; exit 1; }
 }
 
 compare() {  # OUT [fbt train flags]: the six runs, their test evaluations, the table and the charts

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./run lm-compare's script end to end on a tiny corpus (its --out and --set data.* keep it out of
+# scripts/cores.sh's widening, then ./run lm-compare's script end to end on a tiny corpus (its --out and --set data.* keep it out of
 # the source tree's runs/): the six runs, their test evaluations, the table and the charts; the
 # learning-rate sweep and its verdict; a second call resumes instead of training again; bad
 # arguments are refused with the usage, as ./run algorithmic's are.  Usage: recipes.sh FBT SOURCE_DIR
@@ -12,6 +12,22 @@ tiny=(--set model.dim=16 --set model.dim_head=8 --set model.heads=2 --set model.
       --set "data.train=$scratch/data/train.bin" --set "data.valid=$scratch/data/valid.bin"
       --set "data.test=$scratch/data/test.bin")
 lm() { FBT=$fbt "$src/scripts/lm_compare.sh" "$@"; }
+
+# scripts/cores.sh: a run widened halfway (stopped, resumed at once on every core) ends with the
+# weights of the same run left alone.
+source "$src/scripts/cores.sh"
+long=("$fbt" train "$src/configs/lm/feedback.yaml" "${tiny[@]}" --set train.steps=2000 --set train.eval_every=0
+      --set train.log_every=10 --set train.sample_tokens=0)
+"${long[@]}" --set train.out_dir="$scratch/alone" >alone.log 2>&1 || { cat alone.log; fail "the run left alone"; }
+(widen_on_usr1; train_on_cores "${long[@]}" --resume --set train.out_dir="$scratch/widened") >widened.log 2>&1 &
+queue=$!
+until grep -q '"step":100,' widened/metrics.jsonl 2>/dev/null; do sleep 0.05; done
+kill -USR1 "$queue"
+wait "$queue" || { cat widened.log; fail "the widened run"; }
+grep -q "stopped at step" widened.log && grep -q "resuming from" widened.log || { cat widened.log; fail "the run was not widened halfway"; }
+"$fbt" compare alone/model.safetensors widened/model.safetensors >compare-widened.txt ||
+  { cat compare-widened.txt; fail "the widened run's weights differ from the run left alone"; }
+echo "cores: a run widened halfway ends bit for bit as the run left alone"
 
 lm --out "$scratch/lm" "${tiny[@]}" >compare.txt 2>&1 || { cat compare.txt; fail "lm_compare.sh"; }
 for run in feedback-d1 feedback-d2 feedback-d4 transformer-xl-d1 transformer-xl-d2 transformer-xl-d4; do
