@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# scripts/cores.sh's widening, then ./run lm-compare's script end to end on a tiny corpus (its --out and --set data.* keep it out of
-# the source tree's runs/): the six runs, their test evaluations, the table and the charts; the
-# learning-rate sweep and its verdict; a second call resumes instead of training again; bad
-# arguments are refused with the usage, as ./run algorithmic's are.  Usage: recipes.sh FBT SOURCE_DIR
+# scripts/cores.sh's widening of a run; ./run lm-compare's script end to end on a tiny corpus (its
+# --out and --set data.* keep it out of the source tree's runs/): the six runs, their test
+# evaluations, the table and the charts; the learning-rate sweep and its verdict; a second call
+# resumes instead of training again; bad arguments are refused with the usage, as ./run
+# algorithmic's are.  Usage: recipes.sh FBT SOURCE_DIR
 fbt=$(realpath "$1") src=$(realpath "$2")
 source "$(dirname "$0")/lib.sh"
 bytes_corpus "$fbt" 300
