@@ -35,13 +35,6 @@ namespace {
 // the constant "'" ('it'."'".'s': gnuplot 5.4 misreads doubled quotes in some places), and
 // control characters, a newline among them (which would end the string and start a command),
 // made '?'.
-std::string printable(const std::string& s) {
-  std::string out = s;
-  for (char& ch : out)
-    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
-  return out;
-}
-
 std::string quoted(const std::string& s) {
   std::string q = "'";
   for (char ch : printable(s)) q += ch == '\'' ? std::string("'.\"'\".'") : std::string(1, ch);

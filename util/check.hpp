@@ -3,6 +3,7 @@
 #pragma once
 #include <sstream>
 #include <stdexcept>
+#include <string>
 
 namespace fbt {
 
@@ -12,6 +13,13 @@ inline void check(bool cond, const Parts&... parts) {
   std::ostringstream os;
   (os << ... << parts);
   throw std::invalid_argument(os.str());
+}
+
+// Text from a file we do not trust, safe to print or to quote: control characters become '?'.
+inline std::string printable(std::string s) {
+  for (char& ch : s)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+  return s;
 }
 
 }  // namespace fbt

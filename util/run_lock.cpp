@@ -1,5 +1,7 @@
 #include "util/run_lock.hpp"
 
+#include "util/check.hpp"
+
 #include "util/files.hpp"
 
 #include <fcntl.h>
@@ -33,9 +35,7 @@ std::string read_holder(int fd) {
   std::string text(buf, n > 0 ? size_t(n) : 0);
   text = text.substr(0, text.find('\n'));
   while (!text.empty() && text.back() == ' ') text.pop_back();
-  for (char& ch : text)
-    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
-  return text;
+  return printable(text);
 }
 
 }  // namespace
