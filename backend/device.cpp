@@ -51,6 +51,14 @@ OutOfMemory::OutOfMemory(size_t bytes, Device d, const std::string& what_for, st
           what_for;
 }
 
+std::string out_of_memory_message(const std::bad_alloc& e) {
+  const auto* oom = dynamic_cast<const OutOfMemory*>(&e);
+  if (oom && !oom->advice().empty()) return std::string("out of memory: ") + e.what() + "; " + oom->advice();
+  return std::string("out of memory") + (oom ? std::string(": ") + e.what() : "") +
+         "; a step needs less with a smaller train.batch_size, bptt or model.mem_len, and in training with "
+         "train.recompute: true or train.grad_accum: 2 or more";
+}
+
 float* device_alloc(Device d, size_t n) {
   if (d == Device::CUDA) {
     try {

@@ -39,6 +39,9 @@ class OutOfMemory : public std::bad_alloc {
  private:
   std::string what_, advice_;
 };
+// The one-line message for a failed allocation: what ran out and what to change (a step's size,
+// or the advice it carries). For the command line's error and the Python module's MemoryError.
+std::string out_of_memory_message(const std::bad_alloc& e);
 void device_free(Device d, void* p);
 void fill_zero(Device d, float* p, size_t n);
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);

@@ -56,13 +56,8 @@ int main(int argc, char** argv) {
     } catch (const std::exception&) {
     }
     std::string msg = e.what();
-    const auto* oom = dynamic_cast<const fbt::OutOfMemory*>(&e);
-    if (oom && !oom->advice().empty())  // what ran out, and what to change (checkpoints on disk are intact)
-      msg = fmt::format("out of memory: {}; {}", e.what(), oom->advice());
-    else if (dynamic_cast<const std::bad_alloc*>(&e))
-      msg = fmt::format("out of memory{}; a step needs less with a smaller train.batch_size, bptt or model.mem_len, "
-                        "and in training with train.recompute: true or train.grad_accum: 2 or more",
-                        oom ? std::string(": ") + e.what() : "");
+    if (const auto* oom = dynamic_cast<const std::bad_alloc*>(&e))  // what to change (checkpoints on disk are intact)
+      msg = fbt::out_of_memory_message(*oom);
     fmt::print(stderr, "fbt: error: {}{}\n", ranks > 1 ? fmt::format("process {} of {}: ", rank, ranks) : "", msg);
     if (ranks > 1) fbt::Comm::world().abort(1);
     return 1;

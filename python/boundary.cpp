@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "backend/device.hpp"
 #include "util/config_section.hpp"
 #include "util/files.hpp"
 
@@ -14,7 +15,8 @@ std::mutex& library_lock() {
 }
 
 // The library's errors as the Python exceptions a user expects: bad configs and values as
-// ValueError (std::invalid_argument is pybind11's ValueError already), files as OSError.
+// ValueError (std::invalid_argument is pybind11's ValueError already), files as OSError, a failed
+// allocation as MemoryError with what to change.
 void translate_errors() {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -27,6 +29,8 @@ void translate_errors() {
       PyErr_SetString(PyExc_OSError, e.what());
     } catch (const FileError& e) {
       PyErr_SetString(PyExc_OSError, e.what());
+    } catch (const std::bad_alloc& e) {  // what ran out and what to change, as the command line says
+      PyErr_SetString(PyExc_MemoryError, out_of_memory_message(e).c_str());
     }
   });
 }

@@ -519,7 +519,8 @@ class Errors(TempDir):
             with self.assertRaisesRegex(ValueError, msg):
                 fbt.TrainLoop(model, **kw)
         # A model too large for memory, or with sizes that would overflow, is an error, never a crash
-        with self.assertRaisesRegex(MemoryError, "for the model's [0-9]+ parameters and their gradients"):
+        with self.assertRaisesRegex(MemoryError, "out of memory: .* for the model's [0-9]+ parameters and their "
+                                                 r"gradients; choose a smaller model \(model.dim"):
             fbt.FeedbackTransformer(num_tokens=16, dim=2 ** 16, depth=2 ** 10, heads=2, dim_head=8, mem_len=4)
         with self.assertRaisesRegex(ValueError, "dim must be <= 1048576"):
             fbt.FeedbackTransformer(num_tokens=16, dim=2 ** 40, depth=1, heads=2, dim_head=8, mem_len=4)
