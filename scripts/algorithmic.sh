@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The code-execution recipe (docs/RESULTS.md), as ./run algorithmic calls it (after building fbt):
 #   scripts/algorithmic.sh [--set KEY=VALUE ...]   prepare the curriculum's data, train both families'
-#       stages (the two chains side by side, a core each, the one left on both cores: scripts/cores.sh;
-#       every stage --resume's, so an interrupted recipe goes on where it stopped), then test each family's last stage on programs of 10, 30
-#       and 100 statements and print the table
+#       stages (the two chains side by side, a core each, the one left on both: scripts/cores.sh;
+#       every stage --resume's, so an interrupted recipe goes on where it stopped), then test each
+#       family's last stage on programs of 10, 30 and 100 statements and print the table
 #   scripts/algorithmic.sh --variables 5 [--set ...]   the same for five variables: two more stages
 #       from each family's three-variable chain (its run in runs/algorithmic/, else the shipped one),
 #       tested on five-variable programs of 30 and 100 statements
