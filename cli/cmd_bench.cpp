@@ -212,7 +212,8 @@ void run_bench(const BenchArgs& a) {
   const double reduce = N > 1 ? time_reduce(comm, P, device) : 0.0;
   if (!comm.root()) return;
   const double sample_secs = a.sample > 0 ? time_sampling(model, a.sample, t.seed) : 0.0;
-  nlohmann::json j = speed_json(a, cfg, model.span_reach(), device, step_secs, team_shrinks);  // peak memory: after sampling too
+  // (peak memory: after sampling too)
+  nlohmann::json j = speed_json(a, cfg, model.span_reach(), device, step_secs, team_shrinks);
   if (a.profile) j["profile"] = profile_rows;
   if (a.sample > 0) j["sample_tokens_per_s"] = double(a.sample) / sample_secs;
   if (N > 1) {
@@ -234,7 +235,8 @@ void add_bench(CLI::App& app) {
   sub->add_option("--config", a->config, "run config (model:, train.batch_size, bptt, threads)")
       ->required()
       ->check(CLI::ExistingFile);
-  sub->add_option("--steps", a->steps, "timed steps after the warm-up steps that fill the memory (the median is reported)")->check(at_least(1));
+  sub->add_option("--steps", a->steps, "timed steps after the warm-up steps that fill the memory (the median is reported)")
+      ->check(at_least(1));
   sub->add_option("--set", a->overrides, "override a config key");
   sub->add_flag("--profile", a->profile,
                 "then time as many steps again op by op (forward, backward, optimizer): a table on stderr, "

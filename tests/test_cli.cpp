@@ -240,7 +240,8 @@ TEST_CASE("cli: bench starts from train.init_from's weights, and its FLOPs count
   }
   save_model(*wide, d / "wide.safetensors");
   const Run narrow = fbt_cli("bench --config " + d / "span.yaml" + " --steps 1", false);
-  const Run whole = fbt_cli("bench --config " + d / "span.yaml" + " --steps 1 --set train.init_from=" + d / "wide.safetensors", false);
+  const Run whole =
+      fbt_cli("bench --config " + d / "span.yaml" + " --steps 1 --set train.init_from=" + d / "wide.safetensors", false);
   const Run fixed = fbt_cli("bench --config " + d / "fixed.yaml" + " --steps 1", false);
   INFO(narrow.output << whole.output << fixed.output);
   REQUIRE(narrow.status == 0);

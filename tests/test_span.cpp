@@ -139,13 +139,13 @@ TEST_CASE("span: the training term's gradient, once a step, and the clamp after 
 
 // Fine-tuning a model with adaptive span from weights without it: the spans start at
 // adapt_span_init, every other weight is the file's. Dropping learned spans is an error.
-TEST_CASE("span: init_from weights without spans starts them at adapt_span_init; spans into a model without them is refused") {
+TEST_CASE("span: init_from weights without spans starts them at adapt_span_init; spans into a model without them are refused") {
   TempDir d, e, f;
   REQUIRE(Trainer(load_run_config(write_config(d), {})).run(false));
   const std::unique_ptr<Model> plain = load_model(d / "out");
-  const std::vector<std::string> fine_tune = {
-      "model.adapt_span=true", "model.adapt_span_init=0.5", "train.init_from=" + d / "out", "train.out_dir=" + e / "out",
-      "train.lr=1e-30",        "train.min_lr=0",            "train.weight_decay=0",          "train.steps=1"};
+  const std::vector<std::string> fine_tune = {"model.adapt_span=true", "model.adapt_span_init=0.5",
+                                              "train.init_from=" + d / "out", "train.out_dir=" + e / "out",
+                                              "train.lr=1e-30", "train.min_lr=0", "train.weight_decay=0", "train.steps=1"};
   REQUIRE(Trainer(load_run_config(write_config(d), fine_tune)).run(false));
   const std::unique_ptr<Model> spanned = load_model(e / "out");
   CHECK(spanned->spans() == std::vector<std::vector<float>>{{4.f, 4.f}, {4.f, 4.f}});  // 0.5 x mem_len 8
@@ -154,8 +154,8 @@ TEST_CASE("span: init_from weights without spans starts them at adapt_span_init;
     const Var a = plain->params().get(name), b = spanned->params().get(name);
     CHECK(std::equal(a.data(), a.data() + a.value().numel(), b.data()));
   }
-  CHECK_THROWS_WITH(Trainer(load_run_config(write_config(d), {"train.init_from=" + e / "out", "train.out_dir=" + f / "out"})).run(false),
-                    doctest::Contains("unexpected tensor 'layers.0.attn.span'"));
+  const RunConfig dropping = load_run_config(write_config(d), {"train.init_from=" + e / "out", "train.out_dir=" + f / "out"});
+  CHECK_THROWS_WITH(Trainer(dropping).run(false), doctest::Contains("unexpected tensor 'layers.0.attn.span'"));
 }
 
 // A run logs the spans (every head's, in steps) and the term, its checkpoints carry the spans,
