@@ -22,8 +22,8 @@ long=("$fbt" train "$src/configs/lm/feedback.yaml" "${tiny[@]}" --set train.step
 "${long[@]}" --set train.out_dir="$scratch/alone" >alone.log 2>&1 || { cat alone.log; fail "the run left alone"; }
 (widen_on_usr1; train_on_cores "${long[@]}" --resume --set train.out_dir="$scratch/widened") >widened.log 2>&1 &
 queue=$!
-until grep -q '"step":100,' widened/metrics.jsonl 2>/dev/null; do sleep 0.05; done
-kill -USR1 "$queue"
+until grep -q '"step":100,' widened/metrics.jsonl 2>/dev/null || ! kill -0 "$queue" 2>/dev/null; do sleep 0.05; done
+kill -USR1 "$queue" 2>/dev/null || true
 wait "$queue" || { cat widened.log; fail "the widened run"; }
 grep -q "stopped at step" widened.log && grep -q "resuming from" widened.log || { cat widened.log; fail "the run was not widened halfway"; }
 "$fbt" compare alone/model.safetensors widened/model.safetensors >compare-widened.txt ||
