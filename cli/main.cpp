@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
     } catch (const std::exception&) {
     }
     std::string msg = e.what();
-    if (const auto* oom = dynamic_cast<const std::bad_alloc*>(&e))  // what to change (checkpoints on disk are intact)
-      msg = fbt::out_of_memory_message(*oom);
+    if (const auto* failed = dynamic_cast<const std::bad_alloc*>(&e))  // what to change (checkpoints on disk are intact)
+      msg = fbt::out_of_memory_message(*failed);
     fmt::print(stderr, "fbt: error: {}{}\n", ranks > 1 ? fmt::format("process {} of {}: ", rank, ranks) : "", msg);
     if (ranks > 1) fbt::Comm::world().abort(1);
     return 1;

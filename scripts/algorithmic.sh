@@ -17,14 +17,18 @@ source scripts/cores.sh
 
 FAMILIES=(feedback transformer-xl)
 STAGES=(1var 3var 3var-s30 3var-s100)  # each starts from the previous one's weights (train.init_from)
-TEST=(3 "10 30 100")  # the last stage's test splits: variables, statements
+# each stage's data: VARIABLES STATEMENTS PROGRAMS DIR (the last's valid and test splits: the official task's size and rules)
+DATA=("1 10 200000 algorithmic-1var-s10-dense" "3 10 200000 algorithmic-3var-s10-dense" "3 30 60000 algorithmic-3var-s30-dense"
+      "3 100 20000 algorithmic-3var-s100-dense")
+TEST_VARIABLES=3 TEST_STATEMENTS="10 30 100"  # the last stage's test splits
 RUNS=runs/algorithmic
 FBT=${FBT:-build/fbt}  # the fbt that trains (a copy keeps a long recipe safe from rebuilds of build/)
 SHIPPED=results/algorithmic
 CHAIN_BEFORE=""  # the stage the first of STAGES starts from (none: from scratch)
 
 five_variables() {  # the five-variable stages go on from the three-variable chain's last stage
-  STAGES=(5var-s30 5var) TEST=(5 "30 100") CHAIN_BEFORE=3var-s100
+  STAGES=(5var-s30 5var) CHAIN_BEFORE=3var-s100 TEST_VARIABLES=5 TEST_STATEMENTS="30 100"
+  DATA=("5 30 60000 algorithmic-5var-s30-dense" "5 100 20000 algorithmic-5var-s100-dense")
 }
 
 stage_data() {  # VARIABLES STATEMENTS PROGRAMS DIR: a curriculum stage's data, every statement labelled in train
@@ -33,15 +37,9 @@ stage_data() {  # VARIABLES STATEMENTS PROGRAMS DIR: a curriculum stage's data, 
 }
 
 all_data() {
-  if [ "${TEST[0]}" = 5 ]; then
-    stage_data 5 30 60000 algorithmic-5var-s30-dense
-    stage_data 5 100 20000 algorithmic-5var-s100-dense  # its valid and test splits: the official 5-variable task's
-    return
-  fi
-  stage_data 1 10 200000 algorithmic-1var-s10-dense
-  stage_data 3 10 200000 algorithmic-3var-s10-dense
-  stage_data 3 30 60000 algorithmic-3var-s30-dense
-  stage_data 3 100 20000 algorithmic-3var-s100-dense  # its valid and test splits: the official task's (same seeds)
+  local stage
+  # shellcheck disable=SC2086
+  for stage in "${DATA[@]}"; do stage_data $stage; done
 }
 
 # The weights the family's first stage starts from: the chain's earlier stage as trained here, else
@@ -83,9 +81,9 @@ train_all() {  # [fbt train flags]
     { echo "./run algorithmic: a stage failed; run it again to go on from the last checkpoints"; exit 1; }
   for family in "${FAMILIES[@]}"; do
     stage=$family-${STAGES[-1]}
-    for statements in ${TEST[1]}; do  # the final stage on the test split of each program length
+    for statements in $TEST_STATEMENTS; do  # the final stage on the test split of each program length
       rows+=("$stage $statements $("$FBT" eval "configs/algorithmic/$stage.yaml" --checkpoint "$RUNS/$stage" \
-        --split test --set "data.test=data/algorithmic-${TEST[0]}var-s$statements-dense/test.txt" | tail -1)")
+        --split test --set "data.test=data/algorithmic-${TEST_VARIABLES}var-s$statements-dense/test.txt" | tail -1)")
     done
   done
   printf '%s\n' "${rows[@]}" | python3 scripts/algorithmic_table.py
@@ -108,7 +106,8 @@ check() {
       exit 2
     }
   done
-  stage_data 1 10 200000 algorithmic-1var-s10-dense
+  # shellcheck disable=SC2086
+  stage_data ${DATA[0]}
   mkdir -p "$out"
   local first_a=(retrain_first "${FAMILIES[0]}" "$out") first_b=(retrain_first "${FAMILIES[1]}" "$out")
   side_by_side_queues first_a first_b ||
