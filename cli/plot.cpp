@@ -106,17 +106,31 @@ auto on_line(const fs::path& f, int64_t lineno, Body body) {
   }
 }
 
-// A grads line belongs to the series of its policy, and of its source (checkpoint, batch file,
-// JSONL file) when the inputs hold several: one line per policy or per checkpoint.
-bool several_sources(const std::vector<fs::path>& files) {
-  std::set<std::string> sources;
+// Every non-empty line of the inputs, parsed once, with where it came from (for errors).
+struct Line {
+  fs::path file;
+  int64_t lineno;
+  json j;
+};
+
+std::vector<Line> read_lines(const std::vector<fs::path>& files) {
+  std::vector<Line> lines;
   for (const fs::path& f : files) {
     std::ifstream in(f);
     std::string line;
     for (int64_t lineno = 1; std::getline(in, line); ++lineno)
-      if (line.find("\"kind\"") != std::string::npos)
-        sources.insert(f.string() + on_line(f, lineno, [&] { return json::parse(line).value("source", ""); }));
+      if (!line.empty()) lines.push_back({f, lineno, on_line(f, lineno, [&] { return json::parse(line); })});
   }
+  return lines;
+}
+
+// A grads line belongs to the series of its policy, and of its source (checkpoint, batch file,
+// JSONL file) when the inputs hold several: one line per policy or per checkpoint.
+bool several_sources(const std::vector<Line>& lines) {
+  std::set<std::string> sources;
+  for (const Line& l : lines)
+    if (l.j.contains("kind"))
+      sources.insert(l.file.string() + on_line(l.file, l.lineno, [&] { return l.j.value("source", ""); }));
   return sources.size() > 1;
 }
 
@@ -169,25 +183,17 @@ void add_line(Charts& c, const json& j, const std::string& series, const std::st
 }
 
 Charts read_charts(const std::vector<fs::path>& files) {
-  const bool by_source = several_sources(files);
+  const std::vector<Line> lines = read_lines(files);
+  const bool by_source = several_sources(lines);
   Charts c;
   std::set<std::string> runs;  // the directories the inputs come from
   for (const fs::path& f : files) runs.insert(f.parent_path().string());
-  for (const fs::path& f : files) {
-    std::ifstream in(f);
-    std::string line;
-    int64_t lineno = 0;
-    while (std::getline(in, line)) {
-      ++lineno;
-      if (line.empty()) continue;
-      on_line(f, lineno, [&] {
-        const json j = json::parse(line);
-        const std::string policy = j.value("policy", "");
-        const std::string run = runs.size() > 1 ? f.parent_path().filename().string() : "";
-        add_line(c, j, by_source ? f.stem().string() + " " + j.value("source", "") + " " + policy : policy, run);
-      });
-    }
-  }
+  for (const Line& l : lines)
+    on_line(l.file, l.lineno, [&] {
+      const std::string policy = l.j.value("policy", "");
+      const std::string run = runs.size() > 1 ? l.file.parent_path().filename().string() : "";
+      add_line(c, l.j, by_source ? l.file.stem().string() + " " + l.j.value("source", "") + " " + policy : policy, run);
+    });
   return c;
 }
 

@@ -48,6 +48,16 @@ std::vector<std::vector<float>> Model::spans() const {
   return out;
 }
 
+std::vector<double> Model::mean_spans() const {
+  std::vector<double> out;
+  for (const std::vector<float>& layer : spans()) {
+    double mean = 0;
+    for (float x : layer) mean += x / double(layer.size());
+    out.push_back(mean);
+  }
+  return out;
+}
+
 int64_t Model::span_reach() const {
   if (!cfg_.adapt_span) return std::numeric_limits<int64_t>::max();
   float z = 0.f;  // the widest span: the mask grows with z, in the kernel's float arithmetic too
