@@ -56,6 +56,15 @@ TEST_CASE("train: checkpoints hold weights and state and keep_last prunes") {
   CHECK_THROWS_WITH(Trainer(c).run(false), doctest::Contains("already holds checkpoints"));
 }
 
+// The training loss of every train line in a run's metrics.jsonl, in order.
+static std::vector<double> train_losses(const std::string& out_dir) {
+  std::ifstream metrics(out_dir + "/metrics.jsonl");
+  std::vector<double> losses;
+  for (std::string line; std::getline(metrics, line);)
+    if (const nlohmann::json j = nlohmann::json::parse(line); j["split"] == "train") losses.push_back(j["loss"]);
+  return losses;
+}
+
 TEST_CASE("train: resume continues bit-identically to an uninterrupted run") {
   for (std::string dropout : {"", "  attn_dropout: 0.2\n  ff_dropout: 0.1\n", "  type: transformer_xl\n  attn_dropout: 0.2\n"}) {
     TempDir a, b;
@@ -67,6 +76,8 @@ TEST_CASE("train: resume continues bit-identically to an uninterrupted run") {
         SafeTensors::load(latest_checkpoint(b / "out") + "/state.safetensors").metadata.at("elapsed_s"));
     Trainer(cb).run(true);
     CHECK(final_weights(a / "out") == final_weights(b / "out"));
+    // the log line after the resume (step 6) averages steps 5 and 6, as the uninterrupted run's does
+    CHECK(train_losses(a / "out") == train_losses(b / "out"));
     // the run's wall time goes on from the checkpoint's
     CHECK(std::stod(SafeTensors::load(latest_checkpoint(b / "out") + "/state.safetensors").metadata.at("elapsed_s")) >
           first_session_s);

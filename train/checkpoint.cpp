@@ -52,6 +52,8 @@ SafeTensors training_state_tensors(const TrainingState& s) {
   st.metadata["processes"] = std::to_string(s.processes);
   st.metadata["elapsed_s"] = fmt::format("{:.3f}", s.elapsed_s);
   if (std::isfinite(s.valid_accuracy)) st.metadata["valid_accuracy"] = fmt::format("{:.17g}", s.valid_accuracy);
+  st.metadata["log_loss_sum"] = fmt::format("{:.17g}", s.log_loss_sum);  // 17 digits: the same double back
+  st.metadata["log_updates"] = std::to_string(s.log_updates);
   st.metadata["config"] = s.config_yaml;
   return st;
 }
@@ -167,6 +169,9 @@ TrainingState load_training_state(const std::string& dir) {
   if (st.metadata.count("processes")) s.processes = number("processes");  // 1 before data-parallel runs
   if (st.metadata.count("elapsed_s")) s.elapsed_s = real("elapsed_s");  // 0 before it was kept
   if (st.metadata.count("valid_accuracy")) s.valid_accuracy = real("valid_accuracy");
+  if (st.metadata.count("log_updates")) s.log_updates = number("log_updates"), s.log_loss_sum = real("log_loss_sum");  // 0 before they were kept
+  if (s.log_updates < 0 || !std::isfinite(s.log_loss_sum))
+    throw SafeTensorsError(path + ": metadata 'log_updates' or 'log_loss_sum' out of range");
   const auto cfg = st.metadata.find("config");
   if (cfg != st.metadata.end()) s.config_yaml = cfg->second;
   return s;

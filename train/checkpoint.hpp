@@ -30,6 +30,8 @@ struct TrainingState {
   int64_t processes = 1;    // data-parallel ranks (docs/DISTRIBUTED.md); another count re-splits the streams
   double elapsed_s = 0;     // wall time the run has trained (and evaluated) so far, over all its sessions
   double valid_accuracy = NAN;  // of the evaluation at this step, if one ran (train.target_accuracy reads it)
+  double log_loss_sum = 0;  // the training losses since the last log line, summed in order
+  int64_t log_updates = 0;  // how many
   std::string config_yaml;  // the effective run config
 };
 

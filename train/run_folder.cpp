@@ -38,6 +38,7 @@ void Trainer::save_checkpoint() {
     s.processes = comm_.size();
     s.elapsed_s = elapsed_s();
     s.valid_accuracy = evaluated_step_ == step() ? evaluated_accuracy_ : NAN;
+    s.log_loss_sum = window_loss_, s.log_updates = window_updates_;
     s.config_yaml = run_config_yaml(cfg_);
     metrics_.sync();
     checkpoints_.save(*model_, s, cfg_.train.keep_last, weights_metadata());
@@ -92,6 +93,7 @@ void Trainer::resume_from(const std::string& dir) {
   loop_->dropout_rng() = s.dropout_rng;
   earlier_sessions_s_ = s.elapsed_s;
   if (std::isfinite(s.valid_accuracy)) evaluated_step_ = s.step, evaluated_accuracy_ = s.valid_accuracy;
+  window_loss_ = s.log_loss_sum, window_updates_ = s.log_updates;
   if (!comm_.root()) return;
   if (s.processes != comm_.size())
     log_out(fmt::format("note: checkpoint was written by {} process{}, resuming with {}: the {} streams are split anew ({} per "

@@ -173,8 +173,7 @@ Trainer::Session Trainer::train_until(int64_t last) {
   const TrainConfig& t = cfg_.train;
   Progress bar("train", comm_.root() ? t.steps : 0, step());
   auto window_start = std::chrono::steady_clock::now();
-  int64_t window_steps = 0, window_updates = 0, skips_in_row = 0;
-  double window_loss = 0;
+  int64_t window_steps = 0, skips_in_row = 0;  // steps this session since the last log line (its tokens/s)
   const StopRequests stop;
   Session end;
   // Every process stops at the same step: a stop request anywhere ends the step for all.
@@ -188,15 +187,15 @@ Trainer::Session Trainer::train_until(int64_t last) {
       handle_skipped(s, ++skips_in_row);
     } else {
       skips_in_row = 0;
-      window_loss += s.loss, ++window_updates;
+      window_loss_ += s.loss, ++window_updates_;
     }
     if (step() % t.log_every == 0 || step() == t.steps) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
       bar.clear();
-      s.loss = window_updates ? window_loss / double(window_updates) : NAN;  // mean over the logging interval
+      s.loss = window_updates_ ? window_loss_ / double(window_updates_) : NAN;  // mean over the logging interval
       log_train(s, secs, window_steps * t.batch_size * t.bptt, window_steps);
       window_start = std::chrono::steady_clock::now();
-      window_steps = window_updates = 0, window_loss = 0;
+      window_steps = window_updates_ = 0, window_loss_ = 0;
     }
     bar.update(step(), fmt::format("loss {:.3f}", s.loss));
     if (t.eval_every && step() % t.eval_every == 0) {

@@ -111,6 +111,10 @@ class Trainer {
   double earlier_sessions_s_ = 0;  // elapsed_s when this session resumed
   int64_t evaluated_step_ = -1;  // the step of the last evaluation (this session's, or the checkpoint's)
   double evaluated_accuracy_ = NAN;  // its valid accuracy (NaN without labels)
+  // The training losses since the last log line, summed in order (the line logs their mean); kept
+  // in checkpoints so a resumed run logs the same line as one never stopped.
+  double window_loss_ = 0;
+  int64_t window_updates_ = 0;
   std::chrono::steady_clock::time_point session_start_;  // run() was called
 };
 
