@@ -30,7 +30,7 @@ void print_spans(const std::string& source, bool json) {
   fmt::print("{}: spans in steps (span ratio x mem_len {}; soft edge {} steps)\n", resolve_weights(source), c.mem_len,
              c.adapt_span_ramp);
   fmt::print("{:>5} {:>8} | {}\n", "layer", "mean", "heads");
-  const std::vector<double> means = model->mean_spans();
+  const std::vector<double> means = Model::mean_spans(spans);
   for (size_t l = 0; l < spans.size(); ++l) fmt::print("{:>5} {:>8.1f} | {:.1f}\n", l, means[l], fmt::join(spans[l], " "));
   fmt::print("attention reads the last {} of {} memory steps\n", reach, c.mem_len);
 }

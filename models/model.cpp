@@ -48,9 +48,9 @@ std::vector<std::vector<float>> Model::spans() const {
   return out;
 }
 
-std::vector<double> Model::mean_spans() const {
+std::vector<double> Model::mean_spans(const std::vector<std::vector<float>>& spans) {
   std::vector<double> out;
-  for (const std::vector<float>& layer : spans()) {
+  for (const std::vector<float>& layer : spans) {
     double mean = 0;
     for (float x : layer) mean += x / double(layer.size());
     out.push_back(mean);

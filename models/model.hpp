@@ -113,14 +113,14 @@ class Model {
   // Adaptive span: every layer's heads' spans in steps (z * mem_len), layer by layer; empty
   // without model.adapt_span.
   std::vector<std::vector<float>> spans() const;
-  // Each layer's mean span in steps (the mean of spans()[l]), as the log and `fbt spans` print it.
-  std::vector<double> mean_spans() const;
   // The same as span ratios z, as the parameters hold them.
   std::vector<std::vector<float>> span_ratios() const;
   // The farthest key distance whose mask any head keeps (above 0, or at 0 where its gradient
   // still passes): keys farther back are neither computed nor read (MODEL.md allows it; their
   // weights are 0). Without adaptive span: no limit.
   int64_t span_reach() const;
+  // Each layer's mean of spans (Model::spans()[l]), as the log and `fbt spans` print it.
+  static std::vector<double> mean_spans(const std::vector<std::vector<float>>& spans);
 
   // Initialization for training from scratch (docs/ARCHITECTURE.md); both schemes give zero
   // biases, unit norms and layer_weight ones.

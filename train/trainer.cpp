@@ -110,7 +110,7 @@ void Trainer::log_train(const StepStats& s, double seconds, int64_t tokens, int6
   const double tok_s = seconds > 0 ? double(tokens) / seconds : 0;
   const std::vector<std::vector<float>> spans = model_->spans();
   std::string span_text;  // each layer's mean span in steps
-  for (double mean : model_->mean_spans()) span_text += fmt::format("{}{:.1f}", span_text.empty() ? " | spans " : "/", mean);
+  for (double mean : Model::mean_spans(spans)) span_text += fmt::format("{}{:.1f}", span_text.empty() ? " | spans " : "/", mean);
   log_out(fmt::format("step {:>6}/{} | loss {:.4f} | bpc {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | {:.1f} ms/step{}\n",
                       step(), cfg_.train.steps, s.loss, bpc, s.lr, s.grad_norm, tok_s, 1000.0 * seconds / double(steps),
                       span_text));
