@@ -315,7 +315,9 @@ void pack_panels(float* dst, const float* src, int64_t K, int64_t M, int64_t ks,
     float* d = dst + p * (panel_stride ? panel_stride : K * kPanel);
     const int64_t m0 = p * kPanel, width = std::min(kPanel, M - m0);
     if (width < kPanel) std::memset(d, 0, sizeof(float) * size_t(K * kPanel));
-    if (ms == 1) {
+    if (ms == 1 && width == kPanel) {  // a constant size: the copy is inlined, not a call per panel row
+      for (int64_t k = 0; k < K; ++k) std::memcpy(d + k * kPanel, src + k * ks + m0, sizeof(float) * kPanel);
+    } else if (ms == 1) {
       for (int64_t k = 0; k < K; ++k) std::memcpy(d + k * kPanel, src + k * ks + m0, sizeof(float) * size_t(width));
     } else {  // columns strided (a transposed operand): read each along k, the contiguous way
       for (int64_t c = 0; c < width; ++c) {
@@ -426,7 +428,8 @@ void pack_rows_kmajor(float* dst, MatrixView A, int64_t m0, int64_t mn, int64_t 
     float* d = dst + s0 * ktot + off * hs;
     for (int64_t k = 0; k < kn; ++k) {
       const float* src = A.data + (k0 + k) * A.cs + (m0 + s0) * A.rs;
-      if (A.rs == 1) std::memcpy(d + k * hs, src, sizeof(float) * size_t(hs));
+      if (A.rs == 1 && hs == kSubRows) std::memcpy(d + k * hs, src, sizeof(float) * kSubRows);  // inlined: no call
+      else if (A.rs == 1) std::memcpy(d + k * hs, src, sizeof(float) * size_t(hs));
       else
         for (int64_t r = 0; r < hs; ++r) d[k * hs + r] = src[r * A.rs];
     }
