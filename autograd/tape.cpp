@@ -101,6 +101,8 @@ void Tape::sweep(size_t first) {
   std::vector<DeferredWeightGrad> outer_deferred = std::move(deferred_);
   sweep_end_.clear();
   deferred_.clear();
+  const uint64_t outer_serial = sweep_serial_;
+  sweep_serial_ = ++sweeps_;
   for (size_t i = records_.size(); i-- > first;) {
     const Record& r = records_[i];
     if (!r.out || r.out->grad.data) {
@@ -115,6 +117,7 @@ void Tape::sweep(size_t first) {
   }
   sweep_end_ = std::move(outer_end);
   deferred_ = std::move(outer_deferred);
+  sweep_serial_ = outer_serial;
 }
 
 void Tape::use_scratch(bool on) {

@@ -98,6 +98,9 @@ class Tape {
   // recomputation is a sweep of its own, whose sweep-end work runs when it ends (before the
   // outer sweep resumes).
   void at_sweep_end(std::function<void()> f) { sweep_end_.push_back(std::move(f)); }
+  // Which sweep is in progress (a checkpoint's recomputation is one of its own): a number no
+  // other sweep of this tape had; 0 outside any.
+  uint64_t sweep_serial() const { return sweep_serial_; }
   // Weight-gradient products dW += dy^T x (db += column sums of dy, when db is not null) over
   // `rows` rows, deferred by the linear op to the end of the sweep in progress, in the order the
   // sweep met them: the sweep's own (a checkpoint's recomputation has its own), emptied by
@@ -140,6 +143,7 @@ class Tape {
   std::deque<Record> records_;
   std::vector<std::function<void()>> sweep_end_;
   std::vector<DeferredWeightGrad> deferred_;  // the sweep in progress's
+  uint64_t sweep_serial_ = 0, sweeps_ = 0;
   struct Staged {
     std::vector<char> bytes;
     const void* device;

@@ -59,6 +59,28 @@ struct AttentionGradPart {
   const float* dout;     // (B,n,I)
 };
 
+// One single-query attention call's share of the key/value gradient of cache rows, kept to be
+// added later (cpu::add_deferred_kv_grads): the call's saved weights and gradients and, per
+// segment of cache rows it read, where those rows' gradient lives. CPU.
+struct DeferredKVSegment {
+  float* grad;           // the gradient of the segment's first row (batch b at + b*batch_stride)
+  int64_t batch_stride;  // floats between batches
+  int64_t row_begin, rows;  // cache rows [row_begin, row_begin + rows)
+  int64_t key;              // the index of row_begin among the call's S keys
+};
+constexpr int kMaxDeferredKVSegments = 2;  // a cache's two views (ops.hpp, KVCache)
+struct DeferredKVPart {
+  const float* probs;    // (B,H,S) the weights, as attention_forward saved them
+  const float* drop;     // (B,H,S) dropout multipliers or null
+  const float* raw;      // (B,H,S) the weights before the span's mask, or null without a span
+  const float* dlogits;  // (B,H,S), as attention_backward left them
+  const float* q;        // (B,I)
+  const float* dout;     // (B,I)
+  int64_t S;
+  DeferredKVSegment segs[kMaxDeferredKVSegments];
+  int nsegs;
+};
+
 // ---- the embedding's gradient ----
 // Rows 0..N-1 grouped by token id (host side, O(N log N)): distinct tokens in increasing order,
 // each token's rows in row order. The backward sums token tokens[u]'s rows

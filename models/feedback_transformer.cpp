@@ -92,7 +92,8 @@ FeedbackTransformer::Call FeedbackTransformer::open_call(int64_t B, int64_t T, S
   for (const Var& P : projection_.P) {
     Var storage = tp.leaf({B, cap, 2 * I});
     call.caches.push_back({P, tp.alias(storage, true), tp.alias(storage, true),
-                           mirror ? tp.arena().alloc({B * c.heads, 2, cap, c.dim_head}) : Tensor{}, step_packs_.get()});
+                           mirror ? tp.arena().alloc({B * c.heads, 2, cap, c.dim_head}) : Tensor{}, step_packs_.get(),
+                           c.seq_len == 1 ? kv_grad_queue() : nullptr});
   }
   const ProjectedMemory* kept = state ? &state->projection : nullptr;
   if (m0 && kept && call.freeze_id && kept->freeze_id == call.freeze_id) {
@@ -173,8 +174,8 @@ std::pair<Var, Var> FeedbackTransformer::run_window(const Call& call, Var h, int
     const size_t k = cfg_.shared_kv ? 0 : l;
     const KVCache& kc = call.caches[k];
     std::vector<KVSegment> segs;
-    if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads, true});
-    if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads, true});
+    if (split > lo) segs.push_back({kc.cnst, lo, split - lo, kc.heads, true, kc.deferred});
+    if (p > split) segs.push_back({kc.diff, split, p - split, kc.heads, true, kc.deferred});
     h = layers_[l](h, segs, w, pos_bias_, projection_, k, call.ctx_kv.empty() ? Var() : call.ctx_kv[l],
                    call.ff_dropout_p);
     hs.push_back(h);

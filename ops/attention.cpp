@@ -31,6 +31,59 @@ struct KVGradGroup {
   }
 };
 
+// A batch of up to kBatch calls: the first fixes `cutoff`, kBatch rows below the end of its keys;
+// every call of the batch adds its share to the rows from there up at once (those are complete
+// when the batch opens) and queues the rest, added when the batch ends: at kBatch calls, when a
+// row below the cutoff is read, or at the sweep's end.
+struct KVGradQueue {
+  static constexpr int64_t kBatch = 16;
+  int64_t B = 0, H = 0, Dh = 0;
+  std::vector<DeferredKVPart> parts;  // the calls' rows below the cutoff, in the order the sweep made them
+  int64_t cutoff = 0;                 // of the open batch (parts not empty)
+  uint64_t flush_sweep = 0;           // the sweep whose end adds what waits
+
+  // The cutoff for a call whose keys end before row `top`.
+  int64_t open(int64_t top) {
+    if (parts.empty()) cutoff = top - kBatch;
+    return cutoff;
+  }
+  void push(const std::shared_ptr<KVGradQueue>& self, const DeferredKVPart& part, int64_t b, int64_t h, int64_t dh) {
+    check(parts.empty() || (b == B && h == H && dh == Dh), "attention: one key/value queue for calls of different shapes");
+    B = b, H = h, Dh = dh;
+    parts.push_back(part);
+    if (flush_sweep != tape().sweep_serial()) {  // the parts point into storage that lives as long as the sweep
+      flush_sweep = tape().sweep_serial();
+      tape().at_sweep_end([self] { self->flush(); });
+    }
+    if (int64_t(parts.size()) >= kBatch) flush();
+  }
+  // Rows from `row` up are about to be read.
+  void flush_from(int64_t row) {
+    if (!parts.empty() && row < cutoff) flush();
+  }
+  void flush() {
+    if (parts.empty()) return;
+    const profile::Scope prof("attention: queued key/value gradients", profile::Phase::Backward);
+    int64_t lo = cutoff;
+    for (const DeferredKVPart& p : parts)
+      for (int k = 0; k < p.nsegs; ++k) lo = std::min(lo, p.segs[k].row_begin);
+    cpu::add_deferred_kv_grads(parts.data(), int(parts.size()), B, H, Dh, lo, cutoff);
+    parts.clear();
+  }
+};
+
+namespace {
+thread_local bool kv_grad_deferral = true;  // NoKVGradDeferral turns it off
+}  // namespace
+
+std::shared_ptr<KVGradQueue> kv_grad_queue() {
+  if (!kv_grad_deferral || !tape().recording() || on_device()) return nullptr;
+  return std::make_shared<KVGradQueue>();
+}
+
+NoKVGradDeferral::NoKVGradDeferral() : was(kv_grad_deferral) { kv_grad_deferral = false; }
+NoKVGradDeferral::~NoKVGradDeferral() { kv_grad_deferral = was; }
+
 namespace {
 // A segment's rows as the kernels take them: src:(B,R,2I) from row_begin; with their gradient
 // rows (allocated on first use) when asked.
@@ -128,19 +181,55 @@ Var attention(Var q, const std::vector<KVSegment>& segs, const std::vector<int32
   kernel(cpu::attention_forward, cuda::attention_forward)(out.data(), probs, q.data(), rows.data(), int(rows.size()),
                                                           staged ? staged : bucket.data(), bias ? bias.data() : nullptr,
                                                           drop, d, masked);
+  // A single query's key/value gradient waits in its cache's queue (ops.hpp, KVGradQueue).
+  std::shared_ptr<KVGradQueue> queue;
+  if (n == 1 && !grouped && !on_device())
+    for (const KVSegment& s : segs) {
+      check(!queue || !s.deferred || s.deferred == queue, "attention: segments of two key/value queues");
+      if (s.deferred) queue = s.deferred;
+    }
   if (out.requires_grad())
     tape().record("attention", out, [=, z = span ? span->z : Var()]() mutable {
       Tape& t = tape();
-      for (size_t k = grouped; k < segs.size(); ++k) rows[k].grad = kv_rows(segs[k], I, true).grad;
+      // Rows of the queue's segments below its cutoff take their share later: the kernel sees
+      // them without a gradient (a segment split at the cutoff), the part keeps where it goes.
+      DeferredKVPart part{probs, drop, masked.raw, nullptr, q.data(), out.grad().data, S, {}, 0};
+      int64_t cutoff = INT64_MIN;
+      if (queue) {
+        int64_t top = 0;
+        for (const KVSegment& s : segs)
+          if (s.deferred) top = std::max(top, s.row_begin + s.rows);
+        cutoff = queue->open(top);
+      }
+      std::vector<KVRows> kernel_rows;
+      int64_t key = 0;  // the first key of segment k
+      for (size_t k = 0; k < segs.size(); key += segs[k].rows, ++k) {
+        KVRows r = rows[k];
+        if (k >= grouped) r.grad = kv_rows(segs[k], I, true).grad;
+        const int64_t below = queue && segs[k].deferred ? std::clamp(cutoff - segs[k].row_begin, int64_t(0), r.rows) : 0;
+        if (below) {
+          check(part.nsegs < kMaxDeferredKVSegments && !r.heads, "attention: more than ", kMaxDeferredKVSegments,
+                " segments of one key/value queue, or a mirrored one");
+          part.segs[part.nsegs++] = {r.grad, r.batch_stride, segs[k].row_begin, below, key};
+          kernel_rows.push_back({r.data, nullptr, r.batch_stride, below});
+        }
+        if (below < r.rows)
+          kernel_rows.push_back({r.data + below * 2 * I, r.grad ? r.grad + below * 2 * I : nullptr, r.batch_stride,
+                                 r.rows - below, r.heads, r.heads_rows});
+      }
       float* dlogits = t.arena().alloc_floats(size_t(B * H * n * S));
       masked.distance = staged_distance ? staged_distance : distance.data();  // the closure's own copy on the CPU
       masked.dz = z && z.requires_grad() ? t.grad(z).data : nullptr;
       kernel(cpu::attention_backward, cuda::attention_backward)(
-          t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), rows.data(),
-          int(rows.size()), staged ? staged : bucket.data(), probs, drop, d, masked);
+          t.grad(q).data, bias ? t.grad(bias).data : nullptr, dlogits, out.grad().data, q.data(), kernel_rows.data(),
+          int(kernel_rows.size()), staged ? staged : bucket.data(), probs, drop, d, masked);
       if (grouped)
         group->add({segs.begin(), segs.begin() + std::ptrdiff_t(grouped)}, I, d,
                    {probs, drop, dlogits, q.data(), out.grad().data});
+      if (part.nsegs) {
+        part.dlogits = dlogits;
+        queue->push(queue, part, B, H, Dh);
+      }
     });
   return out;
 }
@@ -182,6 +271,7 @@ bool cache_row_grads(const Projected& p, const KVCache& c, float*& g_diff, float
   Arena& a = tape().arena();
   const Device dev = a.device();
   const int64_t KV = c.P.shape()[0], R = c.diff.shape()[1], rows = p.n * KV, B = p.B;
+  if (c.deferred) c.deferred->flush_from(p.row);  // the rows' gradient is read here
   const float* gd = c.diff.grad().data;  // a view no reader wrote has no buffer (policy none: cnst)
   const float* gc = c.cnst.grad().data;
   g_diff = a.alloc_floats(size_t(B * rows));

@@ -67,6 +67,7 @@ Var slice(Var x, int axis, int64_t begin, int64_t len);
 // Inverted dropout with the counter-based generator; identity when p == 0.
 Var dropout(Var x, float p, Rng& rng);
 
+struct KVGradQueue;  // below
 // Key/value rows [row_begin, row_begin+rows) of src:(B,R,2I) (keys then values per row).
 struct KVSegment {
   Var src;
@@ -75,6 +76,9 @@ struct KVSegment {
   // With a KVGradGroup: these rows (the first keys; every member reads them alike) get their
   // key/value gradient from the group's sum instead of from this call.
   bool grouped = false;
+  // The cache's queue (KVCache::deferred): a single query's share of these rows' gradient waits
+  // there instead of being added at once.
+  std::shared_ptr<KVGradQueue> deferred = nullptr;
 };
 // The key/value gradient of rows that several attention calls read alike (the memory rows every
 // layer of a window reads through one shared projection), summed over the calls before it is
@@ -84,6 +88,23 @@ struct KVSegment {
 // null, and attention adds its own.
 struct KVGradGroup;
 std::shared_ptr<KVGradGroup> kv_grad_group();
+// The key/value gradient of a cache's rows from single-query calls (one query per window, the
+// exact model's steps), queued: each call's backward adds its share to the newest 16 rows at once
+// and leaves the rest, for the older rows, in the queue, which adds it in batches of 16 calls (or
+// sooner, when project_memory's backward reads a row still waiting, and at the sweep's end). Each
+// row takes its shares in the order the calls made them, by the same FMAs, so the floats are those
+// of adding every share at once; each older row is read and written once per batch instead of once
+// per step (the time loop's attention backward was bound by that). CPU only: elsewhere, or when
+// nothing records, kv_grad_queue() returns null and attention adds its whole share itself.
+std::shared_ptr<KVGradQueue> kv_grad_queue();
+// While one lives (tests), kv_grad_queue() returns null on this thread: every call adds its share.
+struct NoKVGradDeferral {
+  NoKVGradDeferral();
+  ~NoKVGradDeferral();
+  NoKVGradDeferral(const NoKVGradDeferral&) = delete;
+  NoKVGradDeferral& operator=(const NoKVGradDeferral&) = delete;
+  bool was;
+};
 // Adaptive attention span (MODEL.md): z:(H) the heads' span ratios (trainable); distance: n*S
 // entries laid out as the bucket table, t - u of each visible key.
 struct SpanMask {
@@ -110,6 +131,7 @@ struct KVCache {
              // policy): their gradient trains P and the norm, never the vectors
   Tensor heads = {};
   const StepWeightPacks* packs = nullptr;  // P's, when the model packs it
+  std::shared_ptr<KVGradQueue> deferred = nullptr;  // kv_grad_queue(), for single-query readers
 };
 // Rows [row, row + n) of c's storage into its mirror (nothing without one).
 void mirror_kv_rows(const KVCache& c, int64_t row, int64_t n);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <omp.h>
@@ -554,6 +555,71 @@ TEST_CASE("kernel: gelu and geglu agree with erf") {
 // queries and windows, head sizes with and without a partial vector, dropout, span ratios at 0
 // (the ramp's ends land on whole distances: their gradient passes, as PyTorch's clamp lets it),
 // inside and at 1.
+// The queued key/value gradient of single queries (ops.hpp, KVGradQueue): each part's share of
+// each row, in part order, must be the same FMAs as the naive loop below makes, bit for bit: head
+// sizes with partial vectors, parts that start on different rows, rows split between two
+// gradient views, dropout, spans, and row ranges that cut the parts.
+TEST_CASE("kernel: queued key/value gradients are the naive loop's bits") {
+  for (int64_t Dh : {3, 8, 16, 24, 32, 40, 64})
+    for (bool drop : {false, true})
+      for (bool raw : {false, true}) {
+        INFO("Dh " << Dh << " dropout " << drop << " span " << raw);
+        const int64_t B = 2, H = 3, I = H * Dh, R = 30, S = 12;
+        const int nparts = 7;
+        std::vector<float> views[2] = {randn(B * R * 2 * I, 60), randn(B * R * 2 * I, 61)};
+        std::vector<std::vector<float>> data;  // each part's probs, drop, raw, dlogits, q, dout
+        std::vector<DeferredKVPart> parts;
+        for (int t = 0; t < nparts; ++t) {
+          const int64_t top = 24 - t, first = top - S;  // keys [first, top): rows first .. top - 1
+          std::vector<float> pr = randn(B * H * S, 70 + t), dr(sz(B * H * S)), rw = randn(B * H * S, 90 + t);
+          for (int64_t e = 0; e < B * H * S; ++e) {
+            if (e % 5 == 0) pr[sz(e)] = 0.f;  // invisible keys
+            dr[sz(e)] = e % 3 == 0 ? 0.f : 1.25f;
+            if (e % 7 == 0) rw[sz(e)] = 0.f;
+          }
+          data.push_back(pr), data.push_back(dr), data.push_back(rw), data.push_back(randn(B * H * S, 110 + t));
+          data.push_back(randn(B * I, 130 + t)), data.push_back(randn(B * I, 150 + t));
+          const size_t k = data.size() - 6;
+          DeferredKVPart part{data[k].data(), drop ? data[k + 1].data() : nullptr, raw ? data[k + 2].data() : nullptr,
+                              data[k + 3].data(), data[k + 4].data(), data[k + 5].data(), S, {}, 0};
+          // The first keys in one view, the rest in the other (a policy's split), on alternate parts.
+          const int64_t split = t % 2 ? first + 5 : first;
+          if (split > first) part.segs[part.nsegs++] = {views[1].data() + first * 2 * I, R * 2 * I, first, split - first, 0};
+          part.segs[part.nsegs++] = {views[0].data() + split * 2 * I, R * 2 * I, split, top - split, split - first};
+          parts.push_back(part);
+        }
+        for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, R}, {13, 20}, {5, 6}}) {
+          std::vector<float> fast[2] = {views[0], views[1]}, naive[2] = {views[0], views[1]};
+          std::vector<DeferredKVPart> fp = parts;  // pointing into fast's views
+          for (DeferredKVPart& p : fp)
+            for (int k = 0; k < p.nsegs; ++k) {
+              const int v = p.segs[k].grad >= views[1].data() && p.segs[k].grad < views[1].data() + views[1].size();
+              p.segs[k].grad = fast[v].data() + (p.segs[k].grad - views[v].data());
+            }
+          cpu::add_deferred_kv_grads(fp.data(), nparts, B, H, Dh, r0, r1);
+          for (const DeferredKVPart& p : parts)
+            for (int k = 0; k < p.nsegs; ++k) {
+              const DeferredKVSegment& sg = p.segs[k];
+              const int v = sg.grad >= views[1].data() && sg.grad < views[1].data() + views[1].size();
+              float* base = naive[v].data() + (sg.grad - views[v].data());
+              for (int64_t row = std::max(r0, sg.row_begin); row < std::min(r1, sg.row_begin + sg.rows); ++row)
+                for (int64_t b = 0; b < B; ++b)
+                  for (int64_t h = 0; h < H; ++h) {
+                    const int64_t at = (b * H + h) * S + sg.key + row - sg.row_begin;
+                    float* g = base + b * sg.batch_stride + (row - sg.row_begin) * 2 * I + h * Dh;
+                    const float pw = p.probs[at], m = p.drop ? p.drop[at] : 1.f, live = p.raw ? p.raw[at] : pw;
+                    for (int64_t e = 0; e < Dh; ++e) {
+                      if (m != 0.f && pw != 0.f) g[I + e] = std::fma(pw * m, p.dout[b * I + h * Dh + e], g[I + e]);
+                      if (live != 0.f) g[e] = std::fma(p.dlogits[at], p.q[b * I + h * Dh + e], g[e]);
+                    }
+                  }
+            }
+          INFO("rows " << r0 << " to " << r1);
+          for (int v = 0; v < 2; ++v) CHECK(std::memcmp(fast[v].data(), naive[v].data(), sizeof(float) * naive[v].size()) == 0);
+        }
+      }
+}
+
 TEST_CASE("kernel: attention with an adaptive span matches the naive loop, gradients of the spans included") {
   for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 1, 3, 8, 29},
                                 {1, 1, 2, 32, 40},

@@ -605,6 +605,148 @@ void attention_kv_grad_sum(const KVRows* segs, int nsegs, const AttentionGradPar
     }
 }
 
+namespace {
+
+// The segment of a deferred part that holds cache row `row`, or null.
+const DeferredKVSegment* segment_of(const DeferredKVPart& pt, int64_t row) {
+  for (int k = 0; k < pt.nsegs; ++k)
+    if (row >= pt.segs[k].row_begin && row < pt.segs[k].row_begin + pt.segs[k].rows) return &pt.segs[k];
+  return nullptr;
+}
+
+}  // namespace
+
+void add_deferred_kv_grads(const DeferredKVPart* parts, int nparts, int64_t B, int64_t H, int64_t Dh, int64_t r0,
+                           int64_t r1) {
+  using namespace simd;
+  const int64_t I = H * Dh;
+  if (nparts == 0 || r1 <= r0) return;
+  // Per (batch, head), kRows rows and kCols vectors of columns at a time: the rows' keys and
+  // values stay in registers while the parts pass over them in order (stored and reloaded where a
+  // part's share goes to the rows' other gradient view), one chain of FMAs per element, as the
+  // kernel that adds them at once makes it. Rows that a part splits between its segments, or
+  // reads only some of, go one by one through memory: the same operations.
+  constexpr int kRows = kLanes == 16 ? 4 : 2, kCols = 2;  // 16 or 8 accumulators
+  // Per group of kRows rows: whether each part holds the rows it reads of them in one segment (the
+  // group then goes through registers), and per part that segment (-1: none) and which rows.
+  const int64_t groups = (r1 - r0 + kRows - 1) / kRows;
+  std::vector<uint8_t> whole(static_cast<size_t>(groups));
+  std::vector<int8_t> seg(static_cast<size_t>(groups * nparts));
+  std::vector<uint8_t> held(static_cast<size_t>(groups * nparts));  // bit i: row i of the group
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const int64_t r = r0 + gi * kRows, n = std::min<int64_t>(kRows, r1 - r);
+    bool w = n == kRows;
+    for (int t = 0; t < nparts; ++t) {
+      const DeferredKVSegment* one = nullptr;
+      uint8_t bits = 0;
+      for (int64_t i = 0; i < n; ++i)
+        if (const DeferredKVSegment* sg = segment_of(parts[t], r + i)) {
+          w = w && (!one || sg == one);
+          one = sg, bits |= uint8_t(1u << i);
+        }
+      seg[size_t(gi * nparts + t)] = int8_t(one ? one - parts[t].segs : -1);
+      held[size_t(gi * nparts + t)] = bits;
+    }
+    whole[size_t(gi)] = w;
+  }
+#pragma omp parallel for collapse(2) if (B * H * nparts * (r1 - r0) * Dh > (1 << 15))
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t c = 0; c < Dh; c += kCols * kLanes) {
+        vmask mask[kCols];
+        for (int j = 0; j < kCols; ++j) mask[j] = lanes(std::clamp<int64_t>(Dh - c - j * kLanes, 0, kLanes));
+        const int64_t col = b * I + h * Dh + c;  // of q and dO
+        // Where row `row` of part pt keeps its keys' columns, and its weight's index.
+        auto place = [&](const DeferredKVPart& pt, const DeferredKVSegment& sg, int64_t row, float*& g, int64_t& at) {
+          g = sg.grad + b * sg.batch_stride + (row - sg.row_begin) * 2 * I + h * Dh + c;
+          at = (b * H + h) * pt.S + sg.key + (row - sg.row_begin);
+        };
+        // Row `row` through memory, part after part.
+        auto one_by_one = [&](int64_t row) {
+          for (int t = 0; t < nparts; ++t) {
+            const DeferredKVPart& pt = parts[t];
+            const DeferredKVSegment* sg = segment_of(pt, row);
+            if (!sg) continue;
+            float* g;
+            int64_t at;
+            place(pt, *sg, row, g, at);
+            const float p = pt.probs[at], m = pt.drop ? pt.drop[at] : 1.f, live = pt.raw ? pt.raw[at] : p;
+            for (int j = 0; j < kCols; ++j) {
+              float *gk = g + j * kLanes, *gv = gk + I;
+              if (m != 0.f && p != 0.f)
+                vstore_part(gv, vfma(vset1(p * m), vload_part(pt.dout + col + j * kLanes, mask[j]), vload_part(gv, mask[j])),
+                            mask[j]);
+              if (live != 0.f)
+                vstore_part(gk, vfma(vset1(pt.dlogits[at]), vload_part(pt.q + col + j * kLanes, mask[j]), vload_part(gk, mask[j])),
+                            mask[j]);
+            }
+          }
+        };
+        for (int64_t gi = 0; gi < groups; ++gi) {
+          const int64_t r = r0 + gi * kRows;
+          if (!whole[size_t(gi)]) {
+            for (int64_t row = r; row < std::min(r + kRows, r1); ++row) one_by_one(row);
+            continue;
+          }
+          vf k[kRows][kCols], v[kRows][kCols];  // the rows' keys and values
+          float* dest = nullptr;                // the first row's keys whose sums are in k, v
+          auto store = [&] {
+            if (!dest) return;
+#pragma GCC unroll 8
+            for (int i = 0; i < kRows; ++i)
+#pragma GCC unroll 2
+              for (int j = 0; j < kCols; ++j) {
+                vstore_part(dest + i * 2 * I + j * kLanes, k[i][j], mask[j]);
+                vstore_part(dest + i * 2 * I + I + j * kLanes, v[i][j], mask[j]);
+              }
+          };
+          for (int t = 0; t < nparts; ++t) {
+            const DeferredKVPart& pt = parts[t];
+            const int8_t sk = seg[size_t(gi * nparts + t)];
+            if (sk < 0) continue;
+            const unsigned rows = held[size_t(gi * nparts + t)];
+            float* g;  // row r's place in the segment's view (r itself may lie outside the segment:
+            int64_t at;  // its registers are then stored back unchanged)
+            place(pt, pt.segs[sk], r, g, at);
+            if (g != dest) {
+              store();
+              dest = g;
+#pragma GCC unroll 8
+              for (int i = 0; i < kRows; ++i)
+#pragma GCC unroll 2
+                for (int j = 0; j < kCols; ++j) {
+                  k[i][j] = vload_part(g + i * 2 * I + j * kLanes, mask[j]);
+                  v[i][j] = vload_part(g + i * 2 * I + I + j * kLanes, mask[j]);
+                }
+            }
+            vf dout[kCols], q[kCols];
+#pragma GCC unroll 2
+            for (int j = 0; j < kCols; ++j)
+              dout[j] = vload_part(pt.dout + col + j * kLanes, mask[j]), q[j] = vload_part(pt.q + col + j * kLanes, mask[j]);
+            const float *P = pt.probs + at, *DL = pt.dlogits + at;
+            const float* M = pt.drop ? pt.drop + at : nullptr;
+            const float* live = pt.raw ? pt.raw + at : P;  // without a span a key is live where its weight is not 0
+#pragma GCC unroll 8
+            for (int i = 0; i < kRows; ++i) {
+              if (!(rows >> i & 1u)) continue;
+              const float w = M ? P[i] * M[i] : P[i];
+              if ((!M || M[i] != 0.f) && P[i] != 0.f) {
+                const vf vw = vset1(w);
+#pragma GCC unroll 2
+                for (int j = 0; j < kCols; ++j) v[i][j] = vfma(vw, dout[j], v[i][j]);
+              }
+              if (live[i] != 0.f) {
+                const vf vd = vset1(DL[i]);
+#pragma GCC unroll 2
+                for (int j = 0; j < kCols; ++j) k[i][j] = vfma(vd, q[j], k[i][j]);
+              }
+            }
+          }
+          store();
+        }
+      }
+}
+
 void mirror_kv_heads(float* heads, const float* cache, int64_t B, int64_t R, int64_t H, int64_t Dh, int64_t r0,
                      int64_t r1) {
   const int64_t I = H * Dh;

@@ -184,5 +184,11 @@ void attention_backward(float* dq, float* dbias, float* dlogits, const float* do
 // dV += sum_m W_m^T dO_m, dK += sum_m dL_m^T Q_m (W = probs times the dropout multipliers).
 void attention_kv_grad_sum(const KVRows* segs, int nsegs, const AttentionGradPart* parts, int nparts,
                            const AttentionDims& d);
+// Adds the deferred shares of single-query calls (kernel_types.hpp) to cache rows [r0, r1), part
+// after part in the order given: for each key row the same additions, in the same order, as
+// attention_backward makes at once (dV += w dO where w != 0, dK += dL q where the key is live), so
+// the same floats. H heads of Dh: I = H Dh.
+void add_deferred_kv_grads(const DeferredKVPart* parts, int nparts, int64_t B, int64_t H, int64_t Dh, int64_t r0,
+                           int64_t r1);
 
 }  // namespace fbt::cpu
