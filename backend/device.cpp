@@ -99,6 +99,8 @@ void copy_rows(float* dst, int64_t dst_stride, Device dst_dev, const float* src,
                int64_t rows, int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
   if (dst_dev == Device::CPU && src_dev == Device::CPU) {
+    constexpr int64_t kParallelFloats = int64_t(1) << 18;  // a megabyte: a model's memory rows, a layer's state
+#pragma omp parallel for if (rows > 1 && rows * cols >= kParallelFloats)
     for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * size_t(cols));
     return;
   }

@@ -48,6 +48,8 @@ void axpy(float* y, float s, const float* x, int64_t n) {
 }
 
 void add_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t cols) {
+  // Many short rows (a batch's slices of a concatenation) are split between the threads by rows.
+#pragma omp parallel for if (rows > 1 && cols <= kParallelMin && rows * cols > 4 * kParallelMin)
   for (int64_t r = 0; r < rows; ++r) axpy(dst + r * dst_stride, 1.f, src + r * src_stride, cols);
 }
 
