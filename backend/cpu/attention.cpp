@@ -624,8 +624,8 @@ void add_deferred_kv_grads(const DeferredKVPart* parts, int nparts, int64_t B, i
   // Per (batch, head), kRows rows and kCols vectors of columns at a time: the rows' keys and
   // values stay in registers while the parts pass over them in order (stored and reloaded where a
   // part's share goes to the rows' other gradient view), one chain of FMAs per element, as the
-  // kernel that adds them at once makes it. Rows that a part splits between its segments, or
-  // reads only some of, go one by one through memory: the same operations.
+  // kernel that adds them at once makes it. A group whose rows a part splits between its two
+  // segments, and the last rows short of a group, go one by one through memory: the same operations.
   constexpr int kRows = kLanes == 16 ? 4 : 2, kCols = 2;  // 16 or 8 accumulators
   // Per group of kRows rows: whether each part holds the rows it reads of them in one segment (the
   // group then goes through registers), and per part that segment (-1: none) and which rows.
