@@ -550,11 +550,6 @@ TEST_CASE("kernel: gelu and geglu agree with erf") {
   CHECK(g[1] == doctest::Approx(-1.0 * 1.5 * 0.5 * (1 + std::erf(1.5 / std::sqrt(2.0)))).epsilon(1e-6));
 }
 
-// Adaptive attention span (MODEL.md): the kernels' masked, renormalized weights and every
-// gradient, the span ratios' included, against the reference's link-by-link chain rule; single
-// queries and windows, head sizes with and without a partial vector, dropout, span ratios at 0
-// (the ramp's ends land on whole distances: their gradient passes, as PyTorch's clamp lets it),
-// inside and at 1.
 // The queued key/value gradient of single queries (ops.hpp, KVGradQueue): each part's share of
 // each row, in part order, must be the same FMAs as the naive loop below makes, bit for bit: head
 // sizes with partial vectors, parts that start on different rows, rows split between two
@@ -590,17 +585,18 @@ TEST_CASE("kernel: queued key/value gradients are the naive loop's bits") {
         }
         for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, R}, {13, 20}, {5, 6}}) {
           std::vector<float> fast[2] = {views[0], views[1]}, naive[2] = {views[0], views[1]};
+          auto view_of = [&](const float* g) { return int(g >= views[1].data() && g < views[1].data() + views[1].size()); };
           std::vector<DeferredKVPart> fp = parts;  // pointing into fast's views
           for (DeferredKVPart& p : fp)
             for (int k = 0; k < p.nsegs; ++k) {
-              const int v = p.segs[k].grad >= views[1].data() && p.segs[k].grad < views[1].data() + views[1].size();
+              const int v = view_of(p.segs[k].grad);
               p.segs[k].grad = fast[v].data() + (p.segs[k].grad - views[v].data());
             }
           cpu::add_deferred_kv_grads(fp.data(), nparts, B, H, Dh, r0, r1);
           for (const DeferredKVPart& p : parts)
             for (int k = 0; k < p.nsegs; ++k) {
               const DeferredKVSegment& sg = p.segs[k];
-              const int v = sg.grad >= views[1].data() && sg.grad < views[1].data() + views[1].size();
+              const int v = view_of(sg.grad);
               float* base = naive[v].data() + (sg.grad - views[v].data());
               for (int64_t row = std::max(r0, sg.row_begin); row < std::min(r1, sg.row_begin + sg.rows); ++row)
                 for (int64_t b = 0; b < B; ++b)
@@ -620,6 +616,11 @@ TEST_CASE("kernel: queued key/value gradients are the naive loop's bits") {
       }
 }
 
+// Adaptive attention span (MODEL.md): the kernels' masked, renormalized weights and every
+// gradient, the span ratios' included, against the reference's link-by-link chain rule; single
+// queries and windows, head sizes with and without a partial vector, dropout, span ratios at 0
+// (the ramp's ends land on whole distances: their gradient passes, as PyTorch's clamp lets it),
+// inside and at 1.
 TEST_CASE("kernel: attention with an adaptive span matches the naive loop, gradients of the spans included") {
   for (auto [B, n, H, Dh, M] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 1, 3, 8, 29},
                                 {1, 1, 2, 32, 40},
