@@ -144,12 +144,29 @@ TEST_CASE("device: buffers round-trip, the emulation keeps host and device point
   });
 }
 
-TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch below the row, too many key segments, shared memory") {
+TEST_CASE("device: the GPU's limits hold on the emulated device too: a pitch below the row, overlapping rows, a foreign free, too many key segments, shared memory") {
   DeviceBuffer rows(Device::CUDA, 8);
   std::vector<float> h(8, 1.f);
   // cudaMemcpy2D refuses a pitch below the row's width (here 8-byte pitches for 16-byte rows).
   CHECK_THROWS(cuda::copy_2d(rows.data(), 8, h.data(), 8, 16, 2, cuda::CopyKind::HostToDevice));
   cuda::copy_2d(rows.data(), 16, h.data(), 16, 16, 2, cuda::CopyKind::HostToDevice);  // whole rows: fine
+  if (emulated()) {  // what a GPU does not refuse but gets wrong, the emulation refuses
+    // Rows that overlap their source: cudaMemcpy2D's result is undefined (bytes 8-40 from 0-32).
+    DeviceBuffer wide(Device::CUDA, 32);
+    const auto d2d = cuda::CopyKind::DeviceToDevice;
+    CHECK_THROWS_WITH_AS(cuda::copy_2d(wide.data() + 2, 16, wide.data(), 16, 16, 2, d2d),
+                         doctest::Contains("rows overlap"), std::invalid_argument);
+    // Only the destination's first row meets the source's last (bytes 32-48).
+    CHECK_THROWS_AS(cuda::copy_2d(wide.data() + 8, 16, wide.data(), 16, 16, 3, d2d), std::invalid_argument);
+    cuda::copy_2d(wide.data() + 4, 32, wide.data(), 32, 16, 2, d2d);  // interleaved rows that do not meet
+    cuda::copy_2d(wide.data() + 4, 16, wide.data(), 16, 16, 1, d2d);  // adjacent
+    // Freeing what alloc did not return (here twice): reported and kept, never thrown.
+    float* once = cuda::alloc(4);
+    cuda::free(once);
+    CHECK(cuda::free_error().empty());
+    cuda::free(once);
+    CHECK(cuda::free_error().find("freed twice") != std::string::npos);
+  }
   // The kernels take at most kMaxAttentionSegments key/value segments, by value.
   KVRows segs[kMaxAttentionSegments + 1] = {};
   const AttentionDims dims{1, 1, 1, 8, 1};

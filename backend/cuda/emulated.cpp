@@ -54,6 +54,22 @@ const T* host_side(const T* p, bool device) {
   }
   return h(p);
 }
+
+// Whether any of `rows` rows of `bytes` at d, d + dp, ... meets one at s, s + sp, ... (pitches
+// of at least `bytes` where rows > 1): cudaMemcpy2D's result is undefined then. Destination row
+// r spans [ds + r dp, + bytes) from s, source row k [k sp, + bytes): they meet when
+// ds + r dp - bytes < k sp < ds + r dp + bytes, a range of k found by division.
+bool rows_overlap(const char* d, size_t dp, const char* s, size_t sp, size_t bytes, size_t rows) {
+  const auto at = [](const char* p) { return int64_t(reinterpret_cast<uintptr_t>(p)); };
+  const int64_t n = int64_t(rows), w = int64_t(bytes), ds = at(d) - at(s), step = rows > 1 ? int64_t(sp) : 1;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t a = ds + r * int64_t(dp) - w, b = ds + r * int64_t(dp) + w;  // k sp in (a, b)
+    const int64_t lo = a >= 0 ? a / step + 1 : -((-a) / step);                // the least k above a / sp
+    const int64_t hi = b > 0 ? (b - 1) / step : -((-b) / step + 1);             // the greatest k below b / sp
+    if (std::max<int64_t>(lo, 0) <= std::min(hi, n - 1)) return true;
+  }
+  return false;
+}
 }  // namespace
 
 bool available(std::string* why) {
@@ -85,9 +101,13 @@ std::string free_error() { return first_free_error; }
 void free(void* p) noexcept {
   try {
     enter();
+    if (!p) return;  // as cudaFree(nullptr)
     void* q = h(p);
-    now_bytes -= sizes[q];
-    sizes.erase(q);
+    const auto it = sizes.find(q);
+    // cudaFree of a pointer it never returned (or already took back) is an error on the device.
+    if (it == sizes.end()) throw std::logic_error("emulated CUDA: free of a pointer alloc did not return (or freed twice)");
+    now_bytes -= it->second;
+    sizes.erase(it);
     std::free(q);
   } catch (const std::exception& e) {  // as the device's: reported once, kept, never thrown
     if (first_free_error.empty()) {
@@ -119,7 +139,10 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
     throw std::invalid_argument("cuda copy_2d: a pitch below the row's " + std::to_string(row_bytes) + " bytes");
   auto* d = const_cast<char*>(host_side(static_cast<const char*>(dst), kind != CopyKind::DeviceToHost));
   const auto* s = host_side(static_cast<const char*>(src), kind != CopyKind::HostToDevice);
-  for (size_t r = 0; r < rows; ++r) std::memmove(d + r * dst_pitch, s + r * src_pitch, row_bytes);
+  if (rows_overlap(d, dst_pitch, s, src_pitch, row_bytes, rows))
+    throw std::invalid_argument("cuda copy_2d: source and destination rows overlap (" + std::to_string(rows) +
+                                " rows of " + std::to_string(row_bytes) + " bytes)");
+  for (size_t r = 0; r < rows; ++r) std::memcpy(d + r * dst_pitch, s + r * src_pitch, row_bytes);
 }
 void to_device(float* dst, const float* src, size_t n) { copy(dst, src, n * 4, CopyKind::HostToDevice); }
 void to_host(float* dst, const float* src, size_t n) { copy(dst, src, n * 4, CopyKind::DeviceToHost); }
