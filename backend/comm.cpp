@@ -100,14 +100,19 @@ Comm::Comm() {
 
 void Comm::sum_ordered(float* data, size_t n, Device d) {
   if (!mpi_ || n == 0) return;
-  // On the GPU under mpirun, NCCL even for one process (mpirun -np 1 runs the NCCL path).
+  // On the GPU under mpirun, NCCL even for one process (mpirun -np 1 runs the NCCL path), but
+  // only where every rank has it: one without it would wait in the host path's collectives while
+  // the others wait in NCCL's. Decided once, by all ranks together.
   if (d != Device::CPU) {
-    if (!nccl_ready_ && cuda::nccl_available()) {
-      std::string id(cuda::kNcclIdBytes, '\0');
-      if (root()) cuda::nccl_unique_id(id.data());
-      broadcast(id);
-      cuda::nccl_init(id.data(), rank_, size_);
-      nccl_ready_ = true;
+    if (!nccl_decided_) {
+      nccl_decided_ = true;
+      if (!any(!cuda::nccl_available())) {
+        std::string id(cuda::kNcclIdBytes, '\0');
+        if (root()) cuda::nccl_unique_id(id.data());
+        broadcast(id);
+        cuda::nccl_init(id.data(), rank_, size_);
+        nccl_ready_ = true;
+      }
     }
     if (nccl_ready_) return cuda::nccl_sum_ordered(data, n);
     if (size_ == 1) return;

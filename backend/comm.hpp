@@ -44,6 +44,7 @@ class Comm {
   Comm();
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;  // started by a launcher: MPI is initialized
+  bool nccl_decided_ = false;  // whether the ranks have settled on NCCL or the host sum
   bool nccl_ready_ = false;
 };
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (docs/DISTRIBUTED.md), one case per call:
-#   mpi_cli.sh FBT CASE    CASE: accum | tolerance | resume | kill | errors | tcp
+#   mpi_cli.sh FBT CASE [FBT_EMULATED]    CASE: accum | tolerance | resume | kill | errors | tcp | nccl
 # Skipped (77) where mpirun is missing or fbt was built without MPI.
 fbt=$(realpath "$1")
+dev=${3:+$(realpath "$3")}  # fbt-emulated, for the nccl case
 source "$(dirname "$0")/lib.sh"
 case_name=$2
 command -v mpirun >/dev/null || { echo "mpirun not installed (./run installs openmpi-bin)"; exit 77; }
@@ -106,5 +107,13 @@ tcp)  # two ranks over TCP on loopback, as two machines talk
   "$fbt" train run.yaml --set train.out_dir=accum --set train.grad_accum=2 >/dev/null
   same tcp accum
   echo "2 ranks over TCP match grad_accum 2" ;;
+nccl)  # on a device every rank must agree on NCCL: with rank 0 alone claiming it (the emulated
+  # device, FBT_EMULATED_NCCL_RANK) both sum through the host, as when neither has it
+  short=(--set train.device=cuda --set train.steps=8 --set train.eval_every=0 --set train.checkpoint_every=0)
+  timeout 300 mpirun -np 2 --bind-to none -x FBT_EMULATED_NCCL_RANK=0 "$dev" train run.yaml --set train.out_dir=claim \
+    "${short[@]}" > claim.txt 2>&1 || { cat claim.txt; echo "ranks that disagree on NCCL did not train"; exit 1; }
+  mpi 2 "$dev" train run.yaml --set train.out_dir=none "${short[@]}" >/dev/null
+  same claim none
+  echo "ranks that disagree on NCCL sum through the host together" ;;
 *) echo "unknown case $case_name"; exit 2 ;;
 esac

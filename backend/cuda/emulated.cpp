@@ -288,10 +288,14 @@ void sum_blocks_in_order(float* out, const float* blocks, int64_t count, int64_t
 }
 
 // One emulated device, and no NCCL: a data-parallel run on it sums through MPI on the host.
+// For the test of ranks that disagree (tests/mpi_cli.sh), FBT_EMULATED_NCCL_RANK=r makes Open
+// MPI's rank r alone claim NCCL; the ranks must then all take the host path together.
 void select_device(int) { enter(); }
 bool nccl_available(std::string* why) {
   if (why) *why = kStub ? "fbt was built without CUDA" : "the emulated device has no NCCL";
-  return false;
+  const char* claim = std::getenv("FBT_EMULATED_NCCL_RANK");
+  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  return !kStub && claim && rank && std::string(claim) == rank;
 }
 void nccl_unique_id(char*) { throw std::logic_error("no NCCL on this device"); }
 void nccl_init(const char*, int, int) { throw std::logic_error("no NCCL on this device"); }
