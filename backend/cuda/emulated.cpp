@@ -292,10 +292,11 @@ void sum_blocks_in_order(float* out, const float* blocks, int64_t count, int64_t
 // MPI's rank r alone claim NCCL; the ranks must then all take the host path together.
 void select_device(int) { enter(); }
 bool nccl_available(std::string* why) {
-  if (why) *why = kStub ? "fbt was built without CUDA" : "the emulated device has no NCCL";
   const char* claim = std::getenv("FBT_EMULATED_NCCL_RANK");
   const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
-  return !kStub && claim && rank && std::string(claim) == rank;
+  if (!kStub && claim && rank && std::string(claim) == rank) return true;
+  if (why) *why = kStub ? "fbt was built without CUDA" : "the emulated device has no NCCL";
+  return false;
 }
 void nccl_unique_id(char*) { throw std::logic_error("no NCCL on this device"); }
 void nccl_init(const char*, int, int) { throw std::logic_error("no NCCL on this device"); }
