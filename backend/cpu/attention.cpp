@@ -36,6 +36,16 @@ struct HeadKeys {
   }
 };
 
+// What a single query's backward adds to key j's gradient rows: dV += w dO with w = p m (the
+// weight times its dropout multiplier) where neither is 0, dK += dL q where the key is live (its
+// weight, or with a span its weight before the mask, is not 0). The kernel and the queued batches
+// (add_deferred_kv_grads) both take it from here, so they make the same additions.
+struct KeyShare {
+  bool v, k;
+  float w;
+};
+inline KeyShare key_share(float p, float m, float live) { return {m != 0.f && p != 0.f, live != 0.f, p * m}; }
+
 // p[0:S] = softmax of the logits p over the keys with bk[j] >= 0 (bias added first when given),
 // 0 elsewhere; returns false, leaving p all zeros, when no key is visible.
 bool masked_softmax_row(float* p, const int32_t* bk, const float* bias, int64_t h, int64_t H, int64_t S) {
@@ -240,7 +250,8 @@ void attention_backward_rows(float* dq, float* dlogits, float* dz_parts, const f
           const float m = dr ? dr[j] : 1.f;
           dl[j] = simd::dot(doi, key[j] + I, Dh) * m;
           dot += p[j] * dl[j];
-          if (grad[j] && m != 0.f && p[j] != 0.f) simd::add_scaled(grad[j] + I, p[j] * m, doi, Dh);
+          const KeyShare ks = key_share(p[j], m, live[j]);
+          if (grad[j] && ks.v) simd::add_scaled(grad[j] + I, ks.w, doi, Dh);
         }
         // softmax (and span) backward, then dq += dl_j k_j, dk_j += dl_j q
         if (raw)
@@ -252,7 +263,7 @@ void attention_backward_rows(float* dq, float* dlogits, float* dz_parts, const f
           add_weighted_rows(dq + (b * n + i) * I + h * Dh, S, Dh, [&](int64_t j) { return dl[j]; },
                             [&](int64_t j) { return key[j]; });
         for (int64_t j = 0; j < S; ++j)
-          if (live[j] != 0.f && grad[j]) simd::add_scaled(grad[j], dl[j], qi, Dh);
+          if (grad[j] && key_share(p[j], dr ? dr[j] : 1.f, live[j]).k) simd::add_scaled(grad[j], dl[j], qi, Dh);
       }
     }
 }
@@ -661,6 +672,10 @@ void add_deferred_kv_grads(const DeferredKVPart* parts, int nparts, int64_t B, i
           g = sg.grad + b * sg.batch_stride + (row - sg.row_begin) * 2 * I + h * Dh + c;
           at = (b * H + h) * pt.S + sg.key + (row - sg.row_begin);
         };
+        auto share = [](const DeferredKVPart& pt, int64_t at) {
+          const float p = pt.probs[at];
+          return key_share(p, pt.drop ? pt.drop[at] : 1.f, pt.raw ? pt.raw[at] : p);
+        };
         // Row `row` through memory, part after part.
         auto one_by_one = [&](int64_t row) {
           for (int t = 0; t < nparts; ++t) {
@@ -670,13 +685,13 @@ void add_deferred_kv_grads(const DeferredKVPart* parts, int nparts, int64_t B, i
             float* g;
             int64_t at;
             place(pt, *sg, row, g, at);
-            const float p = pt.probs[at], m = pt.drop ? pt.drop[at] : 1.f, live = pt.raw ? pt.raw[at] : p;
+            const KeyShare ks = share(pt, at);
             for (int j = 0; j < kCols; ++j) {
               float *gk = g + j * kLanes, *gv = gk + I;
-              if (m != 0.f && p != 0.f)
-                vstore_part(gv, vfma(vset1(p * m), vload_part(pt.dout + col + j * kLanes, mask[j]), vload_part(gv, mask[j])),
+              if (ks.v)
+                vstore_part(gv, vfma(vset1(ks.w), vload_part(pt.dout + col + j * kLanes, mask[j]), vload_part(gv, mask[j])),
                             mask[j]);
-              if (live != 0.f)
+              if (ks.k)
                 vstore_part(gk, vfma(vset1(pt.dlogits[at]), vload_part(pt.q + col + j * kLanes, mask[j]), vload_part(gk, mask[j])),
                             mask[j]);
             }
@@ -723,20 +738,17 @@ void add_deferred_kv_grads(const DeferredKVPart* parts, int nparts, int64_t B, i
 #pragma GCC unroll 2
             for (int j = 0; j < kCols; ++j)
               dout[j] = vload_part(pt.dout + col + j * kLanes, mask[j]), q[j] = vload_part(pt.q + col + j * kLanes, mask[j]);
-            const float *P = pt.probs + at, *DL = pt.dlogits + at;
-            const float* M = pt.drop ? pt.drop + at : nullptr;
-            const float* live = pt.raw ? pt.raw + at : P;  // without a span a key is live where its weight is not 0
 #pragma GCC unroll 8
             for (int i = 0; i < kRows; ++i) {
               if (!(rows >> i & 1u)) continue;
-              const float w = M ? P[i] * M[i] : P[i];
-              if ((!M || M[i] != 0.f) && P[i] != 0.f) {
-                const vf vw = vset1(w);
+              const KeyShare ks = share(pt, at + i);
+              if (ks.v) {
+                const vf vw = vset1(ks.w);
 #pragma GCC unroll 2
                 for (int j = 0; j < kCols; ++j) v[i][j] = vfma(vw, dout[j], v[i][j]);
               }
-              if (live[i] != 0.f) {
-                const vf vd = vset1(DL[i]);
+              if (ks.k) {
+                const vf vd = vset1(pt.dlogits[at + i]);
 #pragma GCC unroll 2
                 for (int j = 0; j < kCols; ++j) k[i][j] = vfma(vd, q[j], k[i][j]);
               }
